@@ -1,0 +1,305 @@
+//! What the binary does for each set of flags. `main.rs` only maps the result to an exit code.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::cli::Cli;
+use crate::config::{ConfigError, Settings, redact_url};
+use crate::db::{self, DbError};
+use crate::demo::{self, DemoError};
+use crate::embedded_pg::EmbeddedPg;
+use crate::jobs::{Ctx, JobKind, RunOpts};
+use crate::ledger::{self, Identity, Trigger};
+use crate::scheduler::{self, DaemonError, NoObserver, RunOutcome, RunRequest};
+
+/// Exit codes (sysexits.h where one fits).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const JOB_FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const DB_UNREACHABLE: u8 = 75;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Demo(#[from] DemoError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) => exit::CONFIG,
+            AppError::Db(e) | AppError::Demo(DemoError::Db(e)) if e.is_unreachable() => {
+                exit::DB_UNREACHABLE
+            }
+            AppError::Usage(_) => exit::USAGE,
+            _ => exit::JOB_FAILED,
+        }
+    }
+}
+
+/// Runs the command line: loads settings, sets up logging and the database, dispatches.
+pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    crate::logging::init(&settings.log);
+
+    if cli.check_config {
+        print!("{}", settings.to_redacted_toml());
+        println!("# configuration is valid");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // The demo cluster lives as long as this value; dropping it stops the server.
+    let _cluster: Option<EmbeddedPg> = if cli.demo {
+        let cluster = demo::start_cluster(&settings)?;
+        settings.database.url = cluster.url(demo::DEMO_DATABASE);
+        settings.database.password = None;
+        settings.database.password_file = None;
+        eprintln!(
+            "demo: private PostgreSQL in {} (database {})",
+            cluster.data_dir().display(),
+            demo::DEMO_DATABASE
+        );
+        Some(cluster)
+    } else {
+        None
+    };
+    if settings.database.url.is_empty() && !cli.list_jobs {
+        return Err(ConfigError::invalid(
+            "database.url",
+            "not set; set it in the config file, as USAGE_WORKER__DATABASE__URL or DATABASE_URL \
+             (postgres://user@host:5432/dbname), or try --demo",
+        )
+        .into());
+    }
+    let settings = Arc::new(settings);
+    let url = db::effective_url(&settings)?;
+    let ctx = Arc::new(Ctx::new(settings.clone(), url));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("usage-worker")
+        .build()
+        .map_err(|e| AppError::Io(format!("cannot start the async runtime: {e}")))?;
+
+    if cli.demo && !cli.list_jobs {
+        let mut conn = db::connect(&ctx.connection_url)?;
+        db::run_migrations(&mut conn)?;
+        if demo::load_demo_data(&mut conn)? {
+            eprintln!("demo: loaded plans, 1,000 users and 30 days of events");
+        }
+    }
+
+    if cli.migrate {
+        let mut conn = db::connect(&ctx.connection_url)?;
+        let applied = db::run_migrations(&mut conn)?;
+        if applied.is_empty() {
+            println!("schema is up to date");
+        } else {
+            for version in applied {
+                println!("applied {version}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.list_jobs {
+        return list_jobs(&ctx);
+    }
+    if cli.status {
+        return status(&ctx, cli.limit);
+    }
+    if let Some(kinds) = &cli.run {
+        return runtime.block_on(run_jobs(ctx, &kinds.0, &cli));
+    }
+    runtime.block_on(scheduler::run_daemon(
+        ctx,
+        Arc::new(NoObserver),
+        shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCode, AppError> {
+    let ctx2 = ctx.clone();
+    tokio::task::spawn_blocking(move || scheduler::prepare_database(&ctx2))
+        .await
+        .map_err(|e| AppError::Io(e.to_string()))??;
+    let now = cli.at.unwrap_or_else(Utc::now);
+    let identity = Identity::current();
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for &kind in kinds {
+        let plan = ctx.settings.job_plan(kind)?;
+        let request = RunRequest {
+            kind,
+            trigger: Trigger::Manual,
+            scheduled_for: now,
+            now,
+            opts: RunOpts {
+                dry_run: cli.dry_run,
+                user_id: cli.user,
+                from: cli.from,
+                to: cli.to,
+                ..RunOpts::default()
+            },
+            timeout: plan.timeout,
+        };
+        let outcome = scheduler::execute(ctx.clone(), identity.clone(), request).await?;
+        all_ok &= matches!(outcome, RunOutcome::Succeeded { .. });
+        rows.push((kind, outcome));
+    }
+    print!("{}", result_table(&rows, cli.dry_run));
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::JOB_FAILED)
+    })
+}
+
+fn result_table(rows: &[(JobKind, RunOutcome)], dry_run: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<14} {:<10} {:>9}  RESULT", "JOB", "STATUS", "DURATION");
+    for (kind, outcome) in rows {
+        let (elapsed, text) = match outcome {
+            RunOutcome::Succeeded {
+                report, elapsed, ..
+            } => (Some(elapsed), report.summary.clone()),
+            RunOutcome::Failed { error, elapsed, .. } => (Some(elapsed), error.clone()),
+            RunOutcome::Skipped { reason, .. } => (None, reason.clone()),
+            RunOutcome::AlreadyRan => (None, "another process ran it".into()),
+        };
+        let duration = elapsed.map_or_else(
+            || "-".to_string(),
+            |d| format!("{:.2}s", d.as_secs_f64()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:<10} {:>9}  {}",
+            kind.name(),
+            outcome.status(),
+            duration,
+            text
+        );
+    }
+    if dry_run {
+        let _ = writeln!(out, "(dry run: nothing was changed)");
+    }
+    out
+}
+
+fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
+    let plans = ctx.settings.job_plans()?;
+    let last_runs = if ctx.settings.database.url.is_empty() {
+        Err("database.url is not set".to_string())
+    } else {
+        db::connect(&ctx.connection_url)
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| ledger::last_runs(&mut c).map_err(|e| e.to_string()))
+    };
+    let now = Utc::now();
+    println!(
+        "{:<14} {:<16} {:<21} {:<32} DESCRIPTION",
+        "JOB", "SCHEDULE (UTC)", "NEXT RUN", "LAST RUN"
+    );
+    for plan in plans {
+        let (schedule, next) = match &plan.schedule {
+            Some(s) => (
+                s.source().to_string(),
+                s.next_after(now)
+                    .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
+            ),
+            None => ("disabled".to_string(), "-".to_string()),
+        };
+        let last = match &last_runs {
+            Ok(runs) => runs
+                .iter()
+                .find(|r| r.job == plan.kind.name())
+                .map_or("never".into(), |r| {
+                    format!("{} {}", r.started_at.format("%Y-%m-%d %H:%M:%SZ"), r.status)
+                }),
+            Err(_) => "?".into(),
+        };
+        println!(
+            "{:<14} {:<16} {:<21} {:<32} {}",
+            plan.kind.name(),
+            schedule,
+            next,
+            last,
+            plan.kind.description()
+        );
+    }
+    if let Err(e) = last_runs {
+        eprintln!("last runs unknown: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
+    let mut conn = db::connect(&ctx.connection_url)?;
+    let runs = ledger::recent_runs(&mut conn, limit.max(1)).map_err(DbError::from)?;
+    println!(
+        "database: {}",
+        redact_url(&ctx.settings.database.url)
+    );
+    println!(
+        "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} RESULT",
+        "RUN", "JOB", "TRIGGER", "SCHEDULED FOR", "STARTED", "DURATION", "STATUS"
+    );
+    for run in runs {
+        let duration = run.finished_at.map_or("-".to_string(), |f| {
+            format!("{:.2}s", (f - run.started_at).num_milliseconds() as f64 / 1000.0)
+        });
+        let result = run
+            .error
+            .clone()
+            .or(run.summary.clone())
+            .unwrap_or_default();
+        let user = run.user_id.map_or(String::new(), |u| format!(" [user {u}]"));
+        println!(
+            "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} {}{}",
+            run.id,
+            run.job,
+            run.trigger,
+            run.scheduled_for.format("%Y-%m-%d %H:%M:%SZ"),
+            run.started_at.format("%Y-%m-%d %H:%M:%SZ"),
+            duration,
+            run.status,
+            result,
+            user
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

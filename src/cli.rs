@@ -1,0 +1,133 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{ArgGroup, Parser};
+
+use crate::jobs::JobKind;
+
+const EXAMPLES: &str = "\
+Examples:
+  usage-worker --demo                                  private PostgreSQL + demo data + the daemon
+  usage-worker --demo --run all                        every job once on the demo data, then exit
+  usage-worker --check-config --config /etc/usage-worker/config.toml
+  usage-worker --migrate                               apply pending schema migrations
+  usage-worker --list-jobs                             jobs, schedules, next and last runs
+  usage-worker --run partitions --at 2027-01-15T00:00:00Z --dry-run
+  usage-worker --status                                recent runs from the ledger
+  usage-worker                                         the daemon (as the systemd service runs it)
+
+Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unreachable,
+78 bad configuration.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "usage-worker",
+    version,
+    about = "Keeps the usage and quota books of a SaaS product in PostgreSQL: \
+             aggregation, quota resets, alert emails, retention.",
+    after_help = EXAMPLES,
+    group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status"]))
+)]
+pub struct Cli {
+    /// Configuration file (default: /etc/usage-worker/config.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Use a private PostgreSQL cluster started from the system's server binaries, loaded
+    /// with demo data when empty (emails are written to files).
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Run jobs once and exit: names separated by commas, or `all`.
+    #[arg(long, value_name = "JOB[,JOB…]|all", value_parser = parse_jobs)]
+    pub run: Option<JobList>,
+
+    /// The instant a job takes as now (RFC 3339, e.g. 2027-01-15T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant, requires = "run")]
+    pub at: Option<DateTime<Utc>>,
+
+    /// Report what the jobs would do; change nothing.
+    #[arg(long, requires = "run")]
+    pub dry_run: bool,
+
+    /// Limit a run to one user id (manual resets, rebuilds).
+    #[arg(long, value_name = "USER_ID", requires = "run")]
+    pub user: Option<i64>,
+
+    /// First day of a range (YYYY-MM-DD), for rebuilds.
+    #[arg(long, value_name = "DATE", requires = "run")]
+    pub from: Option<NaiveDate>,
+
+    /// Last day of a range, inclusive (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", requires = "run")]
+    pub to: Option<NaiveDate>,
+
+    /// Validate the configuration, print it with secrets redacted, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Apply pending database migrations and exit.
+    #[arg(long)]
+    pub migrate: bool,
+
+    /// List the jobs with their schedules, next run and last run.
+    #[arg(long)]
+    pub list_jobs: bool,
+
+    /// Show recent runs from the run ledger.
+    #[arg(long)]
+    pub status: bool,
+
+    /// How many runs `--status` shows.
+    #[arg(long, default_value_t = 20, value_name = "N", requires = "status")]
+    pub limit: i64,
+}
+
+/// The jobs named by `--run`, in order.
+#[derive(Debug, Clone)]
+pub struct JobList(pub Vec<JobKind>);
+
+fn parse_jobs(text: &str) -> Result<JobList, String> {
+    JobKind::parse_list(text).map(JobList)
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{text}` is not an RFC 3339 instant ({e}); expected e.g. 2027-01-15T00:00:00Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flag_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["usage-worker", "--run", "partitions,partitions"]).unwrap();
+        assert_eq!(cli.run.unwrap().0, vec![JobKind::Partitions]);
+    }
+
+    #[test]
+    fn unknown_job_is_a_usage_error_listing_valid_names() {
+        let err = Cli::try_parse_from(["usage-worker", "--run", "agregate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("agregate") && text.contains("partitions"), "{text}");
+    }
+
+    #[test]
+    fn unparseable_at_is_a_usage_error() {
+        let err = Cli::try_parse_from(["usage-worker", "--run", "all", "--at", "tomorrow"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("RFC 3339"));
+    }
+}

@@ -1,0 +1,564 @@
+//! Typed settings, layered: built-in defaults < config file < `DATABASE_URL` < environment
+//! variables `USAGE_WORKER__SECTION__KEY`.
+//!
+//! Every value is validated before anything runs; a bad one is a [`ConfigError`] that names
+//! the key and the expected form (the binary exits 78 on it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::jobs::JobKind;
+use crate::schedule::Schedule;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/usage-worker/config.toml";
+/// Prefix of environment overrides: `USAGE_WORKER__DATABASE__URL`.
+pub const ENV_PREFIX: &str = "USAGE_WORKER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub jobs: BTreeMap<String, JobSettings>,
+    pub scheduler: SchedulerSettings,
+    pub log: LogSettings,
+    pub embedded: EmbeddedSettings,
+    pub partitions: PartitionSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// libpq connection URL. A password in it is redacted wherever it is shown.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    /// Password kept out of the URL; `password_file` or the systemd credential
+    /// `database-password` are preferred.
+    #[serde(serialize_with = "serialize_secret")]
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: u32,
+    pub connect_timeout: HumanDuration,
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: String::new(),
+            password: None,
+            password_file: None,
+            pool_size: 8,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Cron string (5 fields, or 6 with seconds), UTC. Empty disables the job.
+    pub schedule: Option<String>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    pub catch_up_horizon: HumanDuration,
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            catch_up_horizon: HumanDuration(Duration::from_secs(7 * 86_400)),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedSettings {
+    /// Where `--demo` keeps its private cluster; default: `$TMPDIR/usage-worker-demo`.
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres`; default: found automatically.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartitionSettings {
+    pub months_ahead: u32,
+}
+
+impl Default for PartitionSettings {
+    fn default() -> Self {
+        PartitionSettings { months_ahead: 3 }
+    }
+}
+
+/// A duration written as `30s`, `15m`, `2h`, `7d` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration; expected e.g. 30s, 15m, 2h or 7d"))?;
+        let seconds = match unit.trim() {
+            "" | "s" => number,
+            "m" => number * 60,
+            "h" => number * 3_600,
+            "d" => number * 86_400,
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{text}`; expected s, m, h or d (e.g. 30s, 7d)"
+                ));
+            }
+        };
+        Ok(HumanDuration(Duration::from_secs(seconds)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            s if s != 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s != 0 && s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+            s if s != 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Ok(HumanDuration(Duration::from_secs(s))),
+            Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+fn serialize_secret<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[redacted]"),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
+/// Hides the password of a `postgres://user:password@host/db` URL (and of a `password=`
+/// parameter), so the URL can be logged and printed.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "***");
+            }
+        }
+    }
+    for key in ["password="] {
+        let mut search_from = 0;
+        while let Some(pos) = out[search_from..].find(key) {
+            let start = search_from + pos + key.len();
+            let end = out[start..]
+                .find(['&', ' '])
+                .map_or(out.len(), |i| start + i);
+            out.replace_range(start..end, "***");
+            search_from = start + 3;
+        }
+    }
+    out
+}
+
+/// Defaults for each job: its cron schedule and timeout.
+pub struct JobDefaults {
+    pub schedule: &'static str,
+    pub timeout: Duration,
+}
+
+/// A job's settings after validation.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub kind: JobKind,
+    /// `None` = disabled (empty schedule string).
+    pub schedule: Option<Schedule>,
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// Loads the layered configuration. `path` is `--config`; without it the default path is
+    /// read when it exists.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        let file = match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::File {
+                        path: p.to_path_buf(),
+                        message: "no such file (check --config)".into(),
+                    });
+                }
+                Some(p.to_path_buf())
+            }
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        if let Some(file) = &file {
+            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::File {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+            builder = builder
+                .set_override("database.url", url.as_str())
+                .map_err(|e| ConfigError::Other(e.to_string()))?;
+        }
+        let prefixed: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(prefixed)),
+        );
+        let built = builder.build().map_err(|e| map_config_error(e, &file))?;
+        let settings: Settings = built
+            .try_deserialize()
+            .map_err(|e| map_config_error(e, &file))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value; the first bad one is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.pool_size == 0 || self.database.pool_size > 200 {
+            return Err(ConfigError::invalid(
+                "database.pool_size",
+                format!(
+                    "{} is out of range; expected 1 to 200",
+                    self.database.pool_size
+                ),
+            ));
+        }
+        let url = &self.database.url;
+        let looks_like_postgres = url.is_empty()
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.contains('=');
+        if !looks_like_postgres {
+            return Err(ConfigError::invalid(
+                "database.url",
+                format!(
+                    "`{}` is not a PostgreSQL URL; expected postgres://user@host:5432/dbname",
+                    redact_url(&self.database.url)
+                ),
+            ));
+        }
+        for name in self.jobs.keys() {
+            if JobKind::from_config_key(name).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("jobs.{name}"),
+                    format!(
+                        "unknown job; expected one of: {}",
+                        JobKind::ALL
+                            .iter()
+                            .map(|k| k.config_key())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        self.job_plans()?;
+        if self.scheduler.shutdown_grace.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "scheduler.shutdown_grace",
+                "must be longer than 0s; expected e.g. 30s",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a level or filter ({e}); expected error, warn, info, debug, trace or e.g. usage_worker=debug",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.partitions.months_ahead > 120 {
+            return Err(ConfigError::invalid(
+                "partitions.months_ahead",
+                "expected 0 to 120",
+            ));
+        }
+        if let Some(dir) = &self.embedded.pg_bin_dir
+            && !dir.join("postgres").exists()
+        {
+            return Err(ConfigError::invalid(
+                "embedded.pg_bin_dir",
+                format!(
+                    "{} holds no `postgres` binary; expected the directory of initdb/pg_ctl/postgres",
+                    dir.display()
+                ),
+            ));
+        }
+        if let Some(file) = &self.database.password_file
+            && !file.exists()
+        {
+            return Err(ConfigError::invalid(
+                "database.password_file",
+                format!("{} does not exist", file.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every job with its effective schedule and timeout, validated.
+    pub fn job_plans(&self) -> Result<Vec<JobPlan>, ConfigError> {
+        JobKind::ALL
+            .iter()
+            .map(|&kind| {
+                let defaults = kind.defaults();
+                let entry = self.jobs.get(kind.config_key());
+                let text = entry
+                    .and_then(|j| j.schedule.clone())
+                    .unwrap_or_else(|| defaults.schedule.to_string());
+                let key = format!("jobs.{}.schedule", kind.config_key());
+                let schedule = if text.trim().is_empty() {
+                    None
+                } else {
+                    Some(
+                        Schedule::parse(&text)
+                            .map_err(|message| ConfigError::invalid(key.clone(), message))?,
+                    )
+                };
+                let timeout = entry
+                    .and_then(|j| j.timeout)
+                    .map_or(defaults.timeout, |d| d.0);
+                if timeout.is_zero() {
+                    return Err(ConfigError::invalid(
+                        format!("jobs.{}.timeout", kind.config_key()),
+                        "must be longer than 0s; expected e.g. 10m",
+                    ));
+                }
+                Ok(JobPlan {
+                    kind,
+                    schedule,
+                    timeout,
+                })
+            })
+            .collect()
+    }
+
+    pub fn job_plan(&self, kind: JobKind) -> Result<JobPlan, ConfigError> {
+        self.job_plans()?
+            .into_iter()
+            .find(|p| p.kind == kind)
+            .ok_or_else(|| ConfigError::Other(format!("no plan for job {}", kind.name())))
+    }
+
+    /// The database password from `database.password`, `database.password_file`, or the
+    /// systemd credential `database-password`.
+    pub fn database_password(&self) -> Result<Option<SecretString>, ConfigError> {
+        read_secret(
+            "database.password",
+            self.database.password.as_ref(),
+            self.database.password_file.as_deref(),
+            "database-password",
+        )
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`--check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        for plan in self.job_plans().unwrap_or_default() {
+            let entry = copy
+                .jobs
+                .entry(plan.kind.config_key().to_string())
+                .or_default();
+            entry.schedule = Some(
+                plan.schedule
+                    .as_ref()
+                    .map(|s| s.source().to_string())
+                    .unwrap_or_default(),
+            );
+            entry.timeout = Some(HumanDuration(plan.timeout));
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Reads a secret from its inline key, its `_file` key, or a systemd credential.
+pub fn read_secret(
+    key: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+    credential: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(secret) = inline {
+        return Ok(Some(secret.clone()));
+    }
+    let path = match file {
+        Some(p) => Some(p.to_path_buf()),
+        None => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join(credential))
+            .filter(|p| p.exists()),
+    };
+    let Some(path) = path else { return Ok(None) };
+    warn_if_world_readable(key, &path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(
+            format!("{key}_file"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Some(SecretString::from(
+        text.trim_end_matches(['\r', '\n']).to_string(),
+    )))
+}
+
+fn warn_if_world_readable(key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            config.key = key,
+            file = %path.display(),
+            "password file is readable by every user; run chmod 600 on it"
+        );
+    }
+}
+
+/// Turns the `config` crate's errors into ones that name the key.
+fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> ConfigError {
+    match error {
+        config::ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => ConfigError::invalid(key, format!("got {unexpected}, expected {expected}")),
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => ConfigError::invalid(key, error.to_string()),
+        config::ConfigError::FileParse { cause, .. } => ConfigError::File {
+            path: file.clone().unwrap_or_default(),
+            message: cause.to_string(),
+        },
+        other => {
+            let text = other.to_string();
+            // serde's unknown-field message names the field but not its section.
+            if let Some(field) = text
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                return ConfigError::invalid(
+                    field.to_string(),
+                    format!("unknown key ({text}); check the spelling against deploy/config.example.toml"),
+                );
+            }
+            ConfigError::Other(text)
+        }
+    }
+}

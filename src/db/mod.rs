@@ -1,0 +1,148 @@
+//! Connection pool, migrations and the database error classes the binary maps to exit codes.
+
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret;
+
+use crate::config::{Settings, redact_url};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// First half of every advisory lock key this program takes (`'UW'`), so its locks never
+/// collide with an application's.
+pub const ADVISORY_LOCK_CLASS: i32 = 0x5557;
+/// Second half of the key held while migrations run.
+pub const MIGRATION_LOCK_ID: i32 = 0;
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unreachable at {target}: {message}; check database.url and that PostgreSQL is running")]
+    Unreachable { target: String, message: String },
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DbError::Unreachable { .. })
+    }
+}
+
+/// Where a connection goes, for messages: host and port, or the socket directory.
+pub fn describe_target(url: &str) -> String {
+    let redacted = redact_url(url);
+    if let Some(host) = url
+        .split(['?', '&'])
+        .find_map(|part| part.strip_prefix("host="))
+    {
+        if host.starts_with('/') {
+            return format!("socket {host}/.s.PGSQL.5432 ({redacted})");
+        }
+        return format!("host {host} ({redacted})");
+    }
+    redacted
+}
+
+/// The URL with the password from `database.password(_file)` or the credential added.
+pub fn effective_url(settings: &Settings) -> Result<String, crate::config::ConfigError> {
+    let url = settings.database.url.clone();
+    let Some(password) = settings.database_password()? else {
+        return Ok(url);
+    };
+    let encoded: String = password
+        .expose_secret()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}password={encoded}"))
+}
+
+/// A pool that connects lazily: building it never touches the network.
+pub fn build_pool(url: &str, size: u32, connect_timeout: Duration) -> DbPool {
+    let url = with_connect_timeout(url, connect_timeout);
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
+        .test_on_check_out(true)
+        .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
+        .build_unchecked(ConnectionManager::new(url))
+}
+
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") || !url.contains("://") {
+        return url.to_string();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{separator}connect_timeout={}",
+        timeout.as_secs().max(1)
+    )
+}
+
+/// Opens one connection directly (not from a pool), classifying failure as unreachable.
+pub fn connect(url: &str) -> Result<PgConnection, DbError> {
+    PgConnection::establish(url).map_err(|e| DbError::Unreachable {
+        target: describe_target(url),
+        message: e.to_string().trim().to_string(),
+    })
+}
+
+/// Takes a connection from the pool; a failure means the database cannot be reached.
+pub fn checkout(pool: &DbPool, url_for_messages: &str) -> Result<DbConn, DbError> {
+    pool.get().map_err(|e| DbError::Unreachable {
+        target: describe_target(url_for_messages),
+        message: e.to_string(),
+    })
+}
+
+/// Applies pending migrations under an advisory lock, so two instances starting at once
+/// never migrate concurrently. Returns the versions applied.
+pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
+    diesel::sql_query("SELECT pg_advisory_lock($1, $2)")
+        .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
+        .bind::<diesel::sql_types::Integer, _>(MIGRATION_LOCK_ID)
+        .execute(conn)?;
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+        .map_err(|e| DbError::Migration(e.to_string()));
+    let unlock = conn.batch_execute(&format!(
+        "SELECT pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {MIGRATION_LOCK_ID})"
+    ));
+    let versions = result?;
+    unlock?;
+    Ok(versions)
+}
+
+/// Reverts every migration (tests of the down scripts).
+pub fn revert_all_migrations(conn: &mut PgConnection) -> Result<(), DbError> {
+    conn.revert_all_migrations(MIGRATIONS)
+        .map(|_| ())
+        .map_err(|e| DbError::Migration(e.to_string()))
+}
+
+/// Migrations embedded in this binary that the database has not applied yet.
+pub fn pending_migrations(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
+    conn.pending_migrations(MIGRATIONS)
+        .map(|m| m.iter().map(|m| m.name().to_string()).collect())
+        .map_err(|e| DbError::Migration(e.to_string()))
+}

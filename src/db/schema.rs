@@ -1,0 +1,114 @@
+// @generated automatically by Diesel CLI.
+
+pub mod sql_types {
+    #[derive(diesel::query_builder::QueryId, Clone, diesel::sql_types::SqlType)]
+    #[diesel(postgres_type(name = "xid8", schema = "pg_catalog"))]
+    pub struct Xid8;
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
+    aggregation_watermark (id) {
+        id -> Bool,
+        xid -> Xid8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    job_runs (id) {
+        id -> Int8,
+        job -> Text,
+        trigger -> Text,
+        scheduled_for -> Timestamptz,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        status -> Text,
+        report -> Nullable<Jsonb>,
+        error -> Nullable<Text>,
+        host -> Text,
+        pid -> Int4,
+        user_id -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    plan_limits (plan_id, metric, period, kind) {
+        plan_id -> Int8,
+        metric -> Text,
+        period -> Text,
+        kind -> Text,
+        max_value -> Numeric,
+    }
+}
+
+diesel::table! {
+    plans (id) {
+        id -> Int8,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    prices (kind, model, valid_from) {
+        kind -> Text,
+        model -> Text,
+        valid_from -> Timestamptz,
+        per_event -> Numeric,
+        per_1k_prompt_tokens -> Numeric,
+        per_1k_completion_tokens -> Numeric,
+        per_1k_tokens -> Numeric,
+        per_mb -> Numeric,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
+    usage_events (id, created_at) {
+        id -> Int8,
+        user_id -> Int8,
+        kind -> Text,
+        request_type -> Text,
+        model -> Text,
+        tokens -> Int8,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        messages -> Int4,
+        bytes -> Int8,
+        cost -> Numeric,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+        recorded_xid -> Xid8,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Int8,
+        email -> Text,
+        name -> Text,
+        timezone -> Text,
+        plan_id -> Nullable<Int8>,
+        billing_anchor_day -> Nullable<Int2>,
+        alerts_enabled -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(plan_limits -> plans (plan_id));
+diesel::joinable!(users -> plans (plan_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    aggregation_watermark,
+    job_runs,
+    plan_limits,
+    plans,
+    prices,
+    usage_events,
+    users,
+);
