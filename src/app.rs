@@ -191,7 +191,11 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
 
 fn result_table(rows: &[(JobKind, RunOutcome)], dry_run: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<14} {:<10} {:>9}  RESULT", "JOB", "STATUS", "DURATION");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<10} {:>9}  RESULT",
+        "JOB", "STATUS", "DURATION"
+    );
     for (kind, outcome) in rows {
         let (elapsed, text) = match outcome {
             RunOutcome::Succeeded {
@@ -201,10 +205,8 @@ fn result_table(rows: &[(JobKind, RunOutcome)], dry_run: bool) -> String {
             RunOutcome::Skipped { reason, .. } => (None, reason.clone()),
             RunOutcome::AlreadyRan => (None, "another process ran it".into()),
         };
-        let duration = elapsed.map_or_else(
-            || "-".to_string(),
-            |d| format!("{:.2}s", d.as_secs_f64()),
-        );
+        let duration =
+            elapsed.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()));
         let _ = writeln!(
             out,
             "{:<14} {:<10} {:>9}  {}",
@@ -270,24 +272,26 @@ fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
 fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
     let mut conn = db::connect(&ctx.connection_url)?;
     let runs = ledger::recent_runs(&mut conn, limit.max(1)).map_err(DbError::from)?;
-    println!(
-        "database: {}",
-        redact_url(&ctx.settings.database.url)
-    );
+    println!("database: {}", redact_url(&ctx.settings.database.url));
     println!(
         "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} RESULT",
         "RUN", "JOB", "TRIGGER", "SCHEDULED FOR", "STARTED", "DURATION", "STATUS"
     );
     for run in runs {
         let duration = run.finished_at.map_or("-".to_string(), |f| {
-            format!("{:.2}s", (f - run.started_at).num_milliseconds() as f64 / 1000.0)
+            format!(
+                "{:.2}s",
+                (f - run.started_at).num_milliseconds() as f64 / 1000.0
+            )
         });
         let result = run
             .error
             .clone()
             .or(run.summary.clone())
             .unwrap_or_default();
-        let user = run.user_id.map_or(String::new(), |u| format!(" [user {u}]"));
+        let user = run
+            .user_id
+            .map_or(String::new(), |u| format!(" [user {u}]"));
         println!(
             "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} {}{}",
             run.id,

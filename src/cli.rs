@@ -96,7 +96,9 @@ fn parse_jobs(text: &str) -> Result<JobList, String> {
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("`{text}` is not an RFC 3339 instant ({e}); expected e.g. 2027-01-15T00:00:00Z"))
+        .map_err(|e| {
+            format!("`{text}` is not an RFC 3339 instant ({e}); expected e.g. 2027-01-15T00:00:00Z")
+        })
 }
 
 #[cfg(test)]
@@ -120,13 +122,16 @@ mod tests {
         let err = Cli::try_parse_from(["usage-worker", "--run", "agregate"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let text = err.to_string();
-        assert!(text.contains("agregate") && text.contains("partitions"), "{text}");
+        assert!(
+            text.contains("agregate") && text.contains("partitions"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unparseable_at_is_a_usage_error() {
-        let err = Cli::try_parse_from(["usage-worker", "--run", "all", "--at", "tomorrow"])
-            .unwrap_err();
+        let err =
+            Cli::try_parse_from(["usage-worker", "--run", "all", "--at", "tomorrow"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("RFC 3339"));
     }

@@ -555,7 +555,9 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
             {
                 return ConfigError::invalid(
                     field.to_string(),
-                    format!("unknown key ({text}); check the spelling against deploy/config.example.toml"),
+                    format!(
+                        "unknown key ({text}); check the spelling against deploy/config.example.toml"
+                    ),
                 );
             }
             ConfigError::Other(text)

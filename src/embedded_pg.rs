@@ -172,7 +172,7 @@ impl EmbeddedPg {
         };
         let script = format!(
             "while kill -0 {owner} 2>/dev/null; do sleep 1; done; \
-             {runner} '{pg_ctl}' stop -D '{data}' -m immediate >/dev/null 2>&1; rm -rf '{data}'",
+             {runner} '{pg_ctl}' stop -D '{data}' -m immediate >/dev/null 2>&1; rm -rf '{data}' '{data}.lock'",
             pg_ctl = pg_ctl.display(),
             data = self.data_dir.display(),
         );

@@ -116,7 +116,11 @@ pub fn mark_abandoned(conn: &mut PgConnection, job: JobKind) -> QueryResult<usiz
     .bind::<Text, _>(job.name())
     .execute(conn)?;
     if count > 0 {
-        tracing::warn!(job.name = job.name(), runs = count, "runs left running by a crashed process marked abandoned");
+        tracing::warn!(
+            job.name = job.name(),
+            runs = count,
+            "runs left running by a crashed process marked abandoned"
+        );
     }
     Ok(count)
 }

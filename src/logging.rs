@@ -18,7 +18,9 @@ pub fn init(settings: &LogSettings) {
     let result = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text if under_journal => builder.without_time().with_ansi(false).try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
     // A second init (tests starting the daemon in-process) keeps the first subscriber.
     let _ = result;

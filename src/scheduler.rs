@@ -257,13 +257,14 @@ fn run_rolled_back(
         outcome = Some(kind.run(ctx, conn, now, opts));
         Err(diesel::result::Error::RollbackTransaction)
     });
-    outcome.unwrap_or_else(|| Err(crate::jobs::JobError::Invalid("dry run did not start".into())))
+    outcome.unwrap_or_else(|| {
+        Err(crate::jobs::JobError::Invalid(
+            "dry run did not start".into(),
+        ))
+    })
 }
 
-type JobHandle = tokio::task::JoinHandle<(
-    PgConnection,
-    Result<JobReport, crate::jobs::JobError>,
-)>;
+type JobHandle = tokio::task::JoinHandle<(PgConnection, Result<JobReport, crate::jobs::JobError>)>;
 
 /// Cancels the run's statement on the server, again every second, until the job returns.
 async fn cancel_until_done(
@@ -308,8 +309,7 @@ async fn record_outcome(
     let result = tokio::task::spawn_blocking(move || -> Result<(), DbError> {
         // The run's own connection still holds the lock; use it when it is healthy.
         if let Some(mut conn) = conn
-            && ledger::finish_run(&mut conn, id, status, report.as_ref(), error.as_deref())
-                .is_ok()
+            && ledger::finish_run(&mut conn, id, status, report.as_ref(), error.as_deref()).is_ok()
         {
             let _ = ledger::unlock(&mut conn, kind);
             return Ok(());
@@ -330,7 +330,9 @@ async fn record_outcome(
             error = %e,
             "could not record the run's end; the next run marks it abandoned"
         ),
-        Err(e) => tracing::error!(job.name = kind.name(), job.run_id = id, error = %e, "recording task failed"),
+        Err(e) => {
+            tracing::error!(job.name = kind.name(), job.run_id = id, error = %e, "recording task failed")
+        }
     }
 }
 
@@ -495,10 +497,8 @@ pub async fn run_daemon(
             "stopping: waiting for running jobs"
         );
     }
-    let drained = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             "shutdown grace (scheduler.shutdown_grace) ran out; cancelling running jobs"
@@ -516,7 +516,9 @@ pub async fn run_daemon(
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn status_line(running: &[&str], plans: &[JobPlan]) -> String {

@@ -26,7 +26,9 @@ pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database unreachable at {target}: {message}; check database.url and that PostgreSQL is running")]
+    #[error(
+        "database unreachable at {target}: {message}; check database.url and that PostgreSQL is running"
+    )]
     Unreachable { target: String, message: String },
     #[error("migrations failed: {0}")]
     Migration(String),

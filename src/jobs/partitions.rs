@@ -98,7 +98,11 @@ pub fn run(
         created.push(name);
         moved_rows += rows_to_move;
     }
-    let verb = if opts.dry_run { "would create" } else { "created" };
+    let verb = if opts.dry_run {
+        "would create"
+    } else {
+        "created"
+    };
     let summary = if created.is_empty() {
         format!(
             "all {} partitions present ({} through {})",

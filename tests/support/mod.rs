@@ -1,0 +1,194 @@
+//! Test harness: one private PostgreSQL cluster per test binary and test run, a migrated
+//! template database, and a fresh database per test created from it, so tests run in
+//! parallel (threads under `cargo test`, processes under `cargo nextest`).
+//!
+//! The cluster is shared by every process of one test binary started by the same parent
+//! (cargo or nextest) and is stopped and deleted shortly after that parent exits.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
+use usage_worker::config::Settings;
+use usage_worker::db;
+use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::jobs::Ctx;
+
+const TEMPLATE: &str = "uw_template";
+
+pub struct Cluster {
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl Cluster {
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgres://postgres@/{dbname}?host={}",
+            self.data_dir.display()
+        )
+    }
+}
+
+/// The cluster of this test binary, started (and its template migrated) on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(start_shared_cluster)
+}
+
+fn start_shared_cluster() -> Cluster {
+    // SAFETY: getppid has no preconditions.
+    let owner = unsafe { libc::getppid() } as u32;
+    let exe = std::env::current_exe().expect("test binary path");
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "tests".into());
+    let stem: String = stem.chars().take(40).collect();
+    let base = std::env::temp_dir();
+    let data_dir = base.join(format!("uw-t-{owner}-{stem}"));
+    let lock_path = base.join(format!("uw-t-{owner}-{stem}.lock")); // removed with the cluster
+    let lock = File::create(&lock_path).expect("create cluster lock file");
+    // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+
+    let mut pg = EmbeddedPg::start(&data_dir, None, Durability::Throwaway)
+        .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
+    if pg.started_here() {
+        pg.stop_and_remove_when_gone(owner)
+            .expect("start the cluster watcher");
+    }
+    let bin_dir = pg.bin_dir().to_path_buf();
+    pg.keep_running();
+    let cluster = Cluster {
+        data_dir: pg.data_dir().to_path_buf(),
+        bin_dir,
+    };
+    ensure_template(&cluster);
+    // SAFETY: releases the lock taken above.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+    cluster
+}
+
+fn ensure_template(cluster: &Cluster) {
+    let mut admin = db::connect(&cluster.url("postgres")).expect("connect to test cluster");
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    let exists: Exists = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}') AS exists"
+    ))
+    .get_result(&mut admin)
+    .expect("query pg_database");
+    if exists.exists {
+        return;
+    }
+    admin
+        .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+        .expect("create template database");
+    let mut conn = db::connect(&cluster.url(TEMPLATE)).expect("connect to template");
+    db::run_migrations(&mut conn).expect("migrate template database");
+    drop(conn);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {TEMPLATE} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+        ))
+        .expect("mark template");
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let cluster = cluster();
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = db::connect(&cluster.url("postgres")).expect("connect to test cluster");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+            .expect("create test database");
+        TestDb {
+            url: cluster.url(&name),
+            name,
+        }
+    }
+
+    pub fn conn(&self) -> PgConnection {
+        db::connect(&self.url).expect("connect to test database")
+    }
+
+    /// Default settings pointing at this database.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.database.url = self.url.clone();
+        settings.database.pool_size = 4;
+        settings
+    }
+
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx_with(|_| {})
+    }
+
+    pub fn ctx_with(&self, change: impl FnOnce(&mut Settings)) -> Arc<Ctx> {
+        let mut settings = self.settings();
+        change(&mut settings);
+        Arc::new(Ctx::new(Arc::new(settings), self.url.clone()))
+    }
+
+    /// Runs one query returning a single bigint column named `n`.
+    pub fn count(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql)
+            .get_result::<N>(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .n
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.conn()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// The `usage-worker` binary built for these tests.
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_usage-worker"));
+    command
+        .env_remove("DATABASE_URL")
+        .env("USAGE_WORKER__LOG__LEVEL", "info");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("USAGE_WORKER__") && key != "USAGE_WORKER__LOG__LEVEL" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Writes a config file into a fresh temporary directory.
+pub fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config file");
+    path
+}
