@@ -88,6 +88,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_period_kind_totals (user_id, period, period_start, kind) {
+        user_id -> Int8,
+        period -> Text,
+        period_start -> Timestamptz,
+        kind -> Text,
+        requests -> Int8,
+        messages -> Int8,
+        tokens -> Int8,
+        bytes -> Int8,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
+    usage_periods (user_id, period, period_start) {
+        user_id -> Int8,
+        period -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        status -> Text,
+        close_reason -> Nullable<Text>,
+        requests -> Int8,
+        messages -> Int8,
+        tokens -> Int8,
+        bytes -> Int8,
+        cost -> Numeric,
+        opened_at -> Timestamptz,
+        closed_at -> Nullable<Timestamptz>,
+        plan_id -> Nullable<Int8>,
+        limits -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         email -> Text,
@@ -110,5 +144,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plans,
     prices,
     usage_events,
+    usage_period_kind_totals,
+    usage_periods,
     users,
 );
