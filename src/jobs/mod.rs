@@ -2,6 +2,9 @@
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
 pub mod partitions;
+pub mod periods;
+pub mod reset_daily;
+pub mod reset_monthly;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +20,24 @@ use crate::db::DbPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    ResetDaily,
+    ResetMonthly,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::Partitions,
+        JobKind::ResetDaily,
+        JobKind::ResetMonthly,
+    ];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::ResetDaily => "reset-daily",
+            JobKind::ResetMonthly => "reset-monthly",
         }
     }
 
@@ -34,6 +45,8 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::ResetDaily => "reset_daily",
+            JobKind::ResetMonthly => "reset_monthly",
         }
     }
 
@@ -41,6 +54,12 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::ResetDaily => {
+                "closes ended daily quota periods at each user's local midnight, reconciled against raw events, and opens the next"
+            }
+            JobKind::ResetMonthly => {
+                "closes ended monthly quota periods (calendar month or billing anchor day, user's zone), reconciled, and opens the next"
             }
         }
     }
@@ -51,6 +70,12 @@ impl JobKind {
                 schedule: "0 2 * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
+            // honoured within the quarter hour.
+            JobKind::ResetDaily | JobKind::ResetMonthly => JobDefaults {
+                schedule: "*/15 * * * *",
+                timeout: Duration::from_secs(30 * 60),
+            },
         }
     }
 
@@ -59,6 +84,8 @@ impl JobKind {
     pub fn lock_id(self) -> i32 {
         match self {
             JobKind::Partitions => 6,
+            JobKind::ResetDaily => 2,
+            JobKind::ResetMonthly => 3,
         }
     }
 
@@ -107,6 +134,8 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::ResetDaily => reset_daily::run(ctx, conn, now, opts),
+            JobKind::ResetMonthly => reset_monthly::run(ctx, conn, now, opts),
         }
     }
 }
