@@ -152,47 +152,68 @@ CREATE TABLE usage_period_kind_totals (
 );
 
 -- Adds the events of the temporary table `aggregate_batch` (one row per new event, filled by
--- the aggregate job in its transaction) into the period rows that contain them, open or
--- closed, opening a period where none contains an event. A new period gets its natural
--- bounds, trimmed so it never overlaps a neighbour (after a manual reset or a change of
--- time zone). Returns the number of period rows opened.
+-- the aggregate job in its transaction: user_id, kind, created_at, messages, tokens, bytes,
+-- cost, ...) into the period rows that contain them, open or closed, opening a period where
+-- none contains an event. A new period gets its natural bounds (usage_period_bounds), trimmed
+-- so it never overlaps a neighbour (after a manual reset or a change of time zone). Bounds
+-- are computed once per user, period kind and local day, not per event. Returns the number
+-- of period rows opened.
 CREATE FUNCTION usage_periods_add_batch() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    opened bigint;
+    opened bigint := 0;
+    added  bigint;
 BEGIN
-    WITH ev AS (
-        SELECT b.user_id, p.period, b.created_at, u.timezone, u.billing_anchor_day
+    DROP TABLE IF EXISTS usage_batch_users, usage_batch_homeless;
+    CREATE TEMP TABLE usage_batch_users ON COMMIT DROP AS
+    SELECT b.user_id, u.timezone, u.billing_anchor_day,
+           CASE WHEN usage_timezone_is_valid(u.timezone) THEN u.timezone ELSE 'UTC' END AS zone
+      FROM (SELECT DISTINCT user_id FROM aggregate_batch) b
+      LEFT JOIN users u ON u.id = b.user_id;
+
+    LOOP
+        DROP TABLE IF EXISTS usage_batch_homeless;
+        -- Events no period contains yet, one representative (the earliest) per local day.
+        CREATE TEMP TABLE usage_batch_homeless ON COMMIT DROP AS
+        SELECT b.user_id, p.period, min(b.created_at) AS first_at
           FROM aggregate_batch b
-          LEFT JOIN users u ON u.id = b.user_id
+          JOIN usage_batch_users z ON z.user_id = b.user_id
          CROSS JOIN (VALUES ('day'), ('month')) AS p (period)
-    ), homeless AS (
-        SELECT ev.*
-          FROM ev
          WHERE NOT EXISTS (SELECT 1 FROM usage_periods up
-                            WHERE up.user_id = ev.user_id AND up.period = ev.period
-                              AND up.period_start <= ev.created_at AND up.period_end > ev.created_at)
-    ), bounded AS (
-        SELECT DISTINCT h.user_id, h.period,
-               GREATEST(b.period_start, prev.period_end) AS period_start,
-               LEAST(b.period_end, next.period_start) AS period_end
-          FROM homeless h
-         CROSS JOIN LATERAL usage_period_bounds(h.timezone, h.billing_anchor_day, h.period, h.created_at) b
-          LEFT JOIN LATERAL (SELECT up.period_end FROM usage_periods up
-                              WHERE up.user_id = h.user_id AND up.period = h.period
-                                AND up.period_start <= h.created_at
-                              ORDER BY up.period_start DESC LIMIT 1) prev ON true
-          LEFT JOIN LATERAL (SELECT up.period_start FROM usage_periods up
-                              WHERE up.user_id = h.user_id AND up.period = h.period
-                                AND up.period_start > h.created_at
-                              ORDER BY up.period_start LIMIT 1) next ON true
-    ), inserted AS (
-        INSERT INTO usage_periods (user_id, period, period_start, period_end)
-        SELECT user_id, period, period_start, period_end FROM bounded
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) INTO opened FROM inserted;
+                            WHERE up.user_id = b.user_id AND up.period = p.period
+                              AND up.period_start <= b.created_at AND up.period_end > b.created_at)
+         GROUP BY b.user_id, p.period, (b.created_at AT TIME ZONE z.zone)::date;
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM usage_batch_homeless);
+
+        WITH bounded AS (
+            SELECT DISTINCT h.user_id, h.period,
+                   GREATEST(b.period_start, prev.period_end) AS period_start,
+                   LEAST(b.period_end, nxt.period_start) AS period_end
+              FROM usage_batch_homeless h
+              JOIN usage_batch_users z ON z.user_id = h.user_id
+             CROSS JOIN LATERAL usage_period_bounds(z.zone, z.billing_anchor_day, h.period, h.first_at) b
+              LEFT JOIN LATERAL (SELECT up.period_end FROM usage_periods up
+                                  WHERE up.user_id = h.user_id AND up.period = h.period
+                                    AND up.period_start <= h.first_at
+                                  ORDER BY up.period_start DESC LIMIT 1) prev ON true
+              LEFT JOIN LATERAL (SELECT up.period_start FROM usage_periods up
+                                  WHERE up.user_id = h.user_id AND up.period = h.period
+                                    AND up.period_start > h.first_at
+                                  ORDER BY up.period_start LIMIT 1) nxt ON true
+        ), inserted AS (
+            INSERT INTO usage_periods (user_id, period, period_start, period_end)
+            SELECT user_id, period, period_start, period_end FROM bounded
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) INTO added FROM inserted;
+        IF added = 0 THEN
+            -- Cannot happen while periods never overlap; refuse rather than miscount.
+            RAISE EXCEPTION 'usage_periods_add_batch: events of user % at % fit no period and none can be opened',
+                  (SELECT user_id FROM usage_batch_homeless LIMIT 1), (SELECT first_at FROM usage_batch_homeless LIMIT 1);
+        END IF;
+        opened := opened + added;
+    END LOOP;
 
     WITH located AS (
         SELECT b.user_id, p.period, up.period_start, b.kind,
@@ -228,6 +249,7 @@ BEGIN
               FROM located GROUP BY 1, 2, 3) s
      WHERE up.user_id = s.user_id AND up.period = s.period AND up.period_start = s.period_start;
 
+    DROP TABLE usage_batch_users, usage_batch_homeless;
     RETURN opened;
 END;
 $$;
