@@ -13,6 +13,7 @@ use crate::demo::{self, DemoError};
 use crate::embedded_pg::EmbeddedPg;
 use crate::jobs::{Ctx, JobKind, RunOpts};
 use crate::ledger::{self, Identity, Trigger};
+use crate::quota_report;
 use crate::scheduler::{self, DaemonError, NoObserver, RunOutcome, RunRequest};
 
 /// Exit codes (sysexits.h where one fits).
@@ -122,6 +123,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     }
     if cli.status {
         return status(&ctx, cli.limit);
+    }
+    if let Some(user_id) = cli.usage {
+        return usage(&ctx, user_id, cli.json);
     }
     if let Some(kinds) = &cli.run {
         return runtime.block_on(run_jobs(ctx, &kinds.0, &cli));
@@ -265,6 +269,23 @@ fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
     }
     if let Err(e) = last_runs {
         eprintln!("last runs unknown: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage(ctx: &Arc<Ctx>, user_id: i64, as_json: bool) -> Result<ExitCode, AppError> {
+    let mut conn = db::connect(&ctx.connection_url)?;
+    let report = quota_report::load(&mut conn, user_id, Utc::now())
+        .map_err(DbError::from)?
+        .ok_or_else(|| {
+            AppError::Usage(format!(
+                "user {user_id} is not in the users table; check the id given to --usage"
+            ))
+        })?;
+    if as_json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
     }
     Ok(ExitCode::SUCCESS)
 }

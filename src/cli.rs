@@ -16,6 +16,8 @@ Examples:
   usage-worker --list-jobs                             jobs, schedules, next and last runs
   usage-worker --run partitions --at 2027-01-15T00:00:00Z --dry-run
   usage-worker --status                                recent runs from the ledger
+  usage-worker --run reset-daily --user 42             manual reset of user 42's current day
+  usage-worker --usage 42                              user 42's quota: a bar per limit
   usage-worker                                         the daemon (as the systemd service runs it)
 
 Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unreachable,
@@ -28,7 +30,7 @@ Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unre
     about = "Keeps the usage and quota books of a SaaS product in PostgreSQL: \
              aggregation, quota resets, alert emails, retention.",
     after_help = EXAMPLES,
-    group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status"]))
+    group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status", "usage"]))
 )]
 pub struct Cli {
     /// Configuration file (default: /etc/usage-worker/config.toml when it exists).
@@ -80,6 +82,15 @@ pub struct Cli {
     #[arg(long)]
     pub status: bool,
 
+    /// Show one user's quota state (what `quota_status()` returns): a bar per limit, usage,
+    /// and when each period resets in the user's time zone.
+    #[arg(long, value_name = "USER_ID")]
+    pub usage: Option<i64>,
+
+    /// With `--usage`: print JSON (the same fields) instead of the table.
+    #[arg(long, requires = "usage")]
+    pub json: bool,
+
     /// How many runs `--status` shows.
     #[arg(long, default_value_t = 20, value_name = "N", requires = "status")]
     pub limit: i64,
@@ -126,6 +137,14 @@ mod tests {
             text.contains("agregate") && text.contains("partitions"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn usage_takes_a_user_id_and_json_needs_usage() {
+        let cli = Cli::try_parse_from(["usage-worker", "--usage", "42", "--json"]).unwrap();
+        assert_eq!((cli.usage, cli.json), (Some(42), true));
+        assert!(Cli::try_parse_from(["usage-worker", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["usage-worker", "--usage", "42", "--status"]).is_err());
     }
 
     #[test]

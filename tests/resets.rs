@@ -451,3 +451,81 @@ fn quota_status_checks_a_kind_scoped_limit_against_that_kind_only() {
     assert_eq!(all.used, num(8));
     assert!(all.unlimited && !all.exceeded);
 }
+
+#[test]
+fn usage_flag_shows_a_bar_per_limit_with_the_reset_instant_in_the_users_zone_and_json_for_scripts()
+{
+    use chrono::{Datelike, Months, NaiveDate, TimeZone};
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO plans (id, name) VALUES (1, 'free');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value) VALUES (1, 'tokens', 'month', '', 100000);
+         INSERT INTO users (id, email, timezone, plan_id) VALUES (42, 'u42@example.com', 'Europe/Berlin', 1);
+         INSERT INTO usage_events (user_id, kind, tokens) VALUES (42, 'ai_response', 71234);",
+    );
+    add_new_events_to_periods(&mut db.conn());
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let today = Utc::now().with_timezone(&berlin).date_naive();
+    let next_month =
+        NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap() + Months::new(1);
+    let resets = berlin
+        .from_local_datetime(&next_month.and_hms_opt(0, 0, 0).unwrap())
+        .unwrap();
+
+    let run = |args: &[&str]| {
+        let out = support::binary()
+            .args(args)
+            .env("USAGE_WORKER__DATABASE__URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&["--usage", "42"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("tokens/month"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("██████████████░░░░░░") && line.contains("71%"),
+        "{line}"
+    );
+    assert!(line.contains("71,234 / 100,000"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "resets {} Europe/Berlin",
+            resets.format("%Y-%m-%d 00:00")
+        )),
+        "{line}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("messages/day") && l.contains("unlimited")),
+        "{table}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&run(&["--usage", "42", "--json"])).unwrap();
+    let tokens = json["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["metric"] == "tokens" && l["period"] == "month")
+        .unwrap();
+    assert_eq!(tokens["used"], 71234);
+    assert_eq!(tokens["limit_value"], 100000);
+    assert_eq!(tokens["remaining"], 28766);
+    assert_eq!(tokens["resets_local"], resets.to_rfc3339());
+
+    let missing = support::binary()
+        .args(["--usage", "7"])
+        .env("USAGE_WORKER__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("user 7"));
+}
