@@ -541,7 +541,18 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
             error,
             key: Some(key),
             ..
-        } => ConfigError::invalid(key, error.to_string()),
+        } => {
+            let text = error.to_string();
+            match unknown_field(&text) {
+                Some(field) => ConfigError::invalid(
+                    format!("{key}.{field}"),
+                    format!(
+                        "unknown key ({text}); check the spelling against deploy/config.example.toml"
+                    ),
+                ),
+                None => ConfigError::invalid(key, text),
+            }
+        }
         config::ConfigError::FileParse { cause, .. } => ConfigError::File {
             path: file.clone().unwrap_or_default(),
             message: cause.to_string(),
@@ -549,10 +560,7 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
         other => {
             let text = other.to_string();
             // serde's unknown-field message names the field but not its section.
-            if let Some(field) = text
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-            {
+            if let Some(field) = unknown_field(&text) {
                 return ConfigError::invalid(
                     field.to_string(),
                     format!(
@@ -563,4 +571,11 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
             ConfigError::Other(text)
         }
     }
+}
+
+/// The field named by serde's "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
 }
