@@ -9,7 +9,7 @@ use chrono::Utc;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use support::TestDb;
-use usage_worker::config::{HumanDuration, JobSettings, Settings};
+use usage_worker::config::{HumanDuration, Settings};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};
 use usage_worker::scheduler::{self, NoObserver, RunOutcome, RunRequest};
@@ -20,7 +20,7 @@ fn only_partitions(settings: &mut Settings, schedule: &str) {
         let entry = settings
             .jobs
             .entry(kind.config_key().to_string())
-            .or_insert_with(JobSettings::default);
+            .or_default();
         entry.schedule = Some(String::new());
     }
     settings.jobs.get_mut("partitions").unwrap().schedule = Some(schedule.to_string());
