@@ -2,6 +2,7 @@
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
 pub mod partitions;
+pub mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +18,18 @@ use crate::db::DbPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    Retention,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions];
+    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Retention];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -34,6 +37,7 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -41,6 +45,9 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::Retention => {
+                "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
             }
         }
     }
@@ -51,6 +58,10 @@ impl JobKind {
                 schedule: "0 2 * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            JobKind::Retention => JobDefaults {
+                schedule: "30 3 1 * *",
+                timeout: Duration::from_secs(6 * 3_600),
+            },
         }
     }
 
@@ -58,6 +69,7 @@ impl JobKind {
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
         match self {
+            JobKind::Retention => 5,
             JobKind::Partitions => 6,
         }
     }
@@ -107,6 +119,7 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::Retention => retention::run(ctx, conn, now, opts),
         }
     }
 }
