@@ -5,6 +5,7 @@ pub mod partitions;
 pub mod periods;
 pub mod reset_daily;
 pub mod reset_monthly;
+pub mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ pub enum JobKind {
     Partitions,
     ResetDaily,
     ResetMonthly,
+    Retention,
 }
 
 impl JobKind {
@@ -30,6 +32,7 @@ impl JobKind {
         JobKind::Partitions,
         JobKind::ResetDaily,
         JobKind::ResetMonthly,
+        JobKind::Retention,
     ];
 
     /// The CLI name (`--run reset-daily`).
@@ -38,6 +41,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::ResetDaily => "reset-daily",
             JobKind::ResetMonthly => "reset-monthly",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -47,6 +51,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::ResetDaily => "reset_daily",
             JobKind::ResetMonthly => "reset_monthly",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -60,6 +65,9 @@ impl JobKind {
             }
             JobKind::ResetMonthly => {
                 "closes ended monthly quota periods (calendar month or billing anchor day, user's zone), reconciled, and opens the next"
+            }
+            JobKind::Retention => {
+                "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
             }
         }
     }
@@ -76,6 +84,10 @@ impl JobKind {
                 schedule: "*/15 * * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            JobKind::Retention => JobDefaults {
+                schedule: "30 3 1 * *",
+                timeout: Duration::from_secs(6 * 3_600),
+            },
         }
     }
 
@@ -83,6 +95,7 @@ impl JobKind {
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
         match self {
+            JobKind::Retention => 5,
             JobKind::Partitions => 6,
             JobKind::ResetDaily => 2,
             JobKind::ResetMonthly => 3,
@@ -136,6 +149,7 @@ impl JobKind {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
             JobKind::ResetDaily => reset_daily::run(ctx, conn, now, opts),
             JobKind::ResetMonthly => reset_monthly::run(ctx, conn, now, opts),
+            JobKind::Retention => retention::run(ctx, conn, now, opts),
         }
     }
 }
