@@ -48,6 +48,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub embedded: EmbeddedSettings,
     pub partitions: PartitionSettings,
+    pub aggregate: AggregateSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -144,6 +145,22 @@ pub struct PartitionSettings {
 impl Default for PartitionSettings {
     fn default() -> Self {
         PartitionSettings { months_ahead: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateSettings {
+    /// Most events added to the summary per transaction; a backlog takes several. One
+    /// inserting transaction's events are never split, so a batch may exceed this.
+    pub batch_events: i64,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            batch_events: 200_000,
+        }
     }
 }
 
@@ -387,6 +404,15 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "partitions.months_ahead",
                 "expected 0 to 120",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.aggregate.batch_events) {
+            return Err(ConfigError::invalid(
+                "aggregate.batch_events",
+                format!(
+                    "got {}, expected 1 to 10000000 events per transaction",
+                    self.aggregate.batch_events
+                ),
             ));
         }
         if let Some(dir) = &self.embedded.pg_bin_dir

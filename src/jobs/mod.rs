@@ -1,6 +1,7 @@
 //! The jobs. `JobKind` is the single list: the scheduler, `--run`, `--list-jobs` and the
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
+pub mod aggregate;
 pub mod partitions;
 
 use std::sync::Arc;
@@ -17,16 +18,18 @@ use crate::db::DbPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    Aggregate,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions];
+    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Aggregate];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
         }
     }
 
@@ -34,6 +37,7 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
         }
     }
 
@@ -41,6 +45,9 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::Aggregate => {
+                "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events"
             }
         }
     }
@@ -51,6 +58,10 @@ impl JobKind {
                 schedule: "0 2 * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            JobKind::Aggregate => JobDefaults {
+                schedule: "* * * * *",
+                timeout: Duration::from_secs(30 * 60),
+            },
         }
     }
 
@@ -59,6 +70,7 @@ impl JobKind {
     pub fn lock_id(self) -> i32 {
         match self {
             JobKind::Partitions => 6,
+            JobKind::Aggregate => 1,
         }
     }
 
@@ -107,6 +119,7 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
         }
     }
 }
