@@ -615,3 +615,80 @@ fn usage_summary_sums_days_into_weeks_months_and_years() {
     .to_string();
     assert!(err.contains("fortnight") && err.contains("week"), "{err}");
 }
+
+#[test]
+fn stats_reports_yesterdays_totals_by_kind_and_top_models() {
+    let _serial = serial();
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
+         VALUES (1, 'ai_response', 'gpt-4o', 100, 0.5, '2026-11-22T10:00:00Z'),
+                (2, 'ai_response', 'claude-sonnet', 300, 0.25, '2026-11-22T11:00:00Z'),
+                (2, 'message_sent', '', 0, 0, '2026-11-22T12:00:00Z'),
+                (3, 'ai_response', 'gpt-4o', 999, 9, '2026-11-21T12:00:00Z')",
+    );
+    let ctx = db.ctx();
+    aggregate(&ctx, &mut db.conn()).unwrap();
+    let report = JobKind::Stats
+        .run(&ctx, &mut db.conn(), at(NOW), &RunOpts::default())
+        .unwrap();
+    let d = &report.details;
+    assert_eq!(d["day"], "2026-11-22");
+    assert_eq!(d["totals"]["events"], 3);
+    assert_eq!(d["totals"]["active_users"], 2);
+    assert_eq!(d["totals"]["tokens"], 400);
+    assert_eq!(d["totals"]["cost"], "0.75000000");
+    assert_eq!(d["by_kind"][0]["name"], "ai_response");
+    assert_eq!(d["by_kind"][0]["events"], 2);
+    assert_eq!(d["top_models"][0]["name"], "claude-sonnet");
+    assert_eq!(d["top_models"][1]["name"], "gpt-4o");
+    assert!(
+        report
+            .summary
+            .starts_with("2026-11-22: 3 event(s), 2 active user(s)")
+    );
+}
+
+#[test]
+fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost() {
+    let _serial = serial();
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, cost)
+         VALUES (1, '2026-10-01', 'ai_response', 'chat', 'model, \"quoted\"', 2, 100, 0.12345678),
+                (1, '2026-10-02', 'message_sent', 'chat', '', 1, 0, 0),
+                (2, '2026-10-01', 'ai_response', '', '', 1, 5, 1),
+                (2, '2026-11-01', 'ai_response', '', '', 1, 5, 1)",
+    );
+    let mut out = Vec::new();
+    let rows = usage_worker::export::write_daily_csv(
+        &mut db.conn(),
+        date("2026-10-01"),
+        date("2026-10-31"),
+        None,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(rows, 3);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "user_id,day,kind,request_type,model,events,tokens,prompt_tokens,completion_tokens,messages,bytes,cost\n\
+         1,2026-10-01,ai_response,chat,\"model, \"\"quoted\"\"\",2,100,0,0,0,0,0.12345678\n\
+         1,2026-10-02,message_sent,chat,,1,0,0,0,0,0,0\n\
+         2,2026-10-01,ai_response,,,1,5,0,0,0,0,1\n"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user2.csv");
+    let status = support::binary()
+        .env("USAGE_WORKER__DATABASE__URL", &db.url)
+        .args(["--export-csv", "--from", "2026-10-01", "--to", "2026-11-30", "--user", "2"])
+        .arg("--output")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().skip(1).all(|l| l.starts_with("2,")), "{text}");
+}

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod partitions;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,17 +20,19 @@ use crate::db::DbPool;
 pub enum JobKind {
     Partitions,
     Aggregate,
+    Stats,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Aggregate];
+    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Aggregate, JobKind::Stats];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
         }
     }
 
@@ -38,6 +41,7 @@ impl JobKind {
         match self {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
         }
     }
 
@@ -48,6 +52,9 @@ impl JobKind {
             }
             JobKind::Aggregate => {
                 "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events"
+            }
+            JobKind::Stats => {
+                "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
             }
         }
     }
@@ -62,6 +69,10 @@ impl JobKind {
                 schedule: "* * * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            JobKind::Stats => JobDefaults {
+                schedule: "10 0 * * *",
+                timeout: Duration::from_secs(10 * 60),
+            },
         }
     }
 
@@ -71,6 +82,7 @@ impl JobKind {
         match self {
             JobKind::Partitions => 6,
             JobKind::Aggregate => 1,
+            JobKind::Stats => 7,
         }
     }
 
@@ -120,6 +132,7 @@ impl JobKind {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
             JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
+            JobKind::Stats => stats::run(ctx, conn, now, opts),
         }
     }
 }
