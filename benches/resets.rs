@@ -136,7 +136,8 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     .expect("hand-written reset");
     let raw_s = hand.elapsed().as_secs_f64();
 
-    let setup = json!({ "users": users, "events": users * EVENTS_PER_USER, "load_s": round(load_s) });
+    let setup =
+        json!({ "users": users, "events": users * EVENTS_PER_USER, "load_s": round(load_s) });
     println!(
         "{}",
         json!({

@@ -49,6 +49,7 @@ pub struct Settings {
     pub embedded: EmbeddedSettings,
     pub partitions: PartitionSettings,
     pub retention: RetentionSettings,
+    pub aggregate: AggregateSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -167,6 +168,22 @@ impl Default for RetentionSettings {
             batch_size: 10_000,
             lock_timeout: HumanDuration(Duration::from_secs(5)),
             job_runs_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateSettings {
+    /// Most events added to the summary per transaction; a backlog takes several. One
+    /// inserting transaction's events are never split, so a batch may exceed this.
+    pub batch_events: i64,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            batch_events: 200_000,
         }
     }
 }
@@ -436,6 +453,15 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "retention.job_runs_days",
                 "expected a number of days of run history to keep, e.g. 90",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.aggregate.batch_events) {
+            return Err(ConfigError::invalid(
+                "aggregate.batch_events",
+                format!(
+                    "got {}, expected 1 to 10000000 events per transaction",
+                    self.aggregate.batch_events
+                ),
             ));
         }
         if let Some(dir) = &self.embedded.pg_bin_dir

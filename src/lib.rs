@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod embedded_pg;
+pub mod export;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;

@@ -1,11 +1,13 @@
 //! The jobs. `JobKind` is the single list: the scheduler, `--run`, `--list-jobs` and the
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
+pub mod aggregate;
 pub mod partitions;
 pub mod periods;
 pub mod reset_daily;
 pub mod reset_monthly;
 pub mod retention;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,24 +23,30 @@ use crate::db::DbPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    Aggregate,
     ResetDaily,
     ResetMonthly,
     Retention,
+    Stats,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
     pub const ALL: &'static [JobKind] = &[
         JobKind::Partitions,
+        JobKind::Aggregate,
         JobKind::ResetDaily,
         JobKind::ResetMonthly,
         JobKind::Retention,
+        JobKind::Stats,
     ];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
             JobKind::ResetDaily => "reset-daily",
             JobKind::ResetMonthly => "reset-monthly",
             JobKind::Retention => "retention",
@@ -49,6 +57,8 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
             JobKind::ResetDaily => "reset_daily",
             JobKind::ResetMonthly => "reset_monthly",
             JobKind::Retention => "retention",
@@ -59,6 +69,12 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::Aggregate => {
+                "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events"
+            }
+            JobKind::Stats => {
+                "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
             }
             JobKind::ResetDaily => {
                 "closes ended daily quota periods at each user's local midnight, reconciled against raw events, and opens the next"
@@ -77,6 +93,14 @@ impl JobKind {
             JobKind::Partitions => JobDefaults {
                 schedule: "0 2 * * *",
                 timeout: Duration::from_secs(30 * 60),
+            },
+            JobKind::Aggregate => JobDefaults {
+                schedule: "* * * * *",
+                timeout: Duration::from_secs(30 * 60),
+            },
+            JobKind::Stats => JobDefaults {
+                schedule: "10 0 * * *",
+                timeout: Duration::from_secs(10 * 60),
             },
             // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
             // honoured within the quarter hour.
@@ -97,6 +121,8 @@ impl JobKind {
         match self {
             JobKind::Retention => 5,
             JobKind::Partitions => 6,
+            JobKind::Aggregate => 1,
+            JobKind::Stats => 7,
             JobKind::ResetDaily => 2,
             JobKind::ResetMonthly => 3,
         }
@@ -147,6 +173,8 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
+            JobKind::Stats => stats::run(ctx, conn, now, opts),
             JobKind::ResetDaily => reset_daily::run(ctx, conn, now, opts),
             JobKind::ResetMonthly => reset_monthly::run(ctx, conn, now, opts),
             JobKind::Retention => retention::run(ctx, conn, now, opts),

@@ -7,11 +7,10 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Numeric, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Numeric, Text, Timestamptz};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
-use crate::db::ADVISORY_LOCK_CLASS;
 
 /// Periods closed per transaction; a batch's successors that have already ended (after
 /// downtime) are closed by a later batch of the same run.
@@ -20,10 +19,6 @@ const CLOSE_BATCH_SIZE: i64 = 10_000;
 const DRIFT_WARNINGS_LOGGED: usize = 100;
 /// Drift rows kept in the run report.
 const DRIFT_SAMPLES_REPORTED: usize = 20;
-/// Lock id of the `aggregate` job. A reset holds it for the length of each transaction so
-/// that reconciliation and incremental aggregation never interleave: every event below the
-/// watermark is in the reconciled totals, every event above it is added later by aggregate.
-const AGGREGATE_LOCK_ID: i32 = 1;
 
 const DUE_SQL: &str = include_str!("sql/reset_due.sql");
 const RAW_SQL: &str = include_str!("sql/reset_raw.sql");
@@ -106,11 +101,13 @@ fn reset_once(
     }
 }
 
+/// Holds the aggregation watermark row (shared) for the rest of the transaction. Every
+/// aggregate transaction locks that row for update before it adds anything, so it waits for
+/// this one and this one waits for it: reconciliation never interleaves with incremental
+/// aggregation. Every event below the watermark is in the reconciled totals; every event
+/// above it is added later by aggregate, into whichever period contains it.
 fn lock_out_aggregation(conn: &mut PgConnection) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind::<Integer, _>(ADVISORY_LOCK_CLASS)
-        .bind::<Integer, _>(AGGREGATE_LOCK_ID)
-        .execute(conn)?;
+    diesel::sql_query("SELECT xid::text FROM aggregation_watermark FOR SHARE").execute(conn)?;
     // JIT compiling these short set-based statements costs more than running them. The
     // temporary tables of a previous batch are dropped (they survive when an outer
     // transaction, such as a dry run, is still open).

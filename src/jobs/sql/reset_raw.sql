@@ -1,7 +1,7 @@
 -- Reconciliation, step 2: the true totals of every period in `usage_closing`, per event
 -- kind, from the raw events in [period_start, period_end). Only events below the aggregation
--- watermark count: the rest are still to be added by `aggregate`, which takes the same lock
--- as this transaction and adds them into whichever period contains them, open or closed.
+-- watermark count: the rest are still to be added by `aggregate` (which cannot run while this
+-- transaction holds the watermark row) into whichever period contains them, open or closed.
 CREATE TEMP TABLE usage_closing_raw ON COMMIT DROP AS
 SELECT c.user_id, c.period, c.period_start, e.kind,
        count(*)::bigint        AS requests,
