@@ -186,8 +186,10 @@ fn aggregate_step(
     })
 }
 
-/// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction. Returns the
-/// summary rows written and the users whose zone could not be used.
+/// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
+/// that add the batch into other books (the quota periods) belong here, so they commit with
+/// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
+/// written and the users whose zone could not be used.
 fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProblem>), JobError> {
     diesel::sql_query(ZONES_SQL).execute(conn)?;
     let problems: Vec<ZoneProblem> = diesel::sql_query(
