@@ -9,6 +9,13 @@ WITH totals AS (
       FROM usage_closing c
       LEFT JOIN usage_closing_raw r USING (user_id, period, period_start)
      GROUP BY c.user_id, c.period, c.period_start, c.close_reason
+), plan_snapshots AS (
+    -- Each plan's limits per period kind, built once rather than once per period.
+    SELECT l.plan_id, l.period,
+           jsonb_agg(jsonb_build_object('metric', l.metric, 'kind', l.kind, 'max_value', l.max_value)
+                     ORDER BY l.metric, l.kind) AS limits
+      FROM plan_limits l
+     GROUP BY l.plan_id, l.period
 ), stale_kinds AS (
     DELETE FROM usage_period_kind_totals k
      USING usage_closing c
@@ -35,12 +42,9 @@ UPDATE usage_periods up
        close_reason = COALESCE(t.close_reason, up.close_reason),
        closed_at    = CASE WHEN t.close_reason IS NULL THEN up.closed_at ELSE $1 END,
        plan_id      = CASE WHEN t.close_reason IS NULL THEN up.plan_id ELSE u.plan_id END,
-       limits       = CASE WHEN t.close_reason IS NULL THEN up.limits ELSE
-                          (SELECT COALESCE(jsonb_agg(jsonb_build_object('metric', l.metric, 'kind', l.kind,
-                                                                        'max_value', l.max_value)
-                                                     ORDER BY l.metric, l.kind), '[]'::jsonb)
-                             FROM plan_limits l
-                            WHERE l.plan_id = u.plan_id AND l.period = up.period) END
+       limits       = CASE WHEN t.close_reason IS NULL THEN up.limits
+                           ELSE COALESCE(s.limits, '[]'::jsonb) END
   FROM totals t
   LEFT JOIN users u ON u.id = t.user_id
+  LEFT JOIN plan_snapshots s ON s.plan_id = u.plan_id AND s.period = t.period
  WHERE up.user_id = t.user_id AND up.period = t.period AND up.period_start = t.period_start
