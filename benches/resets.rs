@@ -7,7 +7,8 @@
 //! 2. `quota_status_latency`: `quota_status(user_id)` for random users of USERS, each with 24
 //!    closed monthly periods, 14 closed daily periods and the open ones: p50 / p99 / max.
 //!
-//! `cargo bench --bench resets` (USERS=20000 for a quick look).
+//! `cargo bench --bench resets` (USERS=20000 for a quick look; SCENARIO=rollover or status for
+//! one of the two).
 
 use std::time::Instant;
 
@@ -41,8 +42,13 @@ fn main() {
         .batch_execute("CREATE DATABASE bench_job")
         .expect("create db");
 
-    rollover(&pg, &mut admin, users);
-    status_latency(&pg, &mut admin, users);
+    let only = std::env::var("SCENARIO").unwrap_or_default();
+    if only.is_empty() || only == "rollover" {
+        rollover(&pg, &mut admin, users);
+    }
+    if only.is_empty() || only == "status" {
+        status_latency(&pg, &mut admin, users);
+    }
 }
 
 fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {

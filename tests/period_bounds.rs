@@ -236,6 +236,18 @@ fn an_unknown_time_zone_is_treated_as_utc_instead_of_failing() {
             "{bad:?}"
         );
     }
+    // Checking a zone opens a subtransaction, which a parallel worker cannot: statements
+    // planned in parallel (large batches) must still work.
+    use diesel::connection::SimpleConnection;
+    c.batch_execute(
+        "SET force_parallel_mode = on;
+         SELECT count(*) FROM generate_series(1, 1000) AS g,
+                usage_period_bounds(CASE WHEN g % 2 = 0 THEN 'Mars/Olympus_Mons' ELSE 'Asia/Kolkata' END,
+                                    NULL, 'month', now());
+         SELECT count(*) FROM generate_series(1, 1000) AS g
+          WHERE usage_timezone_is_valid(CASE WHEN g % 2 = 0 THEN 'Mars/Olympus_Mons' ELSE 'UTC' END);",
+    )
+    .unwrap();
 }
 
 const ZONES: &[&str] = &[

@@ -3,9 +3,11 @@
 -- periods, and quota_status() for applications.
 
 -- True when PostgreSQL knows the time zone name. An unknown name must not make period
--- arithmetic fail for every user: callers treat it as UTC and report the user.
+-- arithmetic fail for every user: callers treat it as UTC and report the user. PARALLEL
+-- UNSAFE: the exception block is a subtransaction, which cannot start while a parallel
+-- query runs (in a worker or in the leader).
 CREATE FUNCTION usage_timezone_is_valid(tz text) RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$
 BEGIN
     IF tz IS NULL OR tz = '' THEN
         RETURN false;
@@ -81,7 +83,7 @@ $$;
 -- anchor date. Consecutive periods tile time. An unknown zone is treated as UTC.
 CREATE FUNCTION usage_period_bounds(tz text, anchor_day int, period text, at timestamptz,
                                     OUT period_start timestamptz, OUT period_end timestamptz)
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$
 DECLARE
     zone  text := CASE WHEN usage_timezone_is_valid(tz) THEN tz ELSE 'UTC' END;
     dates record;

@@ -12,9 +12,10 @@ use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 
-/// Periods closed per transaction; a batch's successors that have already ended (after
-/// downtime) are closed by a later batch of the same run.
-const CLOSE_BATCH_SIZE: i64 = 10_000;
+/// Periods closed per transaction (aggregate waits for each one, a few seconds at most); a
+/// batch's successors that have already ended (after downtime) are closed by a later batch
+/// of the same run.
+const CLOSE_BATCH_SIZE: i64 = 50_000;
 /// Drift warnings logged one by one per run; the rest are counted.
 const DRIFT_WARNINGS_LOGGED: usize = 100;
 /// Drift rows kept in the run report.

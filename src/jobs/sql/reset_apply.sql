@@ -9,7 +9,7 @@ WITH totals AS (
       FROM usage_closing c
       LEFT JOIN usage_closing_raw r USING (user_id, period, period_start)
      GROUP BY c.user_id, c.period, c.period_start, c.close_reason
-), plan_snapshots AS (
+), plan_snapshots AS MATERIALIZED (
     -- Each plan's limits per period kind, built once rather than once per period.
     SELECT l.plan_id, l.period,
            jsonb_agg(jsonb_build_object('metric', l.metric, 'kind', l.kind, 'max_value', l.max_value)
