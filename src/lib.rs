@@ -12,5 +12,8 @@ pub mod embedded_pg;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
