@@ -168,7 +168,9 @@ impl DatabaseSample {
     fn register(&self, registry: &mut Registry) {
         let last_success = Family::<Job, Gauge<f64, AtomicU64>>::default();
         for (job, at) in &self.last_success {
-            last_success.get_or_create(&Job { job: job.clone() }).set(*at);
+            last_success
+                .get_or_create(&Job { job: job.clone() })
+                .set(*at);
         }
         registry.register(
             "job_last_success_timestamp_seconds",

@@ -103,9 +103,9 @@ impl DaemonObserver for ServiceObserver {
                 .as_ref()
                 .and_then(Notifier::watchdog)
                 .is_some_and(|interval| {
-                    state
-                        .last_watchdog
-                        .is_none_or(|last| now.duration_since(last) + HEARTBEAT_EVERY >= interval / 2)
+                    state.last_watchdog.is_none_or(|last| {
+                        now.duration_since(last) + HEARTBEAT_EVERY >= interval / 2
+                    })
                 });
             if due {
                 state.last_watchdog = Some(now);
@@ -254,10 +254,7 @@ async fn respond(
 }
 
 /// 200 when the database answers and the scheduler loop beats; 503 naming what is wrong.
-async fn health(
-    ctx: &Arc<Ctx>,
-    observer: &Arc<ServiceObserver>,
-) -> (u16, &'static str, String) {
+async fn health(ctx: &Arc<Ctx>, observer: &Arc<ServiceObserver>) -> (u16, &'static str, String) {
     let pool = ctx.pool.clone();
     let database = tokio::task::spawn_blocking(move || -> Result<(), String> {
         use diesel::connection::SimpleConnection;

@@ -228,7 +228,8 @@ fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_finishes_its_jo
     for _ in 0..3 {
         notify.wait_for("WATCHDOG=1");
     }
-    let running = "SELECT count(*) AS n FROM job_runs WHERE job = 'partitions' AND status = 'running'";
+    let running =
+        "SELECT count(*) AS n FROM job_runs WHERE job = 'partitions' AND status = 'running'";
     assert_eq!(db.count(running), 1);
     let run_id = db.count("SELECT id AS n FROM job_runs WHERE status = 'running'");
 
@@ -313,7 +314,10 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
 
     let (code, health) = get(&address, "/healthz");
     assert_eq!(code, 200, "{health}");
-    assert!(health.contains("database: ok") && health.contains("scheduler: ok"), "{health}");
+    assert!(
+        health.contains("database: ok") && health.contains("scheduler: ok"),
+        "{health}"
+    );
 
     let succeeded = "usage_worker_job_runs_total{job=\"partitions\",status=\"succeeded\"}";
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -325,10 +329,16 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(sample(&metrics, succeeded).unwrap_or(0.0) >= 1.0, "{metrics}");
     assert!(
-        sample(&metrics, "usage_worker_job_run_duration_seconds_count{job=\"partitions\"}")
-            .unwrap_or(0.0)
+        sample(&metrics, succeeded).unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "usage_worker_job_run_duration_seconds_count{job=\"partitions\"}"
+        )
+        .unwrap_or(0.0)
             >= 1.0,
         "{metrics}"
     );
@@ -345,7 +355,10 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
         (now - 3600.0..=now + 60.0).contains(&last_success),
         "{last_success}"
     );
-    assert_eq!(sample(&metrics, "usage_worker_events_unaggregated"), Some(3.0));
+    assert_eq!(
+        sample(&metrics, "usage_worker_events_unaggregated"),
+        Some(3.0)
+    );
     assert!(sample(&metrics, "usage_worker_watermark_age_seconds").is_some());
     assert_eq!(sample(&metrics, "usage_worker_database_up"), Some(1.0));
     assert_eq!(sample(&metrics, "usage_worker_scheduler_alive"), Some(1.0));
@@ -390,7 +403,11 @@ fn healthz_answers_503_while_the_database_cannot_be_reached() {
     assert!(health.contains("scheduler: starting"), "{health}");
     let (code, metrics) = get(&address, "/metrics");
     assert_eq!(code, 200);
-    assert_eq!(sample(&metrics, "usage_worker_database_up"), Some(0.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "usage_worker_database_up"),
+        Some(0.0),
+        "{metrics}"
+    );
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), 0);
 }
@@ -424,12 +441,18 @@ fn under_the_journal_log_lines_carry_syslog_priorities_and_no_timestamps() {
         .lines()
         .find(|l| l.contains("job started"))
         .unwrap_or_else(|| panic!("no `job started` line in:\n{journal}"));
-    assert!(started.starts_with("<6>") && started.contains("INFO"), "{started}");
+    assert!(
+        started.starts_with("<6>") && started.contains("INFO"),
+        "{started}"
+    );
     assert!(
         journal.lines().all(|l| l.starts_with('<')),
         "a line without a priority prefix:\n{journal}"
     );
-    assert!(!journal.contains("\u{1b}["), "colours in the journal:\n{journal}");
+    assert!(
+        !journal.contains("\u{1b}["),
+        "colours in the journal:\n{journal}"
+    );
 
     let terminal = run(false);
     let started = terminal
@@ -452,7 +475,10 @@ fn metrics_listen_must_be_a_socket_address() {
     };
     let err = Settings::load_with_env(None, env("localhost:9187")).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("metrics.listen") && text.contains("127.0.0.1:9187"), "{text}");
+    assert!(
+        text.contains("metrics.listen") && text.contains("127.0.0.1:9187"),
+        "{text}"
+    );
     let settings = Settings::load_with_env(None, env("127.0.0.1:9187")).unwrap();
     assert_eq!(
         settings.metrics.listen_address(),
