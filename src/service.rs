@@ -294,3 +294,81 @@ async fn sample(ctx: &Arc<Ctx>) -> Option<metrics::DatabaseSample> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    fn received(socket: &UnixDatagram) -> Vec<String> {
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let mut messages = Vec::new();
+        while let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        messages
+    }
+
+    fn observer_with_watchdog(
+        dir: &std::path::Path,
+        watchdog: Duration,
+    ) -> (ServiceObserver, UnixDatagram) {
+        let path = dir.join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::new(path.as_os_str(), Some(watchdog)).unwrap();
+        (ServiceObserver::new(Some(notifier)), socket)
+    }
+
+    #[test]
+    fn the_watchdog_is_pinged_once_per_half_interval_not_at_every_beat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (observer, socket) = observer_with_watchdog(dir.path(), Duration::from_secs(60));
+        observer.ready();
+        for _ in 0..5 {
+            observer.heartbeat();
+        }
+        assert_eq!(received(&socket), ["READY=1", "WATCHDOG=1"]);
+    }
+
+    #[test]
+    fn a_short_watchdog_is_pinged_at_every_beat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (observer, socket) = observer_with_watchdog(dir.path(), Duration::from_secs(2));
+        observer.heartbeat();
+        observer.heartbeat();
+        assert_eq!(received(&socket), ["WATCHDOG=1", "WATCHDOG=1"]);
+    }
+
+    #[test]
+    fn an_unchanged_status_is_sent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (observer, socket) = observer_with_watchdog(dir.path(), Duration::from_secs(60));
+        observer.status("idle; next: partitions at 02:00:00Z");
+        observer.status("idle; next: partitions at 02:00:00Z");
+        observer.status("running partitions");
+        assert_eq!(
+            received(&socket),
+            [
+                "STATUS=idle; next: partitions at 02:00:00Z",
+                "STATUS=running partitions"
+            ]
+        );
+    }
+
+    #[test]
+    fn health_reports_starting_running_and_stopping() {
+        let observer = ServiceObserver::new(None);
+        assert!(
+            observer
+                .scheduler_problem()
+                .unwrap()
+                .starts_with("starting")
+        );
+        observer.ready();
+        assert_eq!(observer.scheduler_problem(), None);
+        observer.stopping();
+        assert_eq!(observer.scheduler_problem().as_deref(), Some("stopping"));
+    }
+}
