@@ -50,6 +50,7 @@ pub struct Settings {
     pub partitions: PartitionSettings,
     pub retention: RetentionSettings,
     pub aggregate: AggregateSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,6 +186,24 @@ impl Default for AggregateSettings {
         AggregateSettings {
             batch_events: 200_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address serving `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`; unset or empty = off.
+    pub listen: Option<String>,
+}
+
+impl MetricsSettings {
+    /// The validated address, `None` when metrics are off.
+    pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .and_then(|l| l.parse().ok())
     }
 }
 
@@ -472,6 +491,17 @@ impl Settings {
                 format!(
                     "{} holds no `postgres` binary; expected the directory of initdb/pg_ctl/postgres",
                     dir.display()
+                ),
+            ));
+        }
+        if let Some(listen) = self.metrics.listen.as_deref().map(str::trim)
+            && !listen.is_empty()
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is not a socket address; expected IP:PORT such as 127.0.0.1:9187 or [::1]:9187, or \"\" for off"
                 ),
             ));
         }
