@@ -17,7 +17,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::prelude::*;
 use serde_json::json;
 use usage_worker::config::Settings;
 use usage_worker::db;
