@@ -205,13 +205,13 @@ pub fn close_ended_periods(
             "more drifted values were repaired than logged; see the run report"
         );
     }
-    let verb = if opts.dry_run {
-        "would close"
+    let (verb, open_verb) = if opts.dry_run {
+        ("would close", "would open")
     } else {
-        "closed"
+        ("closed", "opened")
     };
     let mut summary = format!(
-        "{verb} {closed} {} period(s) ending at or before {}, opened {opened} successor(s)",
+        "{verb} {closed} {} period(s) ending at or before {}, {open_verb} {opened} successor(s)",
         period.as_str(),
         now.format("%Y-%m-%d %H:%M:%SZ")
     );
