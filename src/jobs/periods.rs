@@ -147,9 +147,14 @@ pub fn close_ended_periods(
                 return Ok(None);
             }
             conn.batch_execute("ANALYZE usage_closing")?;
+            // Each distinct zone name is checked once, not once per user.
             let zones: Vec<UnknownZone> = diesel::sql_query(
-                "SELECT DISTINCT c.user_id FROM usage_closing c JOIN users u ON u.id = c.user_id
-                  WHERE NOT usage_timezone_is_valid(u.timezone) ORDER BY 1",
+                "WITH zones AS (SELECT DISTINCT u.timezone FROM usage_closing c
+                                  JOIN users u ON u.id = c.user_id)
+                 SELECT DISTINCT c.user_id FROM usage_closing c JOIN users u ON u.id = c.user_id
+                  WHERE u.timezone IN (SELECT timezone FROM zones
+                                        WHERE NOT usage_timezone_is_valid(timezone))
+                  ORDER BY 1",
             )
             .load(conn)?;
             diesel::sql_query(RAW_SQL).execute(conn)?;
