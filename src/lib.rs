@@ -12,5 +12,6 @@ pub mod embedded_pg;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;
+pub mod mail;
 pub mod schedule;
 pub mod scheduler;

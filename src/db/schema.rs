@@ -66,6 +66,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    quota_alerts (id) {
+        id -> Int8,
+        user_id -> Int8,
+        metric -> Text,
+        period -> Text,
+        kind -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        threshold -> Int2,
+        used_value -> Numeric,
+        limit_value -> Numeric,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        error_class -> Nullable<Text>,
+        message_id -> Nullable<Text>,
+        decided_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::Xid8;
 
@@ -135,6 +160,7 @@ diesel::table! {
 }
 
 diesel::joinable!(plan_limits -> plans (plan_id));
+diesel::joinable!(quota_alerts -> users (user_id));
 diesel::joinable!(users -> plans (plan_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -143,6 +169,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_limits,
     plans,
     prices,
+    quota_alerts,
     usage_events,
     usage_period_kind_totals,
     usage_periods,

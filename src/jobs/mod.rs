@@ -1,6 +1,7 @@
 //! The jobs. `JobKind` is the single list: the scheduler, `--run`, `--list-jobs` and the
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
+pub mod alerts;
 pub mod partitions;
 
 use std::sync::Arc;
@@ -13,20 +14,23 @@ use serde::Serialize;
 
 use crate::config::{JobDefaults, Settings};
 use crate::db::DbPool;
+use crate::mail::Mailer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    Alerts,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions];
+    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Alerts];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Alerts => "alerts",
         }
     }
 
@@ -34,6 +38,7 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Alerts => "alerts",
         }
     }
 
@@ -41,6 +46,9 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::Alerts => {
+                "emails users past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
             }
         }
     }
@@ -51,6 +59,10 @@ impl JobKind {
                 schedule: "0 2 * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
+            JobKind::Alerts => JobDefaults {
+                schedule: "*/5 * * * *",
+                timeout: Duration::from_secs(10 * 60),
+            },
         }
     }
 
@@ -59,6 +71,7 @@ impl JobKind {
     pub fn lock_id(self) -> i32 {
         match self {
             JobKind::Partitions => 6,
+            JobKind::Alerts => 4,
         }
     }
 
@@ -107,6 +120,7 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::Alerts => alerts::run(ctx, conn, now, opts),
         }
     }
 }
@@ -117,17 +131,29 @@ impl std::fmt::Display for JobKind {
     }
 }
 
-/// What every job may use: settings and the pool. No globals.
+/// What every job may use: settings, the pool and the mailer. No globals.
 pub struct Ctx {
     pub settings: Arc<Settings>,
     pub pool: DbPool,
     /// The libpq URL, password included: never logged (see `config::redact_url`).
     pub connection_url: String,
+    /// Where alert emails go (`mail.transport`).
+    pub mailer: Arc<dyn Mailer>,
 }
 
 impl Ctx {
-    /// Builds the pool (lazily: nothing connects yet).
+    /// Builds the pool and the mailer `mail.transport` names (lazily: nothing connects yet).
     pub fn new(settings: Arc<Settings>, connection_url: String) -> Ctx {
+        let mailer = crate::mail::from_settings(&settings.mail);
+        Ctx::with_mailer(settings, connection_url, mailer)
+    }
+
+    /// As [`Ctx::new`], with the mailer given (tests, or a transport built elsewhere).
+    pub fn with_mailer(
+        settings: Arc<Settings>,
+        connection_url: String,
+        mailer: Arc<dyn Mailer>,
+    ) -> Ctx {
         let pool = crate::db::build_pool(
             &connection_url,
             settings.database.pool_size,
@@ -137,6 +163,7 @@ impl Ctx {
             settings,
             pool,
             connection_url,
+            mailer,
         }
     }
 }
