@@ -546,3 +546,85 @@ fn the_file_transport_writes_one_eml_per_alert_and_a_rerun_adds_none() {
         ]
     );
 }
+
+#[test]
+fn no_more_messages_are_in_flight_at_once_than_the_smtp_pool_allows() {
+    let db = TestDb::new();
+    seed(&db);
+    db.execute(
+        "INSERT INTO users (id, email, name, plan_id)
+         SELECT g, 'user' || g || '@example.com', 'User ' || g, 1 FROM generate_series(10, 29) g",
+    );
+    let server = SmtpServer::start();
+    let ctx = db.ctx_with(|s| {
+        mail_settings(s, &server);
+        s.mail.smtp.pool_size = 2;
+    });
+    for user in 10..30 {
+        set_tokens(&db, user, NOV, DEC, 900);
+    }
+
+    let report = run(&db, &ctx, "2026-11-10T12:00:00Z");
+
+    assert_eq!(report.details["sent"], 20);
+    assert_eq!(server.received().len(), 20);
+    assert!(server.max_in_flight() <= 2, "{}", server.max_in_flight());
+}
+
+#[test]
+fn the_quota_alerts_migration_reverts_and_reapplies_cleanly() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    usage_worker::db::revert_all_migrations(&mut conn).unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM pg_class WHERE relname = 'quota_alerts'"),
+        0
+    );
+    usage_worker::db::run_migrations(&mut conn).unwrap();
+    seed(&db);
+    set_tokens(&db, 1, NOV, DEC, 900);
+    let ctx = db.ctx_with(|s| s.mail.transport = Some(MailTransportKind::Log));
+    run(&db, &ctx, "2026-11-10T12:00:00Z");
+    assert_eq!(statuses(&db), vec![(1, 80, "sent".to_string())]);
+}
+
+#[test]
+fn run_alerts_dry_run_on_the_command_line_prints_who_would_be_emailed() {
+    let db = TestDb::new();
+    seed(&db);
+    set_tokens(&db, 2, NOV, DEC, 990);
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config_file(
+        dir.path(),
+        &format!(
+            "[database]\nurl = \"{}\"\n[mail]\ntransport = \"log\"\n",
+            db.url
+        ),
+    );
+
+    let output = support::binary()
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--run",
+            "alerts",
+            "--dry-run",
+            "--at",
+            "2026-11-10T12:00:00Z",
+        ])
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("alerts: user 2 b***@example.com: would email: 95% of monthly tokens: 990 tokens of 1,000 tokens"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("bob@example.com"));
+    assert!(stdout.contains("(dry run: nothing was changed)"));
+    assert!(alerts(&db).is_empty());
+}

@@ -50,6 +50,9 @@ impl Received {
 struct State {
     received: Vec<Received>,
     reject: HashSet<String>,
+    /// Mail transactions (MAIL FROM to the end of DATA) open now, and the most seen at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 struct Running {
@@ -89,6 +92,11 @@ impl SmtpServer {
             .unwrap()
             .reject
             .insert(address.to_ascii_lowercase());
+    }
+
+    /// The most mail transactions that were open at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -163,6 +171,33 @@ fn angle_address(arg: &str) -> String {
 }
 
 fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut in_transaction = false;
+    let result = transactions(stream, state, &mut in_transaction);
+    if in_transaction {
+        state.lock().unwrap().in_flight -= 1;
+    }
+    result
+}
+
+fn set_in_transaction(state: &Mutex<State>, flag: &mut bool, value: bool) {
+    if *flag == value {
+        return;
+    }
+    *flag = value;
+    let mut state = state.lock().unwrap();
+    if value {
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+    } else {
+        state.in_flight -= 1;
+    }
+}
+
+fn transactions(
+    stream: TcpStream,
+    state: &Mutex<State>,
+    in_transaction: &mut bool,
+) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     out.write_all(b"220 localhost test SMTP ready\r\n")?;
@@ -182,6 +217,7 @@ fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         } else if upper.starts_with("MAIL FROM:") {
             from = angle_address(&command[10..]);
             rcpt.clear();
+            set_in_transaction(state, in_transaction, true);
             out.write_all(b"250 2.1.0 OK\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             let address = angle_address(&command[8..]);
@@ -219,10 +255,12 @@ fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 rcpt: std::mem::take(&mut rcpt),
                 data,
             });
+            set_in_transaction(state, in_transaction, false);
             out.write_all(b"250 2.0.0 queued\r\n")?;
         } else if upper == "RSET" {
             from.clear();
             rcpt.clear();
+            set_in_transaction(state, in_transaction, false);
             out.write_all(b"250 2.0.0 OK\r\n")?;
         } else if upper == "NOOP" {
             out.write_all(b"250 2.0.0 OK\r\n")?;
