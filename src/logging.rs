@@ -9,7 +9,12 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Logs go to stderr; stdout is for command output.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The cron crate logs its own housekeeping at info; keep it quiet unless asked for.
+    let mut directives = settings.level.clone();
+    if !directives.contains("tokio_cron_scheduler") {
+        directives.push_str(",tokio_cron_scheduler=warn");
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -572,23 +572,6 @@ fn no_more_messages_are_in_flight_at_once_than_the_smtp_pool_allows() {
 }
 
 #[test]
-fn the_quota_alerts_migration_reverts_and_reapplies_cleanly() {
-    let db = TestDb::new();
-    let mut conn = db.conn();
-    usage_worker::db::revert_all_migrations(&mut conn).unwrap();
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM pg_class WHERE relname = 'quota_alerts'"),
-        0
-    );
-    usage_worker::db::run_migrations(&mut conn).unwrap();
-    seed(&db);
-    set_tokens(&db, 1, NOV, DEC, 900);
-    let ctx = db.ctx_with(|s| s.mail.transport = Some(MailTransportKind::Log));
-    run(&db, &ctx, "2026-11-10T12:00:00Z");
-    assert_eq!(statuses(&db), vec![(1, 80, "sent".to_string())]);
-}
-
-#[test]
 fn run_alerts_dry_run_on_the_command_line_prints_who_would_be_emailed() {
     let db = TestDb::new();
     seed(&db);

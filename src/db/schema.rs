@@ -113,6 +113,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
+    usage_events_default (id, created_at) {
+        id -> Int8,
+        user_id -> Int8,
+        kind -> Text,
+        request_type -> Text,
+        model -> Text,
+        tokens -> Int8,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        messages -> Int4,
+        bytes -> Int8,
+        cost -> Numeric,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+        recorded_xid -> Xid8,
+    }
+}
+
+diesel::table! {
     usage_period_kind_totals (user_id, period, period_start, kind) {
         user_id -> Int8,
         period -> Text,
@@ -171,6 +193,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     prices,
     quota_alerts,
     usage_events,
+    usage_events_default,
     usage_period_kind_totals,
     usage_periods,
     users,

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod partitions;
+pub mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +21,19 @@ use crate::mail::Mailer;
 pub enum JobKind {
     Partitions,
     Alerts,
+    Retention,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Alerts];
+    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Alerts, JobKind::Retention];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
             JobKind::Alerts => "alerts",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -39,6 +42,7 @@ impl JobKind {
         match self {
             JobKind::Partitions => "partitions",
             JobKind::Alerts => "alerts",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -49,6 +53,9 @@ impl JobKind {
             }
             JobKind::Alerts => {
                 "emails users past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
+            }
+            JobKind::Retention => {
+                "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
             }
         }
     }
@@ -63,6 +70,10 @@ impl JobKind {
                 schedule: "*/5 * * * *",
                 timeout: Duration::from_secs(10 * 60),
             },
+            JobKind::Retention => JobDefaults {
+                schedule: "30 3 1 * *",
+                timeout: Duration::from_secs(6 * 3_600),
+            },
         }
     }
 
@@ -70,8 +81,9 @@ impl JobKind {
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
         match self {
-            JobKind::Partitions => 6,
             JobKind::Alerts => 4,
+            JobKind::Retention => 5,
+            JobKind::Partitions => 6,
         }
     }
 
@@ -121,6 +133,7 @@ impl JobKind {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
             JobKind::Alerts => alerts::run(ctx, conn, now, opts),
+            JobKind::Retention => retention::run(ctx, conn, now, opts),
         }
     }
 }
