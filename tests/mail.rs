@@ -189,3 +189,16 @@ fn the_smtp_password_never_appears_in_the_printed_configuration() {
     assert!(!settings.to_redacted_toml().contains("hunter2-secret"));
     assert!(!format!("{settings:?}").contains("hunter2-secret"));
 }
+
+#[test]
+fn past_the_limit_the_email_says_the_quota_is_used_up() {
+    let mut content = sample_content();
+    content.threshold = 95;
+    content.percent = 112;
+    content.used = "112,413 tokens".into();
+    content.remaining = "0 tokens".into();
+    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    insta::assert_snapshot!("subject_past_the_limit", rendered.subject);
+    insta::assert_snapshot!("text_past_the_limit", rendered.text);
+    insta::assert_snapshot!("html_past_the_limit", rendered.html);
+}
