@@ -133,6 +133,26 @@ fn thresholds(ctx: &Ctx) -> Vec<i32> {
         .collect()
 }
 
+/// The deciding step alone: records every alert usage calls for at `now`; returns how many
+/// rows were inserted per status.
+pub fn decide(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<String, i64>, JobError> {
+    let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Integer>, _>(thresholds(ctx))
+        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
+        .load(conn)?;
+    Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
+}
+
+/// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds).
+pub fn decide_sql() -> String {
+    candidates_then(DECIDE_SQL)
+}
+
 pub fn run(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -147,12 +167,7 @@ pub fn run(
     let settings = &ctx.settings.alerts;
     let expire_after = settings.expire_after.0.as_secs_f64();
 
-    let decided: Vec<StatusCount> = diesel::sql_query(candidates_then(DECIDE_SQL))
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Integer>, _>(thresholds(ctx))
-        .bind::<Double, _>(expire_after)
-        .load(conn)?;
-    let decided: BTreeMap<String, i64> = decided.into_iter().map(|c| (c.status, c.n)).collect();
+    let decided = decide(ctx, conn, now)?;
 
     let retired: Vec<Status> = diesel::sql_query(RETIRE_SQL)
         .bind::<Timestamptz, _>(now)
