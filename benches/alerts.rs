@@ -7,7 +7,8 @@
 //!   month's raw events, then check and insert each alert — on NAIVE_USERS users, scaled up;
 //! - `deliver_smtp`: the job delivering every decided alert to an SMTP sink on 127.0.0.1.
 //!
-//! `cargo bench --bench alerts` (USERS=20000 for a quick look).
+//! `cargo bench --bench alerts` (USERS=20000 for a quick look; POOL_SIZE sets
+//! mail.smtp.pool_size, default 4).
 
 #[path = "../tests/support/smtp.rs"]
 mod smtp;
@@ -71,10 +72,10 @@ fn main() {
            FROM generate_series(1, {users}) u, generate_series(1, {events_per_user}) e;
          INSERT INTO usage_periods (user_id, period, period_start, period_end, requests, messages, tokens, cost)
          SELECT user_id, 'month', '{MONTH_START}', '{MONTH_END}', count(*), sum(messages), sum(tokens), sum(cost)
-           FROM usage_events GROUP BY user_id;
-         VACUUM ANALYZE;"
+           FROM usage_events GROUP BY user_id;"
     ))
     .expect("load data");
+    conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     let load_s = load.elapsed().as_secs_f64();
 
     let now: DateTime<Utc> = NOW.parse().expect("instant");
@@ -87,6 +88,7 @@ fn main() {
     settings.mail.smtp.tls = SmtpTls::None;
     settings.mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
     settings.mail.from = "usage@example.com".into();
+    settings.mail.smtp.pool_size = u32::try_from(env_number("POOL_SIZE", 4)).unwrap_or(4);
     let ctx = Ctx::new(Arc::new(settings), url.clone());
 
     // Each timed attempt runs in a transaction that is rolled back, so all see the same data.

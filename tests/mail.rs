@@ -202,3 +202,18 @@ fn past_the_limit_the_email_says_the_quota_is_used_up() {
     insta::assert_snapshot!("text_past_the_limit", rendered.text);
     insta::assert_snapshot!("html_past_the_limit", rendered.html);
 }
+
+#[test]
+fn the_smtp_password_is_read_from_mail_smtp_password_file() {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smtp-password");
+    std::fs::write(&path, "s3cret-from-file\n").unwrap();
+    let settings = load(&format!(
+        "[mail.smtp]\nusername = \"worker\"\npassword_file = \"{}\"\n",
+        path.display()
+    ))
+    .unwrap();
+    let password = settings.mail.smtp.password().unwrap().unwrap();
+    assert_eq!(password.expose_secret(), "s3cret-from-file");
+}

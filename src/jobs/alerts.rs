@@ -340,7 +340,8 @@ fn deliver_batch(
                 alert.id = alert.id,
                 alert.attempts = alert.attempts,
                 error.class = error.class.as_str(),
-                error = %error.message,
+                // A server's reply may quote the recipient: keep the address out of the log.
+                error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
                 "quota alert not delivered"
             );
         }
