@@ -51,6 +51,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub alerts: AlertSettings,
     pub retention: RetentionSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,6 +339,24 @@ impl Default for RetentionSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address serving `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`; unset or empty = off.
+    pub listen: Option<String>,
+}
+
+impl MetricsSettings {
+    /// The validated address, `None` when metrics are off.
+    pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .and_then(|l| l.parse().ok())
+    }
+}
+
 /// A duration written as `30s`, `15m`, `2h`, `7d` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -613,6 +632,17 @@ impl Settings {
                 format!(
                     "{} holds no `postgres` binary; expected the directory of initdb/pg_ctl/postgres",
                     dir.display()
+                ),
+            ));
+        }
+        if let Some(listen) = self.metrics.listen.as_deref().map(str::trim)
+            && !listen.is_empty()
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is not a socket address; expected IP:PORT such as 127.0.0.1:9187 or [::1]:9187, or \"\" for off"
                 ),
             ));
         }
