@@ -103,14 +103,18 @@ fn main() {
     let decide_s = median(reps, || {
         let started = Instant::now();
         rolled_back(&mut conn, &mut |c| {
-            decided = alerts::decide(&ctx, c, now).expect("decide").values().sum();
+            decided = alerts::decide(&ctx, c, now, None)
+                .expect("decide")
+                .values()
+                .sum();
         });
         started.elapsed()
     });
     let raw = alerts::decide_sql()
         .replace("$1", &format!("'{NOW}'::timestamptz"))
         .replace("$2", "'{80,95}'::int[]")
-        .replace("$3", "86400::float8");
+        .replace("$3", "86400::float8")
+        .replace("$4", "NULL");
     let raw_s = median(reps, || {
         let started = Instant::now();
         rolled_back(&mut conn, &mut |c| c.batch_execute(&raw).expect("raw"));
@@ -136,7 +140,7 @@ fn main() {
         "speedup_of_decide": naive_s / decide_s, "target_speedup_at_least": 100,
     }));
 
-    alerts::decide(&ctx, &mut conn, now).expect("decide for delivery");
+    alerts::decide(&ctx, &mut conn, now, None).expect("decide for delivery");
     let started = Instant::now();
     let report = JobKind::Alerts
         .run(&ctx, &mut conn, now, &RunOpts::default())

@@ -611,3 +611,29 @@ fn run_alerts_dry_run_on_the_command_line_prints_who_would_be_emailed() {
     assert!(stdout.contains("(dry run: nothing was changed)"));
     assert!(alerts(&db).is_empty());
 }
+
+#[test]
+fn a_run_limited_to_one_user_decides_and_delivers_only_that_users_alerts() {
+    let db = TestDb::new();
+    seed(&db);
+    let server = SmtpServer::start();
+    let ctx = smtp_ctx(&db, &server);
+    set_tokens(&db, 1, NOV, DEC, 900);
+    set_tokens(&db, 2, NOV, DEC, 900);
+    let only_bob = RunOpts {
+        user_id: Some(2),
+        ..RunOpts::default()
+    };
+
+    JobKind::Alerts
+        .run(&ctx, &mut db.conn(), at("2026-11-10T12:00:00Z"), &only_bob)
+        .unwrap();
+
+    assert_eq!(statuses(&db), vec![(2, 80, "sent".to_string())]);
+    let recipients: Vec<String> = server
+        .received()
+        .iter()
+        .flat_map(|m| m.rcpt.clone())
+        .collect();
+    assert_eq!(recipients, vec!["bob@example.com"]);
+}

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{
-    Array, BigInt, Bool, Double, Int2, Int4, Integer, Numeric, Text, Timestamptz,
+    Array, BigInt, Bool, Double, Int2, Int4, Integer, Nullable, Numeric, Text, Timestamptz,
 };
 use serde_json::json;
 
@@ -133,22 +133,25 @@ fn thresholds(ctx: &Ctx) -> Vec<i32> {
         .collect()
 }
 
-/// The deciding step alone: records every alert usage calls for at `now`; returns how many
-/// rows were inserted per status.
+/// The deciding step alone: records every alert usage calls for at `now` (for one user, or
+/// everyone); returns how many rows were inserted per status.
 pub fn decide(
     ctx: &Ctx,
     conn: &mut PgConnection,
     now: DateTime<Utc>,
+    user_id: Option<i64>,
 ) -> Result<BTreeMap<String, i64>, JobError> {
     let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
         .bind::<Timestamptz, _>(now)
         .bind::<Array<Integer>, _>(thresholds(ctx))
         .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
         .load(conn)?;
     Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
 }
 
-/// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds).
+/// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds,
+/// $4 a user id or NULL).
 pub fn decide_sql() -> String {
     candidates_then(DECIDE_SQL)
 }
@@ -162,16 +165,17 @@ pub fn run(
     let templates = Templates::load(ctx.settings.mail.templates_dir.as_deref())
         .map_err(|e| JobError::Invalid(format!("mail.templates_dir: {e}")))?;
     if opts.dry_run {
-        return preview(ctx, conn, now);
+        return preview(ctx, conn, now, opts.user_id);
     }
     let settings = &ctx.settings.alerts;
     let expire_after = settings.expire_after.0.as_secs_f64();
 
-    let decided = decide(ctx, conn, now)?;
+    let decided = decide(ctx, conn, now, opts.user_id)?;
 
     let retired: Vec<Status> = diesel::sql_query(RETIRE_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<Double, _>(expire_after)
+        .bind::<Nullable<BigInt>, _>(opts.user_id)
         .load(conn)?;
     let expired = retired.iter().filter(|s| s.status == "expired").count();
     let suppressed_later = retired.len() - expired;
@@ -183,6 +187,7 @@ pub fn run(
             .bind::<Timestamptz, _>(now)
             .bind::<Double, _>(settings.lease.0.as_secs_f64())
             .bind::<BigInt, _>(i64::from(settings.batch_size))
+            .bind::<Nullable<BigInt>, _>(opts.user_id)
             .load(conn)?;
         if batch.is_empty() {
             break;
@@ -352,11 +357,17 @@ fn deliver_batch(
 }
 
 /// `--dry-run`: who would be emailed and why; changes nothing.
-fn preview(ctx: &Ctx, conn: &mut PgConnection, now: DateTime<Utc>) -> Result<JobReport, JobError> {
+fn preview(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    user_id: Option<i64>,
+) -> Result<JobReport, JobError> {
     let candidates: Vec<Preview> = diesel::sql_query(candidates_then(PREVIEW_SQL))
         .bind::<Timestamptz, _>(now)
         .bind::<Array<Integer>, _>(thresholds(ctx))
         .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
         .load(conn)?;
     #[derive(QueryableByName)]
     struct Due {
@@ -365,10 +376,12 @@ fn preview(ctx: &Ctx, conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Job
     }
     let due: Due = diesel::sql_query(
         "SELECT count(*) AS n FROM quota_alerts
-          WHERE (status = 'pending' AND next_attempt_at <= $1)
-             OR (status = 'sending' AND leased_until <= $1)",
+          WHERE ((status = 'pending' AND next_attempt_at <= $1)
+                 OR (status = 'sending' AND leased_until <= $1))
+            AND ($2::bigint IS NULL OR user_id = $2)",
     )
     .bind::<Timestamptz, _>(now)
+    .bind::<Nullable<BigInt>, _>(user_id)
     .get_result(conn)?;
     let mut lines = Vec::new();
     for c in &candidates {

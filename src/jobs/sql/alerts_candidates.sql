@@ -6,7 +6,8 @@
 -- highest is sent. Users who turned alerts off get `suppressed` rows (a record, no email).
 -- Nothing is alerted at zero usage, even against a limit of 0.
 --
--- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8).
+-- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
+-- $4 one user id, or NULL for everyone (--user).
 SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
        t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
@@ -33,6 +34,7 @@ SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
                  ON lim.kind <> '' AND k.user_id = up.user_id AND k.period = up.period
                 AND k.period_start = up.period_start AND k.kind = lim.kind
          WHERE up.status = 'open'
+           AND ($4::bigint IS NULL OR up.user_id = $4)
            AND up.period_start <= $1
            -- An open period that ended long ago (its reset has not run) would only expire.
            AND up.period_end > $1 - make_interval(secs => $3)) l

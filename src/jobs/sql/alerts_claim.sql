@@ -2,12 +2,13 @@
 -- whose lease ran out (their run crashed between claim and result). SKIP LOCKED lets
 -- several senders share the outbox; the lease keeps a row from being sent twice while its
 -- claim is alive. Each claim counts as an attempt.
--- $1 now, $2 alerts.lease in seconds, $3 batch size.
+-- $1 now, $2 alerts.lease in seconds, $3 batch size, $4 one user id or NULL for everyone.
 WITH due AS (
     SELECT id
       FROM quota_alerts
-     WHERE (status = 'pending' AND next_attempt_at <= $1)
-        OR (status = 'sending' AND leased_until <= $1)
+     WHERE ((status = 'pending' AND next_attempt_at <= $1)
+            OR (status = 'sending' AND leased_until <= $1))
+       AND ($4::bigint IS NULL OR user_id = $4)
      ORDER BY next_attempt_at, id
      LIMIT $3
        FOR UPDATE SKIP LOCKED
