@@ -66,6 +66,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    quota_alerts (id) {
+        id -> Int8,
+        user_id -> Int8,
+        metric -> Text,
+        period -> Text,
+        kind -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        threshold -> Int2,
+        used_value -> Numeric,
+        limit_value -> Numeric,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        error_class -> Nullable<Text>,
+        message_id -> Nullable<Text>,
+        decided_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     token_usage_daily (user_id, day, kind, request_type, model) {
         user_id -> Int8,
         day -> Date,
@@ -174,6 +199,7 @@ diesel::table! {
 }
 
 diesel::joinable!(plan_limits -> plans (plan_id));
+diesel::joinable!(quota_alerts -> users (user_id));
 diesel::joinable!(users -> plans (plan_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -182,6 +208,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_limits,
     plans,
     prices,
+    quota_alerts,
     token_usage_daily,
     usage_events,
     usage_events_default,
