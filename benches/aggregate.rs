@@ -17,7 +17,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::prelude::*;
 use serde_json::json;
 use usage_worker::config::Settings;
 use usage_worker::db;
@@ -52,7 +51,8 @@ fn main() {
     // The 1M database: lower bound, aggregate from empty, then an incremental run.
     let (ctx, mut conn) = database(&pg, &mut admin, "bench_small", small);
     let raw_seconds = timed(|| {
-        conn.batch_execute(RAW_LOWER_BOUND).expect("raw lower bound");
+        conn.batch_execute(RAW_LOWER_BOUND)
+            .expect("raw lower bound");
     });
     let report = run_aggregate(&ctx, &mut conn);
     let aggregate_seconds = report.0;
@@ -178,7 +178,8 @@ fn database(
     let mut loaded = 0;
     while loaded < events {
         let n = LOAD_CHUNK.min(events - loaded);
-        conn.batch_execute(&load_sql(loaded, n)).expect("load events");
+        conn.batch_execute(&load_sql(loaded, n))
+            .expect("load events");
         loaded += n;
     }
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");

@@ -14,7 +14,7 @@ use crate::embedded_pg::EmbeddedPg;
 use crate::export::{ExportError, write_daily_csv};
 use crate::jobs::{Ctx, JobKind, RunOpts};
 use crate::ledger::{self, Identity, Trigger};
-use crate::scheduler::{self, DaemonError, NoObserver, RunOutcome, RunRequest};
+use crate::scheduler::{self, DaemonError, RunOutcome, RunRequest};
 
 /// Exit codes (sysexits.h where one fits).
 pub mod exit {
@@ -130,11 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     if let Some(kinds) = &cli.run {
         return runtime.block_on(run_jobs(ctx, &kinds.0, &cli));
     }
-    runtime.block_on(scheduler::run_daemon(
-        ctx,
-        Arc::new(NoObserver),
-        shutdown_signal(),
-    ))?;
+    runtime.block_on(crate::service::run(ctx, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,6 +49,8 @@ pub struct Settings {
     pub embedded: EmbeddedSettings,
     pub partitions: PartitionSettings,
     pub aggregate: AggregateSettings,
+    pub retention: RetentionSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -161,6 +163,47 @@ impl Default for AggregateSettings {
         AggregateSettings {
             batch_events: 200_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Raw usage events older than this many months are deleted.
+    pub events_months: u32,
+    /// Rows deleted per transaction when trimming.
+    pub batch_size: u32,
+    /// Longest wait for the brief exclusive lock a partition drop needs.
+    pub lock_timeout: HumanDuration,
+    pub job_runs_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            events_months: 24,
+            batch_size: 10_000,
+            lock_timeout: HumanDuration(Duration::from_secs(5)),
+            job_runs_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address serving `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`; unset or empty = off.
+    pub listen: Option<String>,
+}
+
+impl MetricsSettings {
+    /// The validated address, `None` when metrics are off.
+    pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .and_then(|l| l.parse().ok())
     }
 }
 
@@ -415,6 +458,31 @@ impl Settings {
                 ),
             ));
         }
+        let retention = &self.retention;
+        if retention.events_months == 0 {
+            return Err(ConfigError::invalid(
+                "retention.events_months",
+                "0 would delete every event; expected a number of months, e.g. 24",
+            ));
+        }
+        if retention.batch_size == 0 || retention.batch_size > 1_000_000 {
+            return Err(ConfigError::invalid(
+                "retention.batch_size",
+                "expected 1 to 1,000,000 rows per transaction (default 10000)",
+            ));
+        }
+        if retention.lock_timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "retention.lock_timeout",
+                "must be longer than 0s; expected e.g. 5s",
+            ));
+        }
+        if retention.job_runs_days == 0 {
+            return Err(ConfigError::invalid(
+                "retention.job_runs_days",
+                "expected a number of days of run history to keep, e.g. 90",
+            ));
+        }
         if let Some(dir) = &self.embedded.pg_bin_dir
             && !dir.join("postgres").exists()
         {
@@ -423,6 +491,17 @@ impl Settings {
                 format!(
                     "{} holds no `postgres` binary; expected the directory of initdb/pg_ctl/postgres",
                     dir.display()
+                ),
+            ));
+        }
+        if let Some(listen) = self.metrics.listen.as_deref().map(str::trim)
+            && !listen.is_empty()
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is not a socket address; expected IP:PORT such as 127.0.0.1:9187 or [::1]:9187, or \"\" for off"
                 ),
             ));
         }
@@ -567,7 +646,18 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
             error,
             key: Some(key),
             ..
-        } => ConfigError::invalid(key, error.to_string()),
+        } => {
+            let text = error.to_string();
+            match unknown_field(&text) {
+                Some(field) => ConfigError::invalid(
+                    format!("{key}.{field}"),
+                    format!(
+                        "unknown key ({text}); check the spelling against deploy/config.example.toml"
+                    ),
+                ),
+                None => ConfigError::invalid(key, text),
+            }
+        }
         config::ConfigError::FileParse { cause, .. } => ConfigError::File {
             path: file.clone().unwrap_or_default(),
             message: cause.to_string(),
@@ -575,10 +665,7 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
         other => {
             let text = other.to_string();
             // serde's unknown-field message names the field but not its section.
-            if let Some(field) = text
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-            {
+            if let Some(field) = unknown_field(&text) {
                 return ConfigError::invalid(
                     field.to_string(),
                     format!(
@@ -589,4 +676,11 @@ fn map_config_error(error: config::ConfigError, file: &Option<PathBuf>) -> Confi
             ConfigError::Other(text)
         }
     }
+}
+
+/// The field named by serde's "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
 }

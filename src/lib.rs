@@ -13,5 +13,8 @@ pub mod export;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;

@@ -376,12 +376,17 @@ pub fn sweep_abandoned(conn: &mut PgConnection) -> Result<usize, DbError> {
     Ok(total)
 }
 
+/// How often the daemon loop calls [`DaemonObserver::heartbeat`] while it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// Observes the daemon's life (systemd notifications, health): called from the loop.
 pub trait DaemonObserver: Send + Sync {
     fn ready(&self) {}
     fn heartbeat(&self) {}
     fn status(&self, _text: &str) {}
     fn stopping(&self) {}
+    /// A run started by this daemon ended (metrics).
+    fn run_finished(&self, _kind: JobKind, _outcome: &RunOutcome) {}
 }
 
 /// An observer that does nothing.
@@ -446,10 +451,12 @@ pub async fn run_daemon(
         lock(&running).insert(task_id, (request.kind, request.opts.cancel.clone()));
         let ctx = ctx.clone();
         let identity = identity.clone();
+        let observer = observer.clone();
         tasks.spawn(async move {
             let kind = request.kind;
-            if let Err(e) = execute(ctx, identity, request).await {
-                tracing::error!(job.name = kind.name(), error = %e, "job could not start; it runs again at its next tick");
+            match execute(ctx, identity, request).await {
+                Ok(outcome) => observer.run_finished(kind, &outcome),
+                Err(e) => tracing::error!(job.name = kind.name(), error = %e, "job could not start; it runs again at its next tick"),
             }
             lock(&running).remove(&task_id);
         });
@@ -461,7 +468,7 @@ pub async fn run_daemon(
 
     observer.ready();
     tracing::info!(jobs = plans.len(), "scheduler started");
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -642,4 +649,8 @@ pub async fn catch_up_requests(
 pub enum DaemonError {
     #[error("scheduler: {0}")]
     Scheduler(String),
+    #[error(
+        "metrics.listen: cannot listen on {address}: {message}; choose a free address or leave metrics.listen empty"
+    )]
+    Listen { address: String, message: String },
 }

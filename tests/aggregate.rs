@@ -682,7 +682,15 @@ fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost(
     let path = dir.path().join("user2.csv");
     let status = support::binary()
         .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .args(["--export-csv", "--from", "2026-10-01", "--to", "2026-11-30", "--user", "2"])
+        .args([
+            "--export-csv",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-11-30",
+            "--user",
+            "2",
+        ])
         .arg("--output")
         .arg(&path)
         .status()

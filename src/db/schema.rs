@@ -105,6 +105,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
+    usage_events_default (id, created_at) {
+        id -> Int8,
+        user_id -> Int8,
+        kind -> Text,
+        request_type -> Text,
+        model -> Text,
+        tokens -> Int8,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        messages -> Int4,
+        bytes -> Int8,
+        cost -> Numeric,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+        recorded_xid -> Xid8,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         email -> Text,
@@ -128,5 +150,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     prices,
     token_usage_daily,
     usage_events,
+    usage_events_default,
     users,
 );

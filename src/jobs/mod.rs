@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod partitions;
+pub mod retention;
 pub mod stats;
 
 use std::sync::Arc;
@@ -21,11 +22,17 @@ pub enum JobKind {
     Partitions,
     Aggregate,
     Stats,
+    Retention,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Aggregate, JobKind::Stats];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::Partitions,
+        JobKind::Aggregate,
+        JobKind::Retention,
+        JobKind::Stats,
+    ];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
@@ -33,6 +40,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
             JobKind::Stats => "stats",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -42,6 +50,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
             JobKind::Stats => "stats",
+            JobKind::Retention => "retention",
         }
     }
 
@@ -55,6 +64,9 @@ impl JobKind {
             }
             JobKind::Stats => {
                 "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
+            }
+            JobKind::Retention => {
+                "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
             }
         }
     }
@@ -73,6 +85,10 @@ impl JobKind {
                 schedule: "10 0 * * *",
                 timeout: Duration::from_secs(10 * 60),
             },
+            JobKind::Retention => JobDefaults {
+                schedule: "30 3 1 * *",
+                timeout: Duration::from_secs(6 * 3_600),
+            },
         }
     }
 
@@ -80,6 +96,7 @@ impl JobKind {
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
         match self {
+            JobKind::Retention => 5,
             JobKind::Partitions => 6,
             JobKind::Aggregate => 1,
             JobKind::Stats => 7,
@@ -133,6 +150,7 @@ impl JobKind {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
             JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
             JobKind::Stats => stats::run(ctx, conn, now, opts),
+            JobKind::Retention => retention::run(ctx, conn, now, opts),
         }
     }
 }

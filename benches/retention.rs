@@ -1,0 +1,194 @@
+//! Retention benchmark: 27 months of events; the `retention` job (partition drops) against
+//! the naive `DELETE … WHERE created_at < cutoff` of the same rows, in the same run, with the
+//! latency of an insert issued while each runs. Prints one JSON line per scenario.
+//!
+//! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000 by default; set it lower for a
+//! quick look).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use serde_json::json;
+use usage_worker::config::Settings;
+use usage_worker::db;
+use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::jobs::{Ctx, JobKind, RunOpts};
+
+const MONTHS: i64 = 27;
+
+fn main() {
+    let per_month: i64 = std::env::var("EVENTS_PER_MONTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
+    let dir = tempfile::Builder::new()
+        .prefix("uw-bench-")
+        .tempdir()
+        .expect("temp dir");
+    // Production-like durability: WAL and fsync are part of what a mass DELETE costs.
+    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Durable)
+        .expect("start PostgreSQL");
+    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    admin
+        .batch_execute("CREATE DATABASE bench_a")
+        .expect("create db");
+
+    // Now = the first instant of month 28, so the cutoff is the start of month 4: three whole
+    // months (3 × per_month rows) are older than it.
+    let now: DateTime<Utc> = "2027-04-01T00:00:00Z".parse().expect("instant");
+    let first_month = "2025-01-01";
+    let mut a = db::connect(&pg.url("bench_a")).expect("connect a");
+    db::run_migrations(&mut a).expect("migrate");
+    let load = Instant::now();
+    let settings = Arc::new(bench_settings(&pg.url("bench_a")));
+    let ctx = Ctx::new(settings.clone(), pg.url("bench_a"));
+    JobKind::Partitions
+        .run(&ctx, &mut a, now, &RunOpts::default())
+        .expect("partitions for now");
+    a.batch_execute(&format!(
+        "DO $$ BEGIN
+           FOR m IN 0..{last} LOOP
+             EXECUTE format('CREATE TABLE IF NOT EXISTS usage_events_%s PARTITION OF usage_events
+                             FOR VALUES FROM (%L) TO (%L)',
+                            to_char(date '{first_month}' + make_interval(months => m), 'YYYY_MM'),
+                            (date '{first_month}' + make_interval(months => m))::timestamptz,
+                            (date '{first_month}' + make_interval(months => m + 1))::timestamptz);
+           END LOOP;
+         END $$;
+         INSERT INTO usage_events (user_id, kind, model, tokens, created_at)
+         SELECT n % 10000, 'ai_response', 'gpt-4o', 500,
+                date '{first_month}' + make_interval(months => (n / {per_month})::int)
+                  + make_interval(secs => (n % {per_month}) * (2419200.0 / {per_month}))
+           FROM generate_series(0, {total} - 1) AS n;",
+        last = MONTHS - 1,
+        total = per_month * MONTHS,
+    ))
+    .expect("load events");
+    // A transaction of its own: every event above is now below the watermark.
+    a.batch_execute("UPDATE aggregation_watermark SET xid = pg_current_xact_id()")
+        .expect("watermark");
+    a.batch_execute("VACUUM ANALYZE usage_events")
+        .expect("vacuum");
+    let load_s = load.elapsed().as_secs_f64();
+    drop(a);
+    admin
+        .batch_execute("CREATE DATABASE bench_b TEMPLATE bench_a")
+        .expect("copy database");
+
+    let cutoff = now - chrono::Months::new(24);
+    let doomed = 3 * per_month;
+
+    let (partition_s, partition_insert_ms) = with_concurrent_inserts(&pg.url("bench_a"), || {
+        let mut conn = db::connect(&pg.url("bench_a")).expect("connect");
+        let report = JobKind::Retention
+            .run(&ctx, &mut conn, now, &RunOpts::default())
+            .expect("retention");
+        assert_eq!(
+            report.details["tables"]["usage_events"]["partitions_dropped"]
+                .as_array()
+                .map(|a| a.len()),
+            Some(3),
+            "{}",
+            report.details
+        );
+    });
+    let (delete_s, delete_insert_ms) = with_concurrent_inserts(&pg.url("bench_b"), || {
+        let mut conn = db::connect(&pg.url("bench_b")).expect("connect");
+        conn.batch_execute(&format!(
+            "DELETE FROM usage_events WHERE created_at < '{}'",
+            cutoff.to_rfc3339()
+        ))
+        .expect("delete");
+    });
+    // A DELETE leaves the space behind as dead rows; dropping a partition returns it at once.
+    let (vacuum_s, vacuum_insert_ms) = with_concurrent_inserts(&pg.url("bench_b"), || {
+        let mut conn = db::connect(&pg.url("bench_b")).expect("connect");
+        conn.batch_execute("VACUUM usage_events").expect("vacuum");
+    });
+    let common = json!({
+        "events": per_month * MONTHS,
+        "rows_removed": doomed,
+        "load_s": round(load_s),
+    });
+    println!(
+        "{}",
+        json!({
+            "scenario": "retention_partition_drop",
+            "seconds": round(partition_s),
+            "max_insert_latency_ms": round(partition_insert_ms),
+            "setup": common,
+        })
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "retention_naive_delete",
+            "seconds": round(delete_s),
+            "max_insert_latency_ms": round(delete_insert_ms),
+            "setup": common,
+        })
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "retention_naive_vacuum_after_delete",
+            "seconds": round(vacuum_s),
+            "max_insert_latency_ms": round(vacuum_insert_ms),
+            "setup": common,
+        })
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "retention_speedup",
+            "delete_over_partition_drop": round(delete_s / partition_s.max(1e-6)),
+            "delete_and_vacuum_over_partition_drop": round((delete_s + vacuum_s) / partition_s.max(1e-6)),
+            "target": ">= 100",
+        })
+    );
+}
+
+fn bench_settings(url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = url.to_string();
+    settings
+}
+
+/// Times `work` while another connection inserts a row every 10 ms; returns the work's
+/// duration and the slowest insert.
+fn with_concurrent_inserts(url: &str, work: impl FnOnce()) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writer: PgConnection = db::connect(url).expect("connect writer");
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        while !flag.load(Ordering::SeqCst) {
+            let start = Instant::now();
+            writer
+                .batch_execute(
+                    "INSERT INTO usage_events (user_id, kind, created_at)
+                     VALUES (1, 'message_sent', '2027-03-31T12:00:00Z')",
+                )
+                .expect("insert during retention");
+            worst = worst.max(start.elapsed());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        worst
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    work();
+    let elapsed = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    let worst = handle.join().expect("writer thread");
+    (elapsed, worst.as_secs_f64() * 1000.0)
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,377 @@
+//! `retention`: deletes usage data older than `retention.events_months` (default 24).
+//!
+//! Whole monthly partitions of `usage_events` that end at or before the cutoff are dropped
+//! (a metadata change, not hours of DELETE I/O); only the partition straddling the cutoff and
+//! the default partition are trimmed, in short batched transactions so concurrent inserts
+//! never wait long. Events not yet aggregated (`recorded_xid` at or above the watermark) are
+//! never deleted: the job stops short of them and reports them.
+
+use chrono::{DateTime, Months, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamptz};
+use serde_json::json;
+
+use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::config::RetentionSettings;
+
+#[derive(QueryableByName, Debug)]
+struct PartitionBound {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    bound: String,
+    #[diesel(sql_type = BigInt)]
+    bytes: i64,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// A partition of `usage_events` with its range; `None` bounds for the default partition.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub name: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub bytes: i64,
+}
+
+/// The instant before which events are deleted.
+pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
+    now.checked_sub_months(Months::new(months))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The partitions of `usage_events` with their bounds, read from the catalog.
+pub fn partitions(conn: &mut PgConnection) -> Result<Vec<Partition>, JobError> {
+    // Bounds are printed in the session's time zone; read them in UTC.
+    conn.batch_execute("SET TIME ZONE 'UTC'")?;
+    let rows: Vec<PartitionBound> = diesel::sql_query(
+        "SELECT c.relname::text AS name,
+                pg_get_expr(c.relpartbound, c.oid) AS bound,
+                pg_total_relation_size(c.oid) AS bytes
+           FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'usage_events'::regclass
+          ORDER BY 1",
+    )
+    .load(conn)?;
+    rows.into_iter()
+        .map(|row| {
+            if row.bound == "DEFAULT" {
+                return Ok(Partition {
+                    name: row.name,
+                    from: None,
+                    to: None,
+                    bytes: row.bytes,
+                });
+            }
+            let quoted: Vec<&str> = row.bound.split('\'').skip(1).step_by(2).collect();
+            let parse = |text: Option<&&str>| {
+                text.and_then(|t| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z").ok())
+                    .map(|t| t.with_timezone(&Utc))
+            };
+            match (parse(quoted.first()), parse(quoted.get(1))) {
+                (Some(from), Some(to)) => Ok(Partition {
+                    name: row.name,
+                    from: Some(from),
+                    to: Some(to),
+                    bytes: row.bytes,
+                }),
+                _ => Err(JobError::Invalid(format!(
+                    "partition {} has bounds `{}` that retention cannot read; \
+                     usage_events partitions must be ranges of created_at",
+                    row.name, row.bound
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn watermark(conn: &mut PgConnection) -> Result<String, JobError> {
+    #[derive(QueryableByName)]
+    struct Xid {
+        #[diesel(sql_type = Text)]
+        xid: String,
+    }
+    let row: Xid =
+        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark").get_result(conn)?;
+    Ok(row.xid)
+}
+
+fn count_in(
+    conn: &mut PgConnection,
+    table: &str,
+    cutoff: DateTime<Utc>,
+    xid: &str,
+    aggregated: bool,
+) -> Result<i64, JobError> {
+    let op = if aggregated { "<" } else { ">=" };
+    let row: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM {table} WHERE created_at < $1 AND recorded_xid {op} $2::xid8"
+    ))
+    .bind::<Timestamptz, _>(cutoff)
+    .bind::<Text, _>(xid)
+    .get_result(conn)?;
+    Ok(row.n)
+}
+
+fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let row: Exists = diesel::sql_query(format!(
+        "SELECT COALESCE((SELECT max(recorded_xid) FROM {table}) >= $1::xid8, false) AS found"
+    ))
+    .bind::<Text, _>(xid)
+    .get_result(conn)?;
+    Ok(row.found)
+}
+
+/// What happened (or would happen) to `usage_events`.
+#[derive(Default)]
+struct EventOutcome {
+    dropped: Vec<String>,
+    freed_bytes: i64,
+    rows_deleted: i64,
+    not_aggregated: i64,
+}
+
+pub fn run(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    let settings = &ctx.settings.retention;
+    let started = std::time::Instant::now();
+    let event_cutoff = cutoff(now, settings.events_months);
+    let events = retire_events(conn, settings, event_cutoff, opts)?;
+
+    let mut tables = serde_json::Map::new();
+    tables.insert(
+        "usage_events".into(),
+        json!({
+            "cutoff": event_cutoff,
+            "partitions_dropped": events.dropped,
+            "rows_deleted": events.rows_deleted,
+            "not_aggregated_kept": events.not_aggregated,
+            "bytes_freed_estimate": events.freed_bytes,
+        }),
+    );
+    let mut other_rows = 0;
+    for rule in other_tables(settings, now) {
+        opts.cancel.check()?;
+        let deleted = if opts.dry_run {
+            count_where(conn, &rule)?
+        } else {
+            delete_in_batches(conn, &rule, settings, opts)?
+        };
+        other_rows += deleted;
+        tables.insert(
+            rule.table.to_string(),
+            json!({ "cutoff": rule.cutoff, "rows_deleted": deleted }),
+        );
+    }
+    if events.not_aggregated > 0 {
+        tracing::warn!(
+            rows = events.not_aggregated,
+            "old events not yet aggregated were kept; run the aggregate job, then retention again"
+        );
+    }
+    let verb = if opts.dry_run {
+        "would drop"
+    } else {
+        "dropped"
+    };
+    let summary = format!(
+        "{verb} {} partition(s), {} event row(s) and {} other row(s) before {}{}",
+        events.dropped.len(),
+        events.rows_deleted,
+        other_rows,
+        event_cutoff.format("%Y-%m-%d %H:%M:%SZ"),
+        if events.not_aggregated > 0 {
+            format!(
+                "; kept {} old event(s) not yet aggregated",
+                events.not_aggregated
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(JobReport::new(
+        summary,
+        json!({
+            "dry_run": opts.dry_run,
+            "tables": tables,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        }),
+    ))
+}
+
+fn retire_events(
+    conn: &mut PgConnection,
+    settings: &RetentionSettings,
+    cutoff: DateTime<Utc>,
+    opts: &RunOpts,
+) -> Result<EventOutcome, JobError> {
+    let xid = watermark(conn)?;
+    let mut outcome = EventOutcome::default();
+    for partition in partitions(conn)? {
+        opts.cancel.check()?;
+        let whole = partition.to.is_some_and(|to| to <= cutoff);
+        let straddles = match (partition.from, partition.to) {
+            (Some(from), Some(to)) => from < cutoff && cutoff < to,
+            _ => true, // the default partition can hold rows of any age
+        };
+        if !whole && !straddles {
+            continue;
+        }
+        // The common case, a whole old month with nothing unaggregated, is answered by one
+        // probe of the recorded_xid index (its maximum) instead of a count.
+        let kept = if whole && !has_unaggregated(conn, &partition.name, &xid)? {
+            0
+        } else {
+            count_in(conn, &partition.name, cutoff, &xid, false)?
+        };
+        outcome.not_aggregated += kept;
+        if whole && kept == 0 {
+            outcome.freed_bytes += partition.bytes;
+            outcome.dropped.push(partition.name);
+            continue;
+        }
+        let rule = DeleteRule {
+            table: partition.name.clone(),
+            condition: "created_at < $1 AND recorded_xid < $2::xid8".into(),
+            cutoff,
+            xid: Some(xid.clone()),
+        };
+        let deleted = if opts.dry_run {
+            count_in(conn, &partition.name, cutoff, &xid, true)?
+        } else {
+            delete_in_batches(conn, &rule, settings, opts)?
+        };
+        if deleted > 0 {
+            tracing::info!(partition = %partition.name, rows.deleted = deleted, dry_run = opts.dry_run, "old events deleted");
+        }
+        outcome.rows_deleted += deleted;
+    }
+    if !outcome.dropped.is_empty() && !opts.dry_run {
+        drop_partitions(conn, &outcome.dropped, settings)?;
+    }
+    for name in &outcome.dropped {
+        tracing::info!(partition = %name, dry_run = opts.dry_run, "partition dropped");
+    }
+    Ok(outcome)
+}
+
+/// Drops whole partitions in one short transaction. The brief exclusive lock this needs is
+/// taken with a lock timeout, so the job never queues inserts behind a long transaction; a
+/// timeout is retried.
+fn drop_partitions(
+    conn: &mut PgConnection,
+    names: &[String],
+    settings: &RetentionSettings,
+) -> Result<(), JobError> {
+    let lock_timeout_ms = settings.lock_timeout.0.as_millis();
+    let statements: String = names
+        .iter()
+        .map(|name| format!("ALTER TABLE usage_events DETACH PARTITION {name}; DROP TABLE {name};"))
+        .collect();
+    let name = names.join(", ");
+    let mut last_error = None;
+    for attempt in 1..=5 {
+        let result = conn.transaction(|conn| {
+            conn.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{lock_timeout_ms}ms'; {statements}"
+            ))
+        });
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(partitions = %name, attempt, error = %e, "could not drop partitions yet; retrying");
+                last_error = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+            }
+        }
+    }
+    Err(JobError::Invalid(format!(
+        "could not drop partitions {name} after 5 attempts ({}); a long transaction may hold \
+         usage_events; the next run retries (retention.lock_timeout)",
+        last_error.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+/// Rows of one table older than a cutoff, deleted in batches.
+struct DeleteRule {
+    table: String,
+    /// SQL condition with `$1` = cutoff (and `$2` = watermark when `xid` is set).
+    condition: String,
+    cutoff: DateTime<Utc>,
+    xid: Option<String>,
+}
+
+/// The tables other than `usage_events`, each with its own retention setting.
+fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteRule> {
+    let rule = |table: &str, condition: &str, cutoff| DeleteRule {
+        table: table.to_string(),
+        condition: condition.to_string(),
+        cutoff,
+        xid: None,
+    };
+    vec![rule(
+        "job_runs",
+        "started_at < $1 AND status <> 'running'",
+        now - chrono::Duration::days(i64::from(settings.job_runs_days)),
+    )]
+}
+
+fn count_where(conn: &mut PgConnection, rule: &DeleteRule) -> Result<i64, JobError> {
+    let query = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM {} WHERE {}",
+        rule.table, rule.condition
+    ))
+    .bind::<Timestamptz, _>(rule.cutoff);
+    let row: Count = match &rule.xid {
+        Some(xid) => query.bind::<Text, _>(xid).get_result(conn)?,
+        None => query.get_result(conn)?,
+    };
+    Ok(row.n)
+}
+
+/// Deletes matching rows `retention.batch_size` at a time, each batch its own transaction.
+fn delete_in_batches(
+    conn: &mut PgConnection,
+    rule: &DeleteRule,
+    settings: &RetentionSettings,
+    opts: &RunOpts,
+) -> Result<i64, JobError> {
+    let sql = format!(
+        "DELETE FROM {table} t USING (
+             SELECT ctid FROM {table} WHERE {condition} LIMIT {batch}
+         ) doomed WHERE t.ctid = doomed.ctid",
+        table = rule.table,
+        condition = rule.condition,
+        batch = settings.batch_size,
+    );
+    let mut total = 0i64;
+    loop {
+        opts.cancel.check()?;
+        let query = diesel::sql_query(&sql).bind::<Timestamptz, _>(rule.cutoff);
+        let deleted = match &rule.xid {
+            Some(xid) => query.bind::<Text, _>(xid).execute(conn)?,
+            None => query.execute(conn)?,
+        };
+        total += deleted as i64;
+        if deleted < settings.batch_size as usize {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The documentation and the example configuration agree with the code.
+use usage_worker::config::Settings;
+use usage_worker::jobs::JobKind;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_readme_lists_every_job_with_its_default_schedule() {
+    let readme = read("README.md");
+    for kind in JobKind::ALL {
+        let row = format!("| `{}` |", kind.name());
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("README.md has no row for job {}", kind.name()));
+        assert!(
+            line.contains(&format!("`{}`", kind.defaults().schedule)),
+            "README.md gives job {} a schedule other than {}",
+            kind.name(),
+            kind.defaults().schedule
+        );
+    }
+}
+
+#[test]
+fn the_example_config_is_valid_and_states_the_default_schedules() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml");
+    let settings = Settings::load_with_env(Some(std::path::Path::new(path)), Vec::new())
+        .unwrap_or_else(|e| panic!("deploy/config.example.toml: {e}"));
+    for plan in settings.job_plans().unwrap() {
+        let kind = plan.kind;
+        assert!(
+            settings.jobs.contains_key(kind.config_key()),
+            "deploy/config.example.toml has no [jobs.{}]",
+            kind.config_key()
+        );
+        assert_eq!(
+            plan.schedule.as_ref().map(|s| s.source().to_string()),
+            Some(kind.defaults().schedule.to_string()),
+            "[jobs.{}] schedule differs from the default",
+            kind.config_key()
+        );
+        assert_eq!(plan.timeout, kind.defaults().timeout);
+    }
+}
