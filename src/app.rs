@@ -71,6 +71,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         settings.database.url = cluster.url(demo::DEMO_DATABASE);
         settings.database.password = None;
         settings.database.password_file = None;
+        if settings.mail.transport.is_none() {
+            let dir = settings
+                .mail
+                .file
+                .dir
+                .get_or_insert_with(|| demo::default_demo_dir().join("mail"));
+            eprintln!("demo: alert emails are written to {}", dir.display());
+            settings.mail.transport = Some(crate::config::MailTransportKind::File);
+        }
         eprintln!(
             "demo: private PostgreSQL in {} (database {})",
             cluster.data_dir().display(),
@@ -215,6 +224,16 @@ fn result_table(rows: &[(JobKind, RunOutcome)], dry_run: bool) -> String {
             duration,
             text
         );
+    }
+    for (kind, outcome) in rows {
+        // A dry run may list what it would do, one line per item.
+        if let RunOutcome::Succeeded { report, .. } = outcome
+            && let Some(lines) = report.details.get("lines").and_then(|l| l.as_array())
+        {
+            for line in lines.iter().filter_map(|l| l.as_str()) {
+                let _ = writeln!(out, "  {}: {line}", kind.name());
+            }
+        }
     }
     if dry_run {
         let _ = writeln!(out, "(dry run: nothing was changed)");

@@ -49,6 +49,8 @@ pub struct Settings {
     pub embedded: EmbeddedSettings,
     pub partitions: PartitionSettings,
     pub aggregate: AggregateSettings,
+    pub mail: MailSettings,
+    pub alerts: AlertSettings,
     pub retention: RetentionSettings,
     pub metrics: MetricsSettings,
 }
@@ -147,6 +149,171 @@ pub struct PartitionSettings {
 impl Default for PartitionSettings {
     fn default() -> Self {
         PartitionSettings { months_ahead: 3 }
+    }
+}
+
+/// How alert emails leave the daemon (`mail.transport`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransportKind {
+    /// An SMTP relay (`[mail.smtp]`).
+    Smtp,
+    /// One `.eml` file per message in `mail.file.dir`.
+    File,
+    /// A redacted log line per message; nothing is delivered.
+    Log,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// `smtp`, `file` or `log`. Unset: `smtp`, or `file` under `--demo`.
+    pub transport: Option<MailTransportKind>,
+    /// The `From` mailbox, e.g. `Example Usage <usage@example.com>`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// A directory whose `quota_alert.subject.txt`, `quota_alert.txt` or `quota_alert.html`
+    /// replace the built-in templates.
+    pub templates_dir: Option<PathBuf>,
+    /// Links shown in the alert emails when set.
+    pub upgrade_url: Option<String>,
+    pub preferences_url: Option<String>,
+    pub smtp: SmtpSettings,
+    pub file: FileMailSettings,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            transport: None,
+            from: "usage-worker@localhost".into(),
+            reply_to: None,
+            templates_dir: None,
+            upgrade_url: None,
+            preferences_url: None,
+            smtp: SmtpSettings::default(),
+            file: FileMailSettings::default(),
+        }
+    }
+}
+
+impl MailSettings {
+    pub fn transport_kind(&self) -> MailTransportKind {
+        self.transport.unwrap_or(MailTransportKind::Smtp)
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, never skipped). Port 587.
+    Starttls,
+    /// TLS from the first byte (SMTPS). Port 465.
+    Tls,
+    /// No encryption: loopback hosts only. Port 25.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    pub host: String,
+    /// Default: 587 (starttls), 465 (tls) or 25 (none).
+    pub port: Option<u16>,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Kept out of logs; `password_file` or the systemd credential `smtp-password` are preferred.
+    #[serde(serialize_with = "serialize_secret")]
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    /// Limit for connecting and for each SMTP command.
+    pub timeout: HumanDuration,
+    /// Pooled connections, and so the number of messages sent at once.
+    pub pool_size: u32,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            host: "localhost".into(),
+            port: None,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            password_file: None,
+            timeout: HumanDuration(Duration::from_secs(30)),
+            pool_size: 4,
+        }
+    }
+}
+
+impl SmtpSettings {
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+
+    /// The SMTP password from `mail.smtp.password`, `mail.smtp.password_file`, or the systemd
+    /// credential `smtp-password`.
+    pub fn password(&self) -> Result<Option<SecretString>, ConfigError> {
+        read_secret(
+            "mail.smtp.password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+            "smtp-password",
+        )
+    }
+}
+
+/// True for `localhost` and loopback addresses: the only hosts `mail.smtp.tls = "none"` may use.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileMailSettings {
+    /// Where the `file` transport writes `.eml` files. Default under `--demo`: the demo directory.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Percentages of a limit that trigger an email, once each per period.
+    pub thresholds: Vec<u32>,
+    /// Deliveries tried before an alert is `failed`.
+    pub max_attempts: u32,
+    /// An alert not delivered this long after its period ended is `expired`.
+    pub expire_after: HumanDuration,
+    /// First retry delay; doubled after every failed attempt up to `backoff_max`.
+    pub backoff_base: HumanDuration,
+    pub backoff_max: HumanDuration,
+    /// How long a claimed (`sending`) alert is reserved before another run may retry it.
+    pub lease: HumanDuration,
+    /// Alerts claimed per batch.
+    pub batch_size: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            thresholds: vec![80, 95],
+            max_attempts: 8,
+            expire_after: HumanDuration(Duration::from_secs(24 * 3_600)),
+            backoff_base: HumanDuration(Duration::from_secs(60)),
+            backoff_max: HumanDuration(Duration::from_secs(3_600)),
+            lease: HumanDuration(Duration::from_secs(15 * 60)),
+            batch_size: 200,
+        }
     }
 }
 
@@ -511,6 +678,154 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "database.password_file",
                 format!("{} does not exist", file.display()),
+            ));
+        }
+        self.validate_mail()?;
+        self.validate_alerts()
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let mail = &self.mail;
+        for (key, value) in [
+            ("mail.from", Some(&mail.from)),
+            ("mail.reply_to", mail.reply_to.as_ref()),
+        ] {
+            if let Some(value) = value
+                && let Err(e) = value.parse::<lettre::message::Mailbox>()
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "`{value}` is not a mailbox ({e}); expected e.g. `Example Usage <usage@example.com>`"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("mail.upgrade_url", &mail.upgrade_url),
+            ("mail.preferences_url", &mail.preferences_url),
+        ] {
+            if let Some(url) = value
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "`{url}` is not an http(s) URL; expected e.g. https://example.com/billing"
+                    ),
+                ));
+            }
+        }
+        let smtp = &mail.smtp;
+        if mail.transport_kind() == MailTransportKind::Smtp {
+            if smtp.host.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "mail.smtp.host",
+                    "is empty; expected the SMTP relay's host name, e.g. smtp.example.com",
+                ));
+            }
+            if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
+                return Err(ConfigError::invalid(
+                    "mail.smtp.tls",
+                    format!(
+                        "`none` sends mail and password in clear text and is only allowed for loopback hosts, not `{}`; expected starttls or tls",
+                        smtp.host
+                    ),
+                ));
+            }
+        }
+        if smtp.pool_size == 0 || smtp.pool_size > 64 {
+            return Err(ConfigError::invalid(
+                "mail.smtp.pool_size",
+                format!("{} is out of range; expected 1 to 64", smtp.pool_size),
+            ));
+        }
+        if smtp.timeout.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "mail.smtp.timeout",
+                "must be longer than 0s; expected e.g. 30s",
+            ));
+        }
+        if let Some(file) = &smtp.password_file
+            && !file.exists()
+        {
+            return Err(ConfigError::invalid(
+                "mail.smtp.password_file",
+                format!("{} does not exist", file.display()),
+            ));
+        }
+        if smtp.username.is_none() && (smtp.password.is_some() || smtp.password_file.is_some()) {
+            return Err(ConfigError::invalid(
+                "mail.smtp.username",
+                "is not set but a password is; set both, or neither for a relay without authentication",
+            ));
+        }
+        if mail.transport_kind() == MailTransportKind::File && mail.file.dir.is_none() {
+            return Err(ConfigError::invalid(
+                "mail.file.dir",
+                "is not set but mail.transport is `file`; expected a directory, e.g. /var/lib/usage-worker/mail",
+            ));
+        }
+        crate::mail::templates::Templates::load(mail.templates_dir.as_deref())
+            .and_then(|t| t.render_sample())
+            .map_err(|e| ConfigError::invalid("mail.templates_dir", e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if alerts.thresholds.is_empty() {
+            return Err(ConfigError::invalid(
+                "alerts.thresholds",
+                "is empty; expected percentages such as [80, 95]",
+            ));
+        }
+        if let Some(bad) = alerts.thresholds.iter().find(|t| **t == 0 || **t > 100) {
+            return Err(ConfigError::invalid(
+                "alerts.thresholds",
+                format!("{bad} is out of range; expected percentages from 1 to 100"),
+            ));
+        }
+        let mut sorted = alerts.thresholds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != alerts.thresholds.len() {
+            return Err(ConfigError::invalid(
+                "alerts.thresholds",
+                "lists a percentage twice; expected distinct percentages such as [80, 95]",
+            ));
+        }
+        if alerts.max_attempts == 0 || alerts.max_attempts > 100 {
+            return Err(ConfigError::invalid(
+                "alerts.max_attempts",
+                format!("{} is out of range; expected 1 to 100", alerts.max_attempts),
+            ));
+        }
+        for (key, value) in [
+            ("alerts.expire_after", alerts.expire_after),
+            ("alerts.backoff_base", alerts.backoff_base),
+            ("alerts.lease", alerts.lease),
+        ] {
+            if value.0.is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be longer than 0s; expected e.g. 10m",
+                ));
+            }
+        }
+        if alerts.backoff_max.0 < alerts.backoff_base.0 {
+            return Err(ConfigError::invalid(
+                "alerts.backoff_max",
+                format!(
+                    "{} is shorter than alerts.backoff_base ({}); expected at least that",
+                    alerts.backoff_max, alerts.backoff_base
+                ),
+            ));
+        }
+        if alerts.batch_size == 0 || alerts.batch_size > 10_000 {
+            return Err(ConfigError::invalid(
+                "alerts.batch_size",
+                format!("{} is out of range; expected 1 to 10000", alerts.batch_size),
             ));
         }
         Ok(())

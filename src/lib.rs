@@ -13,6 +13,7 @@ pub mod export;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;

@@ -66,6 +66,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    quota_alerts (id) {
+        id -> Int8,
+        user_id -> Int8,
+        metric -> Text,
+        period -> Text,
+        kind -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        threshold -> Int2,
+        used_value -> Numeric,
+        limit_value -> Numeric,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        error_class -> Nullable<Text>,
+        message_id -> Nullable<Text>,
+        decided_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     token_usage_daily (user_id, day, kind, request_type, model) {
         user_id -> Int8,
         day -> Date,
@@ -127,6 +152,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_period_kind_totals (user_id, period, period_start, kind) {
+        user_id -> Int8,
+        period -> Text,
+        period_start -> Timestamptz,
+        kind -> Text,
+        requests -> Int8,
+        messages -> Int8,
+        tokens -> Int8,
+        bytes -> Int8,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
+    usage_periods (user_id, period, period_start) {
+        user_id -> Int8,
+        period -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        status -> Text,
+        close_reason -> Nullable<Text>,
+        requests -> Int8,
+        messages -> Int8,
+        tokens -> Int8,
+        bytes -> Int8,
+        cost -> Numeric,
+        opened_at -> Timestamptz,
+        closed_at -> Nullable<Timestamptz>,
+        plan_id -> Nullable<Int8>,
+        limits -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         email -> Text,
@@ -140,6 +199,7 @@ diesel::table! {
 }
 
 diesel::joinable!(plan_limits -> plans (plan_id));
+diesel::joinable!(quota_alerts -> users (user_id));
 diesel::joinable!(users -> plans (plan_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -148,8 +208,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_limits,
     plans,
     prices,
+    quota_alerts,
     token_usage_daily,
     usage_events,
     usage_events_default,
+    usage_period_kind_totals,
+    usage_periods,
     users,
 );

@@ -2,6 +2,7 @@
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod partitions;
 pub mod retention;
 pub mod stats;
@@ -16,12 +17,14 @@ use serde::Serialize;
 
 use crate::config::{JobDefaults, Settings};
 use crate::db::DbPool;
+use crate::mail::Mailer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
     Aggregate,
     Stats,
+    Alerts,
     Retention,
 }
 
@@ -30,6 +33,7 @@ impl JobKind {
     pub const ALL: &'static [JobKind] = &[
         JobKind::Partitions,
         JobKind::Aggregate,
+        JobKind::Alerts,
         JobKind::Retention,
         JobKind::Stats,
     ];
@@ -40,6 +44,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
             JobKind::Stats => "stats",
+            JobKind::Alerts => "alerts",
             JobKind::Retention => "retention",
         }
     }
@@ -50,6 +55,7 @@ impl JobKind {
             JobKind::Partitions => "partitions",
             JobKind::Aggregate => "aggregate",
             JobKind::Stats => "stats",
+            JobKind::Alerts => "alerts",
             JobKind::Retention => "retention",
         }
     }
@@ -64,6 +70,9 @@ impl JobKind {
             }
             JobKind::Stats => {
                 "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
+            }
+            JobKind::Alerts => {
+                "emails users past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
             }
             JobKind::Retention => {
                 "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
@@ -85,6 +94,10 @@ impl JobKind {
                 schedule: "10 0 * * *",
                 timeout: Duration::from_secs(10 * 60),
             },
+            JobKind::Alerts => JobDefaults {
+                schedule: "*/5 * * * *",
+                timeout: Duration::from_secs(10 * 60),
+            },
             JobKind::Retention => JobDefaults {
                 schedule: "30 3 1 * *",
                 timeout: Duration::from_secs(6 * 3_600),
@@ -96,6 +109,7 @@ impl JobKind {
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
         match self {
+            JobKind::Alerts => 4,
             JobKind::Retention => 5,
             JobKind::Partitions => 6,
             JobKind::Aggregate => 1,
@@ -150,6 +164,7 @@ impl JobKind {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
             JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
             JobKind::Stats => stats::run(ctx, conn, now, opts),
+            JobKind::Alerts => alerts::run(ctx, conn, now, opts),
             JobKind::Retention => retention::run(ctx, conn, now, opts),
         }
     }
@@ -161,17 +176,29 @@ impl std::fmt::Display for JobKind {
     }
 }
 
-/// What every job may use: settings and the pool. No globals.
+/// What every job may use: settings, the pool and the mailer. No globals.
 pub struct Ctx {
     pub settings: Arc<Settings>,
     pub pool: DbPool,
     /// The libpq URL, password included: never logged (see `config::redact_url`).
     pub connection_url: String,
+    /// Where alert emails go (`mail.transport`).
+    pub mailer: Arc<dyn Mailer>,
 }
 
 impl Ctx {
-    /// Builds the pool (lazily: nothing connects yet).
+    /// Builds the pool and the mailer `mail.transport` names (lazily: nothing connects yet).
     pub fn new(settings: Arc<Settings>, connection_url: String) -> Ctx {
+        let mailer = crate::mail::from_settings(&settings.mail);
+        Ctx::with_mailer(settings, connection_url, mailer)
+    }
+
+    /// As [`Ctx::new`], with the mailer given (tests, or a transport built elsewhere).
+    pub fn with_mailer(
+        settings: Arc<Settings>,
+        connection_url: String,
+        mailer: Arc<dyn Mailer>,
+    ) -> Ctx {
         let pool = crate::db::build_pool(
             &connection_url,
             settings.database.pool_size,
@@ -181,6 +208,7 @@ impl Ctx {
             settings,
             pool,
             connection_url,
+            mailer,
         }
     }
 }

@@ -1,0 +1,427 @@
+//! `alerts`: the quota alert outbox. Each run first *decides* — one set-based insert of
+//! every threshold that usage in an open period has reached, once per (user, metric,
+//! period kind, event kind, period start, threshold) — then *delivers*: claims due rows
+//! with a lease, sends them through `ctx.mailer`, and records the result. A failed send is
+//! retried with exponential backoff until it is sent, fails for good or expires; a crash
+//! between send and commit leads to at most one more delivery, with the same Message-ID.
+
+use std::collections::BTreeMap;
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Int2, Int4, Integer, Nullable, Numeric, Text, Timestamptz,
+};
+use serde_json::json;
+
+use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::logging::mask_email;
+use crate::mail::content::{AlertFacts, alert_content};
+use crate::mail::templates::Templates;
+use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
+
+const CANDIDATES_SQL: &str = include_str!("sql/alerts_candidates.sql");
+const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
+const PREVIEW_SQL: &str = include_str!("sql/alerts_preview.sql");
+const RETIRE_SQL: &str = include_str!("sql/alerts_retire.sql");
+const CLAIM_SQL: &str = include_str!("sql/alerts_claim.sql");
+const MARK_SENT_SQL: &str = include_str!("sql/alerts_mark_sent.sql");
+const MARK_FAILED_SQL: &str = include_str!("sql/alerts_mark_failed.sql");
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Status {
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+/// An alert the dry run would record.
+#[derive(QueryableByName)]
+struct Preview {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    email: String,
+    #[diesel(sql_type = Text)]
+    metric: String,
+    #[diesel(sql_type = Text)]
+    period: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Timestamptz)]
+    period_start: DateTime<Utc>,
+    #[diesel(sql_type = Int2)]
+    threshold: i16,
+    #[diesel(sql_type = Numeric)]
+    used_value: BigDecimal,
+    #[diesel(sql_type = Numeric)]
+    limit_value: BigDecimal,
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+/// A claimed alert with its addressee.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct ClaimedAlert {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub user_id: i64,
+    #[diesel(sql_type = Text)]
+    pub metric: String,
+    #[diesel(sql_type = Text)]
+    pub period: String,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub period_start: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub period_end: DateTime<Utc>,
+    #[diesel(sql_type = Int2)]
+    pub threshold: i16,
+    #[diesel(sql_type = Numeric)]
+    pub used_value: BigDecimal,
+    #[diesel(sql_type = Numeric)]
+    pub limit_value: BigDecimal,
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub timezone: String,
+}
+
+/// The Message-ID of an alert, derived from its unique key: every attempt to send one alert
+/// carries the same ID, so a resend after a crash is recognisable as the same message.
+pub fn alert_message_id(
+    user_id: i64,
+    metric: &str,
+    period: &str,
+    kind: &str,
+    period_start: DateTime<Utc>,
+    threshold: i16,
+    domain: &str,
+) -> String {
+    let kind = if kind.is_empty() { "all" } else { kind };
+    format!(
+        "quota-alert.{user_id}.{metric}.{period}.{kind}.{}.{threshold}@{domain}",
+        period_start.format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+fn candidates_then(statement: &str) -> String {
+    format!("WITH candidates AS ({CANDIDATES_SQL})\n{statement}")
+}
+
+fn thresholds(ctx: &Ctx) -> Vec<i32> {
+    ctx.settings
+        .alerts
+        .thresholds
+        .iter()
+        .map(|t| i32::try_from(*t).unwrap_or(100))
+        .collect()
+}
+
+/// The deciding step alone: records every alert usage calls for at `now` (for one user, or
+/// everyone); returns how many rows were inserted per status.
+pub fn decide(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    user_id: Option<i64>,
+) -> Result<BTreeMap<String, i64>, JobError> {
+    let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Integer>, _>(thresholds(ctx))
+        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .load(conn)?;
+    Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
+}
+
+/// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds,
+/// $4 a user id or NULL).
+pub fn decide_sql() -> String {
+    candidates_then(DECIDE_SQL)
+}
+
+pub fn run(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    let templates = Templates::load(ctx.settings.mail.templates_dir.as_deref())
+        .map_err(|e| JobError::Invalid(format!("mail.templates_dir: {e}")))?;
+    if opts.dry_run {
+        return preview(ctx, conn, now, opts.user_id);
+    }
+    let settings = &ctx.settings.alerts;
+    let expire_after = settings.expire_after.0.as_secs_f64();
+
+    let decided = decide(ctx, conn, now, opts.user_id)?;
+
+    let retired: Vec<Status> = diesel::sql_query(RETIRE_SQL)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Double, _>(expire_after)
+        .bind::<Nullable<BigInt>, _>(opts.user_id)
+        .load(conn)?;
+    let expired = retired.iter().filter(|s| s.status == "expired").count();
+    let suppressed_later = retired.len() - expired;
+
+    let mut delivery = Delivery::default();
+    loop {
+        opts.cancel.check()?;
+        let batch: Vec<ClaimedAlert> = diesel::sql_query(CLAIM_SQL)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Double, _>(settings.lease.0.as_secs_f64())
+            .bind::<BigInt, _>(i64::from(settings.batch_size))
+            .bind::<Nullable<BigInt>, _>(opts.user_id)
+            .load(conn)?;
+        if batch.is_empty() {
+            break;
+        }
+        deliver_batch(ctx, conn, &templates, now, &batch, &mut delivery)?;
+    }
+
+    let to_send = decided.get("pending").copied().unwrap_or(0);
+    let summary = format!(
+        "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {})",
+        decided.values().sum::<i64>(),
+        to_send,
+        decided.get("superseded").copied().unwrap_or(0),
+        decided.get("suppressed").copied().unwrap_or(0) + suppressed_later as i64,
+        delivery.sent,
+        delivery.retrying,
+        delivery.failed,
+        expired,
+        ctx.mailer.transport(),
+    );
+    Ok(JobReport::new(
+        summary,
+        json!({
+            "decided": decided,
+            "suppressed_since_decided": suppressed_later,
+            "expired": expired,
+            "sent": delivery.sent,
+            "retrying": delivery.retrying,
+            "failed": delivery.failed,
+            "transport": ctx.mailer.transport(),
+        }),
+    ))
+}
+
+#[derive(Default)]
+struct Delivery {
+    sent: usize,
+    retrying: usize,
+    failed: usize,
+}
+
+fn deliver_batch(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    templates: &Templates,
+    now: DateTime<Utc>,
+    batch: &[ClaimedAlert],
+    delivery: &mut Delivery,
+) -> Result<(), JobError> {
+    let mail_settings = &ctx.settings.mail;
+    let domain = mail::sender_domain(mail_settings);
+    let mut emails: Vec<OutgoingEmail> = Vec::with_capacity(batch.len());
+    let mut email_alerts: Vec<&ClaimedAlert> = Vec::with_capacity(batch.len());
+    let mut failures: Vec<(&ClaimedAlert, SendError)> = Vec::new();
+    for alert in batch {
+        let message_id = alert_message_id(
+            alert.user_id,
+            &alert.metric,
+            &alert.period,
+            &alert.kind,
+            alert.period_start,
+            alert.threshold,
+            &domain,
+        );
+        let facts = AlertFacts {
+            name: alert.name.clone(),
+            timezone: alert.timezone.clone(),
+            metric: alert.metric.clone(),
+            period: alert.period.clone(),
+            kind: alert.kind.clone(),
+            threshold: u32::try_from(alert.threshold).unwrap_or(0),
+            used: alert.used_value.clone(),
+            limit: alert.limit_value.clone(),
+            period_end: alert.period_end,
+        };
+        let content = alert_content(
+            &facts,
+            mail_settings.upgrade_url.as_deref(),
+            mail_settings.preferences_url.as_deref(),
+        );
+        let composed = templates
+            .render(&content)
+            .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))
+            .and_then(|rendered| {
+                mail::compose(
+                    mail_settings,
+                    &alert.email,
+                    &alert.name,
+                    &rendered,
+                    &message_id,
+                    now,
+                )
+            });
+        match composed {
+            Ok(email) => {
+                emails.push(email);
+                email_alerts.push(alert);
+            }
+            Err(e) => failures.push((alert, e)),
+        }
+    }
+
+    let results = ctx.mailer.send_all(&emails);
+    let mut sent_ids = Vec::new();
+    let mut sent_message_ids = Vec::new();
+    for ((alert, email), result) in email_alerts.iter().zip(&emails).zip(results) {
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    user.id = alert.user_id,
+                    mail.to = %mask_email(&alert.email),
+                    mail.message_id = %email.message_id,
+                    alert.metric = %alert.metric,
+                    alert.period = %alert.period,
+                    alert.threshold = alert.threshold,
+                    "quota alert sent"
+                );
+                sent_ids.push(alert.id);
+                sent_message_ids.push(email.message_id.clone());
+            }
+            Err(e) => failures.push((alert, e)),
+        }
+    }
+
+    if !sent_ids.is_empty() {
+        delivery.sent += diesel::sql_query(MARK_SENT_SQL)
+            .bind::<Array<BigInt>, _>(&sent_ids)
+            .bind::<Array<Text>, _>(&sent_message_ids)
+            .bind::<Timestamptz, _>(now)
+            .execute(conn)?;
+    }
+    if !failures.is_empty() {
+        let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
+        let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
+        let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
+        let permanent: Vec<bool> = failures
+            .iter()
+            .map(|(_, e)| e.class.is_permanent())
+            .collect();
+        let settings = &ctx.settings.alerts;
+        let outcomes: Vec<Status> = diesel::sql_query(MARK_FAILED_SQL)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<Text>, _>(&classes)
+            .bind::<Array<Text>, _>(&messages)
+            .bind::<Array<Bool>, _>(&permanent)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Integer, _>(i32::try_from(settings.max_attempts).unwrap_or(i32::MAX))
+            .bind::<Double, _>(settings.backoff_base.0.as_secs_f64())
+            .bind::<Double, _>(settings.backoff_max.0.as_secs_f64())
+            .load(conn)?;
+        for (alert, error) in &failures {
+            tracing::warn!(
+                user.id = alert.user_id,
+                mail.to = %mask_email(&alert.email),
+                alert.id = alert.id,
+                alert.attempts = alert.attempts,
+                error.class = error.class.as_str(),
+                // A server's reply may quote the recipient: keep the address out of the log.
+                error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
+                "quota alert not delivered"
+            );
+        }
+        delivery.failed += outcomes.iter().filter(|o| o.status == "failed").count();
+        delivery.retrying += outcomes.iter().filter(|o| o.status == "pending").count();
+    }
+    Ok(())
+}
+
+/// `--dry-run`: who would be emailed and why; changes nothing.
+fn preview(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    user_id: Option<i64>,
+) -> Result<JobReport, JobError> {
+    let candidates: Vec<Preview> = diesel::sql_query(candidates_then(PREVIEW_SQL))
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Integer>, _>(thresholds(ctx))
+        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .load(conn)?;
+    #[derive(QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let due: Due = diesel::sql_query(
+        "SELECT count(*) AS n FROM quota_alerts
+          WHERE ((status = 'pending' AND next_attempt_at <= $1)
+                 OR (status = 'sending' AND leased_until <= $1))
+            AND ($2::bigint IS NULL OR user_id = $2)",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<Nullable<BigInt>, _>(user_id)
+    .get_result(conn)?;
+    let mut lines = Vec::new();
+    for c in &candidates {
+        let scope = if c.kind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", c.kind)
+        };
+        let what = format!(
+            "{}% of {} {}{scope}: {} of {} in the period from {}",
+            c.threshold,
+            if c.period == "day" {
+                "daily"
+            } else {
+                "monthly"
+            },
+            c.metric,
+            mail::content::format_amount(&c.metric, &c.used_value),
+            mail::content::format_amount(&c.metric, &c.limit_value),
+            c.period_start.format("%Y-%m-%d %H:%MZ"),
+        );
+        let verdict = match c.status.as_str() {
+            "pending" => "would email".to_string(),
+            "superseded" => "would record as superseded (a higher threshold is sent)".to_string(),
+            _ => "would record as suppressed (alerts are off)".to_string(),
+        };
+        lines.push(format!(
+            "user {} {}: {verdict}: {what}",
+            c.user_id,
+            mask_email(&c.email)
+        ));
+    }
+    let would_email = candidates.iter().filter(|c| c.status == "pending").count();
+    Ok(JobReport::new(
+        format!(
+            "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {})",
+            candidates.len() - would_email,
+            due.n,
+            ctx.mailer.transport()
+        ),
+        json!({ "lines": lines, "would_email": would_email, "due": due.n }),
+    ))
+}

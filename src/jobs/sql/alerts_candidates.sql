@@ -1,0 +1,44 @@
+-- The alerts usage calls for right now: every open period of a user whose plan limits the
+-- metric (no plan_limits row = unlimited = never an alert), joined to each configured
+-- threshold its usage has reached. One set-based pass over the open periods.
+--
+-- When several thresholds are reached, every one but the highest is `superseded`: only the
+-- highest is sent. Users who turned alerts off get `suppressed` rows (a record, no email).
+-- Nothing is alerted at zero usage, even against a limit of 0.
+--
+-- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
+-- $4 one user id, or NULL for everyone (--user).
+SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
+       t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
+       CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
+            WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
+            ELSE 'pending' END AS status
+  FROM (SELECT up.user_id, lim.metric, up.period, lim.kind, up.period_start, up.period_end,
+               lim.max_value, u.alerts_enabled,
+               CASE WHEN lim.kind = '' THEN
+                        CASE lim.metric WHEN 'requests' THEN up.requests::numeric
+                                        WHEN 'messages' THEN up.messages::numeric
+                                        WHEN 'tokens'   THEN up.tokens::numeric
+                                        WHEN 'bytes'    THEN up.bytes::numeric
+                                        ELSE up.cost END
+                    ELSE COALESCE(CASE lim.metric WHEN 'requests' THEN k.requests::numeric
+                                                  WHEN 'messages' THEN k.messages::numeric
+                                                  WHEN 'tokens'   THEN k.tokens::numeric
+                                                  WHEN 'bytes'    THEN k.bytes::numeric
+                                                  ELSE k.cost END, 0)
+               END AS used
+          FROM usage_periods up
+          JOIN users u ON u.id = up.user_id
+          JOIN plan_limits lim ON lim.plan_id = u.plan_id AND lim.period = up.period
+          LEFT JOIN usage_period_kind_totals k
+                 ON lim.kind <> '' AND k.user_id = up.user_id AND k.period = up.period
+                AND k.period_start = up.period_start AND k.kind = lim.kind
+         WHERE up.status = 'open'
+           AND ($4::bigint IS NULL OR up.user_id = $4)
+           AND up.period_start <= $1
+           -- An open period that ended long ago (its reset has not run) would only expire.
+           AND up.period_end > $1 - make_interval(secs => $3)) l
+ CROSS JOIN unnest($2::int[]) AS t (threshold)
+ WHERE l.used > 0
+   AND l.used * 100 >= l.max_value * t.threshold
+WINDOW alert_key AS (PARTITION BY l.user_id, l.metric, l.period, l.kind, l.period_start)

@@ -1,0 +1,25 @@
+-- Claims a batch of due alerts: pending ones whose next attempt is due, and `sending` ones
+-- whose lease ran out (their run crashed between claim and result). SKIP LOCKED lets
+-- several senders share the outbox; the lease keeps a row from being sent twice while its
+-- claim is alive. Each claim counts as an attempt.
+-- $1 now, $2 alerts.lease in seconds, $3 batch size, $4 one user id or NULL for everyone.
+WITH due AS (
+    SELECT id
+      FROM quota_alerts
+     WHERE ((status = 'pending' AND next_attempt_at <= $1)
+            OR (status = 'sending' AND leased_until <= $1))
+       AND ($4::bigint IS NULL OR user_id = $4)
+     ORDER BY next_attempt_at, id
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE quota_alerts a
+   SET status = 'sending',
+       leased_until = $1 + make_interval(secs => $2),
+       attempts = a.attempts + 1,
+       updated_at = now()
+  FROM due, users u
+ WHERE a.id = due.id
+   AND u.id = a.user_id
+RETURNING a.id, a.user_id, a.metric, a.period, a.kind, a.period_start, a.period_end, a.threshold,
+          a.used_value, a.limit_value, a.attempts, u.email, u.name, u.timezone
