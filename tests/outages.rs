@@ -70,18 +70,7 @@ fn daemon(url: &str) -> Child {
         .env("USAGE_WORKER__DATABASE__CONNECT_TIMEOUT", "2s")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for kind in JobKind::ALL {
-        let key = format!(
-            "USAGE_WORKER__JOBS__{}__SCHEDULE",
-            kind.config_key().to_uppercase()
-        );
-        let schedule = if *kind == JobKind::Partitions {
-            "* * * * * *"
-        } else {
-            ""
-        };
-        command.env(key, schedule);
-    }
+    support::schedule_only(&mut command, JobKind::Partitions, "* * * * * *");
     command.spawn().expect("start daemon")
 }
 

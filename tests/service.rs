@@ -96,18 +96,7 @@ fn daemon(url: &str) -> Command {
         .env("USAGE_WORKER__DATABASE__URL", url)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for kind in JobKind::ALL {
-        let key = format!(
-            "USAGE_WORKER__JOBS__{}__SCHEDULE",
-            kind.config_key().to_uppercase()
-        );
-        let schedule = if *kind == JobKind::Partitions {
-            "* * * * * *"
-        } else {
-            ""
-        };
-        command.env(key, schedule);
-    }
+    support::schedule_only(&mut command, JobKind::Partitions, "* * * * * *");
     command
 }
 

@@ -19,7 +19,7 @@ use diesel::sql_types::{BigInt, Bool};
 use usage_worker::config::Settings;
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
-use usage_worker::jobs::Ctx;
+use usage_worker::jobs::{Ctx, JobKind};
 
 const TEMPLATE: &str = "uw_template";
 
@@ -184,6 +184,17 @@ pub fn binary() -> Command {
         }
     }
     command
+}
+
+/// Schedules `only` with `schedule` through the environment and disables every other job.
+pub fn schedule_only(command: &mut Command, only: JobKind, schedule: &str) {
+    for &kind in JobKind::ALL {
+        let key = format!(
+            "USAGE_WORKER__JOBS__{}__SCHEDULE",
+            kind.config_key().to_uppercase()
+        );
+        command.env(key, if kind == only { schedule } else { "" });
+    }
 }
 
 /// Writes a config file into a fresh temporary directory.
