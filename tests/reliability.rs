@@ -562,3 +562,104 @@ fn the_daemon_runs_every_job_under_the_least_privilege_role_of_the_runbook() {
     let _ = admin.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"));
     let _ = admin.batch_execute(&format!("DROP ROLE {owner}, {worker}"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two daemons
+// ---------------------------------------------------------------------------------------------
+
+/// Two daemons on one database, every job every second, events arriving all along for three
+/// users on a 1,000-token plan until each is past 95 %.
+fn two_daemons_every_job_every_second(seconds: u64) {
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO plans (id, name) VALUES (1, 'free');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+              VALUES (1, 'tokens', 'month', '', 1000);
+         INSERT INTO users (id, email, name, timezone, plan_id) VALUES
+             (1, 'ada@example.com', 'Ada', 'UTC', 1),
+             (2, 'eve@example.com', 'Eve', 'Europe/Berlin', 1),
+             (3, 'nat@example.com', 'Nat', 'America/New_York', 1);",
+    );
+    let server = SmtpServer::start();
+    let daemon = || {
+        let mut command = binary_for(&url_with_password(&db));
+        smtp_env(&mut command, &server);
+        for kind in JobKind::ALL {
+            command.env(schedule_key(*kind), "* * * * * *");
+        }
+        command
+            .env("USAGE_WORKER__ALERTS__BACKOFF_BASE", "1s")
+            .env("USAGE_WORKER__ALERTS__BACKOFF_MAX", "1s")
+            .env("USAGE_WORKER__DATABASE__POOL_SIZE", "3");
+        Daemon::start(command)
+    };
+    let first = daemon();
+    let second = daemon();
+
+    // Events: every user gets `step` tokens ten times a second, 1,100 tokens in all.
+    let ticks = seconds * 10;
+    let step = 1100 / ticks as i64 + 1;
+    let mut writer = db.conn();
+    for _ in 0..ticks {
+        writer
+            .batch_execute(&format!(
+                "INSERT INTO usage_events (user_id, kind, tokens)
+                 SELECT u, 'ai_response', {step} FROM generate_series(1, 3) AS u"
+            ))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(writer);
+    // Every user's 95 % alert is sent (the 80 % one too, unless both were crossed at once).
+    let sent95 = "SELECT count(*) AS n FROM quota_alerts WHERE threshold = 95 AND status = 'sent'";
+    assert_eq!(wait_until(&db, sent95, 3, Duration::from_secs(90)), 3);
+    let logs = [first.stop(), second.stop()];
+
+    let doubled = db.count(
+        "SELECT count(*) AS n FROM (SELECT job, scheduled_for FROM job_runs
+                                      WHERE trigger IN ('cron', 'catchup')
+                                      GROUP BY 1, 2 HAVING count(*) > 1) AS t",
+    );
+    assert_eq!(doubled, 0, "a tick of a job ran more than once");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM job_runs WHERE status IN ('failed', 'running', 'abandoned')"
+        ),
+        0,
+        "{}",
+        logs.join("\n")
+    );
+    for kind in JobKind::ALL {
+        let runs = db.count(&format!(
+            "SELECT count(*) AS n FROM job_runs WHERE job = '{}' AND status = 'succeeded'",
+            kind.name()
+        ));
+        let span = db.count(&format!(
+            "SELECT coalesce(extract(epoch FROM max(scheduled_for) - min(scheduled_for))::bigint + 1, 0) AS n
+               FROM job_runs WHERE job = '{}'",
+            kind.name()
+        ));
+        eprintln!("{}: {runs} runs over {span} ticks", kind.name());
+        assert!(runs >= 3, "{} ran only {runs} times", kind.name());
+    }
+    let sent = db.count("SELECT count(*) AS n FROM quota_alerts WHERE status = 'sent'");
+    let received = server.received();
+    let mut ids: Vec<String> = received.iter().map(|m| m.message_id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), received.len(), "an alert was emailed twice");
+    assert_eq!(received.len() as i64, sent, "emails and sent alerts differ");
+}
+
+#[test]
+fn two_daemons_with_every_job_every_second_run_each_tick_once_and_email_each_alert_once() {
+    two_daemons_every_job_every_second(8);
+}
+
+/// The issue's length; run with
+/// `cargo test --test reliability -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn two_daemons_for_thirty_seconds_run_each_tick_once_and_email_each_alert_once() {
+    two_daemons_every_job_every_second(30);
+}
