@@ -11,8 +11,10 @@ use crate::config::{ConfigError, Settings, redact_url};
 use crate::db::{self, DbError};
 use crate::demo::{self, DemoError};
 use crate::embedded_pg::EmbeddedPg;
+use crate::export::{ExportError, write_daily_csv};
 use crate::jobs::{Ctx, JobKind, RunOpts};
 use crate::ledger::{self, Identity, Trigger};
+use crate::quota_report;
 use crate::scheduler::{self, DaemonError, RunOutcome, RunRequest};
 
 /// Exit codes (sysexits.h where one fits).
@@ -131,6 +133,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     }
     if cli.status {
         return status(&ctx, cli.limit);
+    }
+    if let Some(user_id) = cli.usage {
+        return usage(&ctx, user_id, cli.json);
+    }
+    if cli.export_csv {
+        return export_csv(&ctx, &cli);
     }
     if let Some(kinds) = &cli.run {
         return runtime.block_on(run_jobs(ctx, &kinds.0, &cli));
@@ -280,6 +288,48 @@ fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
     }
     if let Err(e) = last_runs {
         eprintln!("last runs unknown: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage(ctx: &Arc<Ctx>, user_id: i64, as_json: bool) -> Result<ExitCode, AppError> {
+    let mut conn = db::connect(&ctx.connection_url)?;
+    let report = quota_report::load(&mut conn, user_id, Utc::now())
+        .map_err(DbError::from)?
+        .ok_or_else(|| {
+            AppError::Usage(format!(
+                "user {user_id} is not in the users table; check the id given to --usage"
+            ))
+        })?;
+    if as_json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
+    let (Some(from), Some(to)) = (cli.from, cli.to) else {
+        return Err(AppError::Usage(
+            "--export-csv needs --from and --to (YYYY-MM-DD)".into(),
+        ));
+    };
+    let mut conn = db::connect(&ctx.connection_url)?;
+    let rows = match &cli.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| AppError::Io(format!("cannot create {}: {e}", path.display())))?;
+            write_daily_csv(&mut conn, from, to, cli.user, std::io::BufWriter::new(file))
+        }
+        None => write_daily_csv(&mut conn, from, to, cli.user, std::io::stdout().lock()),
+    }
+    .map_err(|e| match e {
+        ExportError::Invalid(message) => AppError::Usage(message),
+        e => AppError::Io(e.to_string()),
+    })?;
+    if let Some(path) = &cli.output {
+        eprintln!("exported {rows} row(s) to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

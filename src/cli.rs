@@ -16,6 +16,11 @@ Examples:
   usage-worker --list-jobs                             jobs, schedules, next and last runs
   usage-worker --run partitions --at 2027-01-15T00:00:00Z --dry-run
   usage-worker --status                                recent runs from the ledger
+  usage-worker --run reset-daily --user 42             manual reset of user 42's current day
+  usage-worker --usage 42                              user 42's quota: a bar per limit
+  usage-worker --run aggregate --from 2026-10-01 --to 2026-10-31 --dry-run
+                                                       rows of the token summary that differ from raw events
+  usage-worker --export-csv --from 2026-10-01 --to 2026-10-31 --output october.csv
   usage-worker                                         the daemon (as the systemd service runs it)
 
 Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unreachable,
@@ -28,7 +33,8 @@ Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unre
     about = "Keeps the usage and quota books of a SaaS product in PostgreSQL: \
              aggregation, quota resets, alert emails, retention.",
     after_help = EXAMPLES,
-    group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status"]))
+    group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status", "usage", "export_csv"])),
+    group(ArgGroup::new("takes_range").args(["run", "export_csv"]).multiple(true))
 )]
 pub struct Cli {
     /// Configuration file (default: /etc/usage-worker/config.toml when it exists).
@@ -52,17 +58,26 @@ pub struct Cli {
     #[arg(long, requires = "run")]
     pub dry_run: bool,
 
-    /// Limit a run to one user id (manual resets, rebuilds).
-    #[arg(long, value_name = "USER_ID", requires = "run")]
+    /// Limit a run or an export to one user id (manual resets, rebuilds, --export-csv).
+    #[arg(long, value_name = "USER_ID", requires = "takes_range")]
     pub user: Option<i64>,
 
-    /// First day of a range (YYYY-MM-DD), for rebuilds.
-    #[arg(long, value_name = "DATE", requires = "run")]
+    /// First day of a range (YYYY-MM-DD): rebuilds (`--run aggregate`), --export-csv.
+    #[arg(long, value_name = "DATE", requires = "takes_range")]
     pub from: Option<NaiveDate>,
 
     /// Last day of a range, inclusive (YYYY-MM-DD).
-    #[arg(long, value_name = "DATE", requires = "run")]
+    #[arg(long, value_name = "DATE", requires = "takes_range")]
     pub to: Option<NaiveDate>,
+
+    /// Write the daily token summary of --from..--to (users' local days) as CSV with a
+    /// header row, then exit.
+    #[arg(long, requires_all = ["from", "to"])]
+    pub export_csv: bool,
+
+    /// Where --export-csv writes (default: standard output).
+    #[arg(long, value_name = "FILE", requires = "export_csv")]
+    pub output: Option<PathBuf>,
 
     /// Validate the configuration, print it with secrets redacted, and exit.
     #[arg(long)]
@@ -79,6 +94,15 @@ pub struct Cli {
     /// Show recent runs from the run ledger.
     #[arg(long)]
     pub status: bool,
+
+    /// Show one user's quota state (what `quota_status()` returns): a bar per limit, usage,
+    /// and when each period resets in the user's time zone.
+    #[arg(long, value_name = "USER_ID")]
+    pub usage: Option<i64>,
+
+    /// With `--usage`: print JSON (the same fields) instead of the table.
+    #[arg(long, requires = "usage")]
+    pub json: bool,
 
     /// How many runs `--status` shows.
     #[arg(long, default_value_t = 20, value_name = "N", requires = "status")]
@@ -126,6 +150,34 @@ mod tests {
             text.contains("agregate") && text.contains("partitions"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn usage_takes_a_user_id_and_json_needs_usage() {
+        let cli = Cli::try_parse_from(["usage-worker", "--usage", "42", "--json"]).unwrap();
+        assert_eq!((cli.usage, cli.json), (Some(42), true));
+        assert!(Cli::try_parse_from(["usage-worker", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["usage-worker", "--usage", "42", "--status"]).is_err());
+    }
+
+    #[test]
+    fn export_csv_needs_a_range_and_output_needs_export_csv() {
+        assert!(
+            Cli::try_parse_from(["usage-worker", "--export-csv", "--from", "2026-10-01"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["usage-worker", "--output", "x.csv"]).is_err());
+        let cli = Cli::try_parse_from([
+            "usage-worker",
+            "--export-csv",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-31",
+            "--user",
+            "7",
+        ])
+        .unwrap();
+        assert!(cli.export_csv && cli.user == Some(7) && cli.output.is_none());
     }
 
     #[test]

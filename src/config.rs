@@ -51,6 +51,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub alerts: AlertSettings,
     pub retention: RetentionSettings,
+    pub aggregate: AggregateSettings,
     pub metrics: MetricsSettings,
 }
 
@@ -353,6 +354,22 @@ impl Default for RetentionSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateSettings {
+    /// Most events added to the summary per transaction; a backlog takes several. One
+    /// inserting transaction's events are never split, so a batch may exceed this.
+    pub batch_events: i64,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            batch_events: 200_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
@@ -636,6 +653,15 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "retention.job_runs_days",
                 "expected a number of days of run history to keep, e.g. 90",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.aggregate.batch_events) {
+            return Err(ConfigError::invalid(
+                "aggregate.batch_events",
+                format!(
+                    "got {}, expected 1 to 10000000 events per transaction",
+                    self.aggregate.batch_events
+                ),
             ));
         }
         if let Some(dir) = &self.embedded.pg_bin_dir

@@ -3,9 +3,11 @@
 -- periods, and quota_status() for applications.
 
 -- True when PostgreSQL knows the time zone name. An unknown name must not make period
--- arithmetic fail for every user: callers treat it as UTC and report the user.
+-- arithmetic fail for every user: callers treat it as UTC and report the user. PARALLEL
+-- UNSAFE: the exception block is a subtransaction, which cannot start while a parallel
+-- query runs (in a worker or in the leader).
 CREATE FUNCTION usage_timezone_is_valid(tz text) RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$
 BEGIN
     IF tz IS NULL OR tz = '' THEN
         RETURN false;
@@ -46,22 +48,28 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                                 EXTRACT(day FROM month_start + interval '1 month' - interval '1 day')::int) - 1)
 $$;
 
--- The local dates on which the period containing local date `d` starts and ends.
+-- The local dates on which the period containing local date `d` starts and ends. (The anchor
+-- arithmetic of usage_anchor_date is written out: this runs once per user at every rollover.)
 CREATE FUNCTION usage_period_dates(d date, anchor_day int, period text,
                                    OUT start_date date, OUT end_date date)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
-    m date := date_trunc('month', d)::date;
+    a    int := COALESCE(anchor_day, 1);
+    m    date := date_trunc('month', d)::date;
+    next date;
 BEGIN
     IF period = 'day' THEN
         start_date := d;
         end_date := d + 1;
     ELSIF period = 'month' THEN
-        IF usage_anchor_date(m, anchor_day) > d THEN
+        -- (m + 1 month) - m is the month's length in days.
+        start_date := m + (LEAST(a, (m + interval '1 month')::date - m) - 1);
+        IF start_date > d THEN
             m := (m - interval '1 month')::date;
+            start_date := m + (LEAST(a, (m + interval '1 month')::date - m) - 1);
         END IF;
-        start_date := usage_anchor_date(m, anchor_day);
-        end_date := usage_anchor_date((m + interval '1 month')::date, anchor_day);
+        next := (m + interval '1 month')::date;
+        end_date := next + (LEAST(a, (next + interval '1 month')::date - next) - 1);
     ELSE
         RAISE EXCEPTION 'unknown period "%"; expected day or month', period
               USING ERRCODE = 'invalid_parameter_value';
@@ -75,7 +83,7 @@ $$;
 -- anchor date. Consecutive periods tile time. An unknown zone is treated as UTC.
 CREATE FUNCTION usage_period_bounds(tz text, anchor_day int, period text, at timestamptz,
                                     OUT period_start timestamptz, OUT period_end timestamptz)
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$
 DECLARE
     zone  text := CASE WHEN usage_timezone_is_valid(tz) THEN tz ELSE 'UTC' END;
     dates record;
@@ -152,47 +160,71 @@ CREATE TABLE usage_period_kind_totals (
 );
 
 -- Adds the events of the temporary table `aggregate_batch` (one row per new event, filled by
--- the aggregate job in its transaction) into the period rows that contain them, open or
--- closed, opening a period where none contains an event. A new period gets its natural
--- bounds, trimmed so it never overlaps a neighbour (after a manual reset or a change of
--- time zone). Returns the number of period rows opened.
+-- the aggregate job in its transaction: user_id, kind, created_at, messages, tokens, bytes,
+-- cost, ...) into the period rows that contain them, open or closed, opening a period where
+-- none contains an event. A new period gets its natural bounds (usage_period_bounds), trimmed
+-- so it never overlaps a neighbour (after a manual reset or a change of time zone). Bounds
+-- are computed once per user, period kind and local day, not per event. Returns the number
+-- of period rows opened. JIT is off: compiling these short statements costs more (about half a
+-- second each) than running them.
 CREATE FUNCTION usage_periods_add_batch() RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
-    opened bigint;
+    opened bigint := 0;
+    added  bigint;
 BEGIN
-    WITH ev AS (
-        SELECT b.user_id, p.period, b.created_at, u.timezone, u.billing_anchor_day
+    DROP TABLE IF EXISTS usage_batch_users, usage_batch_homeless;
+    CREATE TEMP TABLE usage_batch_users ON COMMIT DROP AS
+    SELECT b.user_id, u.timezone, u.billing_anchor_day,
+           CASE WHEN usage_timezone_is_valid(u.timezone) THEN u.timezone ELSE 'UTC' END AS zone
+      FROM (SELECT DISTINCT user_id FROM aggregate_batch) b
+      LEFT JOIN users u ON u.id = b.user_id;
+    ANALYZE usage_batch_users;
+
+    LOOP
+        DROP TABLE IF EXISTS usage_batch_homeless;
+        -- Events no period contains yet, one representative (the earliest) per local day.
+        CREATE TEMP TABLE usage_batch_homeless ON COMMIT DROP AS
+        SELECT b.user_id, p.period, min(b.created_at) AS first_at
           FROM aggregate_batch b
-          LEFT JOIN users u ON u.id = b.user_id
+          JOIN usage_batch_users z ON z.user_id = b.user_id
          CROSS JOIN (VALUES ('day'), ('month')) AS p (period)
-    ), homeless AS (
-        SELECT ev.*
-          FROM ev
          WHERE NOT EXISTS (SELECT 1 FROM usage_periods up
-                            WHERE up.user_id = ev.user_id AND up.period = ev.period
-                              AND up.period_start <= ev.created_at AND up.period_end > ev.created_at)
-    ), bounded AS (
-        SELECT DISTINCT h.user_id, h.period,
-               GREATEST(b.period_start, prev.period_end) AS period_start,
-               LEAST(b.period_end, next.period_start) AS period_end
-          FROM homeless h
-         CROSS JOIN LATERAL usage_period_bounds(h.timezone, h.billing_anchor_day, h.period, h.created_at) b
-          LEFT JOIN LATERAL (SELECT up.period_end FROM usage_periods up
-                              WHERE up.user_id = h.user_id AND up.period = h.period
-                                AND up.period_start <= h.created_at
-                              ORDER BY up.period_start DESC LIMIT 1) prev ON true
-          LEFT JOIN LATERAL (SELECT up.period_start FROM usage_periods up
-                              WHERE up.user_id = h.user_id AND up.period = h.period
-                                AND up.period_start > h.created_at
-                              ORDER BY up.period_start LIMIT 1) next ON true
-    ), inserted AS (
-        INSERT INTO usage_periods (user_id, period, period_start, period_end)
-        SELECT user_id, period, period_start, period_end FROM bounded
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) INTO opened FROM inserted;
+                            WHERE up.user_id = b.user_id AND up.period = p.period
+                              AND up.period_start <= b.created_at AND up.period_end > b.created_at)
+         GROUP BY b.user_id, p.period, (b.created_at AT TIME ZONE z.zone)::date;
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM usage_batch_homeless);
+        ANALYZE usage_batch_homeless;
+
+        WITH bounded AS (
+            SELECT DISTINCT h.user_id, h.period,
+                   GREATEST(b.period_start, prev.period_end) AS period_start,
+                   LEAST(b.period_end, nxt.period_start) AS period_end
+              FROM usage_batch_homeless h
+              JOIN usage_batch_users z ON z.user_id = h.user_id
+             CROSS JOIN LATERAL usage_period_bounds(z.zone, z.billing_anchor_day, h.period, h.first_at) b
+              LEFT JOIN LATERAL (SELECT up.period_end FROM usage_periods up
+                                  WHERE up.user_id = h.user_id AND up.period = h.period
+                                    AND up.period_start <= h.first_at
+                                  ORDER BY up.period_start DESC LIMIT 1) prev ON true
+              LEFT JOIN LATERAL (SELECT up.period_start FROM usage_periods up
+                                  WHERE up.user_id = h.user_id AND up.period = h.period
+                                    AND up.period_start > h.first_at
+                                  ORDER BY up.period_start LIMIT 1) nxt ON true
+        ), inserted AS (
+            INSERT INTO usage_periods (user_id, period, period_start, period_end)
+            SELECT user_id, period, period_start, period_end FROM bounded
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) INTO added FROM inserted;
+        IF added = 0 THEN
+            -- Cannot happen while periods never overlap; refuse rather than miscount.
+            RAISE EXCEPTION 'usage_periods_add_batch: events of user % at % fit no period and none can be opened',
+                  (SELECT user_id FROM usage_batch_homeless LIMIT 1), (SELECT first_at FROM usage_batch_homeless LIMIT 1);
+        END IF;
+        opened := opened + added;
+    END LOOP;
 
     WITH located AS (
         SELECT b.user_id, p.period, up.period_start, b.kind,
@@ -228,6 +260,7 @@ BEGIN
               FROM located GROUP BY 1, 2, 3) s
      WHERE up.user_id = s.user_id AND up.period = s.period AND up.period_start = s.period_start;
 
+    DROP TABLE usage_batch_users, usage_batch_homeless;
     RETURN opened;
 END;
 $$;
@@ -235,60 +268,85 @@ $$;
 -- Quota state of one user at `at` (default now), for applications to call before expensive
 -- work: one row per metric and period kind over all event kinds, plus one per kind-scoped
 -- limit of the user's plan. `used` comes from the period ledger (events are counted once
--- aggregated); no limit row means unlimited. Indexed lookups only. No rows for an unknown user.
+-- aggregated); no limit row means unlimited. Lookups by primary key only, no scan of events;
+-- PL/pgSQL so that its plans are prepared once per session. No rows for an unknown user.
 CREATE FUNCTION quota_status(p_user_id bigint, p_at timestamptz DEFAULT now())
 RETURNS TABLE (metric text, period text, kind text, used numeric, limit_value numeric,
                remaining numeric, unlimited boolean, exceeded boolean, percent numeric,
                period_start timestamptz, period_end timestamptz)
-LANGUAGE sql STABLE AS $$
-    WITH u AS (
-        SELECT id, timezone, billing_anchor_day, plan_id FROM users WHERE id = p_user_id
-    ), periods AS (
-        SELECT p.period,
-               COALESCE(cur.period_start, GREATEST(b.period_start, prev.period_end)) AS period_start,
-               COALESCE(cur.period_end, b.period_end) AS period_end,
-               cur.period_start IS NOT NULL AS recorded,
-               cur.requests, cur.messages, cur.tokens, cur.bytes, cur.cost
-          FROM u
-         CROSS JOIN (VALUES ('day'), ('month')) AS p (period)
-         CROSS JOIN LATERAL usage_period_bounds(u.timezone, u.billing_anchor_day, p.period, p_at) b
-          LEFT JOIN LATERAL (SELECT up.* FROM usage_periods up
-                              WHERE up.user_id = u.id AND up.period = p.period
-                                AND up.period_start <= p_at
-                              ORDER BY up.period_start DESC LIMIT 1) last ON true
-          LEFT JOIN LATERAL (SELECT last.* WHERE last.period_end > p_at) cur ON true
-          LEFT JOIN LATERAL (SELECT last.period_end WHERE last.period_end <= p_at) prev ON true
-    ), wanted AS (
-        SELECT m.metric, p.period, '' AS kind FROM (VALUES ('requests'), ('messages'), ('tokens'),
-               ('bytes'), ('cost')) AS m (metric) CROSS JOIN (VALUES ('day'), ('month')) AS p (period)
-        UNION
-        SELECT l.metric, l.period, l.kind FROM u JOIN plan_limits l ON l.plan_id = u.plan_id
-    ), measured AS (
-        SELECT w.metric, w.period, w.kind, p.period_start, p.period_end,
-               COALESCE(CASE WHEN w.kind = '' THEN
-                   CASE w.metric WHEN 'requests' THEN p.requests::numeric WHEN 'messages' THEN p.messages::numeric
-                                 WHEN 'tokens' THEN p.tokens::numeric WHEN 'bytes' THEN p.bytes::numeric
-                                 ELSE p.cost END
-               ELSE
-                   (SELECT CASE w.metric WHEN 'requests' THEN k.requests::numeric WHEN 'messages' THEN k.messages::numeric
-                                         WHEN 'tokens' THEN k.tokens::numeric WHEN 'bytes' THEN k.bytes::numeric
-                                         ELSE k.cost END
-                      FROM usage_period_kind_totals k
-                     WHERE p.recorded AND k.user_id = p_user_id AND k.period = w.period
-                       AND k.period_start = p.period_start AND k.kind = w.kind)
-               END, 0) AS used,
-               (SELECT l.max_value FROM u JOIN plan_limits l ON l.plan_id = u.plan_id
-                 WHERE l.metric = w.metric AND l.period = w.period AND l.kind = w.kind) AS limit_value
-          FROM wanted w JOIN periods p ON p.period = w.period
-    )
-    SELECT metric, period, kind, used, limit_value,
-           CASE WHEN limit_value IS NOT NULL THEN GREATEST(limit_value - used, 0) END AS remaining,
-           limit_value IS NULL AS unlimited,
-           COALESCE(used >= limit_value, false) AS exceeded,
-           CASE WHEN limit_value IS NULL THEN NULL
-                WHEN limit_value = 0 THEN 100
-                ELSE round(used * 100 / limit_value, 2) END AS percent,
-           period_start, period_end
-      FROM measured
-     ORDER BY period, metric, kind
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    u      record;
+    cur    record;
+    b      record;
+    per    text;
+    p_from timestamptz;
+    p_to   timestamptz;
+    known  boolean;
+BEGIN
+    SELECT usr.timezone, usr.billing_anchor_day, usr.plan_id INTO u FROM users usr WHERE usr.id = p_user_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
+        -- The latest period starting at or before `at`: the current one if it has not ended.
+        SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
+          INTO cur
+          FROM usage_periods up
+         WHERE up.user_id = p_user_id AND up.period = per AND up.period_start <= p_at
+         ORDER BY up.period_start DESC
+         LIMIT 1;
+        known := FOUND AND cur.period_end > p_at;
+        IF known THEN
+            p_from := cur.period_start;
+            p_to := cur.period_end;
+        ELSE
+            -- No events yet in this period: its natural bounds, after any earlier period.
+            b := usage_period_bounds(u.timezone, u.billing_anchor_day, per, p_at);
+            p_from := GREATEST(b.period_start, cur.period_end);
+            p_to := b.period_end;
+        END IF;
+        RETURN QUERY
+        WITH wanted AS (
+            SELECT m.metric, ''::text AS kind
+              FROM unnest(ARRAY['bytes', 'cost', 'messages', 'requests', 'tokens']) AS m (metric)
+            UNION
+            SELECT l.metric, l.kind FROM plan_limits l WHERE l.plan_id = u.plan_id AND l.period = per
+        ), measured AS (
+            SELECT w.metric, w.kind,
+                   CASE WHEN NOT known THEN 0
+                        WHEN w.kind = '' THEN
+                            CASE w.metric WHEN 'requests' THEN cur.requests::numeric
+                                          WHEN 'messages' THEN cur.messages::numeric
+                                          WHEN 'tokens' THEN cur.tokens::numeric
+                                          WHEN 'bytes' THEN cur.bytes::numeric
+                                          ELSE cur.cost END
+                        ELSE COALESCE(
+                            CASE w.metric WHEN 'requests' THEN k.requests::numeric
+                                          WHEN 'messages' THEN k.messages::numeric
+                                          WHEN 'tokens' THEN k.tokens::numeric
+                                          WHEN 'bytes' THEN k.bytes::numeric
+                                          ELSE k.cost END, 0)
+                   END AS used,
+                   l.max_value AS limit_value
+              FROM wanted w
+              LEFT JOIN usage_period_kind_totals k
+                ON known AND w.kind <> '' AND k.user_id = p_user_id AND k.period = per
+               AND k.period_start = p_from AND k.kind = w.kind
+              LEFT JOIN plan_limits l
+                ON l.plan_id = u.plan_id AND l.metric = w.metric AND l.period = per AND l.kind = w.kind
+        )
+        SELECT x.metric, per, x.kind, x.used, x.limit_value,
+               CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
+               x.limit_value IS NULL,
+               COALESCE(x.used >= x.limit_value, false),
+               CASE WHEN x.limit_value IS NULL THEN NULL
+                    WHEN x.limit_value = 0 THEN 100::numeric
+                    ELSE round(x.used * 100 / x.limit_value, 2) END,
+               p_from, p_to
+          FROM measured x
+         ORDER BY x.metric, x.kind;
+    END LOOP;
+END;
 $$;

@@ -91,6 +91,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    token_usage_daily (user_id, day, kind, request_type, model) {
+        user_id -> Int8,
+        day -> Date,
+        kind -> Text,
+        request_type -> Text,
+        model -> Text,
+        events -> Int8,
+        tokens -> Int8,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        messages -> Int8,
+        bytes -> Int8,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::Xid8;
 
@@ -192,6 +209,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plans,
     prices,
     quota_alerts,
+    token_usage_daily,
     usage_events,
     usage_events_default,
     usage_period_kind_totals,

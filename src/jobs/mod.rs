@@ -1,9 +1,14 @@
 //! The jobs. `JobKind` is the single list: the scheduler, `--run`, `--list-jobs` and the
 //! docs table all come from it. Adding a job is one arm here and one file beside this one.
 
+pub mod aggregate;
 pub mod alerts;
 pub mod partitions;
+pub mod periods;
+pub mod reset_daily;
+pub mod reset_monthly;
 pub mod retention;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,18 +25,34 @@ use crate::mail::Mailer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
     Partitions,
+    Aggregate,
+    ResetDaily,
+    ResetMonthly,
     Alerts,
     Retention,
+    Stats,
 }
 
 impl JobKind {
     /// Every job, in the order `--run all` runs them.
-    pub const ALL: &'static [JobKind] = &[JobKind::Partitions, JobKind::Alerts, JobKind::Retention];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::Partitions,
+        JobKind::Aggregate,
+        JobKind::ResetDaily,
+        JobKind::ResetMonthly,
+        JobKind::Alerts,
+        JobKind::Retention,
+        JobKind::Stats,
+    ];
 
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
+            JobKind::ResetDaily => "reset-daily",
+            JobKind::ResetMonthly => "reset-monthly",
             JobKind::Alerts => "alerts",
             JobKind::Retention => "retention",
         }
@@ -41,6 +62,10 @@ impl JobKind {
     pub fn config_key(self) -> &'static str {
         match self {
             JobKind::Partitions => "partitions",
+            JobKind::Aggregate => "aggregate",
+            JobKind::Stats => "stats",
+            JobKind::ResetDaily => "reset_daily",
+            JobKind::ResetMonthly => "reset_monthly",
             JobKind::Alerts => "alerts",
             JobKind::Retention => "retention",
         }
@@ -50,6 +75,18 @@ impl JobKind {
         match self {
             JobKind::Partitions => {
                 "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
+            }
+            JobKind::Aggregate => {
+                "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events"
+            }
+            JobKind::Stats => {
+                "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
+            }
+            JobKind::ResetDaily => {
+                "closes ended daily quota periods at each user's local midnight, reconciled against raw events, and opens the next"
+            }
+            JobKind::ResetMonthly => {
+                "closes ended monthly quota periods (calendar month or billing anchor day, user's zone), reconciled, and opens the next"
             }
             JobKind::Alerts => {
                 "emails users past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
@@ -64,6 +101,20 @@ impl JobKind {
         match self {
             JobKind::Partitions => JobDefaults {
                 schedule: "0 2 * * *",
+                timeout: Duration::from_secs(30 * 60),
+            },
+            JobKind::Aggregate => JobDefaults {
+                schedule: "* * * * *",
+                timeout: Duration::from_secs(30 * 60),
+            },
+            JobKind::Stats => JobDefaults {
+                schedule: "10 0 * * *",
+                timeout: Duration::from_secs(10 * 60),
+            },
+            // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
+            // honoured within the quarter hour.
+            JobKind::ResetDaily | JobKind::ResetMonthly => JobDefaults {
+                schedule: "*/15 * * * *",
                 timeout: Duration::from_secs(30 * 60),
             },
             JobKind::Alerts => JobDefaults {
@@ -84,6 +135,10 @@ impl JobKind {
             JobKind::Alerts => 4,
             JobKind::Retention => 5,
             JobKind::Partitions => 6,
+            JobKind::Aggregate => 1,
+            JobKind::Stats => 7,
+            JobKind::ResetDaily => 2,
+            JobKind::ResetMonthly => 3,
         }
     }
 
@@ -132,6 +187,10 @@ impl JobKind {
     ) -> Result<JobReport, JobError> {
         match self {
             JobKind::Partitions => partitions::run(ctx, conn, now, opts),
+            JobKind::Aggregate => aggregate::run(ctx, conn, now, opts),
+            JobKind::Stats => stats::run(ctx, conn, now, opts),
+            JobKind::ResetDaily => reset_daily::run(ctx, conn, now, opts),
+            JobKind::ResetMonthly => reset_monthly::run(ctx, conn, now, opts),
             JobKind::Alerts => alerts::run(ctx, conn, now, opts),
             JobKind::Retention => retention::run(ctx, conn, now, opts),
         }

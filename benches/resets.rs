@@ -1,0 +1,286 @@
+//! Quota period benchmarks. Prints one JSON line per scenario.
+//!
+//! 1. `reset_daily_rollover`: USERS users (100,000 by default) whose daily periods end at the
+//!    same instant; the `reset-daily` job (close + reconcile against raw events + limits
+//!    snapshot + open successors) against hand-written SQL doing the same work in one
+//!    statement batch, on identical copies of the database in the same run.
+//! 2. `quota_status_latency`: `quota_status(user_id)` for random users of USERS, each with 24
+//!    closed monthly periods, 14 closed daily periods and the open ones: p50 / p99 / max.
+//!
+//! `cargo bench --bench resets` (USERS=20000 for a quick look; SCENARIO=rollover or status for
+//! one of the two).
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamptz};
+use serde_json::json;
+use usage_worker::config::Settings;
+use usage_worker::db;
+use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::jobs::{Ctx, JobKind, RunOpts};
+use usage_worker::quota_report::QuotaRow;
+
+const EVENTS_PER_USER: i64 = 5;
+const STATUS_CALLS: usize = 5_000;
+
+fn main() {
+    let users: i64 = std::env::var("USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::Builder::new()
+        .prefix("uw-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Throwaway)
+        .expect("start PostgreSQL");
+    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    admin
+        .batch_execute("CREATE DATABASE bench_job")
+        .expect("create db");
+
+    let only = std::env::var("SCENARIO").unwrap_or_default();
+    if only.is_empty() || only == "rollover" {
+        rollover(&pg, &mut admin, users);
+    }
+    if only.is_empty() || only == "status" {
+        status_latency(&pg, &mut admin, users);
+    }
+}
+
+fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
+    let now: DateTime<Utc> = "2027-01-11T00:00:00Z".parse().expect("instant");
+    let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
+    db::run_migrations(&mut conn).expect("migrate");
+    let load = Instant::now();
+    conn.batch_execute(&format!(
+        "INSERT INTO plans (id, name) VALUES (1, 'free');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+         VALUES (1, 'tokens', 'day', '', 100000), (1, 'requests', 'day', 'image_generation', 20);
+         INSERT INTO users (id, email, plan_id) SELECT g, 'u' || g || '@example.com', 1
+           FROM generate_series(1, {users}) AS g;
+         CREATE TABLE usage_events_2027_01 PARTITION OF usage_events
+             FOR VALUES FROM ('2027-01-01T00:00:00Z') TO ('2027-02-01T00:00:00Z');
+         INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
+         SELECT u, CASE WHEN n % 2 = 0 THEN 'ai_response' ELSE 'image_generation' END, 100 + n, 0.01,
+                '2027-01-10T00:00:00Z'::timestamptz + make_interval(secs => (u * 7 + n * 3600) % 86400)
+           FROM generate_series(1, {users}) AS u CROSS JOIN generate_series(1, {EVENTS_PER_USER}) AS n;"
+    ))
+    .expect("load users and events");
+    conn.batch_execute("ANALYZE").expect("analyze");
+    let load_s = load.elapsed().as_secs_f64();
+
+    // The aggregate step: every event into its day and month period.
+    let add = Instant::now();
+    conn.transaction(|c| {
+        c.batch_execute(
+            "CREATE TEMP TABLE aggregate_batch ON COMMIT DROP AS SELECT * FROM usage_events;
+             SELECT usage_periods_add_batch();",
+        )
+    })
+    .expect("add batch");
+    let add_s = add.elapsed().as_secs_f64();
+    conn.batch_execute("UPDATE aggregation_watermark SET xid = pg_current_xact_id()")
+        .expect("watermark");
+    conn.batch_execute("VACUUM ANALYZE usage_periods, usage_period_kind_totals, usage_events")
+        .expect("vacuum");
+    drop(conn);
+    admin
+        .batch_execute("CREATE DATABASE bench_raw TEMPLATE bench_job")
+        .expect("copy database");
+
+    let ctx = Ctx::new(
+        std::sync::Arc::new(bench_settings(&pg.url("bench_job"))),
+        pg.url("bench_job"),
+    );
+    let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
+    let job = Instant::now();
+    let report = JobKind::ResetDaily
+        .run(&ctx, &mut conn, now, &RunOpts::default())
+        .expect("reset-daily");
+    let job_s = job.elapsed().as_secs_f64();
+    assert_eq!(report.details["closed"], users, "{}", report.details);
+    assert_eq!(report.details["opened"], users, "{}", report.details);
+
+    // The same work by hand: recompute totals from the events, close, snapshot limits,
+    // replace per-kind totals, open the next day. UTC only, no drift report, no batching.
+    let mut raw = db::connect(&pg.url("bench_raw")).expect("connect");
+    let hand = Instant::now();
+    raw.transaction(|c| {
+        c.batch_execute(
+            "CREATE TEMP TABLE sums ON COMMIT DROP AS
+             SELECT p.user_id, p.period_start, e.kind, count(*) AS requests, sum(e.messages) AS messages,
+                    sum(e.tokens) AS tokens, sum(e.bytes) AS bytes, sum(e.cost) AS cost
+               FROM usage_periods p
+               JOIN usage_events e ON e.user_id = p.user_id AND e.created_at >= p.period_start
+                                  AND e.created_at < p.period_end
+              WHERE p.status = 'open' AND p.period = 'day' AND p.period_end <= '2027-01-11T00:00:00Z'
+              GROUP BY 1, 2, 3;
+             UPDATE usage_period_kind_totals k
+                SET requests = s.requests, messages = s.messages, tokens = s.tokens, bytes = s.bytes, cost = s.cost
+               FROM sums s
+              WHERE k.user_id = s.user_id AND k.period = 'day' AND k.period_start = s.period_start AND k.kind = s.kind;
+             UPDATE usage_periods p
+                SET status = 'closed', close_reason = 'rollover', closed_at = '2027-01-11T00:00:00Z',
+                    requests = t.requests, messages = t.messages, tokens = t.tokens, bytes = t.bytes, cost = t.cost,
+                    plan_id = u.plan_id,
+                    limits = (SELECT jsonb_agg(jsonb_build_object('metric', l.metric, 'kind', l.kind, 'max_value', l.max_value))
+                                FROM plan_limits l WHERE l.plan_id = u.plan_id AND l.period = 'day')
+               FROM (SELECT user_id, period_start, sum(requests) AS requests, sum(messages) AS messages,
+                            sum(tokens) AS tokens, sum(bytes) AS bytes, sum(cost) AS cost
+                       FROM sums GROUP BY 1, 2) t
+               JOIN users u ON u.id = t.user_id
+              WHERE p.user_id = t.user_id AND p.period = 'day' AND p.period_start = t.period_start;
+             INSERT INTO usage_periods (user_id, period, period_start, period_end)
+             SELECT DISTINCT user_id, 'day', period_start + interval '1 day', period_start + interval '2 days'
+               FROM sums;",
+        )
+    })
+    .expect("hand-written reset");
+    let raw_s = hand.elapsed().as_secs_f64();
+
+    let setup =
+        json!({ "users": users, "events": users * EVENTS_PER_USER, "load_s": round(load_s) });
+    println!(
+        "{}",
+        json!({
+            "scenario": "aggregate_add_batch_into_periods",
+            "seconds": round(add_s),
+            "events_per_second": (users * EVENTS_PER_USER) as f64 / add_s.max(1e-6),
+            "setup": setup,
+        })
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "reset_daily_rollover",
+            "job_seconds": round(job_s),
+            "raw_sql_seconds": round(raw_s),
+            "ratio": round(job_s / raw_s.max(1e-6)),
+            "target_ratio": "<= 1.5",
+            "batches": report.details["batches"],
+            "setup": setup,
+        })
+    );
+}
+
+fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
+    admin
+        .batch_execute("CREATE DATABASE bench_status")
+        .expect("create db");
+    let mut conn = db::connect(&pg.url("bench_status")).expect("connect");
+    db::run_migrations(&mut conn).expect("migrate");
+    let load = Instant::now();
+    // Zones with and without DST; months closed from 2024-12 to 2026-11, days for two weeks.
+    conn.batch_execute(&format!(
+        "INSERT INTO plans (id, name) VALUES (1, 'free');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+         VALUES (1, 'tokens', 'month', '', 100000), (1, 'messages', 'month', '', 100),
+                (1, 'requests', 'day', 'image_generation', 20), (1, 'bytes', 'month', 'file_upload', 104857600);
+         INSERT INTO users (id, email, plan_id, timezone)
+         SELECT g, 'u' || g || '@example.com', 1,
+                (ARRAY['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata'])[1 + g % 4]
+           FROM generate_series(1, {users}) AS g;
+         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
+                                    requests, tokens, closed_at)
+         SELECT u.id, 'month', b.period_start, b.period_end,
+                CASE WHEN m = 24 THEN 'open' ELSE 'closed' END,
+                CASE WHEN m = 24 THEN NULL ELSE 'rollover' END, 100, 5000,
+                CASE WHEN m = 24 THEN NULL ELSE b.period_end END
+           FROM users u
+          CROSS JOIN generate_series(0, 24) AS m
+          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'month',
+                        '2024-12-15T00:00:00Z'::timestamptz + make_interval(months => m)) b;
+         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
+                                    requests, tokens, closed_at)
+         SELECT u.id, 'day', b.period_start, b.period_end,
+                CASE WHEN d = 14 THEN 'open' ELSE 'closed' END,
+                CASE WHEN d = 14 THEN NULL ELSE 'rollover' END, 5, 200,
+                CASE WHEN d = 14 THEN NULL ELSE b.period_end END
+           FROM users u
+          CROSS JOIN generate_series(0, 14) AS d
+          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'day',
+                        '2026-11-09T12:00:00Z'::timestamptz + make_interval(days => d)) b;
+         INSERT INTO usage_period_kind_totals (user_id, period, period_start, kind, requests, tokens)
+         SELECT user_id, period, period_start, 'image_generation', 3, 0
+           FROM usage_periods WHERE status = 'open';"
+    ))
+    .expect("load periods");
+    conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
+    let load_s = load.elapsed().as_secs_f64();
+    let rows: i64 = count(&mut conn, "SELECT count(*) AS n FROM usage_periods");
+
+    let at: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().expect("instant");
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut samples = Vec::with_capacity(STATUS_CALLS);
+    // Warm the caches the way a running system has them.
+    for _ in 0..500 {
+        status(&mut conn, 1 + (next(&mut seed) % users as u64) as i64, at);
+    }
+    for _ in 0..STATUS_CALLS {
+        let user = 1 + (next(&mut seed) % users as u64) as i64;
+        let start = Instant::now();
+        let n = status(&mut conn, user, at);
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, 12, "user {user}");
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{}",
+        json!({
+            "scenario": "quota_status_latency",
+            "calls": STATUS_CALLS,
+            "p50_ms": round(pct(0.50)),
+            "p99_ms": round(pct(0.99)),
+            "max_ms": round(pct(1.0)),
+            "target_p99_ms": "< 1",
+            "setup": { "users": users, "period_rows": rows, "load_s": round(load_s),
+                       "measured": "client round trip over a Unix socket" },
+        })
+    );
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<N>(conn)
+        .expect("count")
+        .n
+}
+
+/// One call as an application makes it: every column of every row, decoded.
+fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
+    diesel::sql_query("SELECT * FROM quota_status($1, $2)")
+        .bind::<BigInt, _>(user)
+        .bind::<Timestamptz, _>(at)
+        .load::<QuotaRow>(conn)
+        .expect("quota_status")
+        .len()
+}
+
+/// xorshift64: reproducible user ids without a dependency.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn bench_settings(url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = url.to_string();
+    settings
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,490 @@
+//! `aggregate`: adds new usage events into the daily token summary (`token_usage_daily`),
+//! exactly once, and — given `--from`/`--to` — rebuilds days of that summary from raw events.
+//!
+//! Exactly-once rests on the watermark W (`aggregation_watermark.xid`): every event whose
+//! inserting transaction id is below W has been added, none at or above it. A transaction
+//! locks the watermark row, takes X = the xmin of a fresh snapshot (every transaction below X
+//! has finished, so no event below X can still appear), adds the events with
+//! W <= recorded_xid < U for some U <= X, and stores U. The sums and the new watermark commit
+//! together or not at all. A backlog is split into transactions of about
+//! `aggregate.batch_events` events by choosing U along the recorded_xid index.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Ctx, JobError, JobReport, RunOpts};
+
+const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
+const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
+const ZONES_SQL: &str = include_str!("sql/aggregate_zones.sql");
+const DAILY_SQL: &str = include_str!("sql/aggregate_daily.sql");
+const REBUILD_FRESH_SQL: &str = include_str!("sql/rebuild_fresh.sql");
+const REBUILD_DIFF_SQL: &str = include_str!("sql/rebuild_diff.sql");
+const REBUILD_APPLY_SQL: &str = include_str!("sql/rebuild_apply.sql");
+
+/// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
+const REPORT_LIST_LIMIT: usize = 100;
+/// The longest range one rebuild accepts.
+const MAX_REBUILD_DAYS: u64 = 3700;
+
+pub fn run(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    _now: DateTime<Utc>,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    match (opts.from, opts.to) {
+        (None, None) if opts.user_id.is_some() => Err(JobError::Invalid(
+            "aggregate: --user limits a rebuild; give --from and --to as well \
+             (the incremental run always covers every user)"
+                .into(),
+        )),
+        (None, None) => aggregate_new_events(ctx, conn, opts),
+        (Some(from), Some(to)) => rebuild(conn, from, to, opts),
+        _ => Err(JobError::Invalid(
+            "aggregate: a rebuild needs both --from and --to (YYYY-MM-DD, inclusive)".into(),
+        )),
+    }
+}
+
+#[derive(QueryableByName)]
+struct XidText {
+    #[diesel(sql_type = Text)]
+    xid: String,
+}
+
+#[derive(QueryableByName)]
+struct Cut {
+    #[diesel(sql_type = Nullable<Text>)]
+    first: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    cut: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct ZoneProblem {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    declared_timezone: Option<String>,
+    #[diesel(sql_type = Bool)]
+    missing: bool,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn parse_xid(text: &str) -> Result<u64, JobError> {
+    text.parse().map_err(|_| {
+        JobError::Invalid(format!(
+            "aggregate: transaction id `{text}` from the database is not a 64-bit number"
+        ))
+    })
+}
+
+/// Locks the watermark row (concurrent aggregators and rebuilds queue here) and reads it.
+fn lock_watermark(conn: &mut PgConnection) -> Result<u64, JobError> {
+    let row: XidText =
+        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark FOR UPDATE")
+            .get_result(conn)
+            .map_err(|e| match e {
+                diesel::result::Error::NotFound => JobError::Invalid(
+                    "aggregate: the aggregation_watermark row is missing; restore it with \
+                     INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
+                     is empty, else with the highest xid it reflects"
+                        .into(),
+                ),
+                e => e.into(),
+            })?;
+    parse_xid(&row.xid)
+}
+
+/// X: every transaction below it has finished. A statement of its own, so its snapshot is
+/// taken after the watermark lock was granted.
+fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
+    let row: XidText =
+        diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
+            .get_result(conn)?;
+    parse_xid(&row.xid)
+}
+
+/// What one committed aggregate transaction did.
+struct Step {
+    from: u64,
+    to: u64,
+    events: u64,
+    rows_written: u64,
+    zone_problems: Vec<ZoneProblem>,
+    /// The watermark reached the run's target: nothing older is left.
+    caught_up: bool,
+}
+
+/// One bounded transaction: the events of [W, U) into the summary, watermark to U.
+fn aggregate_step(
+    conn: &mut PgConnection,
+    batch_events: i64,
+    target: Option<u64>,
+) -> Result<(Step, u64), JobError> {
+    conn.transaction(|conn| {
+        let from = lock_watermark(conn)?;
+        let horizon = snapshot_xmin(conn)?;
+        let limit = target.map_or(horizon, |t| t.min(horizon));
+        let mut step = Step {
+            from,
+            to: from,
+            events: 0,
+            rows_written: 0,
+            zone_problems: Vec::new(),
+            caught_up: true,
+        };
+        if limit <= from {
+            return Ok((step, horizon));
+        }
+        let cut: Cut = diesel::sql_query(CUT_SQL)
+            .bind::<Text, _>(from.to_string())
+            .bind::<Text, _>(limit.to_string())
+            .bind::<BigInt, _>(batch_events)
+            .get_result(conn)?;
+        let to = match (&cut.first, &cut.cut) {
+            (_, None) => limit,
+            // One transaction inserted more than a batch: its events go together.
+            (Some(first), Some(c)) if first == c => parse_xid(c)? + 1,
+            (_, Some(c)) => parse_xid(c)?,
+        };
+        if cut.first.is_some() {
+            conn.batch_execute(
+                "DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
+            )?;
+            let events = diesel::sql_query(BATCH_SQL)
+                .bind::<Text, _>(from.to_string())
+                .bind::<Text, _>(to.to_string())
+                .execute(conn)?;
+            step.events = events as u64;
+            let (rows, problems) = add_batch_to_summaries(conn)?;
+            step.rows_written = rows;
+            step.zone_problems = problems;
+        }
+        diesel::sql_query(
+            "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
+        )
+        .bind::<Text, _>(to.to_string())
+        .execute(conn)?;
+        step.to = to;
+        step.caught_up = to == limit;
+        Ok((step, horizon))
+    })
+}
+
+/// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
+/// that add the batch into other books (the quota periods) belong here, so they commit with
+/// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
+/// written and the users whose zone could not be used.
+fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProblem>), JobError> {
+    diesel::sql_query(ZONES_SQL).execute(conn)?;
+    let problems: Vec<ZoneProblem> = diesel::sql_query(
+        "SELECT user_id, declared_timezone, missing FROM aggregate_zones
+          WHERE unknown OR missing ORDER BY user_id",
+    )
+    .load(conn)?;
+    let rows = diesel::sql_query(DAILY_SQL).execute(conn)?;
+    // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
+    diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
+    Ok((rows as u64, problems))
+}
+
+fn aggregate_new_events(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    if opts.dry_run {
+        return pending_events(conn);
+    }
+    let batch_events = ctx.settings.aggregate.batch_events;
+    let mut unknown_zone_users = BTreeSet::new();
+    let mut missing_users = BTreeSet::new();
+    let mut events = 0u64;
+    let mut rows_written = 0u64;
+    let mut transactions = 0u64;
+    let mut first_watermark = None;
+    let mut target = None;
+    let last_watermark = loop {
+        opts.cancel.check()?;
+        let (step, horizon) = aggregate_step(conn, batch_events, target)?;
+        // The run stops at the horizon of its first transaction, so it ends under constant load.
+        target.get_or_insert(horizon);
+        first_watermark.get_or_insert(step.from);
+        transactions += 1;
+        events += step.events;
+        rows_written += step.rows_written;
+        for problem in step.zone_problems {
+            if problem.missing {
+                missing_users.insert(problem.user_id);
+            } else if unknown_zone_users.insert(problem.user_id) {
+                tracing::warn!(
+                    job.name = "aggregate",
+                    user.id = problem.user_id,
+                    user.timezone = problem.declared_timezone.as_deref().unwrap_or(""),
+                    "unknown time zone; this user's events are summarised by UTC day \
+                     (fix users.timezone, then rebuild the affected days)"
+                );
+            }
+        }
+        if !step.caught_up {
+            tracing::info!(
+                job.name = "aggregate",
+                events.done = events,
+                transactions,
+                watermark = step.to,
+                watermark.target = target.unwrap_or(step.to),
+                "aggregate backlog: batch committed"
+            );
+        }
+        if step.caught_up {
+            break step.to;
+        }
+    };
+    if !missing_users.is_empty() {
+        tracing::warn!(
+            job.name = "aggregate",
+            users.count = missing_users.len(),
+            users.first = ?missing_users.iter().take(10).collect::<Vec<_>>(),
+            "events of user ids without a users row; summarised by UTC day"
+        );
+    }
+    let summary = format!(
+        "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
+         watermark {} -> {last_watermark}{}",
+        first_watermark.unwrap_or(last_watermark),
+        if unknown_zone_users.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} user(s) with an unknown time zone counted in UTC",
+                unknown_zone_users.len()
+            )
+        }
+    );
+    Ok(JobReport::new(
+        summary,
+        json!({
+            "events": events,
+            "rows_written": rows_written,
+            "transactions": transactions,
+            "watermark_from": first_watermark.unwrap_or(last_watermark).to_string(),
+            "watermark_to": last_watermark.to_string(),
+            "unknown_timezone_users": unknown_zone_users.len(),
+            "unknown_timezone_user_ids": unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
+            "users_without_row": missing_users.len(),
+        }),
+    ))
+}
+
+/// The dry run of the incremental path: how many events the next run would add.
+fn pending_events(conn: &mut PgConnection) -> Result<JobReport, JobError> {
+    let from = lock_watermark(conn)?;
+    let horizon = snapshot_xmin(conn)?;
+    let pending: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM usage_events
+          WHERE recorded_xid >= $1::xid8 AND recorded_xid < $2::xid8",
+    )
+    .bind::<Text, _>(from.to_string())
+    .bind::<Text, _>(horizon.max(from).to_string())
+    .get_result(conn)?;
+    Ok(JobReport::new(
+        format!("would add {} event(s); watermark {from}", pending.n),
+        json!({
+            "events": pending.n,
+            "watermark_from": from.to_string(),
+            "watermark_to": horizon.max(from).to_string(),
+            "dry_run": true,
+        }),
+    ))
+}
+
+/// A summary row that differs from what the raw events say.
+#[derive(QueryableByName, Serialize)]
+struct Difference {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    request_type: String,
+    #[diesel(sql_type = Text)]
+    model: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    summary_events: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    raw_events: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    summary_tokens: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    raw_tokens: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    summary_cost: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    raw_cost: Option<String>,
+}
+
+/// Progress of a rebuild: a bar on a terminal, log lines otherwise.
+struct RebuildProgress {
+    total: u64,
+    done: u64,
+    terminal: bool,
+}
+
+impl RebuildProgress {
+    fn new(total: u64) -> Self {
+        RebuildProgress {
+            total,
+            done: 0,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn day_done(&mut self, day: NaiveDate, differing: usize) {
+        self.done += 1;
+        if self.terminal {
+            let width = 30u64;
+            let filled = (self.done * width / self.total.max(1)) as usize;
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\rrebuild [{}{}] {}/{} days, {day}: {differing} row(s) differ ",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled),
+                self.done,
+                self.total
+            );
+            if self.done == self.total {
+                let _ = writeln!(err);
+            }
+        } else {
+            tracing::info!(
+                job.name = "aggregate",
+                rebuild.day = %day,
+                rebuild.done = self.done,
+                rebuild.total = self.total,
+                rows.differing = differing,
+                "rebuild: day done"
+            );
+        }
+    }
+}
+
+/// Recomputes the local days `from..=to` (of one user or all) from raw events below the
+/// watermark and replaces the summary rows that differ. One transaction per day, each holding
+/// the watermark lock, so the incremental path neither misses nor repeats an event.
+fn rebuild(
+    conn: &mut PgConnection,
+    from: NaiveDate,
+    to: NaiveDate,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    if from > to {
+        return Err(JobError::Invalid(format!(
+            "aggregate: --from {from} is after --to {to}; give the first and the last day of the range"
+        )));
+    }
+    let total = (to - from).num_days() as u64 + 1;
+    if total > MAX_REBUILD_DAYS {
+        return Err(JobError::Invalid(format!(
+            "aggregate: a rebuild of {total} days is more than {MAX_REBUILD_DAYS}; split the range"
+        )));
+    }
+    let mut progress = RebuildProgress::new(total);
+    let mut differing_rows = 0usize;
+    let mut differences = Vec::new();
+    let mut watermark = 0;
+    let mut day = from;
+    while day <= to {
+        opts.cancel.check()?;
+        let (found, w) = conn.transaction(|conn| rebuild_day(conn, day, opts))?;
+        watermark = w;
+        progress.day_done(day, found.len());
+        differing_rows += found.len();
+        for difference in found {
+            if differences.len() < REPORT_LIST_LIMIT {
+                differences.push((day, difference));
+            }
+        }
+        day = match day.checked_add_days(Days::new(1)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    let scope = opts
+        .user_id
+        .map_or("every user".to_string(), |u| format!("user {u}"));
+    let verb = if opts.dry_run {
+        "would replace"
+    } else {
+        "replaced"
+    };
+    Ok(JobReport::new(
+        format!(
+            "rebuild {from}..{to} for {scope}: {verb} {differing_rows} differing summary row(s) \
+             from events below watermark {watermark}"
+        ),
+        json!({
+            "rebuild": { "from": from, "to": to, "user_id": opts.user_id },
+            "days": total,
+            "rows_differing": differing_rows,
+            "differences": differences.iter().map(|(day, d)| {
+                let mut row = serde_json::to_value(d).unwrap_or_default();
+                row["day"] = json!(day);
+                row
+            }).collect::<Vec<_>>(),
+            "watermark": watermark.to_string(),
+            "dry_run": opts.dry_run,
+        }),
+    ))
+}
+
+fn rebuild_day(
+    conn: &mut PgConnection,
+    day: NaiveDate,
+    opts: &RunOpts,
+) -> Result<(Vec<Difference>, u64), JobError> {
+    let watermark = lock_watermark(conn)?;
+    conn.batch_execute("DROP TABLE IF EXISTS pg_temp.rebuild_fresh")?;
+    diesel::sql_query(REBUILD_FRESH_SQL)
+        .bind::<Date, _>(day)
+        .bind::<Nullable<BigInt>, _>(opts.user_id)
+        .bind::<Text, _>(watermark.to_string())
+        .execute(conn)?;
+    let differences: Vec<Difference> = diesel::sql_query(REBUILD_DIFF_SQL)
+        .bind::<Date, _>(day)
+        .bind::<Nullable<BigInt>, _>(opts.user_id)
+        .load(conn)?;
+    if !opts.dry_run && !differences.is_empty() {
+        diesel::sql_query(REBUILD_APPLY_SQL)
+            .bind::<Date, _>(day)
+            .bind::<Nullable<BigInt>, _>(opts.user_id)
+            .execute(conn)?;
+    }
+    Ok((differences, watermark))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_parse_as_64_bit_numbers() {
+        assert_eq!(parse_xid("18446744073709551615").unwrap(), u64::MAX);
+        assert!(parse_xid("12:34:").is_err());
+    }
+}

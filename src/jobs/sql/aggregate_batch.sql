@@ -1,0 +1,15 @@
+-- The new events of one aggregate transaction: W <= recorded_xid < U ($1 = W, $2 = U), one
+-- row per event. This temporary table is an interface: after token_usage_daily, the same
+-- transaction adds it into the quota periods. Shape (one row per raw event):
+--
+--   aggregate_batch (user_id bigint, kind text, request_type text, model text,
+--                    created_at timestamptz, tokens bigint, prompt_tokens bigint,
+--                    completion_tokens bigint, messages integer, bytes bigint, cost numeric)
+--
+-- It is dropped at commit, so a crash or a killed connection leaves nothing behind.
+CREATE TEMP TABLE aggregate_batch ON COMMIT DROP AS
+SELECT e.user_id, e.kind, e.request_type, e.model, e.created_at, e.tokens, e.prompt_tokens,
+       e.completion_tokens, e.messages, e.bytes, e.cost
+  FROM usage_events e
+ WHERE e.recorded_xid >= $1::xid8
+   AND e.recorded_xid < $2::xid8

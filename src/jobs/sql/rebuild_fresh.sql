@@ -1,0 +1,26 @@
+-- The summary rows of local day $1 recomputed from raw events below the watermark $3
+-- ($2 = one user id, or NULL for every user). Only events within a day of $1 in UTC can
+-- fall on that local date in any zone, which lets partition pruning skip other months.
+CREATE TEMP TABLE rebuild_fresh ON COMMIT DROP AS
+WITH ev AS (
+    SELECT e.*
+      FROM usage_events e
+     WHERE e.created_at >= ($1::date - 1)::timestamp AT TIME ZONE 'UTC'
+       AND e.created_at <  ($1::date + 2)::timestamp AT TIME ZONE 'UTC'
+       AND ($2::bigint IS NULL OR e.user_id = $2::bigint)
+       AND e.recorded_xid < $3::xid8
+), zones AS (
+    SELECT t.timezone, usage_timezone_or_utc(t.timezone) AS zone
+      FROM (SELECT DISTINCT u.timezone FROM users u
+             WHERE u.id IN (SELECT DISTINCT user_id FROM ev)) t
+)
+SELECT ev.user_id, $1::date AS day, ev.kind, ev.request_type, ev.model,
+       count(*)::bigint AS events, sum(ev.tokens)::bigint AS tokens,
+       sum(ev.prompt_tokens)::bigint AS prompt_tokens,
+       sum(ev.completion_tokens)::bigint AS completion_tokens,
+       sum(ev.messages)::bigint AS messages, sum(ev.bytes)::bigint AS bytes, sum(ev.cost) AS cost
+  FROM ev
+  LEFT JOIN users u ON u.id = ev.user_id
+  LEFT JOIN zones z ON z.timezone = u.timezone
+ WHERE (ev.created_at AT TIME ZONE COALESCE(z.zone, 'UTC'))::date = $1::date
+ GROUP BY ev.user_id, ev.kind, ev.request_type, ev.model

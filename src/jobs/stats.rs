@@ -1,0 +1,128 @@
+//! `stats`: yesterday's totals for monitoring — events, active users, tokens and cost, by
+//! kind and for the top models — logged at info and kept in the run's report.
+//!
+//! Read from the token summary, so "yesterday" is each user's local calendar day and the
+//! figures include what `aggregate` had added when the job ran (the report says when the
+//! watermark last moved). `--from D` reports day D instead.
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamptz};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Ctx, JobError, JobReport, RunOpts};
+
+/// How many models the report lists, by tokens.
+const TOP_MODELS: i64 = 5;
+
+#[derive(QueryableByName, Serialize)]
+struct Totals {
+    #[diesel(sql_type = BigInt)]
+    active_users: i64,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+    #[diesel(sql_type = BigInt)]
+    tokens: i64,
+    #[diesel(sql_type = Text)]
+    cost: String,
+}
+
+#[derive(QueryableByName, Serialize)]
+struct Breakdown {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    active_users: i64,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+    #[diesel(sql_type = BigInt)]
+    tokens: i64,
+    #[diesel(sql_type = Text)]
+    cost: String,
+}
+
+#[derive(QueryableByName)]
+struct WatermarkTime {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    updated_at: Option<DateTime<Utc>>,
+}
+
+pub fn run(
+    _ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    if opts.user_id.is_some() || opts.to.is_some_and(|to| Some(to) != opts.from) {
+        return Err(JobError::Invalid(
+            "stats: reports one day for every user; give at most --from DAY (no --to, no --user)"
+                .into(),
+        ));
+    }
+    let day = match opts.from {
+        Some(day) => day,
+        None => yesterday(now)?,
+    };
+    let totals: Totals = diesel::sql_query(
+        "SELECT count(DISTINCT user_id) AS active_users,
+                COALESCE(sum(events), 0)::bigint AS events,
+                COALESCE(sum(tokens), 0)::bigint AS tokens,
+                COALESCE(sum(cost), 0)::text AS cost
+           FROM token_usage_daily WHERE day = $1",
+    )
+    .bind::<Date, _>(day)
+    .get_result(conn)?;
+    let by_kind: Vec<Breakdown> = diesel::sql_query(
+        "SELECT kind AS name, count(DISTINCT user_id) AS active_users,
+                sum(events)::bigint AS events, sum(tokens)::bigint AS tokens, sum(cost)::text AS cost
+           FROM token_usage_daily WHERE day = $1
+          GROUP BY kind ORDER BY sum(events) DESC, kind",
+    )
+    .bind::<Date, _>(day)
+    .load(conn)?;
+    let top_models: Vec<Breakdown> = diesel::sql_query(
+        "SELECT model AS name, count(DISTINCT user_id) AS active_users,
+                sum(events)::bigint AS events, sum(tokens)::bigint AS tokens, sum(cost)::text AS cost
+           FROM token_usage_daily WHERE day = $1 AND model <> ''
+          GROUP BY model ORDER BY sum(tokens) DESC, model LIMIT $2",
+    )
+    .bind::<Date, _>(day)
+    .bind::<BigInt, _>(TOP_MODELS)
+    .load(conn)?;
+    let watermark: WatermarkTime =
+        diesel::sql_query("SELECT max(updated_at) AS updated_at FROM aggregation_watermark")
+            .get_result(conn)?;
+
+    tracing::info!(
+        job.name = "stats",
+        stats.day = %day,
+        stats.events = totals.events,
+        stats.active_users = totals.active_users,
+        stats.tokens = totals.tokens,
+        stats.cost = %totals.cost,
+        stats.by_kind = %by_kind.iter().map(|k| format!("{}={}", k.name, k.events)).collect::<Vec<_>>().join(","),
+        stats.top_models = %top_models.iter().map(|m| format!("{}={}", m.name, m.tokens)).collect::<Vec<_>>().join(","),
+        "daily statistics"
+    );
+    Ok(JobReport::new(
+        format!(
+            "{day}: {} event(s), {} active user(s), {} token(s), cost {}",
+            totals.events, totals.active_users, totals.tokens, totals.cost
+        ),
+        json!({
+            "day": day,
+            "totals": totals,
+            "by_kind": by_kind,
+            "top_models": top_models,
+            "aggregated_until": watermark.updated_at,
+        }),
+    ))
+}
+
+fn yesterday(now: DateTime<Utc>) -> Result<NaiveDate, JobError> {
+    now.date_naive()
+        .checked_sub_days(Days::new(1))
+        .ok_or_else(|| JobError::Invalid(format!("stats: no day before {now}")))
+}

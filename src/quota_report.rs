@@ -1,0 +1,258 @@
+//! `usage-worker --usage USER_ID [--json]`: one user's quota state as `quota_status()` returns
+//! it, as a table with a bar per limit or as JSON for scripts. Reset instants are shown in
+//! the user's own zone.
+
+use std::fmt::Write as _;
+
+use bigdecimal::{BigDecimal, ToPrimitive};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
+use serde_json::{Value, json};
+
+/// One row of `quota_status(user_id)`.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct QuotaRow {
+    #[diesel(sql_type = Text)]
+    pub metric: String,
+    #[diesel(sql_type = Text)]
+    pub period: String,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Numeric)]
+    pub used: BigDecimal,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub limit_value: Option<BigDecimal>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub remaining: Option<BigDecimal>,
+    #[diesel(sql_type = Bool)]
+    pub unlimited: bool,
+    #[diesel(sql_type = Bool)]
+    pub exceeded: bool,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub percent: Option<BigDecimal>,
+    #[diesel(sql_type = Timestamptz)]
+    pub period_start: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub period_end: DateTime<Utc>,
+}
+
+/// A user's quota state at one instant.
+#[derive(Debug, Clone)]
+pub struct QuotaReport {
+    pub user_id: i64,
+    /// The zone as stored in `users.timezone`.
+    pub timezone: String,
+    /// The zone the periods are computed in (UTC when the stored one is unknown).
+    pub zone: Tz,
+    pub plan: Option<String>,
+    pub at: DateTime<Utc>,
+    pub rows: Vec<QuotaRow>,
+}
+
+#[derive(QueryableByName)]
+struct UserInfo {
+    #[diesel(sql_type = Text)]
+    timezone: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    plan: Option<String>,
+}
+
+/// Reads the user's quota state; `None` when the user is not in `users`.
+pub fn load(
+    conn: &mut PgConnection,
+    user_id: i64,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<QuotaReport>> {
+    let user: Option<UserInfo> = diesel::sql_query(
+        "SELECT u.timezone, p.name AS plan FROM users u LEFT JOIN plans p ON p.id = u.plan_id
+          WHERE u.id = $1",
+    )
+    .bind::<BigInt, _>(user_id)
+    .get_result(conn)
+    .optional()?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let rows: Vec<QuotaRow> = diesel::sql_query("SELECT * FROM quota_status($1, $2)")
+        .bind::<BigInt, _>(user_id)
+        .bind::<Timestamptz, _>(at)
+        .load(conn)?;
+    Ok(Some(QuotaReport {
+        user_id,
+        zone: user.timezone.parse().unwrap_or(Tz::UTC),
+        timezone: user.timezone,
+        plan: user.plan,
+        at,
+        rows,
+    }))
+}
+
+const BAR_WIDTH: usize = 20;
+
+impl QuotaReport {
+    fn label(row: &QuotaRow) -> String {
+        if row.kind.is_empty() {
+            format!("{}/{}", row.metric, row.period)
+        } else {
+            format!("{}/{} [{}]", row.metric, row.period, row.kind)
+        }
+    }
+
+    fn resets(&self, row: &QuotaRow) -> String {
+        row.period_end
+            .with_timezone(&self.zone)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    }
+
+    /// The readable table: a bar per limit, usage and the reset instant in the user's zone.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let zone_note = if self.zone.name() == self.timezone {
+            self.timezone.clone()
+        } else {
+            format!("UTC (unknown time zone `{}`)", self.timezone)
+        };
+        let _ = writeln!(
+            out,
+            "user {}  plan {}  zone {}  at {}",
+            self.user_id,
+            self.plan.as_deref().unwrap_or("(none)"),
+            zone_note,
+            self.at
+                .with_timezone(&self.zone)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+        );
+        let width = self
+            .rows
+            .iter()
+            .map(|r| Self::label(r).chars().count())
+            .max()
+            .unwrap_or(0);
+        for row in &self.rows {
+            let label = Self::label(row);
+            let resets = format!("resets {} {}", self.resets(row), self.zone.name());
+            match &row.limit_value {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{label:<width$}  {:<w$}  {:>4}  {} used  {resets}",
+                        "unlimited",
+                        "",
+                        format_amount(&row.metric, &row.used),
+                        w = BAR_WIDTH,
+                    );
+                }
+                Some(limit) => {
+                    let percent = row.percent.as_ref().and_then(|p| p.to_f64()).unwrap_or(0.0);
+                    let _ = writeln!(
+                        out,
+                        "{label:<width$}  {}  {:>4}  {} / {}{}  {resets}",
+                        bar(percent),
+                        format!("{}%", percent.floor() as i64),
+                        format_amount(&row.metric, &row.used),
+                        format_amount(&row.metric, limit),
+                        if row.exceeded { "  EXCEEDED" } else { "" },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The same fields as `quota_status()`, plus the reset instant in the user's zone.
+    pub fn to_json(&self) -> Value {
+        let limits: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "metric": r.metric,
+                    "period": r.period,
+                    "kind": r.kind,
+                    "used": number(&r.used),
+                    "limit_value": r.limit_value.as_ref().map(number),
+                    "remaining": r.remaining.as_ref().map(number),
+                    "unlimited": r.unlimited,
+                    "exceeded": r.exceeded,
+                    "percent": r.percent.as_ref().map(number),
+                    "period_start": r.period_start,
+                    "period_end": r.period_end,
+                    "resets_local": r.period_end.with_timezone(&self.zone).to_rfc3339(),
+                })
+            })
+            .collect();
+        json!({
+            "user_id": self.user_id,
+            "timezone": self.timezone,
+            "zone_used": self.zone.name(),
+            "plan": self.plan,
+            "at": self.at,
+            "limits": limits,
+        })
+    }
+}
+
+fn bar(percent: f64) -> String {
+    let filled = ((percent / 100.0) * BAR_WIDTH as f64)
+        .round()
+        .clamp(0.0, BAR_WIDTH as f64) as usize;
+    format!("{}{}", "█".repeat(filled), "░".repeat(BAR_WIDTH - filled))
+}
+
+/// A JSON number: an integer when the value is whole, else a float.
+fn number(value: &BigDecimal) -> Value {
+    if value.is_integer()
+        && let Some(i) = value.to_i64()
+    {
+        return json!(i);
+    }
+    value.to_f64().map_or(Value::Null, |f| json!(f))
+}
+
+/// `71,234`, or `12.35` for cost.
+fn format_amount(metric: &str, value: &BigDecimal) -> String {
+    if metric == "cost" {
+        return value
+            .with_scale_round(2, bigdecimal::RoundingMode::HalfUp)
+            .to_string();
+    }
+    let digits = value.with_scale(0).to_string();
+    let (sign, digits) = digits
+        .strip_prefix('-')
+        .map_or(("", digits.as_str()), |d| ("-", d));
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}{grouped}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_grouped_by_thousands_and_cost_has_two_decimals() {
+        assert_eq!(format_amount("tokens", &BigDecimal::from(71234)), "71,234");
+        assert_eq!(format_amount("tokens", &BigDecimal::from(100)), "100");
+        assert_eq!(
+            format_amount("tokens", &BigDecimal::from(1000000)),
+            "1,000,000"
+        );
+        assert_eq!(format_amount("cost", &"12.345".parse().unwrap()), "12.35");
+    }
+
+    #[test]
+    fn bars_fill_in_proportion_and_stop_at_full() {
+        assert_eq!(bar(71.0).chars().filter(|&c| c == '█').count(), 14);
+        assert_eq!(bar(150.0), "█".repeat(BAR_WIDTH));
+        assert_eq!(bar(0.0), "░".repeat(BAR_WIDTH));
+    }
+}
