@@ -144,7 +144,13 @@ fn create_partition(conn: &mut PgConnection, month: NaiveDate, name: &str) -> Re
             .ok_or_else(|| JobError::Invalid(format!("month {month} is out of range")))?,
     );
     conn.transaction(|conn| {
-        conn.batch_execute("SET LOCAL lock_timeout = '10s'")?;
+        // Inserts routed to the default partition wait for this short transaction: one
+        // committed between the move and CREATE TABLE would make PostgreSQL refuse the
+        // partition ("default partition would be violated") and fail the run.
+        conn.batch_execute(
+            "SET LOCAL lock_timeout = '10s';
+             LOCK TABLE usage_events_default IN EXCLUSIVE MODE;",
+        )?;
         diesel::sql_query(
             "CREATE TEMP TABLE usage_events_moving ON COMMIT DROP AS
              WITH moved AS (
