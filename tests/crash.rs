@@ -168,3 +168,69 @@ fn aggregate_killed_mid_run_on_a_million_events_is_abandoned_and_the_rerun_conse
     let at_kill = killed_mid_run_then_rerun(1_000_000);
     eprintln!("killed after {at_kill} of 1000000 events");
 }
+
+/// A user whose zone PostgreSQL does not know: counted in UTC and named in the report, and
+/// the other users' days and periods are those of their own zones.
+#[test]
+fn a_user_in_zone_mars_olympus_is_counted_in_utc_and_reported_and_others_are_unaffected() {
+    let _serial = serial();
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO users (id, email, timezone) VALUES
+             (1, 'm@example.com', 'Mars/Olympus'), (2, 'b@example.com', 'Europe/Berlin');
+         -- 23:30 UTC on 9 November: the 9th in UTC, the 10th in Berlin.
+         INSERT INTO usage_events (user_id, kind, tokens, created_at)
+         SELECT u, 'ai_response', 10, '2026-11-09T23:30:00Z' FROM generate_series(1, 2) AS u;",
+    );
+    let out = support::binary()
+        .args([
+            "--run",
+            "aggregate,reset-daily,reset-monthly",
+            "--at",
+            "2026-11-10T12:00:00Z",
+        ])
+        .env("USAGE_WORKER__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM token_usage_daily WHERE user_id = 1 AND day = '2026-11-09' AND tokens = 10"),
+        1,
+        "the unknown zone is not counted in UTC"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM token_usage_daily WHERE user_id = 2 AND day = '2026-11-10' AND tokens = 10"),
+        1,
+        "Berlin's day is wrong"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM usage_periods WHERE user_id = 1 AND period = 'day'
+                   AND period_start = '2026-11-10T00:00:00Z' AND status = 'open'"
+        ),
+        1,
+        "the unknown zone's day period is not the UTC day"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM usage_periods WHERE user_id = 2 AND period = 'day'
+                   AND period_start = '2026-11-09T23:00:00Z' AND status = 'open'"
+        ),
+        1,
+        "Berlin's day period is wrong"
+    );
+    assert!(
+        stdout.contains("1 user(s) with an unknown time zone counted in UTC"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("unknown time zone")
+            && stderr.contains("user.id=1")
+            && stderr.contains("Mars/Olympus")
+            && !stderr.contains("user.id=2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("m@example.com") && !stderr.contains("b@example.com"));
+}
