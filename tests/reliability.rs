@@ -76,6 +76,13 @@ fn assert_no_secrets_in_logs(logs: &str) {
     }
 }
 
+#[test]
+#[should_panic(expected = "email address ada@example.com logged")]
+fn the_log_scanner_fails_on_a_full_address_and_accepts_a_masked_one() {
+    assert_no_secrets_in_logs("INFO quota alert sent mail.to=a***@example.com");
+    assert_no_secrets_in_logs("INFO quota alert sent mail.to=ada@example.com");
+}
+
 /// The binary with its database URL (with a password) and every job's schedule off.
 fn binary_for(url: &str) -> Command {
     let mut command = support::binary();
