@@ -83,6 +83,21 @@ fn the_log_scanner_fails_on_a_full_address_and_accepts_a_masked_one() {
     assert_no_secrets_in_logs("INFO quota alert sent mail.to=ada@example.com");
 }
 
+/// The one text column `t` of one row (empty when NULL).
+fn text(conn: &mut diesel::PgConnection, sql: &str) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        t: Option<String>,
+    }
+    use diesel::RunQueryDsl;
+    diesel::sql_query(sql)
+        .get_result::<T>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .t
+        .unwrap_or_default()
+}
+
 /// The binary with its database URL (with a password) and every job's schedule off.
 fn binary_for(url: &str) -> Command {
     let mut command = support::binary();
@@ -537,22 +552,18 @@ fn the_daemon_runs_every_job_under_the_least_privilege_role_of_the_runbook() {
     }
     use diesel::RunQueryDsl;
     let n: N = diesel::sql_query(&owned).get_result(&mut check).unwrap();
-    if n.n != 0 {
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        #[derive(diesel::QueryableByName, Debug)]
-        struct R {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            relname: String,
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            relkind: String,
-        }
-        let rows: Vec<R> = diesel::sql_query(format!(
-            "SELECT relname::text, relkind::text FROM pg_class WHERE relowner = '{worker}'::regrole"
-        ))
-        .load(&mut check)
-        .unwrap();
-        panic!("the worker role owns more than the event table: {rows:?}");
-    }
+    assert_eq!(
+        n.n,
+        0,
+        "the worker role owns more than the event table: {}",
+        text(
+            &mut check,
+            &format!(
+                "SELECT string_agg(relname || ' ' || relkind, ', ') AS t FROM pg_class
+                  WHERE relowner = '{worker}'::regrole"
+            )
+        )
+    );
     let n: N = diesel::sql_query(format!(
         "SELECT count(*) AS n FROM pg_proc WHERE proowner = '{worker}'::regrole"
     ))
@@ -628,22 +639,12 @@ fn two_daemons_every_job_every_second(seconds: u64) {
                                       GROUP BY 1, 2 HAVING count(*) > 1) AS t",
     );
     assert_eq!(doubled, 0, "a tick of a job ran more than once");
-    #[derive(diesel::QueryableByName, Debug)]
-    struct Bad {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        job: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        status: String,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        error: Option<String>,
-    }
-    use diesel::RunQueryDsl;
-    let bad: Vec<Bad> = diesel::sql_query(
-        "SELECT job, status, error FROM job_runs WHERE status IN ('failed', 'running', 'abandoned')",
-    )
-    .load(&mut db.conn())
-    .unwrap();
-    assert!(bad.is_empty(), "{bad:#?}");
+    let bad = text(
+        &mut db.conn(),
+        "SELECT string_agg(job || ' ' || status || ': ' || coalesce(error, ''), E'\\n') AS t
+           FROM job_runs WHERE status IN ('failed', 'running', 'abandoned')",
+    );
+    assert!(bad.is_empty(), "runs that did not succeed:\n{bad}");
     drop(logs);
     for kind in JobKind::ALL {
         let runs = db.count(&format!(
