@@ -124,6 +124,10 @@ fn killed_mid_run_then_rerun(events: i64) -> i64 {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("@example.com"),
+        "an email address was logged: {stderr}"
+    );
     assert_eq!(
         db.count(
             "SELECT count(*) AS n FROM job_runs WHERE job = 'aggregate' AND status = 'abandoned'"
