@@ -24,9 +24,9 @@ CREATE INDEX token_usage_daily_day_idx ON token_usage_daily (day);
 
 -- The zone the summary uses for `tz`: tz itself when PostgreSQL knows it, else 'UTC'.
 -- Called once per distinct zone of a batch, not per event (the exception block costs a
--- subtransaction).
+-- subtransaction). PARALLEL UNSAFE: a subtransaction cannot start inside a parallel worker.
 CREATE FUNCTION usage_timezone_or_utc(tz text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$
 BEGIN
     IF tz IS NULL OR tz = '' THEN
         RETURN 'UTC';

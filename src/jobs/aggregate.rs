@@ -163,8 +163,10 @@ fn aggregate_step(
             (_, Some(c)) => parse_xid(c)?,
         };
         if cut.first.is_some() {
+            // A batch's grouping and sorting fit in memory instead of spilling to disk.
             conn.batch_execute(
-                "DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
+                "SET LOCAL work_mem = '64MB';
+                 DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
             )?;
             let events = diesel::sql_query(BATCH_SQL)
                 .bind::<Text, _>(from.to_string())
