@@ -340,6 +340,12 @@ pub struct RetentionSettings {
     pub batch_size: u32,
     /// Longest wait for the brief exclusive lock a partition drop needs.
     pub lock_timeout: HumanDuration,
+    /// Months of the daily token summary kept.
+    pub token_usage_daily_months: u32,
+    /// Months of closed quota periods kept.
+    pub usage_periods_months: u32,
+    /// Months of delivered, failed or otherwise finished alerts kept.
+    pub quota_alerts_months: u32,
     pub job_runs_days: u32,
 }
 
@@ -349,6 +355,9 @@ impl Default for RetentionSettings {
             events_months: 24,
             batch_size: 10_000,
             lock_timeout: HumanDuration(Duration::from_secs(5)),
+            token_usage_daily_months: 24,
+            usage_periods_months: 24,
+            quota_alerts_months: 24,
             job_runs_days: 90,
         }
     }
@@ -648,6 +657,27 @@ impl Settings {
                 "retention.lock_timeout",
                 "must be longer than 0s; expected e.g. 5s",
             ));
+        }
+        for (key, months) in [
+            (
+                "retention.token_usage_daily_months",
+                retention.token_usage_daily_months,
+            ),
+            (
+                "retention.usage_periods_months",
+                retention.usage_periods_months,
+            ),
+            (
+                "retention.quota_alerts_months",
+                retention.quota_alerts_months,
+            ),
+        ] {
+            if months == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "0 would delete everything; expected a number of months, e.g. 24",
+                ));
+            }
         }
         if retention.job_runs_days == 0 {
             return Err(ConfigError::invalid(

@@ -264,3 +264,52 @@ fn inserts_issued_while_retention_runs_complete_within_a_short_lock_timeout() {
     assert_eq!(writer.join().unwrap(), 200);
     assert_eq!(count_before_cutoff(&db), 0);
 }
+
+#[test]
+fn summaries_closed_periods_and_finished_alerts_older_than_their_settings_go() {
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO users (id, email) VALUES (1, 'a@example.com');
+         INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens,
+                                        prompt_tokens, completion_tokens, messages, bytes, cost)
+         VALUES (1, '2025-01-14', 'ai_response', '', '', 1, 1, 0, 0, 0, 0, 0),
+                (1, '2025-01-15', 'ai_response', '', '', 1, 1, 0, 0, 0, 0, 0);
+         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason)
+         VALUES (1, 'day', '2025-01-13', '2025-01-14', 'closed', 'rollover'),
+                (1, 'day', '2025-01-15T12:00:00Z', '2025-01-16', 'closed', 'rollover'),
+                (1, 'month', '2024-12-01', '2025-01-01', 'open', NULL);
+         INSERT INTO usage_period_kind_totals (user_id, period, period_start, kind, requests)
+         VALUES (1, 'day', '2025-01-13', 'ai_response', 1);",
+    );
+    db.execute(
+        "INSERT INTO quota_alerts (user_id, metric, period, kind, period_start, period_end,
+                                   threshold, status, used_value, limit_value, decided_at,
+                                   next_attempt_at, message_id)
+         VALUES (1, 'tokens', 'month', '', '2024-12-01', '2025-01-01', 80, 'sent', 80, 100,
+                 '2024-12-20', '2024-12-20', 'm1@example.com'),
+                (1, 'tokens', 'month', '', '2024-12-01', '2025-01-01', 95, 'pending', 95, 100,
+                 '2024-12-21', '2024-12-21', NULL)",
+    );
+    let details = retention(&db, false);
+    assert_eq!(details["tables"]["token_usage_daily"]["rows_deleted"], 1);
+    assert_eq!(details["tables"]["usage_periods"]["rows_deleted"], 1);
+    assert_eq!(details["tables"]["quota_alerts"]["rows_deleted"], 1);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM token_usage_daily WHERE day = '2025-01-15'"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_periods"),
+        2,
+        "the younger closed period and the open one stay"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_period_kind_totals"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM quota_alerts WHERE status = 'pending'"),
+        1,
+        "an alert not yet delivered is never deleted"
+    );
+}

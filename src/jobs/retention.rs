@@ -326,11 +326,31 @@ fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteR
         cutoff,
         xid: None,
     };
-    vec![rule(
-        "job_runs",
-        "started_at < $1 AND status <> 'running'",
-        now - chrono::Duration::days(i64::from(settings.job_runs_days)),
-    )]
+    vec![
+        // `day` is a local date; a day is dropped once it lies wholly before the cutoff date.
+        rule(
+            "token_usage_daily",
+            "day < ($1 AT TIME ZONE 'UTC')::date",
+            cutoff(now, settings.token_usage_daily_months),
+        ),
+        // Closed periods only; their per-kind totals go with them (ON DELETE CASCADE).
+        rule(
+            "usage_periods",
+            "status = 'closed' AND period_end < $1",
+            cutoff(now, settings.usage_periods_months),
+        ),
+        // Alerts still waiting to be delivered are never deleted.
+        rule(
+            "quota_alerts",
+            "period_start < $1 AND status NOT IN ('pending', 'sending')",
+            cutoff(now, settings.quota_alerts_months),
+        ),
+        rule(
+            "job_runs",
+            "started_at < $1 AND status <> 'running'",
+            now - chrono::Duration::days(i64::from(settings.job_runs_days)),
+        ),
+    ]
 }
 
 fn count_where(conn: &mut PgConnection, rule: &DeleteRule) -> Result<i64, JobError> {
