@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
 
 use crate::config::Settings;
 use crate::db::{self, DbError};
@@ -42,17 +41,12 @@ pub fn start_cluster(settings: &Settings) -> Result<EmbeddedPg, DemoError> {
         Durability::Durable,
     )?;
     let mut admin = db::connect(&pg.url("postgres"))?;
-    #[derive(QueryableByName)]
-    struct Exists {
-        #[diesel(sql_type = Bool)]
-        exists: bool,
-    }
-    let exists: Exists =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+    let exists: db::Flag =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS value")
             .bind::<diesel::sql_types::Text, _>(DEMO_DATABASE)
             .get_result(&mut admin)
             .map_err(DbError::from)?;
-    if !exists.exists {
+    if !exists.value {
         admin
             .batch_execute(&format!("CREATE DATABASE {DEMO_DATABASE}"))
             .map_err(DbError::from)?;
@@ -62,12 +56,7 @@ pub fn start_cluster(settings: &Settings) -> Result<EmbeddedPg, DemoError> {
 
 /// Loads the demo data set when the database has no users yet. Returns whether it loaded.
 pub fn load_demo_data(conn: &mut PgConnection) -> Result<bool, DbError> {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let users: Count = diesel::sql_query("SELECT count(*) AS n FROM users").get_result(conn)?;
+    let users: db::Count = diesel::sql_query("SELECT count(*) AS n FROM users").get_result(conn)?;
     if users.n > 0 {
         return Ok(false);
     }

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
-use crate::db::ADVISORY_LOCK_CLASS;
+use crate::db::{ADVISORY_LOCK_CLASS, Flag};
 use crate::jobs::JobKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,12 +73,6 @@ impl Identity {
             pid: std::process::id() as i32,
         }
     }
-}
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    value: bool,
 }
 
 #[derive(QueryableByName)]

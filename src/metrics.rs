@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Text};
+use diesel::sql_types::{Array, BigInt, Double, Text};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -225,12 +225,6 @@ struct LastSuccess {
 }
 
 #[derive(QueryableByName)]
-struct Exists {
-    #[diesel(sql_type = Bool)]
-    exists: bool,
-}
-
-#[derive(QueryableByName)]
 struct StatusCount {
     #[diesel(sql_type = Text)]
     status: String,
@@ -269,10 +263,10 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
         .collect();
 
         let has_alerts = diesel::sql_query(
-            "SELECT to_regclass('quota_alerts') IS NOT NULL AS exists",
+            "SELECT to_regclass('quota_alerts') IS NOT NULL AS value",
         )
-        .get_result::<Exists>(conn)?
-        .exists;
+        .get_result::<crate::db::Flag>(conn)?
+        .value;
         let alerts = if has_alerts {
             Some(
                 diesel::sql_query(

@@ -21,6 +21,20 @@ pub const ADVISORY_LOCK_CLASS: i32 = 0x5557;
 /// Second half of the key held while migrations run.
 pub const MIGRATION_LOCK_ID: i32 = 0;
 
+/// A query result of one `bigint` column named `n` (`SELECT count(*) AS n …`).
+#[derive(QueryableByName, Debug)]
+pub struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+/// A query result of one boolean column named `value` (`SELECT EXISTS (…) AS value`).
+#[derive(QueryableByName, Debug)]
+pub struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub value: bool,
+}
+
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
 

@@ -79,12 +79,6 @@ struct ZoneProblem {
     missing: bool,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 fn parse_xid(text: &str) -> Result<u64, JobError> {
     text.parse().map_err(|_| {
         JobError::Invalid(format!(
@@ -297,7 +291,7 @@ fn aggregate_new_events(
 fn pending_events(conn: &mut PgConnection) -> Result<JobReport, JobError> {
     let from = lock_watermark(conn)?;
     let horizon = snapshot_xmin(conn)?;
-    let pending: Count = diesel::sql_query(
+    let pending: crate::db::Count = diesel::sql_query(
         "SELECT count(*) AS n FROM usage_events
           WHERE recorded_xid >= $1::xid8 AND recorded_xid < $2::xid8",
     )

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 use crate::config::RetentionSettings;
+use crate::db::{Count, Flag};
 
 #[derive(QueryableByName, Debug)]
 struct PartitionBound {
@@ -24,12 +25,6 @@ struct PartitionBound {
     bound: String,
     #[diesel(sql_type = BigInt)]
     bytes: i64,
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 /// A partition of `usage_events` with its range; `None` bounds for the default partition.
@@ -122,17 +117,12 @@ fn count_in(
 }
 
 fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
-    #[derive(QueryableByName)]
-    struct Exists {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        found: bool,
-    }
-    let row: Exists = diesel::sql_query(format!(
-        "SELECT COALESCE((SELECT max(recorded_xid) FROM {table}) >= $1::xid8, false) AS found"
+    let row: Flag = diesel::sql_query(format!(
+        "SELECT COALESCE((SELECT max(recorded_xid) FROM {table}) >= $1::xid8, false) AS value"
     ))
     .bind::<Text, _>(xid)
     .get_result(conn)?;
-    Ok(row.found)
+    Ok(row.value)
 }
 
 /// What happened (or would happen) to `usage_events`.

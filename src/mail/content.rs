@@ -62,7 +62,15 @@ pub fn alert_content(
         used: format_amount(&facts.metric, &facts.used),
         limit: format_amount(&facts.metric, &facts.limit),
         remaining: format_amount(&facts.metric, &remaining),
-        resets_at: format!("{} ({tz_name})", local.format("%A %-d %B %Y, %H:%M %Z")),
+        resets_at: {
+            let at = local.format("%A %-d %B %Y, %H:%M %Z").to_string();
+            // "… 00:00 UTC (UTC)" says the zone twice; name it once when they agree.
+            if at.ends_with(&format!(" {tz_name}")) {
+                at
+            } else {
+                format!("{at} ({tz_name})")
+            }
+        },
         timezone: tz_name,
         upgrade_url: upgrade_url.map(str::to_string),
         preferences_url: preferences_url.map(str::to_string),
@@ -176,7 +184,7 @@ mod tests {
         facts.timezone = "Mars/Olympus".into();
         assert_eq!(
             alert_content(&facts, None, None).resets_at,
-            "Monday 23 November 2026, 18:30 UTC (UTC)"
+            "Monday 23 November 2026, 18:30 UTC"
         );
     }
 }
