@@ -55,7 +55,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// libpq connection URL. A password in it is redacted wherever it is shown.
@@ -69,6 +69,20 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     pub connect_timeout: HumanDuration,
     pub migrate_on_start: bool,
+}
+
+/// Debug output shows the URL with its password redacted, like `--check-config` does.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
 }
 
 impl Default for DatabaseSettings {

@@ -46,3 +46,35 @@ fn the_example_config_is_valid_and_states_the_default_schedules() {
         assert_eq!(plan.timeout, kind.defaults().timeout);
     }
 }
+
+#[test]
+fn every_test_named_in_reliability_md_exists() {
+    let doc = read("docs/RELIABILITY.md");
+    let mut sources = String::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            sources.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let mut named = 0;
+    for quoted in doc.split('`').skip(1).step_by(2) {
+        // `file.rs: test_name` or a bare `test_name`; abbreviated names (…) are skipped.
+        let name = quoted.rsplit(": ").next().unwrap_or(quoted);
+        let is_test_name = name.matches('_').count() >= 3
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if is_test_name {
+            named += 1;
+            assert!(
+                sources.contains(&format!("fn {name}(")),
+                "docs/RELIABILITY.md names {name}, which is no function in tests/"
+            );
+        }
+    }
+    assert!(
+        named >= 30,
+        "only {named} tests named in docs/RELIABILITY.md"
+    );
+}

@@ -108,3 +108,46 @@ fn rows_in_the_default_partition_move_into_their_month_keeping_their_transaction
         after.iter().map(|x| &x.x).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn an_insert_into_the_default_partition_racing_the_job_waits_and_lands_in_the_new_partition() {
+    use diesel::connection::SimpleConnection;
+    let db = TestDb::new();
+    let ctx = db.ctx();
+    // A writer's transaction has put an event of January (the first month the job creates)
+    // into the default partition, not yet committed.
+    let mut writer = db.conn();
+    writer
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO usage_events (user_id, kind, tokens, created_at)
+             VALUES (1, 'ai_response', 7, '2027-01-20T00:00:00Z');",
+        )
+        .unwrap();
+    let job = std::thread::spawn(move || {
+        JobKind::Partitions.run(
+            &ctx,
+            &mut db_conn(&ctx),
+            at("2027-01-15T00:00:00Z"),
+            &RunOpts::default(),
+        )
+    });
+    // Let the job reach January's partition (it waits for the writer), then commit.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    writer.batch_execute("COMMIT").unwrap();
+
+    let report = job.join().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_events_2027_01 WHERE tokens = 7"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_events_default"),
+        0
+    );
+}
+
+fn db_conn(ctx: &usage_worker::jobs::Ctx) -> PgConnection {
+    usage_worker::db::connect(&ctx.connection_url).unwrap()
+}

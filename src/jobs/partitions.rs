@@ -144,7 +144,16 @@ fn create_partition(conn: &mut PgConnection, month: NaiveDate, name: &str) -> Re
             .ok_or_else(|| JobError::Invalid(format!("month {month} is out of range")))?,
     );
     conn.transaction(|conn| {
-        conn.batch_execute("SET LOCAL lock_timeout = '10s'")?;
+        // Inserts wait for this short transaction: one routed to the default partition and
+        // committed between the move and CREATE TABLE would make PostgreSQL refuse the
+        // partition ("default partition would be violated") and fail the run. The parent is
+        // locked before the default partition, in the order an INSERT takes them, so the two
+        // cannot deadlock.
+        conn.batch_execute(
+            "SET LOCAL lock_timeout = '10s';
+             LOCK TABLE ONLY usage_events IN SHARE ROW EXCLUSIVE MODE;
+             LOCK TABLE usage_events_default IN SHARE ROW EXCLUSIVE MODE;",
+        )?;
         diesel::sql_query(
             "CREATE TEMP TABLE usage_events_moving ON COMMIT DROP AS
              WITH moved AS (
