@@ -11,6 +11,8 @@
 //! `cargo bench --bench aggregate`. AGGREGATE_BENCH_SCALE (default 1) multiplies every event
 //! count, for machines that cannot hold 10 million events.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,13 +45,12 @@ fn main() {
     let small = (1_000_000.0 * scale) as i64;
     let large = (10_000_000.0 * scale) as i64;
 
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Throwaway)
-        .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
-    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    let mut cluster = common::BenchCluster::start(Durability::Throwaway);
+    let pg = &cluster.pg;
+    let admin = &mut cluster.admin;
 
     // The 1M database: lower bound, aggregate from empty, then an incremental run.
-    let (ctx, mut conn) = database(&pg, &mut admin, "bench_small", small);
+    let (ctx, mut conn) = database(pg, admin, "bench_small", small);
     let raw_seconds = timed(|| {
         conn.batch_execute(RAW_LOWER_BOUND)
             .expect("raw lower bound");
@@ -75,7 +76,7 @@ fn main() {
         .expect("drop database");
 
     // The 10M database: the backfill, then an incremental run on top of it.
-    let (ctx, mut conn) = database(&pg, &mut admin, "bench_large", large);
+    let (ctx, mut conn) = database(pg, admin, "bench_large", large);
     let (seconds, transactions) = run_aggregate(&ctx, &mut conn);
     println!(
         "{}",

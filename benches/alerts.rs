@@ -13,6 +13,8 @@
 #[path = "../tests/support/smtp.rs"]
 mod smtp;
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use diesel::sql_types::{BigInt, Bool, Numeric, Text, Timestamptz};
 use serde_json::json;
 use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
 use usage_worker::db;
-use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts, alerts};
 
 const MONTH_START: &str = "2026-11-01T00:00:00Z";
@@ -42,13 +44,9 @@ fn main() {
     let users = env_number("USERS", 100_000);
     let events_per_user = env_number("EVENTS_PER_USER", 10);
     let naive_users = env_number("NAIVE_USERS", 10_000).min(users);
-    let dir = tempfile::Builder::new()
-        .prefix("uw-bench-alerts-")
-        .tempdir()
-        .expect("temp dir");
-    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Throwaway)
-        .expect("start PostgreSQL");
-    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    let mut cluster = common::BenchCluster::start(Durability::Throwaway);
+    let pg = &cluster.pg;
+    let admin = &mut cluster.admin;
     admin
         .batch_execute("CREATE DATABASE bench")
         .expect("create db");

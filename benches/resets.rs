@@ -10,6 +10,8 @@
 //! `cargo bench --bench resets` (USERS=20000 for a quick look; SCENARIO=rollover or status for
 //! one of the two).
 
+mod common;
+
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +19,6 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 use serde_json::json;
-use usage_worker::config::Settings;
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
@@ -31,23 +32,19 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let dir = tempfile::Builder::new()
-        .prefix("uw-bench-")
-        .tempdir()
-        .expect("temp dir");
-    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Throwaway)
-        .expect("start PostgreSQL");
-    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    let mut cluster = common::BenchCluster::start(Durability::Throwaway);
+    let pg = &cluster.pg;
+    let admin = &mut cluster.admin;
     admin
         .batch_execute("CREATE DATABASE bench_job")
         .expect("create db");
 
     let only = std::env::var("SCENARIO").unwrap_or_default();
     if only.is_empty() || only == "rollover" {
-        rollover(&pg, &mut admin, users);
+        rollover(pg, admin, users);
     }
     if only.is_empty() || only == "status" {
-        status_latency(&pg, &mut admin, users);
+        status_latency(pg, admin, users);
     }
 }
 
@@ -93,7 +90,7 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
         .expect("copy database");
 
     let ctx = Ctx::new(
-        std::sync::Arc::new(bench_settings(&pg.url("bench_job"))),
+        std::sync::Arc::new(common::bench_settings(&pg.url("bench_job"))),
         pg.url("bench_job"),
     );
     let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
@@ -273,12 +270,6 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-fn bench_settings(url: &str) -> Settings {
-    let mut settings = Settings::default();
-    settings.database.url = url.to_string();
-    settings
 }
 
 fn round(x: f64) -> f64 {

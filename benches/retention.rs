@@ -5,6 +5,8 @@
 //! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000 by default; set it lower for a
 //! quick look).
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +15,8 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use serde_json::json;
-use usage_worker::config::Settings;
 use usage_worker::db;
-use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
 const MONTHS: i64 = 27;
@@ -25,14 +26,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000);
-    let dir = tempfile::Builder::new()
-        .prefix("uw-bench-")
-        .tempdir()
-        .expect("temp dir");
     // Production-like durability: WAL and fsync are part of what a mass DELETE costs.
-    let pg = EmbeddedPg::start(&dir.path().join("pg"), None, Durability::Durable)
-        .expect("start PostgreSQL");
-    let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+    let mut cluster = common::BenchCluster::start(Durability::Durable);
+    let pg = &cluster.pg;
+    let admin = &mut cluster.admin;
     admin
         .batch_execute("CREATE DATABASE bench_a")
         .expect("create db");
@@ -44,7 +41,7 @@ fn main() {
     let mut a = db::connect(&pg.url("bench_a")).expect("connect a");
     db::run_migrations(&mut a).expect("migrate");
     let load = Instant::now();
-    let settings = Arc::new(bench_settings(&pg.url("bench_a")));
+    let settings = Arc::new(common::bench_settings(&pg.url("bench_a")));
     let ctx = Ctx::new(settings.clone(), pg.url("bench_a"));
     JobKind::Partitions
         .run(&ctx, &mut a, now, &RunOpts::default())
@@ -150,12 +147,6 @@ fn main() {
             "target": ">= 100",
         })
     );
-}
-
-fn bench_settings(url: &str) -> Settings {
-    let mut settings = Settings::default();
-    settings.database.url = url.to_string();
-    settings
 }
 
 /// Times `work` while another connection inserts a row every 10 ms; returns the work's

@@ -1,0 +1,39 @@
+//! What every benchmark starts with: a private PostgreSQL cluster in a temporary directory
+//! and an admin connection to it.
+#![allow(dead_code)]
+
+use diesel::pg::PgConnection;
+use usage_worker::config::Settings;
+use usage_worker::db;
+use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+
+/// Fields drop in order: the connection closes, the cluster stops, the directory goes.
+pub struct BenchCluster {
+    pub admin: PgConnection,
+    pub pg: EmbeddedPg,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchCluster {
+    pub fn start(durability: Durability) -> BenchCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("uw-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let pg = EmbeddedPg::start(&dir.path().join("pg"), None, durability)
+            .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
+        let admin = db::connect(&pg.url("postgres")).expect("connect");
+        BenchCluster {
+            admin,
+            pg,
+            _dir: dir,
+        }
+    }
+}
+
+/// Default settings pointing at `url`.
+pub fn bench_settings(url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = url.to_string();
+    settings
+}
