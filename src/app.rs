@@ -1,20 +1,23 @@
 //! What the binary does for each set of flags. `main.rs` only maps the result to an exit code.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::cli::Cli;
-use crate::config::{ConfigError, Settings, redact_url};
+use crate::config::{ConfigError, MailTransportKind, Settings, default_demo_dir};
 use crate::db::{self, DbError};
 use crate::demo::{self, DemoError};
 use crate::embedded_pg::EmbeddedPg;
 use crate::export::{ExportError, write_daily_csv};
 use crate::jobs::{Ctx, JobKind, RunOpts};
 use crate::ledger::{self, Identity, Trigger};
+use crate::mail::templates::Templates;
 use crate::quota_report;
+use crate::redact::redact_url;
 use crate::scheduler::{self, DaemonError, RunOutcome, RunRequest};
 
 /// Exit codes (sysexits.h where one fits).
@@ -57,7 +60,7 @@ impl AppError {
 
 /// Runs the command line: loads settings, sets up logging and the database, dispatches.
 pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
-    let mut settings = Settings::load(cli.config.as_deref())?;
+    let mut settings = load_settings(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
 
     if cli.check_config {
@@ -68,25 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
 
     // The demo cluster lives as long as this value; dropping it stops the server.
     let _cluster: Option<EmbeddedPg> = if cli.demo {
-        let cluster = demo::start_cluster(&settings)?;
-        settings.database.url = cluster.url(demo::DEMO_DATABASE);
-        settings.database.password = None;
-        settings.database.password_file = None;
-        if settings.mail.transport.is_none() {
-            let dir = settings
-                .mail
-                .file
-                .dir
-                .get_or_insert_with(|| demo::default_demo_dir().join("mail"));
-            eprintln!("demo: alert emails are written to {}", dir.display());
-            settings.mail.transport = Some(crate::config::MailTransportKind::File);
-        }
-        eprintln!(
-            "demo: private PostgreSQL in {} (database {})",
-            cluster.data_dir().display(),
-            demo::DEMO_DATABASE
-        );
-        Some(cluster)
+        Some(start_demo(&mut settings)?)
     } else {
         None
     };
@@ -115,18 +100,59 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
             eprintln!("demo: loaded plans, 1,000 users and 30 days of events");
         }
     }
+    dispatch(&cli, ctx, &runtime)
+}
 
+/// Loads the configuration and makes the start-up checks that need more than `config`: the
+/// alert templates (built in, or from `mail.templates_dir`) must load and render.
+pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_settings_with_env(path, std::env::vars())
+}
+
+/// As [`load_settings`], with the environment given explicitly (tests).
+pub fn load_settings_with_env(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let settings = Settings::load_with_env(path, env)?;
+    Templates::load(settings.mail.templates_dir.as_deref())
+        .and_then(|t| t.render_sample())
+        .map_err(|e| ConfigError::invalid("mail.templates_dir", e.to_string()))?;
+    Ok(settings)
+}
+
+/// Starts the private cluster and points the settings at it; without a configured mail
+/// transport, alert emails are written to files in the demo directory.
+fn start_demo(settings: &mut Settings) -> Result<EmbeddedPg, AppError> {
+    let cluster = demo::start_cluster(settings)?;
+    settings.database.url = cluster.url(demo::DEMO_DATABASE);
+    settings.database.password = None;
+    settings.database.password_file = None;
+    if settings.mail.transport.is_none() {
+        let dir = settings
+            .mail
+            .file
+            .dir
+            .get_or_insert_with(|| default_demo_dir().join("mail"));
+        eprintln!("demo: alert emails are written to {}", dir.display());
+        settings.mail.transport = Some(MailTransportKind::File);
+    }
+    eprintln!(
+        "demo: private PostgreSQL in {} (database {})",
+        cluster.data_dir().display(),
+        demo::DEMO_DATABASE
+    );
+    Ok(cluster)
+}
+
+/// The one action the flags ask for; without one, the daemon.
+fn dispatch(
+    cli: &Cli,
+    ctx: Arc<Ctx>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ExitCode, AppError> {
     if cli.migrate {
-        let mut conn = db::connect(&ctx.connection_url)?;
-        let applied = db::run_migrations(&mut conn)?;
-        if applied.is_empty() {
-            println!("schema is up to date");
-        } else {
-            for version in applied {
-                println!("applied {version}");
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return migrate(&ctx);
     }
     if cli.list_jobs {
         return list_jobs(&ctx);
@@ -138,12 +164,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         return usage(&ctx, user_id, cli.json);
     }
     if cli.export_csv {
-        return export_csv(&ctx, &cli);
+        return export_csv(&ctx, cli);
     }
     if let Some(kinds) = &cli.run {
-        return runtime.block_on(run_jobs(ctx, &kinds.0, &cli));
+        return runtime.block_on(run_jobs(ctx, &kinds.0, cli));
     }
     runtime.block_on(crate::service::run(ctx, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
+    let mut conn = db::connect(&ctx.connection_url)?;
+    let applied = db::run_migrations(&mut conn)?;
+    if applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        for version in applied {
+            println!("applied {version}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

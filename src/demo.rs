@@ -1,12 +1,10 @@
 //! `--demo`: a private PostgreSQL cluster with a deterministic demo data set.
 
-use std::path::PathBuf;
-
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use crate::config::Settings;
+use crate::config::{Settings, default_demo_dir};
 use crate::db::{self, DbError};
 use crate::embedded_pg::{Durability, EmbeddedError, EmbeddedPg};
 
@@ -19,13 +17,6 @@ pub enum DemoError {
     Embedded(#[from] EmbeddedError),
     #[error(transparent)]
     Db(#[from] DbError),
-}
-
-/// Where the demo keeps its state when `embedded.data_dir` is not set.
-pub fn default_demo_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    std::env::temp_dir().join(format!("usage-worker-demo-{uid}"))
 }
 
 /// Starts (or reuses) the demo cluster and makes sure its database exists.

@@ -109,17 +109,6 @@ where
     }
 }
 
-/// Masks an email address for logs: `alice@example.com` → `a***@example.com`.
-pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,11 +126,5 @@ mod tests {
     fn a_malformed_journal_stream_is_not_the_journal() {
         assert!(!stream_matches_stderr("not-a-stream"));
         assert!(!stream_matches_stderr("1:x"));
-    }
-
-    #[test]
-    fn masked_email_keeps_only_the_first_letter_and_the_domain() {
-        assert_eq!(mask_email("alice@example.com"), "a***@example.com");
-        assert_eq!(mask_email("not-an-address"), "***");
     }
 }

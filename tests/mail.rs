@@ -126,7 +126,7 @@ fn load(toml: &str) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, toml).unwrap();
-    Settings::load_with_env(Some(&path), Vec::new())
+    usage_worker::app::load_settings_with_env(Some(&path), Vec::new())
 }
 
 fn invalid_key(result: Result<Settings, ConfigError>) -> String {

@@ -11,7 +11,8 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
-use crate::config::{Settings, redact_url};
+use crate::config::Settings;
+use crate::redact::redact_url;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

@@ -17,10 +17,10 @@ use diesel::sql_types::{
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
-use crate::logging::mask_email;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
+use crate::redact::mask_email;
 
 const CANDIDATES_SQL: &str = include_str!("sql/alerts_candidates.sql");
 const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
@@ -129,7 +129,7 @@ fn thresholds(ctx: &Ctx) -> Vec<i32> {
         .alerts
         .thresholds
         .iter()
-        .map(|t| i32::try_from(*t).unwrap_or(100))
+        .map(|t| i32::from(t.get()))
         .collect()
 }
 

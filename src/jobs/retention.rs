@@ -142,7 +142,7 @@ pub fn run(
 ) -> Result<JobReport, JobError> {
     let settings = &ctx.settings.retention;
     let started = std::time::Instant::now();
-    let event_cutoff = cutoff(now, settings.events_months);
+    let event_cutoff = cutoff(now, settings.events_months.get());
     let events = retire_events(conn, settings, event_cutoff, opts)?;
 
     let mut tables = serde_json::Map::new();
@@ -321,24 +321,24 @@ fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteR
         rule(
             "token_usage_daily",
             "day < ($1 AT TIME ZONE 'UTC')::date",
-            cutoff(now, settings.token_usage_daily_months),
+            cutoff(now, settings.token_usage_daily_months.get()),
         ),
         // Closed periods only; their per-kind totals go with them (ON DELETE CASCADE).
         rule(
             "usage_periods",
             "status = 'closed' AND period_end < $1",
-            cutoff(now, settings.usage_periods_months),
+            cutoff(now, settings.usage_periods_months.get()),
         ),
         // Alerts still waiting to be delivered are never deleted.
         rule(
             "quota_alerts",
             "period_start < $1 AND status NOT IN ('pending', 'sending')",
-            cutoff(now, settings.quota_alerts_months),
+            cutoff(now, settings.quota_alerts_months.get()),
         ),
         rule(
             "job_runs",
             "started_at < $1 AND status <> 'running'",
-            now - chrono::Duration::days(i64::from(settings.job_runs_days)),
+            now - chrono::Duration::days(i64::from(settings.job_runs_days.get())),
         ),
     ]
 }

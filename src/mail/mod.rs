@@ -88,7 +88,7 @@ impl SendError {
 pub struct OutgoingEmail {
     /// The Message-ID without angle brackets; the same for every attempt of one alert.
     pub message_id: String,
-    /// The recipient's address (log it only through `logging::mask_email`).
+    /// The recipient's address (log it only through `redact::mask_email`).
     pub to: String,
     pub subject: String,
     pub message: Message,
@@ -107,13 +107,11 @@ pub trait Mailer: Send + Sync {
 pub fn from_settings(settings: &MailSettings) -> Arc<dyn Mailer> {
     match settings.transport_kind() {
         MailTransportKind::Smtp => Arc::new(SmtpMailer::new(settings.smtp.clone())),
-        MailTransportKind::File => Arc::new(FileMailer::new(
-            settings
-                .file
-                .dir
-                .clone()
-                .unwrap_or_else(|| crate::demo::default_demo_dir().join("mail")),
-        )),
+        MailTransportKind::File => {
+            Arc::new(FileMailer::new(settings.file.dir.clone().unwrap_or_else(
+                || crate::config::default_demo_dir().join("mail"),
+            )))
+        }
         MailTransportKind::Log => Arc::new(LogMailer),
     }
 }

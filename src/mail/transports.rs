@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::{ErrorClass, Mailer, OutgoingEmail, SendError};
-use crate::logging::mask_email;
+use crate::redact::mask_email;
 
 /// Writes each message to `<dir>/<message-id>.eml`, readable by any mail client. A message
 /// sent again (after a crash) replaces its own file instead of adding one.

@@ -1,0 +1,36 @@
+//! `[aggregate]`: how much aggregation does per transaction.
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateSettings {
+    /// Most events added to the summary per transaction; a backlog takes several. One
+    /// inserting transaction's events are never split, so a batch may exceed this.
+    pub batch_events: i64,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            batch_events: 200_000,
+        }
+    }
+}
+
+impl AggregateSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000_000).contains(&self.batch_events) {
+            return Err(ConfigError::invalid(
+                "aggregate.batch_events",
+                format!(
+                    "got {}, expected 1 to 10000000 events per transaction",
+                    self.batch_events
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

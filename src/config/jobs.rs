@@ -1,0 +1,119 @@
+//! `[jobs.<job>]` and `[scheduler]`: when each job runs, how long it may take, and how the
+//! daemon catches up and shuts down.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, HumanDuration, Settings};
+use crate::job_kind::JobKind;
+use crate::schedule::Schedule;
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Cron string (5 fields, or 6 with seconds), UTC. Empty disables the job.
+    pub schedule: Option<String>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    pub catch_up_horizon: HumanDuration,
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            catch_up_horizon: HumanDuration(Duration::from_secs(7 * 86_400)),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl SchedulerSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.shutdown_grace.is_zero() {
+            return Err(ConfigError::invalid(
+                "scheduler.shutdown_grace",
+                "must be longer than 0s; expected e.g. 30s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job's settings after validation.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub kind: JobKind,
+    /// `None` = disabled (empty schedule string).
+    pub schedule: Option<Schedule>,
+    pub timeout: Duration,
+}
+
+/// Every `[jobs.<key>]` must name a job.
+pub(super) fn validate_job_keys(jobs: &BTreeMap<String, JobSettings>) -> Result<(), ConfigError> {
+    match jobs
+        .keys()
+        .find(|name| JobKind::from_config_key(name).is_none())
+    {
+        Some(name) => Err(ConfigError::invalid(
+            format!("jobs.{name}"),
+            format!(
+                "unknown job; expected one of: {}",
+                JobKind::ALL
+                    .iter()
+                    .map(|k| k.config_key())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Settings {
+    /// Every job with its effective schedule and timeout, validated.
+    pub fn job_plans(&self) -> Result<Vec<JobPlan>, ConfigError> {
+        JobKind::ALL
+            .iter()
+            .map(|&kind| self.plan_for(kind))
+            .collect()
+    }
+
+    pub fn job_plan(&self, kind: JobKind) -> Result<JobPlan, ConfigError> {
+        self.plan_for(kind)
+    }
+
+    fn plan_for(&self, kind: JobKind) -> Result<JobPlan, ConfigError> {
+        let defaults = kind.defaults();
+        let entry = self.jobs.get(kind.config_key());
+        let text = entry
+            .and_then(|j| j.schedule.clone())
+            .unwrap_or_else(|| defaults.schedule.to_string());
+        let schedule = if text.trim().is_empty() {
+            None
+        } else {
+            let key = format!("jobs.{}.schedule", kind.config_key());
+            Some(Schedule::parse(&text).map_err(|message| ConfigError::invalid(key, message))?)
+        };
+        let timeout = entry
+            .and_then(|j| j.timeout)
+            .map_or(defaults.timeout, |d| d.0);
+        if timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("jobs.{}.timeout", kind.config_key()),
+                "must be longer than 0s; expected e.g. 10m",
+            ));
+        }
+        Ok(JobPlan {
+            kind,
+            schedule,
+            timeout,
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! In-process checks of loading and validation: each bad value is refused naming its key.
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Settings from the environment alone, with a database URL (as the binary's tests give).
+fn load_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let mut vars = env(&[(
+        "USAGE_WORKER__DATABASE__URL",
+        "postgres://worker@127.0.0.1/app",
+    )]);
+    vars.extend(env(pairs));
+    Settings::load_with_env(None, vars)
+}
+
+fn load_toml(text: &str) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    Settings::load_with_env(Some(&path), Vec::new())
+}
+
+/// The key a refused configuration names; anything else (what the binary would not exit 78
+/// for with a named key) fails the test.
+fn refused_key(result: Result<Settings, ConfigError>) -> String {
+    match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected a refused key, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wrong_type_or_value_in_any_section_is_refused_naming_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("DATABASE__POOL_SIZE", "0", "database.pool_size"),
+        ("DATABASE__POOL_SIZE", "-3", "database.pool_size"),
+        ("DATABASE__POOL_SIZE", "many", "database.pool_size"),
+        (
+            "DATABASE__CONNECT_TIMEOUT",
+            "soon",
+            "database.connect_timeout",
+        ),
+        (
+            "DATABASE__MIGRATE_ON_START",
+            "perhaps",
+            "database.migrate_on_start",
+        ),
+        (
+            "JOBS__ALERTS__SCHEDULE",
+            "every day",
+            "jobs.alerts.schedule",
+        ),
+        ("JOBS__RETENTION__TIMEOUT", "-1h", "jobs.retention.timeout"),
+        ("JOBS__RETENTION__TIMEOUT", "0s", "jobs.retention.timeout"),
+        (
+            "SCHEDULER__CATCH_UP_HORIZON",
+            "a week",
+            "scheduler.catch_up_horizon",
+        ),
+        (
+            "SCHEDULER__SHUTDOWN_GRACE",
+            "30 fortnights",
+            "scheduler.shutdown_grace",
+        ),
+        ("LOG__LEVEL", "usage_worker=loudest", "log.level"),
+        ("LOG__FORMAT", "xml", "log.format"),
+        (
+            "PARTITIONS__MONTHS_AHEAD",
+            "many",
+            "partitions.months_ahead",
+        ),
+        ("PARTITIONS__MONTHS_AHEAD", "121", "partitions.months_ahead"),
+        ("RETENTION__EVENTS_MONTHS", "0", "retention.events_months"),
+        ("RETENTION__JOB_RUNS_DAYS", "0", "retention.job_runs_days"),
+        ("RETENTION__BATCH_SIZE", "0", "retention.batch_size"),
+        (
+            "RETENTION__LOCK_TIMEOUT",
+            "5 parsecs",
+            "retention.lock_timeout",
+        ),
+        ("AGGREGATE__BATCH_EVENTS", "0", "aggregate.batch_events"),
+        ("METRICS__LISTEN", "not a socket", "metrics.listen"),
+        ("MAIL__TRANSPORT", "pigeon", "mail.transport"),
+        ("MAIL__FROM", "nobody at all", "mail.from"),
+        (
+            "MAIL__UPGRADE_URL",
+            "example.com/billing",
+            "mail.upgrade_url",
+        ),
+        ("MAIL__SMTP__PORT", "70000", "mail.smtp.port"),
+        ("MAIL__SMTP__TLS", "maybe", "mail.smtp.tls"),
+        ("MAIL__SMTP__POOL_SIZE", "0", "mail.smtp.pool_size"),
+        ("ALERTS__THRESHOLDS", "[80, 180]", "alerts.thresholds"),
+        ("ALERTS__MAX_ATTEMPTS", "0", "alerts.max_attempts"),
+        ("ALERTS__BACKOFF_BASE", "fast", "alerts.backoff_base"),
+        ("ALERTS__BACKOFF_MAX", "1s", "alerts.backoff_max"),
+        ("ALERTS__BATCH_SIZE", "0", "alerts.batch_size"),
+    ];
+    let mut failures = Vec::new();
+    for (key, value, named) in cases {
+        let result = load_env(&[(&format!("USAGE_WORKER__{key}"), value)]);
+        match result {
+            Err(ConfigError::Invalid { key: got, .. }) if got == *named => {}
+            other => failures.push(format!("{key}={value}: expected {named}, got {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_error_text_names_the_key_and_the_expected_form() {
+    let error = load_env(&[("USAGE_WORKER__DATABASE__POOL_SIZE", "0")]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "configuration key `database.pool_size`: 0 is out of range; expected 1 to 200"
+    );
+    let error = load_env(&[("USAGE_WORKER__RETENTION__EVENTS_MONTHS", "0")]).unwrap_err();
+    assert!(
+        error.to_string().contains("expected a number of months"),
+        "{error}"
+    );
+    let error = load_env(&[("USAGE_WORKER__DATABASE__POOL_SIZE", "many")]).unwrap_err();
+    assert!(error.to_string().contains("got string \"many\""), "{error}");
+}
+
+#[test]
+fn a_misspelled_key_or_section_in_the_file_is_named_with_its_path() {
+    assert_eq!(
+        refused_key(load_toml("[database]\npool_sise = 4\n")),
+        "database.pool_sise"
+    );
+    assert_eq!(
+        refused_key(load_toml("[jobs.partitions]\nschedul = \"0 2 * * *\"\n")),
+        "jobs.partitions.schedul"
+    );
+    assert_eq!(refused_key(load_toml("[databse]\nurl = \"\"\n")), "databse");
+    let error = load_toml("[mail.smtp]\nhots = \"x\"\n").unwrap_err();
+    assert!(error.to_string().contains("unknown key"), "{error}");
+}
+
+#[test]
+fn a_bad_cron_string_or_an_unknown_job_is_named() {
+    let error = load_toml("[jobs.partitions]\nschedule = \"61 * * * *\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("jobs.partitions.schedule"),
+        "{error}"
+    );
+    assert_eq!(
+        refused_key(load_toml("[jobs.agregate]\nschedule = \"* * * * *\"\n")),
+        "jobs.agregate"
+    );
+}
+
+#[test]
+fn a_threshold_out_of_range_in_a_list_names_the_list() {
+    let error = load_toml("[alerts]\nthresholds = [80, 120]\n").unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, message }
+            if key == "alerts.thresholds" && message.contains("120")),
+        "{error}"
+    );
+    assert_eq!(
+        refused_key(load_toml("[alerts]\nthresholds = [80, 80]\n")),
+        "alerts.thresholds"
+    );
+    assert_eq!(
+        refused_key(load_toml("[alerts]\nthresholds = []\n")),
+        "alerts.thresholds"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_toml_is_a_file_error() {
+    assert!(matches!(
+        load_toml("[database\n"),
+        Err(ConfigError::File { .. })
+    ));
+    assert!(matches!(
+        Settings::load_with_env(
+            Some(Path::new("/nonexistent/usage-worker.toml")),
+            Vec::new()
+        ),
+        Err(ConfigError::File { .. })
+    ));
+}
+
+#[test]
+fn environment_strings_are_taken_verbatim() {
+    let settings = load_env(&[
+        ("USAGE_WORKER__DATABASE__PASSWORD", "0123"),
+        ("USAGE_WORKER__MAIL__SMTP__USERNAME", "1e5"),
+        ("USAGE_WORKER__MAIL__SMTP__PASSWORD", "true"),
+        ("USAGE_WORKER__LOG__LEVEL", "debug"),
+    ])
+    .unwrap();
+    let password = settings.database_password().unwrap().unwrap();
+    assert_eq!(password.expose_secret(), "0123");
+    assert_eq!(settings.mail.smtp.username.as_deref(), Some("1e5"));
+    let smtp = settings.mail.smtp.password().unwrap().unwrap();
+    assert_eq!(smtp.expose_secret(), "true");
+}
+
+#[test]
+fn numeric_and_boolean_keys_still_read_from_the_environment() {
+    let settings = load_env(&[
+        ("USAGE_WORKER__DATABASE__POOL_SIZE", "12"),
+        ("USAGE_WORKER__DATABASE__MIGRATE_ON_START", "false"),
+        ("USAGE_WORKER__MAIL__SMTP__PORT", "2525"),
+        ("USAGE_WORKER__RETENTION__EVENTS_MONTHS", "36"),
+        ("USAGE_WORKER__AGGREGATE__BATCH_EVENTS", "5000"),
+        ("USAGE_WORKER__SCHEDULER__SHUTDOWN_GRACE", "45"),
+    ])
+    .unwrap();
+    assert_eq!(settings.database.pool_size, 12);
+    assert!(!settings.database.migrate_on_start);
+    assert_eq!(settings.mail.smtp.effective_port(), 2525);
+    assert_eq!(settings.retention.events_months.get(), 36);
+    assert_eq!(settings.aggregate.batch_events, 5000);
+    assert_eq!(settings.scheduler.shutdown_grace.0.as_secs(), 45);
+}
+
+#[test]
+fn durations_read_units_and_bare_seconds_and_print_in_whole_units() {
+    for (text, secs) in [("30s", 30), ("15m", 900), ("2h", 7_200), ("7d", 604_800)] {
+        assert_eq!(
+            HumanDuration::parse(text).unwrap().0.as_secs(),
+            secs,
+            "{text}"
+        );
+    }
+    assert_eq!(HumanDuration::parse("90").unwrap().0.as_secs(), 90);
+    assert_eq!(HumanDuration::parse("1h 30m").unwrap().to_string(), "90m");
+    assert_eq!(HumanDuration::parse("7d").unwrap().to_string(), "7d");
+    assert!(HumanDuration::parse("-1h").is_err());
+    assert!(HumanDuration::parse("soon").is_err());
+}
+
+#[test]
+fn the_defaults_are_valid_and_the_printed_configuration_hides_secrets() {
+    let settings = load_env(&[
+        ("USAGE_WORKER__DATABASE__URL", "postgres://w:db-pw-x@db/app"),
+        ("USAGE_WORKER__MAIL__SMTP__USERNAME", "mailer"),
+        ("USAGE_WORKER__MAIL__SMTP__PASSWORD", "smtp-pw-y"),
+    ])
+    .unwrap();
+    let printed = settings.to_redacted_toml();
+    assert!(
+        !printed.contains("db-pw-x") && !printed.contains("smtp-pw-y"),
+        "{printed}"
+    );
+    assert!(printed.contains("postgres://w:***@db/app"), "{printed}");
+    assert!(
+        printed.contains("thresholds = [\n    80,\n    95,\n]"),
+        "{printed}"
+    );
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("db-pw-x") && !debug.contains("smtp-pw-y"));
+}
