@@ -163,16 +163,18 @@ fn layered_sources(
         builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
     let env: BTreeMap<String, String> = env.into_iter().collect();
-    if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
-        builder = builder
-            .set_override("database.url", url.as_str())
-            .map_err(|e| ConfigError::Other(e.to_string()))?;
-    }
     let prefix = format!("{ENV_PREFIX}__");
-    let prefixed: config::Map<String, String> = env
-        .into_iter()
+    let mut prefixed: config::Map<String, String> = env
+        .iter()
         .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // `DATABASE_URL` sits between the file and the prefixed variables, as documented.
+    if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+        prefixed
+            .entry(format!("{prefix}DATABASE__URL"))
+            .or_insert_with(|| url.clone());
+    }
     // No `try_parsing`: it would turn a password `0123` into `123`. Values stay strings and
     // the deserializer converts them where a number or a boolean is expected.
     builder = builder.add_source(

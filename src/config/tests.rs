@@ -228,6 +228,22 @@ fn numeric_and_boolean_keys_still_read_from_the_environment() {
 }
 
 #[test]
+fn database_url_is_overridden_by_the_prefixed_variable() {
+    let settings = Settings::load_with_env(
+        None,
+        env(&[
+            ("DATABASE_URL", "postgres://a@one/app"),
+            ("USAGE_WORKER__DATABASE__URL", "postgres://b@two/app"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(settings.database.url, "postgres://b@two/app");
+    let settings =
+        Settings::load_with_env(None, env(&[("DATABASE_URL", "postgres://a@one/app")])).unwrap();
+    assert_eq!(settings.database.url, "postgres://a@one/app");
+}
+
+#[test]
 fn durations_read_units_and_bare_seconds_and_print_in_whole_units() {
     for (text, secs) in [("30s", 30), ("15m", 900), ("2h", 7_200), ("7d", 604_800)] {
         assert_eq!(
