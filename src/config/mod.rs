@@ -18,8 +18,6 @@ mod metrics;
 mod partitions;
 mod retention;
 mod secrets;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -232,3 +230,6 @@ fn describe(error: config::ConfigError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;
