@@ -132,8 +132,9 @@ pub async fn execute(
     let now = request.now;
     let dry_run = opts.dry_run;
     let mut handle = tokio::task::spawn_blocking(move || {
+        // A dry run is rolled back even if the job forgot to check `dry_run`.
         let result = if dry_run {
-            run_rolled_back(kind, &job_ctx, &mut conn, now, &opts)
+            db::rolled_back(&mut conn, |conn| kind.run(&job_ctx, conn, now, &opts))
         } else {
             kind.run(&job_ctx, &mut conn, now, &opts)
         };
@@ -242,26 +243,6 @@ fn begin_run(
             Ok(Start::AlreadyRan)
         }
     }
-}
-
-/// A dry run: whatever the job does is rolled back, even if it forgot to check `dry_run`.
-fn run_rolled_back(
-    kind: JobKind,
-    ctx: &Ctx,
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-    opts: &RunOpts,
-) -> Result<JobReport, crate::jobs::JobError> {
-    let mut outcome = None;
-    let _ = conn.transaction::<(), diesel::result::Error, _>(|conn| {
-        outcome = Some(kind.run(ctx, conn, now, opts));
-        Err(diesel::result::Error::RollbackTransaction)
-    });
-    outcome.unwrap_or_else(|| {
-        Err(crate::jobs::JobError::Invalid(
-            "dry run did not start".into(),
-        ))
-    })
 }
 
 type JobHandle = tokio::task::JoinHandle<(PgConnection, Result<JobReport, crate::jobs::JobError>)>;
