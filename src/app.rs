@@ -18,7 +18,9 @@ use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
 use crate::quota_report;
 use crate::redact::redact_url;
-use crate::scheduler::{self, DaemonError, RunOutcome, RunRequest};
+use crate::scheduler::outcome::{RunOutcome, RunRequest};
+use crate::scheduler::{catchup, runner};
+use crate::service::ServiceError;
 
 /// Exit codes (sysexits.h where one fits).
 pub mod exit {
@@ -38,7 +40,7 @@ pub enum AppError {
     #[error(transparent)]
     Demo(#[from] DemoError),
     #[error(transparent)]
-    Daemon(#[from] DaemonError),
+    Service(#[from] ServiceError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -206,7 +208,7 @@ pub async fn shutdown_signal() {
 
 async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCode, AppError> {
     let ctx2 = ctx.clone();
-    tokio::task::spawn_blocking(move || scheduler::prepare_database(&ctx2))
+    tokio::task::spawn_blocking(move || catchup::prepare_database(&ctx2))
         .await
         .map_err(|e| AppError::Io(e.to_string()))??;
     let now = cli.at.unwrap_or_else(Utc::now);
@@ -229,7 +231,7 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
             },
             timeout: plan.timeout,
         };
-        let outcome = scheduler::execute(ctx.clone(), identity.clone(), request).await?;
+        let outcome = runner::execute(ctx.clone(), identity.clone(), request).await?;
         all_ok &= matches!(outcome, RunOutcome::Succeeded { .. });
         rows.push((kind, outcome));
     }

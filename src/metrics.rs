@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::jobs::JobKind;
-use crate::scheduler::RunOutcome;
+use crate::scheduler::outcome::RunOutcome;
 
 /// The media type of the exposition `render` produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

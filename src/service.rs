@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::jobs::{Ctx, JobKind};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
-use crate::scheduler::{self, DaemonError, DaemonObserver, HEARTBEAT_EVERY, RunOutcome};
+use crate::scheduler::daemon::{self, DaemonObserver, HEARTBEAT_EVERY};
+use crate::scheduler::outcome::{DaemonError, RunOutcome};
 
 /// The scheduler loop counts as hung when it has not beaten for this long.
 const LOOP_STALL: Duration = Duration::from_secs(10);
@@ -31,6 +32,16 @@ struct State {
     last_heartbeat: Instant,
     last_watchdog: Option<Instant>,
     last_status: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(
+        "metrics.listen: cannot listen on {address}: {message}; choose a free address or leave metrics.listen empty"
+    )]
+    Listen { address: String, message: String },
 }
 
 /// What the daemon loop reports, passed on to systemd and kept for `/healthz` and `/metrics`.
@@ -143,13 +154,13 @@ impl DaemonObserver for ServiceObserver {
 
 /// Runs the daemon until `shutdown` completes, notifying systemd when `$NOTIFY_SOCKET` is set
 /// and serving `/healthz` and `/metrics` when `metrics.listen` is set.
-pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
     let observer = Arc::new(ServiceObserver::new(Notifier::from_env()));
     let server = match ctx.settings.metrics.listen_address() {
         Some(address) => {
             let listener = TcpListener::bind(address)
                 .await
-                .map_err(|e| DaemonError::Listen {
+                .map_err(|e| ServiceError::Listen {
                     address: address.to_string(),
                     message: e.to_string(),
                 })?;
@@ -159,11 +170,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
         }
         None => None,
     };
-    let result = scheduler::run_daemon(ctx, observer, shutdown).await;
+    let result = daemon::run_daemon(ctx, observer, shutdown).await;
     if let Some(server) = server {
         server.abort();
     }
-    result
+    Ok(result?)
 }
 
 async fn serve(listener: TcpListener, ctx: Arc<Ctx>, observer: Arc<ServiceObserver>) {

@@ -4,7 +4,7 @@ pub mod schema;
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
@@ -129,6 +129,24 @@ pub fn checkout(pool: &DbPool, url_for_messages: &str) -> Result<DbConn, DbError
         target: describe_target(url_for_messages),
         message: e.to_string(),
     })
+}
+
+/// Runs `work` in a transaction (a savepoint when one is already open) and always rolls it
+/// back: a dry run does everything a real run would, so its report is true, and keeps nothing.
+pub fn rolled_back<T, E>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    AnsiTransactionManager::begin_transaction(conn)?;
+    let outcome = work(conn);
+    let rollback = AnsiTransactionManager::rollback_transaction(conn);
+    // The work's own error says more than a rollback failing after it.
+    let value = outcome?;
+    rollback?;
+    Ok(value)
 }
 
 /// Applies pending migrations under an advisory lock, so two instances starting at once

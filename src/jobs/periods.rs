@@ -3,6 +3,8 @@
 //! of one user. Period bounds come from the SQL function `usage_period_bounds`, the single
 //! implementation of "when does this user's day or month start".
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -79,13 +81,7 @@ pub fn run_reset(
     period: QuotaPeriod,
 ) -> Result<JobReport, JobError> {
     if opts.dry_run {
-        // Everything happens, then is rolled back: the report is what a real run would do.
-        let mut report = None;
-        let _ = conn.transaction::<(), diesel::result::Error, _>(|conn| {
-            report = Some(reset_once(conn, now, opts, period));
-            Err(diesel::result::Error::RollbackTransaction)
-        });
-        return report.unwrap_or_else(|| Err(JobError::Invalid("dry run did not start".into())));
+        return crate::db::rolled_back(conn, |conn| reset_once(conn, now, opts, period));
     }
     reset_once(conn, now, opts, period)
 }
@@ -127,54 +123,89 @@ pub fn close_ended_periods(
     period: QuotaPeriod,
     opts: &RunOpts,
 ) -> Result<JobReport, JobError> {
-    let mut closed = 0usize;
-    let mut opened = 0usize;
-    let mut batches = 0usize;
-    let mut drift_values = 0usize;
-    let mut drift_periods = std::collections::BTreeSet::new();
-    let mut drift_samples: Vec<Drift> = Vec::new();
-    let mut unknown_zones = std::collections::BTreeSet::new();
+    let mut tally = CloseTally::default();
     loop {
         opts.cancel.check()?;
-        let batch = conn.transaction(|conn| -> Result<_, diesel::result::Error> {
-            lock_out_aggregation(conn)?;
-            let due = diesel::sql_query(DUE_SQL)
-                .bind::<Text, _>(period.as_str())
-                .bind::<Timestamptz, _>(now)
-                .bind::<BigInt, _>(CLOSE_BATCH_SIZE)
-                .execute(conn)?;
-            if due == 0 {
-                return Ok(None);
-            }
-            conn.batch_execute("ANALYZE usage_closing")?;
-            // Each distinct zone name is checked once, not once per user.
-            let zones: Vec<UnknownZone> = diesel::sql_query(
-                "WITH zones AS (SELECT DISTINCT u.timezone FROM usage_closing c
-                                  JOIN users u ON u.id = c.user_id)
-                 SELECT DISTINCT c.user_id FROM usage_closing c JOIN users u ON u.id = c.user_id
-                  WHERE u.timezone IN (SELECT timezone FROM zones
-                                        WHERE NOT usage_timezone_is_valid(timezone))
-                  ORDER BY 1",
-            )
-            .load(conn)?;
-            diesel::sql_query(RAW_SQL).execute(conn)?;
-            conn.batch_execute("ANALYZE usage_closing_raw")?;
-            let drift: Vec<Drift> = diesel::sql_query(DRIFT_SQL).load(conn)?;
-            diesel::sql_query(APPLY_SQL)
-                .bind::<Timestamptz, _>(now)
-                .execute(conn)?;
-            let successors = diesel::sql_query(SUCCESSORS_SQL).execute(conn)?;
-            conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")?;
-            Ok(Some((due, successors, drift, zones)))
-        })?;
-        let Some((due, successors, drift, zones)) = batch else {
+        let Some(batch) = conn.transaction(|conn| close_batch(conn, now, period))? else {
             break;
         };
-        batches += 1;
-        closed += due;
-        opened += successors;
-        for zone in zones {
-            if unknown_zones.insert(zone.user_id) {
+        tally.add(batch, period);
+    }
+    Ok(tally.into_report(now, period, opts.dry_run))
+}
+
+/// What one batch of [`close_ended_periods`] did.
+struct ClosedBatch {
+    closed: usize,
+    opened: usize,
+    drift: Vec<Drift>,
+    unknown_zones: Vec<UnknownZone>,
+}
+
+/// Closes up to [`CLOSE_BATCH_SIZE`] ended periods and opens their successors, in the caller's
+/// transaction. `None` when no period has ended.
+fn close_batch(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    period: QuotaPeriod,
+) -> QueryResult<Option<ClosedBatch>> {
+    lock_out_aggregation(conn)?;
+    let closed = diesel::sql_query(DUE_SQL)
+        .bind::<Text, _>(period.as_str())
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(CLOSE_BATCH_SIZE)
+        .execute(conn)?;
+    if closed == 0 {
+        return Ok(None);
+    }
+    conn.batch_execute("ANALYZE usage_closing")?;
+    // Each distinct zone name is checked once, not once per user.
+    let unknown_zones: Vec<UnknownZone> = diesel::sql_query(
+        "WITH zones AS (SELECT DISTINCT u.timezone FROM usage_closing c
+                          JOIN users u ON u.id = c.user_id)
+         SELECT DISTINCT c.user_id FROM usage_closing c JOIN users u ON u.id = c.user_id
+          WHERE u.timezone IN (SELECT timezone FROM zones
+                                WHERE NOT usage_timezone_is_valid(timezone))
+          ORDER BY 1",
+    )
+    .load(conn)?;
+    diesel::sql_query(RAW_SQL).execute(conn)?;
+    conn.batch_execute("ANALYZE usage_closing_raw")?;
+    let drift: Vec<Drift> = diesel::sql_query(DRIFT_SQL).load(conn)?;
+    diesel::sql_query(APPLY_SQL)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?;
+    let opened = diesel::sql_query(SUCCESSORS_SQL).execute(conn)?;
+    conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")?;
+    Ok(Some(ClosedBatch {
+        closed,
+        opened,
+        drift,
+        unknown_zones,
+    }))
+}
+
+/// The totals of a rollover run over all its batches, and what it has logged so far.
+#[derive(Default)]
+struct CloseTally {
+    closed: usize,
+    opened: usize,
+    batches: usize,
+    drift_values: usize,
+    drift_periods: BTreeSet<(i64, DateTime<Utc>)>,
+    drift_samples: Vec<Drift>,
+    unknown_zones: BTreeSet<i64>,
+}
+
+impl CloseTally {
+    /// Counts a batch, warning once per user with an unknown zone and for the first
+    /// [`DRIFT_WARNINGS_LOGGED`] drifted values.
+    fn add(&mut self, batch: ClosedBatch, period: QuotaPeriod) {
+        self.batches += 1;
+        self.closed += batch.closed;
+        self.opened += batch.opened;
+        for zone in batch.unknown_zones {
+            if self.unknown_zones.insert(zone.user_id) {
                 tracing::warn!(
                     user.id = zone.user_id,
                     period = period.as_str(),
@@ -182,8 +213,8 @@ pub fn close_ended_periods(
                 );
             }
         }
-        for d in drift {
-            if drift_values < DRIFT_WARNINGS_LOGGED {
+        for d in batch.drift {
+            if self.drift_values < DRIFT_WARNINGS_LOGGED {
                 tracing::warn!(
                     user.id = d.user_id,
                     period = period.as_str(),
@@ -196,58 +227,64 @@ pub fn close_ended_periods(
                     "period total drifted from the raw events; repaired"
                 );
             }
-            drift_values += 1;
-            drift_periods.insert((d.user_id, d.period_start));
-            if drift_samples.len() < DRIFT_SAMPLES_REPORTED {
-                drift_samples.push(d);
+            self.drift_values += 1;
+            self.drift_periods.insert((d.user_id, d.period_start));
+            if self.drift_samples.len() < DRIFT_SAMPLES_REPORTED {
+                self.drift_samples.push(d);
             }
         }
     }
-    if drift_values > DRIFT_WARNINGS_LOGGED {
-        tracing::warn!(
-            period = period.as_str(),
-            drift.values = drift_values,
-            "more drifted values were repaired than logged; see the run report"
+
+    fn into_report(self, now: DateTime<Utc>, period: QuotaPeriod, dry_run: bool) -> JobReport {
+        if self.drift_values > DRIFT_WARNINGS_LOGGED {
+            tracing::warn!(
+                period = period.as_str(),
+                drift.values = self.drift_values,
+                "more drifted values were repaired than logged; see the run report"
+            );
+        }
+        let (verb, open_verb) = if dry_run {
+            ("would close", "would open")
+        } else {
+            ("closed", "opened")
+        };
+        let mut summary = format!(
+            "{verb} {} {} period(s) ending at or before {}, {open_verb} {} successor(s)",
+            self.closed,
+            period.as_str(),
+            now.format("%Y-%m-%d %H:%M:%SZ"),
+            self.opened
         );
+        if self.drift_values > 0 {
+            summary.push_str(&format!(
+                "; repaired drift in {} period(s) ({} value(s))",
+                self.drift_periods.len(),
+                self.drift_values
+            ));
+        }
+        if !self.unknown_zones.is_empty() {
+            summary.push_str(&format!(
+                "; {} user(s) with an unknown time zone treated as UTC",
+                self.unknown_zones.len()
+            ));
+        }
+        JobReport::new(
+            summary,
+            json!({
+                "period": period.as_str(),
+                "closed": self.closed,
+                "opened": self.opened,
+                "batches": self.batches,
+                "drift": {
+                    "periods": self.drift_periods.len(),
+                    "values": self.drift_values,
+                    "samples": self.drift_samples,
+                },
+                "unknown_timezone_users": self.unknown_zones,
+                "dry_run": dry_run,
+            }),
+        )
     }
-    let (verb, open_verb) = if opts.dry_run {
-        ("would close", "would open")
-    } else {
-        ("closed", "opened")
-    };
-    let mut summary = format!(
-        "{verb} {closed} {} period(s) ending at or before {}, {open_verb} {opened} successor(s)",
-        period.as_str(),
-        now.format("%Y-%m-%d %H:%M:%SZ")
-    );
-    if drift_values > 0 {
-        summary.push_str(&format!(
-            "; repaired drift in {} period(s) ({drift_values} value(s))",
-            drift_periods.len()
-        ));
-    }
-    if !unknown_zones.is_empty() {
-        summary.push_str(&format!(
-            "; {} user(s) with an unknown time zone treated as UTC",
-            unknown_zones.len()
-        ));
-    }
-    Ok(JobReport::new(
-        summary,
-        json!({
-            "period": period.as_str(),
-            "closed": closed,
-            "opened": opened,
-            "batches": batches,
-            "drift": {
-                "periods": drift_periods.len(),
-                "values": drift_values,
-                "samples": drift_samples,
-            },
-            "unknown_timezone_users": unknown_zones,
-            "dry_run": opts.dry_run,
-        }),
-    ))
 }
 
 #[derive(QueryableByName)]
@@ -280,44 +317,8 @@ pub fn reset_user_period(
     let p = period.as_str();
     conn.transaction(|conn| -> Result<JobReport, JobError> {
         lock_out_aggregation(conn)?;
-        let user: Option<UserZone> = diesel::sql_query(
-            "SELECT usage_timezone_is_valid(timezone) AS known_zone FROM users WHERE id = $1",
-        )
-        .bind::<BigInt, _>(user_id)
-        .get_result(conn)
-        .optional()?;
-        let Some(user) = user else {
-            return Err(JobError::Invalid(format!(
-                "user {user_id} is not in the users table; check the id given to --user"
-            )));
-        };
-        if !user.known_zone {
-            tracing::warn!(
-                user.id = user_id,
-                "unknown time zone in users.timezone; periods computed in UTC (fix the user's time zone)"
-            );
-        }
-        // The period containing `now`, or the one it would be: natural bounds trimmed so it
-        // never overlaps a neighbour.
-        let current: PeriodRow = diesel::sql_query(
-            "SELECT COALESCE(cur.period_start, GREATEST(b.period_start, prev.period_end)) AS period_start,
-                    COALESCE(cur.period_end, LEAST(b.period_end, nxt.period_start)) AS period_end,
-                    COALESCE(cur.status, 'missing') AS status
-               FROM users u
-              CROSS JOIN LATERAL usage_period_bounds(u.timezone, u.billing_anchor_day, $2, $3) b
-               LEFT JOIN usage_periods cur ON cur.user_id = u.id AND cur.period = $2
-                     AND cur.period_start <= $3 AND cur.period_end > $3
-               LEFT JOIN LATERAL (SELECT max(up.period_end) AS period_end FROM usage_periods up
-                                   WHERE up.user_id = u.id AND up.period = $2 AND up.period_end <= $3) prev ON true
-               LEFT JOIN LATERAL (SELECT min(up.period_start) AS period_start FROM usage_periods up
-                                   WHERE up.user_id = u.id AND up.period = $2 AND up.period_start > $3) nxt ON true
-              WHERE u.id = $1",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<Text, _>(p)
-        .bind::<Timestamptz, _>(now)
-        .get_result(conn)?;
-
+        check_user(conn, user_id)?;
+        let current = period_containing(conn, user_id, period, now)?;
         if current.period_start == now {
             return Ok(JobReport::new(
                 format!(
@@ -336,55 +337,7 @@ pub fn reset_user_period(
                 current.period_end.format("%Y-%m-%d %H:%M:%SZ"),
             )));
         }
-        if current.status == "missing" {
-            diesel::sql_query(
-                "INSERT INTO usage_periods (user_id, period, period_start, period_end)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind::<BigInt, _>(user_id)
-            .bind::<Text, _>(p)
-            .bind::<Timestamptz, _>(current.period_start)
-            .bind::<Timestamptz, _>(current.period_end)
-            .execute(conn)?;
-        }
-        diesel::sql_query(
-            "UPDATE usage_periods SET period_end = $3
-              WHERE user_id = $1 AND period = $2 AND period_start = $4",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<Text, _>(p)
-        .bind::<Timestamptz, _>(now)
-        .bind::<Timestamptz, _>(current.period_start)
-        .execute(conn)?;
-        diesel::sql_query(
-            "INSERT INTO usage_periods (user_id, period, period_start, period_end)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<Text, _>(p)
-        .bind::<Timestamptz, _>(now)
-        .bind::<Timestamptz, _>(current.period_end)
-        .execute(conn)?;
-        // Both halves are reconciled: events already counted in the old period that belong
-        // after `now` move to the new one.
-        diesel::sql_query(
-            "CREATE TEMP TABLE usage_closing ON COMMIT DROP AS
-             SELECT $1::bigint AS user_id, $2::text AS period, v.period_start, v.period_end, v.close_reason
-               FROM (VALUES ($4::timestamptz, $3::timestamptz, 'manual'::text),
-                            ($3::timestamptz, $5::timestamptz, NULL::text))
-                    AS v (period_start, period_end, close_reason)",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<Text, _>(p)
-        .bind::<Timestamptz, _>(now)
-        .bind::<Timestamptz, _>(current.period_start)
-        .bind::<Timestamptz, _>(current.period_end)
-        .execute(conn)?;
-        diesel::sql_query(RAW_SQL).execute(conn)?;
-        diesel::sql_query(APPLY_SQL)
-            .bind::<Timestamptz, _>(now)
-            .execute(conn)?;
-        conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")?;
+        split_period(conn, user_id, period, now, &current)?;
         tracing::info!(
             user.id = user_id,
             period = p,
@@ -411,4 +364,115 @@ pub fn reset_user_period(
             }),
         ))
     })
+}
+
+/// Refuses a user id that is not in `users`; warns when the user's zone is unknown.
+fn check_user(conn: &mut PgConnection, user_id: i64) -> Result<(), JobError> {
+    let user: Option<UserZone> = diesel::sql_query(
+        "SELECT usage_timezone_is_valid(timezone) AS known_zone FROM users WHERE id = $1",
+    )
+    .bind::<BigInt, _>(user_id)
+    .get_result(conn)
+    .optional()?;
+    let Some(user) = user else {
+        return Err(JobError::Invalid(format!(
+            "user {user_id} is not in the users table; check the id given to --user"
+        )));
+    };
+    if !user.known_zone {
+        tracing::warn!(
+            user.id = user_id,
+            "unknown time zone in users.timezone; periods computed in UTC (fix the user's time zone)"
+        );
+    }
+    Ok(())
+}
+
+/// The user's period containing `now`, or the one it would be (status `missing`): natural
+/// bounds trimmed so it never overlaps a neighbour.
+fn period_containing(
+    conn: &mut PgConnection,
+    user_id: i64,
+    period: QuotaPeriod,
+    now: DateTime<Utc>,
+) -> QueryResult<PeriodRow> {
+    diesel::sql_query(
+        "SELECT COALESCE(cur.period_start, GREATEST(b.period_start, prev.period_end)) AS period_start,
+                COALESCE(cur.period_end, LEAST(b.period_end, nxt.period_start)) AS period_end,
+                COALESCE(cur.status, 'missing') AS status
+           FROM users u
+          CROSS JOIN LATERAL usage_period_bounds(u.timezone, u.billing_anchor_day, $2, $3) b
+           LEFT JOIN usage_periods cur ON cur.user_id = u.id AND cur.period = $2
+                 AND cur.period_start <= $3 AND cur.period_end > $3
+           LEFT JOIN LATERAL (SELECT max(up.period_end) AS period_end FROM usage_periods up
+                               WHERE up.user_id = u.id AND up.period = $2 AND up.period_end <= $3) prev ON true
+           LEFT JOIN LATERAL (SELECT min(up.period_start) AS period_start FROM usage_periods up
+                               WHERE up.user_id = u.id AND up.period = $2 AND up.period_start > $3) nxt ON true
+          WHERE u.id = $1",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(period.as_str())
+    .bind::<Timestamptz, _>(now)
+    .get_result(conn)
+}
+
+/// Ends `current` at `now` (reason `manual`) and opens its remainder as a new period, both
+/// with totals reconciled against the raw events.
+fn split_period(
+    conn: &mut PgConnection,
+    user_id: i64,
+    period: QuotaPeriod,
+    now: DateTime<Utc>,
+    current: &PeriodRow,
+) -> QueryResult<()> {
+    let p = period.as_str();
+    if current.status == "missing" {
+        diesel::sql_query(
+            "INSERT INTO usage_periods (user_id, period, period_start, period_end)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<Text, _>(p)
+        .bind::<Timestamptz, _>(current.period_start)
+        .bind::<Timestamptz, _>(current.period_end)
+        .execute(conn)?;
+    }
+    diesel::sql_query(
+        "UPDATE usage_periods SET period_end = $3
+          WHERE user_id = $1 AND period = $2 AND period_start = $4",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(p)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Timestamptz, _>(current.period_start)
+    .execute(conn)?;
+    diesel::sql_query(
+        "INSERT INTO usage_periods (user_id, period, period_start, period_end)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(p)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Timestamptz, _>(current.period_end)
+    .execute(conn)?;
+    // Both halves are reconciled: events already counted in the old period that belong
+    // after `now` move to the new one.
+    diesel::sql_query(
+        "CREATE TEMP TABLE usage_closing ON COMMIT DROP AS
+         SELECT $1::bigint AS user_id, $2::text AS period, v.period_start, v.period_end, v.close_reason
+           FROM (VALUES ($4::timestamptz, $3::timestamptz, 'manual'::text),
+                        ($3::timestamptz, $5::timestamptz, NULL::text))
+                AS v (period_start, period_end, close_reason)",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(p)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Timestamptz, _>(current.period_start)
+    .bind::<Timestamptz, _>(current.period_end)
+    .execute(conn)?;
+    diesel::sql_query(RAW_SQL).execute(conn)?;
+    diesel::sql_query(APPLY_SQL)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?;
+    conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")
 }

@@ -1,76 +1,51 @@
-//! The `smtp` transport: lettre's pooled async client on a small runtime of its own, so the
-//! (blocking) jobs can call it from any thread, with or without a runtime of their own.
-//! Messages go out concurrently, at most `mail.smtp.pool_size` at once.
+//! The `smtp` transport: lettre's pooled blocking client. Jobs run on blocking threads, so
+//! sending blocks one of them and needs no async runtime of its own. Messages go out
+//! concurrently, at most `mail.smtp.pool_size` at once.
 
-use std::sync::{Arc, Mutex};
+use std::io::ErrorKind;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::{self, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{SmtpTransport, Transport};
 use secrecy::ExposeSecret;
-use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{ErrorClass, Mailer, OutgoingEmail, SendError};
 use crate::config::{SmtpSettings, SmtpTls};
 
 pub struct SmtpMailer {
     settings: SmtpSettings,
-    /// Built at the first send: the runtime, the TLS setup and the password are not needed
-    /// by runs that send nothing.
-    connected: Mutex<Option<Arc<Connected>>>,
-}
-
-struct Connected {
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
-    runtime: Option<Runtime>,
-}
-
-impl Drop for Connected {
-    fn drop(&mut self) {
-        // lettre's pool spawns its clean-up when dropped, so it must be dropped inside its
-        // runtime; the runtime is then shut down without blocking (this may run in async code).
-        if let Some(runtime) = self.runtime.take() {
-            {
-                let _entered = runtime.enter();
-                self.transport.take();
-            }
-            runtime.shutdown_background();
-        }
-    }
+    /// Built at the first send: the TLS setup and the password are not needed by runs that
+    /// send nothing. Clones share one connection pool.
+    transport: Mutex<Option<SmtpTransport>>,
 }
 
 impl SmtpMailer {
     pub fn new(settings: SmtpSettings) -> Self {
         SmtpMailer {
             settings,
-            connected: Mutex::new(None),
+            transport: Mutex::new(None),
         }
     }
 
-    fn connected(&self) -> Result<Arc<Connected>, SendError> {
-        let mut slot = self.connected.lock().map_err(|_| {
+    fn transport(&self) -> Result<SmtpTransport, SendError> {
+        let mut slot = self.transport.lock().map_err(|_| {
             SendError::new(ErrorClass::Local, "the SMTP transport's lock is poisoned")
         })?;
-        if let Some(connected) = slot.as_ref() {
-            return Ok(connected.clone());
+        if let Some(transport) = slot.as_ref() {
+            return Ok(transport.clone());
         }
-        let connected = Arc::new(self.build()?);
-        *slot = Some(connected.clone());
-        Ok(connected)
+        let transport = self.build()?;
+        *slot = Some(transport.clone());
+        Ok(transport)
     }
 
-    fn build(&self) -> Result<Connected, SendError> {
+    fn build(&self) -> Result<SmtpTransport, SendError> {
         let s = &self.settings;
         let local = |message: String| SendError::new(ErrorClass::Local, message);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("usage-worker-smtp")
-            .enable_all()
-            .build()
-            .map_err(|e| local(format!("cannot start the SMTP runtime: {e}")))?;
         let tls_parameters = || {
             TlsParameters::new(s.host.clone()).map_err(|e| {
                 SendError::new(
@@ -84,7 +59,7 @@ impl SmtpMailer {
             SmtpTls::Tls => Tls::Wrapper(tls_parameters()?),
             SmtpTls::None => Tls::None,
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        let mut builder = SmtpTransport::builder_dangerous(s.host.clone())
             .port(s.effective_port())
             .tls(tls)
             .timeout(Some(s.timeout.0))
@@ -105,15 +80,7 @@ impl SmtpMailer {
                 password.expose_secret().to_string(),
             ));
         }
-        // The pool starts a clean-up task, so it is built inside its runtime.
-        let transport = {
-            let _entered = runtime.enter();
-            builder.build()
-        };
-        Ok(Connected {
-            transport: Some(transport),
-            runtime: Some(runtime),
-        })
+        Ok(builder.build())
     }
 }
 
@@ -122,58 +89,56 @@ impl Mailer for SmtpMailer {
         "smtp"
     }
 
+    /// Sends on this thread and on up to `pool_size - 1` helper threads, each taking the next
+    /// unsent message until none is left.
     fn send_all(&self, emails: &[OutgoingEmail]) -> Vec<Result<(), SendError>> {
-        let connected = match self.connected() {
-            Ok(c) => c,
+        let transport = match self.transport() {
+            Ok(t) => t,
             Err(e) => return emails.iter().map(|_| Err(e.clone())).collect(),
         };
-        let (Some(transport), Some(runtime)) = (&connected.transport, &connected.runtime) else {
-            return emails
-                .iter()
-                .map(|_| {
-                    Err(SendError::new(
-                        ErrorClass::Local,
-                        "the SMTP transport is shut down",
-                    ))
+        let next = AtomicUsize::new(0);
+        let send_remaining = || {
+            let mut sent = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(email) = emails.get(index) else {
+                    return sent;
+                };
+                let result = transport
+                    .send_raw(email.message.envelope(), &email.message.formatted())
+                    .map(|_| ())
+                    .map_err(|e| classify(&e));
+                sent.push((index, result));
+            }
+        };
+        let senders = (self.settings.pool_size.max(1) as usize).min(emails.len());
+        let sent = thread::scope(|scope| {
+            // A helper that cannot be started leaves its share to the others.
+            let helpers: Vec<_> = (1..senders)
+                .filter_map(|_| {
+                    thread::Builder::new()
+                        .name("usage-worker-smtp".into())
+                        .spawn_scoped(scope, send_remaining)
+                        .ok()
                 })
                 .collect();
-        };
-        let work: Vec<_> = emails
-            .iter()
-            .map(|e| (e.message.envelope().clone(), e.message.formatted()))
-            .collect();
-        let count = work.len();
-        let transport = transport.clone();
-        let limit = Arc::new(Semaphore::new(self.settings.pool_size.max(1) as usize));
-        let (done, results) = std::sync::mpsc::channel();
-        runtime.spawn(async move {
-            let mut tasks = JoinSet::new();
-            for (index, (envelope, bytes)) in work.into_iter().enumerate() {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    break;
-                };
-                let transport = transport.clone();
-                tasks.spawn(async move {
-                    let result = transport.send_raw(&envelope, &bytes).await;
-                    drop(permit);
-                    (index, result.map(|_| ()).map_err(|e| classify(&e)))
-                });
+            let mut sent = send_remaining();
+            for helper in helpers {
+                sent.extend(helper.join().unwrap_or_default());
             }
-            let mut out: Vec<Option<Result<(), SendError>>> = vec![None; count];
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((index, result)) = joined {
-                    out[index] = Some(result);
-                }
-            }
-            let _ = done.send(out);
+            sent
         });
-        let out = results.recv().unwrap_or_else(|_| vec![None; count]);
-        out.into_iter()
+        let mut results: Vec<Option<Result<(), SendError>>> = vec![None; emails.len()];
+        for (index, result) in sent {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
                     Err(SendError::new(
                         ErrorClass::Local,
-                        "the send task did not finish",
+                        "the sending thread stopped before this message was sent",
                     ))
                 })
             })
@@ -195,7 +160,7 @@ pub fn classify(error: &smtp::Error) -> SendError {
                 ErrorClass::Transient
             }
         }
-        None if error.is_timeout() => ErrorClass::Timeout,
+        None if is_timeout(error) => ErrorClass::Timeout,
         None if error.is_tls() => ErrorClass::Tls,
         None => ErrorClass::Connection,
     };
@@ -207,4 +172,71 @@ pub fn classify(error: &smtp::Error) -> SendError {
         source = inner.source();
     }
     SendError::new(class, message)
+}
+
+/// The blocking client meets `mail.smtp.timeout` while connecting as `TimedOut`, but while
+/// reading or writing as a socket timeout, which Unix reports as `WouldBlock`.
+fn is_timeout(error: &smtp::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock);
+        }
+        source = inner.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use lettre::Message;
+
+    use super::*;
+    use crate::config::HumanDuration;
+
+    fn email() -> OutgoingEmail {
+        let message = Message::builder()
+            .from("usage@example.com".parse().unwrap())
+            .to("ada@example.com".parse().unwrap())
+            .subject("quota")
+            .body(String::from("80 %"))
+            .unwrap();
+        OutgoingEmail {
+            message_id: "1@example.com".into(),
+            to: "ada@example.com".into(),
+            subject: "quota".into(),
+            message,
+        }
+    }
+
+    #[test]
+    fn a_server_that_accepts_and_never_answers_is_a_timeout() {
+        // Accepted by the kernel's backlog, never greeted.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mailer = SmtpMailer::new(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: Some(silent.local_addr().unwrap().port()),
+            tls: SmtpTls::None,
+            timeout: HumanDuration(Duration::from_millis(300)),
+            ..SmtpSettings::default()
+        });
+        let started = Instant::now();
+        let results = mailer.send_all(&[email()]);
+        assert_eq!(results[0].as_ref().unwrap_err().class, ErrorClass::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_results() {
+        let mailer = SmtpMailer::new(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: Some(9),
+            tls: SmtpTls::None,
+            ..SmtpSettings::default()
+        });
+        assert!(mailer.send_all(&[]).is_empty());
+    }
 }

@@ -1,0 +1,313 @@
+//! One run of one job: its ledger row, the job's advisory lock, its timeout with cancellation
+//! on the server, and dry runs rolled back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Integer;
+use tokio::task::{JoinError, JoinHandle};
+
+use super::outcome::{RunOutcome, RunRequest};
+use crate::db::{self, DbError};
+use crate::jobs::{Ctx, JobError, JobKind, JobReport};
+use crate::ledger::{self, Identity, NewRun, RunStatus};
+
+#[derive(QueryableByName)]
+struct BackendPid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+enum Start {
+    Run(i64),
+    DryRun,
+    Skipped(Option<i64>, String),
+    AlreadyRan,
+}
+
+/// What the job's blocking task gives back: the run's connection and the job's result.
+type JobResult = (PgConnection, Result<JobReport, JobError>);
+
+/// Runs one job once: lock, ledger row, the job itself under its timeout, ledger update.
+///
+/// The run gets a connection of its own (not from the pool): the advisory lock lives exactly
+/// as long as that connection, so a panicking or killed run can never leave it held.
+/// A dry run takes no lock, writes no ledger row and runs inside a transaction that is
+/// rolled back.
+pub async fn execute(
+    ctx: Arc<Ctx>,
+    identity: Identity,
+    request: RunRequest,
+) -> Result<RunOutcome, DbError> {
+    let started = Instant::now();
+    let kind = request.kind;
+    let (conn, start, backend_pid) = open_run(&ctx, identity, &request).await?;
+    let run_id = match start {
+        Start::Run(id) => Some(id),
+        Start::DryRun => None,
+        Start::Skipped(run_id, reason) => {
+            tracing::warn!(job.name = kind.name(), reason = %reason, "run skipped");
+            return Ok(RunOutcome::Skipped { run_id, reason });
+        }
+        Start::AlreadyRan => return Ok(RunOutcome::AlreadyRan),
+    };
+    tracing::info!(
+        job.name = kind.name(),
+        job.run_id = run_id,
+        job.trigger = request.trigger.as_str(),
+        job.scheduled_for = %request.scheduled_for,
+        dry_run = request.opts.dry_run,
+        "job started"
+    );
+
+    let (joined, timed_out) = run_with_timeout(&ctx, conn, backend_pid, &request, run_id).await;
+    let (outcome, conn) = outcome_of(joined, timed_out, &request, run_id, started.elapsed());
+    if let Some(id) = run_id {
+        record_outcome(&ctx, conn, kind, id, &outcome).await;
+    }
+    log_outcome(kind, &outcome);
+    Ok(outcome)
+}
+
+/// Connects and starts the run (see [`begin_run`]); also returns the connection's server
+/// process, which a timeout cancels.
+async fn open_run(
+    ctx: &Arc<Ctx>,
+    identity: Identity,
+    request: &RunRequest,
+) -> Result<(PgConnection, Start, Option<i32>), DbError> {
+    let url = ctx.connection_url.clone();
+    let request = request.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url)?;
+        let start = begin_run(&mut conn, &identity, &request)?;
+        let backend_pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<BackendPid>(&mut conn)
+            .map(|r| r.pid)
+            .ok();
+        Ok((conn, start, backend_pid))
+    })
+    .await
+    .map_err(|e| DbError::Migration(format!("run setup task failed: {e}")))?
+}
+
+fn begin_run(
+    conn: &mut PgConnection,
+    identity: &Identity,
+    req: &RunRequest,
+) -> Result<Start, DbError> {
+    if req.opts.dry_run {
+        return Ok(Start::DryRun);
+    }
+    let kind = req.kind;
+    let new_run = |status, error| NewRun {
+        job: kind,
+        trigger: req.trigger,
+        scheduled_for: req.scheduled_for,
+        status,
+        identity,
+        user_id: req.opts.user_id,
+        error,
+    };
+    if !ledger::try_lock(conn, kind)? {
+        let reason = match ledger::running_run(conn, kind)? {
+            Some(holder) => format!(
+                "job {} is already running: run {} ({} on {} pid {}, started {})",
+                kind.name(),
+                holder.id,
+                holder.trigger,
+                holder.host,
+                holder.pid,
+                holder.started_at.format("%Y-%m-%d %H:%M:%SZ")
+            ),
+            None => format!("job {} is locked by another process", kind.name()),
+        };
+        let id = ledger::insert_run(conn, &new_run(RunStatus::Skipped, Some(reason.clone())))?;
+        return Ok(Start::Skipped(id, reason));
+    }
+    ledger::mark_abandoned(conn, kind)?;
+    match ledger::insert_run(conn, &new_run(RunStatus::Running, None))? {
+        Some(id) => Ok(Start::Run(id)),
+        None => {
+            ledger::unlock(conn, kind)?;
+            Ok(Start::AlreadyRan)
+        }
+    }
+}
+
+/// Runs the job on a blocking thread. Past the request's timeout the job is cancelled and
+/// awaited; the second value says whether that happened.
+async fn run_with_timeout(
+    ctx: &Arc<Ctx>,
+    mut conn: PgConnection,
+    backend_pid: Option<i32>,
+    request: &RunRequest,
+    run_id: Option<i64>,
+) -> (Result<JobResult, JoinError>, bool) {
+    let kind = request.kind;
+    let job_ctx = ctx.clone();
+    let opts = request.opts.clone();
+    let now = request.now;
+    let mut handle = tokio::task::spawn_blocking(move || {
+        // A dry run is rolled back even if the job forgot to check `dry_run`.
+        let result = if opts.dry_run {
+            db::rolled_back(&mut conn, |conn| kind.run(&job_ctx, conn, now, &opts))
+        } else {
+            kind.run(&job_ctx, &mut conn, now, &opts)
+        };
+        (conn, result)
+    });
+    tokio::select! {
+        joined = &mut handle => (joined, false),
+        _ = tokio::time::sleep(request.timeout) => {
+            tracing::warn!(job.name = kind.name(), job.run_id = run_id, timeout_s = request.timeout.as_secs(), "job timed out; cancelling it");
+            request.opts.cancel.cancel();
+            (cancel_until_done(ctx, backend_pid, &mut handle).await, true)
+        }
+    }
+}
+
+/// Cancels the run's statement on the server, again every second, until the job returns.
+async fn cancel_until_done(
+    ctx: &Arc<Ctx>,
+    backend_pid: Option<i32>,
+    handle: &mut JoinHandle<JobResult>,
+) -> Result<JobResult, JoinError> {
+    loop {
+        if let Some(pid) = backend_pid {
+            let pool = ctx.pool.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(mut c) = pool.get() {
+                    let _ = c.batch_execute(&format!("SELECT pg_cancel_backend({pid})"));
+                }
+            })
+            .await;
+        }
+        tokio::select! {
+            joined = &mut *handle => return joined,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// How the run ended, and its connection when the job gave it back.
+fn outcome_of(
+    joined: Result<JobResult, JoinError>,
+    timed_out: bool,
+    request: &RunRequest,
+    run_id: Option<i64>,
+    elapsed: Duration,
+) -> (RunOutcome, Option<PgConnection>) {
+    let (conn, result) = match joined {
+        Ok(joined) => joined,
+        Err(join_error) => {
+            let error = format!("the job panicked: {join_error}");
+            let outcome = RunOutcome::Failed {
+                run_id,
+                error,
+                elapsed,
+            };
+            return (outcome, None);
+        }
+    };
+    let error = if timed_out {
+        format!(
+            "timed out after {}s (jobs.{}.timeout) and was cancelled",
+            request.timeout.as_secs(),
+            request.kind.config_key()
+        )
+    } else {
+        match result {
+            Ok(report) => {
+                let outcome = RunOutcome::Succeeded {
+                    run_id,
+                    report,
+                    elapsed,
+                };
+                return (outcome, Some(conn));
+            }
+            Err(e) => e.to_string(),
+        }
+    };
+    let outcome = RunOutcome::Failed {
+        run_id,
+        error,
+        elapsed,
+    };
+    (outcome, Some(conn))
+}
+
+async fn record_outcome(
+    ctx: &Arc<Ctx>,
+    conn: Option<PgConnection>,
+    kind: JobKind,
+    id: i64,
+    outcome: &RunOutcome,
+) {
+    let (status, report, error) = match outcome {
+        RunOutcome::Succeeded { report, .. } => (
+            RunStatus::Succeeded,
+            serde_json::to_value(report).ok(),
+            None,
+        ),
+        RunOutcome::Failed { error, .. } => (RunStatus::Failed, None, Some(error.clone())),
+        _ => return,
+    };
+    let ctx = ctx.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), DbError> {
+        // The run's own connection still holds the lock; use it when it is healthy.
+        if let Some(mut conn) = conn
+            && ledger::finish_run(&mut conn, id, status, report.as_ref(), error.as_deref()).is_ok()
+        {
+            let _ = ledger::unlock(&mut conn, kind);
+            return Ok(());
+        }
+        let mut conn = db::checkout(&ctx.pool, &ctx.connection_url)?;
+        ledger::finish_run(&mut conn, id, status, report.as_ref(), error.as_deref())?;
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(
+            job.name = kind.name(),
+            job.run_id = id,
+            error = %e,
+            "could not record the run's end; the next run marks it abandoned"
+        ),
+        Err(e) => {
+            tracing::error!(job.name = kind.name(), job.run_id = id, error = %e, "recording task failed")
+        }
+    }
+}
+
+fn log_outcome(kind: JobKind, outcome: &RunOutcome) {
+    match outcome {
+        RunOutcome::Succeeded {
+            run_id,
+            report,
+            elapsed,
+        } => tracing::info!(
+            job.name = kind.name(),
+            job.run_id = run_id,
+            duration_ms = elapsed.as_millis() as u64,
+            summary = %report.summary,
+            "job succeeded"
+        ),
+        RunOutcome::Failed {
+            run_id,
+            error,
+            elapsed,
+        } => tracing::error!(
+            job.name = kind.name(),
+            job.run_id = run_id,
+            duration_ms = elapsed.as_millis() as u64,
+            error = %error,
+            "job failed"
+        ),
+        RunOutcome::Skipped { .. } | RunOutcome::AlreadyRan => {}
+    }
+}
