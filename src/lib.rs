@@ -10,6 +10,7 @@ pub mod db;
 pub mod demo;
 pub mod embedded_pg;
 pub mod export;
+pub mod format;
 pub mod jobs;
 pub mod ledger;
 pub mod logging;
