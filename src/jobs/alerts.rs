@@ -22,6 +22,11 @@ use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 
+pub mod status;
+
+pub use status::AlertStatus;
+use status::{StatusCount, StatusRow};
+
 const CANDIDATES_SQL: &str = include_str!("sql/alerts_candidates.sql");
 const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
 const PREVIEW_SQL: &str = include_str!("sql/alerts_preview.sql");
@@ -29,20 +34,6 @@ const RETIRE_SQL: &str = include_str!("sql/alerts_retire.sql");
 const CLAIM_SQL: &str = include_str!("sql/alerts_claim.sql");
 const MARK_SENT_SQL: &str = include_str!("sql/alerts_mark_sent.sql");
 const MARK_FAILED_SQL: &str = include_str!("sql/alerts_mark_failed.sql");
-
-#[derive(QueryableByName)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-#[derive(QueryableByName)]
-struct Status {
-    #[diesel(sql_type = Text)]
-    status: String,
-}
 
 /// An alert the dry run would record.
 #[derive(QueryableByName)]
@@ -66,7 +57,7 @@ struct Preview {
     #[diesel(sql_type = Numeric)]
     limit_value: BigDecimal,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: AlertStatus,
 }
 
 /// A claimed alert with its addressee.
@@ -140,7 +131,7 @@ pub fn decide(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     user_id: Option<i64>,
-) -> Result<BTreeMap<String, i64>, JobError> {
+) -> Result<BTreeMap<AlertStatus, i64>, JobError> {
     let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
         .bind::<Timestamptz, _>(now)
         .bind::<Array<Integer>, _>(thresholds(ctx))
@@ -172,12 +163,15 @@ pub fn run(
 
     let decided = decide(ctx, conn, now, opts.user_id)?;
 
-    let retired: Vec<Status> = diesel::sql_query(RETIRE_SQL)
+    let retired: Vec<StatusRow> = diesel::sql_query(RETIRE_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<Double, _>(expire_after)
         .bind::<Nullable<BigInt>, _>(opts.user_id)
         .load(conn)?;
-    let expired = retired.iter().filter(|s| s.status == "expired").count();
+    let expired = retired
+        .iter()
+        .filter(|s| s.status == AlertStatus::Expired)
+        .count();
     let suppressed_later = retired.len() - expired;
 
     let mut delivery = Delivery::default();
@@ -195,13 +189,13 @@ pub fn run(
         deliver_batch(ctx, conn, &templates, now, &batch, &mut delivery)?;
     }
 
-    let to_send = decided.get("pending").copied().unwrap_or(0);
+    let decided_as = |status| decided.get(&status).copied().unwrap_or(0);
     let summary = format!(
         "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {})",
         decided.values().sum::<i64>(),
-        to_send,
-        decided.get("superseded").copied().unwrap_or(0),
-        decided.get("suppressed").copied().unwrap_or(0) + suppressed_later as i64,
+        decided_as(AlertStatus::Pending),
+        decided_as(AlertStatus::Superseded),
+        decided_as(AlertStatus::Suppressed) + suppressed_later as i64,
         delivery.sent,
         delivery.retrying,
         delivery.failed,
@@ -328,7 +322,7 @@ fn deliver_batch(
             .map(|(_, e)| e.class.is_permanent())
             .collect();
         let settings = &ctx.settings.alerts;
-        let outcomes: Vec<Status> = diesel::sql_query(MARK_FAILED_SQL)
+        let outcomes: Vec<StatusRow> = diesel::sql_query(MARK_FAILED_SQL)
             .bind::<Array<BigInt>, _>(&ids)
             .bind::<Array<Text>, _>(&classes)
             .bind::<Array<Text>, _>(&messages)
@@ -350,8 +344,9 @@ fn deliver_batch(
                 "quota alert not delivered"
             );
         }
-        delivery.failed += outcomes.iter().filter(|o| o.status == "failed").count();
-        delivery.retrying += outcomes.iter().filter(|o| o.status == "pending").count();
+        let now_in = |status| outcomes.iter().filter(|o| o.status == status).count();
+        delivery.failed += now_in(AlertStatus::Failed);
+        delivery.retrying += now_in(AlertStatus::Pending);
     }
     Ok(())
 }
@@ -403,10 +398,10 @@ fn preview(
             mail::content::format_amount(&c.metric, &c.limit_value),
             c.period_start.format("%Y-%m-%d %H:%MZ"),
         );
-        let verdict = match c.status.as_str() {
-            "pending" => "would email".to_string(),
-            "superseded" => "would record as superseded (a higher threshold is sent)".to_string(),
-            _ => "would record as suppressed (alerts are off)".to_string(),
+        let verdict = match c.status {
+            AlertStatus::Pending => "would email",
+            AlertStatus::Superseded => "would record as superseded (a higher threshold is sent)",
+            _ => "would record as suppressed (alerts are off)",
         };
         lines.push(format!(
             "user {} {}: {verdict}: {what}",
@@ -414,7 +409,10 @@ fn preview(
             mask_email(&c.email)
         ));
     }
-    let would_email = candidates.iter().filter(|c| c.status == "pending").count();
+    let would_email = candidates
+        .iter()
+        .filter(|c| c.status == AlertStatus::Pending)
+        .count();
     Ok(JobReport::new(
         format!(
             "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {})",
