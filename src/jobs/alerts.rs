@@ -17,6 +17,7 @@ use diesel::sql_types::{
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::config::Settings;
 use crate::logging::mask_email;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
@@ -108,6 +109,20 @@ pub fn alert_message_id(
     format!(
         "quota-alert.{user_id}.{metric}.{period}.{kind}.{}.{threshold}@{domain}",
         period_start.format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// The job as `--list-jobs` describes it, with the thresholds in effect.
+pub fn description(settings: &Settings) -> String {
+    let thresholds: Vec<String> = settings
+        .alerts
+        .thresholds
+        .iter()
+        .map(|t| format!("{t} %"))
+        .collect();
+    format!(
+        "emails users past {} of a limit, once per threshold per period, retrying failed sends",
+        thresholds.join("/")
     )
 }
 

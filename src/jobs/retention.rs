@@ -14,7 +14,7 @@ use diesel::sql_types::{BigInt, Text, Timestamptz};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
-use crate::config::RetentionSettings;
+use crate::config::{RetentionSettings, Settings};
 use crate::db::{Count, Flag};
 
 #[derive(QueryableByName, Debug)]
@@ -34,6 +34,15 @@ pub struct Partition {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub bytes: i64,
+}
+
+/// The job as `--list-jobs` describes it, with the retention in effect.
+pub fn description(settings: &Settings) -> String {
+    let months = settings.retention.events_months;
+    format!(
+        "deletes usage data older than {months} month{}: drops whole partitions, trims the boundary month in batches",
+        if months == 1 { "" } else { "s" }
+    )
 }
 
 /// The instant before which events are deleted.
