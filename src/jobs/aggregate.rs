@@ -9,6 +9,8 @@
 //! together or not at all. A backlog is split into transactions of about
 //! `aggregate.batch_events` events by choosing U along the recorded_xid index.
 
+pub mod watermark;
+
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use watermark::{parse_xid, snapshot_xmin};
 
 const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
@@ -56,12 +59,6 @@ pub fn run(
 }
 
 #[derive(QueryableByName)]
-struct XidText {
-    #[diesel(sql_type = Text)]
-    xid: String,
-}
-
-#[derive(QueryableByName)]
 struct Cut {
     #[diesel(sql_type = Nullable<Text>)]
     first: Option<String>,
@@ -77,40 +74,6 @@ struct ZoneProblem {
     declared_timezone: Option<String>,
     #[diesel(sql_type = Bool)]
     missing: bool,
-}
-
-fn parse_xid(text: &str) -> Result<u64, JobError> {
-    text.parse().map_err(|_| {
-        JobError::Invalid(format!(
-            "aggregate: transaction id `{text}` from the database is not a 64-bit number"
-        ))
-    })
-}
-
-/// Locks the watermark row (concurrent aggregators and rebuilds queue here) and reads it.
-fn lock_watermark(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark FOR UPDATE")
-            .get_result(conn)
-            .map_err(|e| match e {
-                diesel::result::Error::NotFound => JobError::Invalid(
-                    "aggregate: the aggregation_watermark row is missing; restore it with \
-                     INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
-                     is empty, else with the highest xid it reflects"
-                        .into(),
-                ),
-                e => e.into(),
-            })?;
-    parse_xid(&row.xid)
-}
-
-/// X: every transaction below it has finished. A statement of its own, so its snapshot is
-/// taken after the watermark lock was granted.
-fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
-            .get_result(conn)?;
-    parse_xid(&row.xid)
 }
 
 /// What one committed aggregate transaction did.
@@ -131,7 +94,7 @@ fn aggregate_step(
     target: Option<u64>,
 ) -> Result<(Step, u64), JobError> {
     conn.transaction(|conn| {
-        let from = lock_watermark(conn)?;
+        let from = watermark::lock(conn)?.xid;
         let horizon = snapshot_xmin(conn)?;
         let limit = target.map_or(horizon, |t| t.min(horizon));
         let mut step = Step {
@@ -171,11 +134,7 @@ fn aggregate_step(
             step.rows_written = rows;
             step.zone_problems = problems;
         }
-        diesel::sql_query(
-            "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
-        )
-        .bind::<Text, _>(to.to_string())
-        .execute(conn)?;
+        watermark::store(conn, to)?;
         step.to = to;
         step.caught_up = to == limit;
         Ok((step, horizon))
@@ -289,7 +248,7 @@ fn aggregate_new_events(
 
 /// The dry run of the incremental path: how many events the next run would add.
 fn pending_events(conn: &mut PgConnection) -> Result<JobReport, JobError> {
-    let from = lock_watermark(conn)?;
+    let from = watermark::lock(conn)?.xid;
     let horizon = snapshot_xmin(conn)?;
     let pending: crate::db::Count = diesel::sql_query(
         "SELECT count(*) AS n FROM usage_events
@@ -454,7 +413,7 @@ fn rebuild_day(
     day: NaiveDate,
     opts: &RunOpts,
 ) -> Result<(Vec<Difference>, u64), JobError> {
-    let watermark = lock_watermark(conn)?;
+    let watermark = watermark::lock(conn)?.xid;
     conn.batch_execute("DROP TABLE IF EXISTS pg_temp.rebuild_fresh")?;
     diesel::sql_query(REBUILD_FRESH_SQL)
         .bind::<Date, _>(day)
@@ -472,15 +431,4 @@ fn rebuild_day(
             .execute(conn)?;
     }
     Ok((differences, watermark))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transaction_ids_parse_as_64_bit_numbers() {
-        assert_eq!(parse_xid("18446744073709551615").unwrap(), u64::MAX);
-        assert!(parse_xid("12:34:").is_err());
-    }
 }

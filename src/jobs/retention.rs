@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 use serde_json::json;
 
+use super::aggregate::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts, partitions};
 use crate::config::{RetentionSettings, Settings};
 use crate::db::{Count, Flag};
@@ -30,17 +31,6 @@ pub fn description(settings: &Settings) -> String {
 pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     now.checked_sub_months(Months::new(months))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-fn watermark(conn: &mut PgConnection) -> Result<String, JobError> {
-    #[derive(QueryableByName)]
-    struct Xid {
-        #[diesel(sql_type = Text)]
-        xid: String,
-    }
-    let row: Xid =
-        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark").get_result(conn)?;
-    Ok(row.xid)
 }
 
 fn count_in(
@@ -156,7 +146,7 @@ fn retire_events(
     cutoff: DateTime<Utc>,
     opts: &RunOpts,
 ) -> Result<EventOutcome, JobError> {
-    let xid = watermark(conn)?;
+    let xid = watermark::read(conn)?.xid.to_string();
     let mut outcome = EventOutcome::default();
     for partition in partitions::list(conn)? {
         opts.cancel.check()?;

@@ -8,10 +8,11 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Date, Text};
 use serde::Serialize;
 use serde_json::json;
 
+use super::aggregate::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 /// How many models the report lists, by tokens.
@@ -41,12 +42,6 @@ struct Breakdown {
     tokens: i64,
     #[diesel(sql_type = Text)]
     cost: String,
-}
-
-#[derive(QueryableByName)]
-struct WatermarkTime {
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    updated_at: Option<DateTime<Utc>>,
 }
 
 pub fn run(
@@ -91,9 +86,7 @@ pub fn run(
     .bind::<Date, _>(day)
     .bind::<BigInt, _>(TOP_MODELS)
     .load(conn)?;
-    let watermark: WatermarkTime =
-        diesel::sql_query("SELECT max(updated_at) AS updated_at FROM aggregation_watermark")
-            .get_result(conn)?;
+    let watermark = watermark::read(conn)?;
 
     tracing::info!(
         job.name = "stats",
