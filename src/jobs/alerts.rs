@@ -238,6 +238,8 @@ struct Delivery {
     failed: usize,
 }
 
+/// Composes, sends and records one claimed batch. An alert that cannot be composed or sent
+/// is recorded as a failed attempt, so it is retried or given up on like any failed send.
 fn deliver_batch(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -246,51 +248,12 @@ fn deliver_batch(
     batch: &[ClaimedAlert],
     delivery: &mut Delivery,
 ) -> Result<(), JobError> {
-    let mail_settings = &ctx.settings.mail;
-    let domain = mail::sender_domain(mail_settings);
     let mut emails: Vec<OutgoingEmail> = Vec::with_capacity(batch.len());
     let mut email_alerts: Vec<&ClaimedAlert> = Vec::with_capacity(batch.len());
     let mut failures: Vec<(&ClaimedAlert, SendError)> = Vec::new();
+    let domain = mail::sender_domain(&ctx.settings.mail);
     for alert in batch {
-        let message_id = alert_message_id(
-            alert.user_id,
-            &alert.metric,
-            &alert.period,
-            &alert.kind,
-            alert.period_start,
-            alert.threshold,
-            &domain,
-        );
-        let facts = AlertFacts {
-            name: alert.name.clone(),
-            timezone: alert.timezone.clone(),
-            metric: alert.metric.clone(),
-            period: alert.period.clone(),
-            kind: alert.kind.clone(),
-            threshold: u32::try_from(alert.threshold).unwrap_or(0),
-            used: alert.used_value.clone(),
-            limit: alert.limit_value.clone(),
-            period_end: alert.period_end,
-        };
-        let content = alert_content(
-            &facts,
-            mail_settings.upgrade_url.as_deref(),
-            mail_settings.preferences_url.as_deref(),
-        );
-        let composed = templates
-            .render(&content)
-            .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))
-            .and_then(|rendered| {
-                mail::compose(
-                    mail_settings,
-                    &alert.email,
-                    &alert.name,
-                    &rendered,
-                    &message_id,
-                    now,
-                )
-            });
-        match composed {
+        match compose_email(ctx, templates, now, &domain, alert) {
             Ok(email) => {
                 emails.push(email);
                 email_alerts.push(alert);
@@ -300,9 +263,8 @@ fn deliver_batch(
     }
 
     let results = ctx.mailer.send_all(&emails);
-    let mut sent_ids = Vec::new();
-    let mut sent_message_ids = Vec::new();
-    for ((alert, email), result) in email_alerts.iter().zip(&emails).zip(results) {
+    let mut sent = Vec::new();
+    for ((alert, email), result) in email_alerts.into_iter().zip(&emails).zip(results) {
         match result {
             Ok(()) => {
                 tracing::info!(
@@ -314,55 +276,126 @@ fn deliver_batch(
                     alert.threshold = alert.threshold,
                     "quota alert sent"
                 );
-                sent_ids.push(alert.id);
-                sent_message_ids.push(email.message_id.clone());
+                sent.push((alert, email));
             }
             Err(e) => failures.push((alert, e)),
         }
     }
 
-    if !sent_ids.is_empty() {
-        delivery.sent += diesel::sql_query(MARK_SENT_SQL)
-            .bind::<Array<BigInt>, _>(&sent_ids)
-            .bind::<Array<Text>, _>(&sent_message_ids)
-            .bind::<Timestamptz, _>(now)
-            .execute(conn)?;
+    delivery.sent += record_sent(conn, now, &sent)?;
+    record_failures(ctx, conn, now, &failures, delivery)
+}
+
+/// The alert email of one claimed alert, with its stable Message-ID.
+fn compose_email(
+    ctx: &Ctx,
+    templates: &Templates,
+    now: DateTime<Utc>,
+    domain: &str,
+    alert: &ClaimedAlert,
+) -> Result<OutgoingEmail, SendError> {
+    let mail_settings = &ctx.settings.mail;
+    let message_id = alert_message_id(
+        alert.user_id,
+        &alert.metric,
+        &alert.period,
+        &alert.kind,
+        alert.period_start,
+        alert.threshold,
+        domain,
+    );
+    let facts = AlertFacts {
+        name: alert.name.clone(),
+        timezone: alert.timezone.clone(),
+        metric: alert.metric.clone(),
+        period: alert.period.clone(),
+        kind: alert.kind.clone(),
+        threshold: u32::try_from(alert.threshold).unwrap_or(0),
+        used: alert.used_value.clone(),
+        limit: alert.limit_value.clone(),
+        period_end: alert.period_end,
+    };
+    let content = alert_content(
+        &facts,
+        mail_settings.upgrade_url.as_deref(),
+        mail_settings.preferences_url.as_deref(),
+    );
+    let rendered = templates
+        .render(&content)
+        .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))?;
+    mail::compose(
+        mail_settings,
+        &alert.email,
+        &alert.name,
+        &rendered,
+        &message_id,
+        now,
+    )
+}
+
+/// Marks the sent alerts `sent` with their Message-IDs; returns how many rows changed.
+fn record_sent(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    sent: &[(&ClaimedAlert, &OutgoingEmail)],
+) -> Result<usize, JobError> {
+    if sent.is_empty() {
+        return Ok(0);
     }
-    if !failures.is_empty() {
-        let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
-        let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
-        let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
-        let permanent: Vec<bool> = failures
-            .iter()
-            .map(|(_, e)| e.class.is_permanent())
-            .collect();
-        let settings = &ctx.settings.alerts;
-        let outcomes: Vec<StatusRow> = diesel::sql_query(MARK_FAILED_SQL)
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Text>, _>(&classes)
-            .bind::<Array<Text>, _>(&messages)
-            .bind::<Array<Bool>, _>(&permanent)
-            .bind::<Timestamptz, _>(now)
-            .bind::<Integer, _>(i32::try_from(settings.max_attempts).unwrap_or(i32::MAX))
-            .bind::<Double, _>(settings.backoff_base.0.as_secs_f64())
-            .bind::<Double, _>(settings.backoff_max.0.as_secs_f64())
-            .load(conn)?;
-        for (alert, error) in &failures {
-            tracing::warn!(
-                user.id = alert.user_id,
-                mail.to = %mask_email(&alert.email),
-                alert.id = alert.id,
-                alert.attempts = alert.attempts,
-                error.class = error.class.as_str(),
-                // A server's reply may quote the recipient: keep the address out of the log.
-                error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
-                "quota alert not delivered"
-            );
-        }
-        let now_in = |status| outcomes.iter().filter(|o| o.status == status).count();
-        delivery.failed += now_in(AlertStatus::Failed);
-        delivery.retrying += now_in(AlertStatus::Pending);
+    let ids: Vec<i64> = sent.iter().map(|(a, _)| a.id).collect();
+    let message_ids: Vec<&str> = sent.iter().map(|(_, e)| e.message_id.as_str()).collect();
+    Ok(diesel::sql_query(MARK_SENT_SQL)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Text>, _>(&message_ids)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?)
+}
+
+/// Records failed attempts: each alert goes back to `pending` with a backoff, or to `failed`
+/// when the error is permanent or `alerts.max_attempts` is reached.
+fn record_failures(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    failures: &[(&ClaimedAlert, SendError)],
+    delivery: &mut Delivery,
+) -> Result<(), JobError> {
+    if failures.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
+    let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
+    let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
+    let permanent: Vec<bool> = failures
+        .iter()
+        .map(|(_, e)| e.class.is_permanent())
+        .collect();
+    let settings = &ctx.settings.alerts;
+    let outcomes: Vec<StatusRow> = diesel::sql_query(MARK_FAILED_SQL)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Text>, _>(&classes)
+        .bind::<Array<Text>, _>(&messages)
+        .bind::<Array<Bool>, _>(&permanent)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Integer, _>(i32::try_from(settings.max_attempts).unwrap_or(i32::MAX))
+        .bind::<Double, _>(settings.backoff_base.0.as_secs_f64())
+        .bind::<Double, _>(settings.backoff_max.0.as_secs_f64())
+        .load(conn)?;
+    for (alert, error) in failures {
+        tracing::warn!(
+            user.id = alert.user_id,
+            mail.to = %mask_email(&alert.email),
+            alert.id = alert.id,
+            alert.attempts = alert.attempts,
+            error.class = error.class.as_str(),
+            // A server's reply may quote the recipient: keep the address out of the log.
+            error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
+            "quota alert not delivered"
+        );
+    }
+    let now_in = |status| outcomes.iter().filter(|o| o.status == status).count();
+    delivery.failed += now_in(AlertStatus::Failed);
+    delivery.retrying += now_in(AlertStatus::Pending);
     Ok(())
 }
 
