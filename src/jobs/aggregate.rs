@@ -158,6 +158,7 @@ fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProbl
     Ok((rows as u64, problems))
 }
 
+/// Adds every event below the horizon of the run's first transaction, a batch per transaction.
 fn aggregate_new_events(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -167,26 +168,51 @@ fn aggregate_new_events(
         return pending_events(conn);
     }
     let batch_events = ctx.settings.aggregate.batch_events;
-    let mut unknown_zone_users = BTreeSet::new();
-    let mut missing_users = BTreeSet::new();
-    let mut events = 0u64;
-    let mut rows_written = 0u64;
-    let mut transactions = 0u64;
-    let mut first_watermark = None;
+    let mut tally = RunTally::default();
     let mut target = None;
-    let last_watermark = loop {
+    loop {
         opts.cancel.check()?;
         let (step, horizon) = aggregate_step(conn, batch_events, target)?;
         // The run stops at the horizon of its first transaction, so it ends under constant load.
-        target.get_or_insert(horizon);
-        first_watermark.get_or_insert(step.from);
-        transactions += 1;
-        events += step.events;
-        rows_written += step.rows_written;
+        let run_target = *target.get_or_insert(horizon);
+        let (to, caught_up) = (step.to, step.caught_up);
+        tally.add(step);
+        if caught_up {
+            return Ok(tally.report(to));
+        }
+        tracing::info!(
+            job.name = "aggregate",
+            events.done = tally.events,
+            transactions = tally.transactions,
+            watermark = to,
+            watermark.target = run_target,
+            "aggregate backlog: batch committed"
+        );
+    }
+}
+
+/// What the transactions of one incremental run did, together.
+#[derive(Default)]
+struct RunTally {
+    events: u64,
+    rows_written: u64,
+    transactions: u64,
+    first_watermark: Option<u64>,
+    unknown_zone_users: BTreeSet<i64>,
+    missing_users: BTreeSet<i64>,
+}
+
+impl RunTally {
+    /// Counts a committed step; warns once per run about each user with an unknown zone.
+    fn add(&mut self, step: Step) {
+        self.first_watermark.get_or_insert(step.from);
+        self.transactions += 1;
+        self.events += step.events;
+        self.rows_written += step.rows_written;
         for problem in step.zone_problems {
             if problem.missing {
-                missing_users.insert(problem.user_id);
-            } else if unknown_zone_users.insert(problem.user_id) {
+                self.missing_users.insert(problem.user_id);
+            } else if self.unknown_zone_users.insert(problem.user_id) {
                 tracing::warn!(
                     job.name = "aggregate",
                     user.id = problem.user_id,
@@ -196,54 +222,49 @@ fn aggregate_new_events(
                 );
             }
         }
-        if !step.caught_up {
-            tracing::info!(
+    }
+
+    /// The run's report, the watermark having reached `last_watermark`.
+    fn report(self, last_watermark: u64) -> JobReport {
+        let RunTally {
+            events,
+            rows_written,
+            transactions,
+            ..
+        } = self;
+        if !self.missing_users.is_empty() {
+            tracing::warn!(
                 job.name = "aggregate",
-                events.done = events,
-                transactions,
-                watermark = step.to,
-                watermark.target = target.unwrap_or(step.to),
-                "aggregate backlog: batch committed"
+                users.count = self.missing_users.len(),
+                users.first = ?self.missing_users.iter().take(10).collect::<Vec<_>>(),
+                "events of user ids without a users row; summarised by UTC day"
             );
         }
-        if step.caught_up {
-            break step.to;
-        }
-    };
-    if !missing_users.is_empty() {
-        tracing::warn!(
-            job.name = "aggregate",
-            users.count = missing_users.len(),
-            users.first = ?missing_users.iter().take(10).collect::<Vec<_>>(),
-            "events of user ids without a users row; summarised by UTC day"
+        let first_watermark = self.first_watermark.unwrap_or(last_watermark);
+        let unknown_zones = self.unknown_zone_users.len();
+        let summary = format!(
+            "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
+             watermark {first_watermark} -> {last_watermark}{}",
+            if unknown_zones == 0 {
+                String::new()
+            } else {
+                format!("; {unknown_zones} user(s) with an unknown time zone counted in UTC")
+            }
         );
+        JobReport::new(
+            summary,
+            json!({
+                "events": events,
+                "rows_written": rows_written,
+                "transactions": transactions,
+                "watermark_from": first_watermark.to_string(),
+                "watermark_to": last_watermark.to_string(),
+                "unknown_timezone_users": unknown_zones,
+                "unknown_timezone_user_ids": self.unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
+                "users_without_row": self.missing_users.len(),
+            }),
+        )
     }
-    let summary = format!(
-        "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
-         watermark {} -> {last_watermark}{}",
-        first_watermark.unwrap_or(last_watermark),
-        if unknown_zone_users.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} user(s) with an unknown time zone counted in UTC",
-                unknown_zone_users.len()
-            )
-        }
-    );
-    Ok(JobReport::new(
-        summary,
-        json!({
-            "events": events,
-            "rows_written": rows_written,
-            "transactions": transactions,
-            "watermark_from": first_watermark.unwrap_or(last_watermark).to_string(),
-            "watermark_to": last_watermark.to_string(),
-            "unknown_timezone_users": unknown_zone_users.len(),
-            "unknown_timezone_user_ids": unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
-            "users_without_row": missing_users.len(),
-        }),
-    ))
 }
 
 /// The dry run of the incremental path: how many events the next run would add.
