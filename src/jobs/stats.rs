@@ -30,18 +30,14 @@ struct Totals {
     cost: String,
 }
 
+/// The totals of one kind or model.
 #[derive(QueryableByName, Serialize)]
 struct Breakdown {
     #[diesel(sql_type = Text)]
     name: String,
-    #[diesel(sql_type = BigInt)]
-    active_users: i64,
-    #[diesel(sql_type = BigInt)]
-    events: i64,
-    #[diesel(sql_type = BigInt)]
-    tokens: i64,
-    #[diesel(sql_type = Text)]
-    cost: String,
+    #[diesel(embed)]
+    #[serde(flatten)]
+    totals: Totals,
 }
 
 pub fn run(
@@ -95,8 +91,8 @@ pub fn run(
         stats.active_users = totals.active_users,
         stats.tokens = totals.tokens,
         stats.cost = %totals.cost,
-        stats.by_kind = %by_kind.iter().map(|k| format!("{}={}", k.name, k.events)).collect::<Vec<_>>().join(","),
-        stats.top_models = %top_models.iter().map(|m| format!("{}={}", m.name, m.tokens)).collect::<Vec<_>>().join(","),
+        stats.by_kind = %by_kind.iter().map(|k| format!("{}={}", k.name, k.totals.events)).collect::<Vec<_>>().join(","),
+        stats.top_models = %top_models.iter().map(|m| format!("{}={}", m.name, m.totals.tokens)).collect::<Vec<_>>().join(","),
         "daily statistics"
     );
     Ok(JobReport::new(
