@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
-use diesel::pg::PgConnection;
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Int2, Int4, Integer, Nullable, Numeric, Text, Timestamptz,
@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 use crate::config::Settings;
+use crate::db::Count;
 use crate::logging::mask_email;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
@@ -130,13 +131,30 @@ fn candidates_then(statement: &str) -> String {
     format!("WITH candidates AS ({CANDIDATES_SQL})\n{statement}")
 }
 
-fn thresholds(ctx: &Ctx) -> Vec<i32> {
-    ctx.settings
-        .alerts
+/// Runs `statement` after the candidates it reads: $1 now, $2 thresholds int[],
+/// $3 expire_after seconds, $4 a user id or NULL.
+fn load_after_candidates<Row>(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    statement: &str,
+    now: DateTime<Utc>,
+    user_id: Option<i64>,
+) -> QueryResult<Vec<Row>>
+where
+    Row: QueryableByName<Pg> + 'static,
+{
+    let settings = &ctx.settings.alerts;
+    let thresholds: Vec<i32> = settings
         .thresholds
         .iter()
         .map(|t| i32::try_from(*t).unwrap_or(100))
-        .collect()
+        .collect();
+    diesel::sql_query(candidates_then(statement))
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Integer>, _>(thresholds)
+        .bind::<Double, _>(settings.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .load(conn)
 }
 
 /// The deciding step alone: records every alert usage calls for at `now` (for one user, or
@@ -147,12 +165,7 @@ pub fn decide(
     now: DateTime<Utc>,
     user_id: Option<i64>,
 ) -> Result<BTreeMap<AlertStatus, i64>, JobError> {
-    let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Integer>, _>(thresholds(ctx))
-        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
-        .bind::<Nullable<BigInt>, _>(user_id)
-        .load(conn)?;
+    let decided: Vec<StatusCount> = load_after_candidates(ctx, conn, DECIDE_SQL, now, user_id)?;
     Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
 }
 
@@ -406,18 +419,8 @@ fn preview(
     now: DateTime<Utc>,
     user_id: Option<i64>,
 ) -> Result<JobReport, JobError> {
-    let candidates: Vec<Preview> = diesel::sql_query(candidates_then(PREVIEW_SQL))
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Integer>, _>(thresholds(ctx))
-        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
-        .bind::<Nullable<BigInt>, _>(user_id)
-        .load(conn)?;
-    #[derive(QueryableByName)]
-    struct Due {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let due: Due = diesel::sql_query(
+    let candidates: Vec<Preview> = load_after_candidates(ctx, conn, PREVIEW_SQL, now, user_id)?;
+    let due: Count = diesel::sql_query(
         "SELECT count(*) AS n FROM quota_alerts
           WHERE ((status = 'pending' AND next_attempt_at <= $1)
                  OR (status = 'sending' AND leased_until <= $1))
