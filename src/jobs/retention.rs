@@ -33,23 +33,6 @@ pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn count_in(
-    conn: &mut PgConnection,
-    table: &str,
-    cutoff: DateTime<Utc>,
-    xid: &str,
-    aggregated: bool,
-) -> Result<i64, JobError> {
-    let op = if aggregated { "<" } else { ">=" };
-    let row: Count = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM {table} WHERE created_at < $1 AND recorded_xid {op} $2::xid8"
-    ))
-    .bind::<Timestamptz, _>(cutoff)
-    .bind::<Text, _>(xid)
-    .get_result(conn)?;
-    Ok(row.n)
-}
-
 fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
     let row: Flag = diesel::sql_query(format!(
         "SELECT COALESCE((SELECT max(recorded_xid) FROM {table}) >= $1::xid8, false) AS value"
@@ -158,12 +141,18 @@ fn retire_events(
         if !whole && !straddles {
             continue;
         }
+        let old_events = |condition: &str| DeleteRule {
+            table: partition.name.clone(),
+            condition: format!("created_at < $1 AND {condition}"),
+            cutoff,
+            xid: Some(xid.clone()),
+        };
         // The common case, a whole old month with nothing unaggregated, is answered by one
         // probe of the recorded_xid index (its maximum) instead of a count.
         let kept = if whole && !has_unaggregated(conn, &partition.name, &xid)? {
             0
         } else {
-            count_in(conn, &partition.name, cutoff, &xid, false)?
+            count_where(conn, &old_events("recorded_xid >= $2::xid8"))?
         };
         outcome.not_aggregated += kept;
         if whole && kept == 0 {
@@ -171,14 +160,9 @@ fn retire_events(
             outcome.dropped.push(partition.name);
             continue;
         }
-        let rule = DeleteRule {
-            table: partition.name.clone(),
-            condition: "created_at < $1 AND recorded_xid < $2::xid8".into(),
-            cutoff,
-            xid: Some(xid.clone()),
-        };
+        let rule = old_events("recorded_xid < $2::xid8");
         let deleted = if opts.dry_run {
-            count_in(conn, &partition.name, cutoff, &xid, true)?
+            count_where(conn, &rule)?
         } else {
             delete_in_batches(conn, &rule, settings, opts)?
         };
