@@ -235,17 +235,6 @@ mod tests {
         BigDecimal::from_str(text).unwrap()
     }
 
-    #[test]
-    fn amounts_are_grouped_by_thousands_and_cost_has_two_decimals() {
-        assert_eq!(format_amount("tokens", &BigDecimal::from(71234)), "71,234");
-        assert_eq!(format_amount("tokens", &BigDecimal::from(100)), "100");
-        assert_eq!(
-            format_amount("tokens", &BigDecimal::from(1000000)),
-            "1,000,000"
-        );
-        assert_eq!(format_amount("cost", &"12.345".parse().unwrap()), "12.35");
-    }
-
     fn usage_table_line(metric: &str, used: &BigDecimal) -> String {
         let at: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().unwrap();
         let report = QuotaReport {
