@@ -13,7 +13,7 @@ use crate::db::{self, DbError};
 use crate::demo::{self, DemoError};
 use crate::embedded_pg::EmbeddedPg;
 use crate::export::{ExportError, write_daily_csv};
-use crate::jobs::{Ctx, JobKind, RunOpts};
+use crate::jobs::{self, Ctx, JobKind, RunOpts};
 use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
 use crate::quota_report;
@@ -324,13 +324,22 @@ fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
             schedule,
             next,
             last,
-            plan.kind.description()
+            job_description(plan.kind, &ctx.settings)
         );
     }
     if let Err(e) = last_runs {
         eprintln!("last runs unknown: {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A job's description with the settings in effect where it names them (thresholds, months).
+fn job_description(kind: JobKind, settings: &Settings) -> String {
+    match kind {
+        JobKind::Alerts => jobs::alerts::description(settings),
+        JobKind::Retention => jobs::retention::description(settings),
+        _ => kind.description().to_string(),
+    }
 }
 
 fn usage(ctx: &Arc<Ctx>, user_id: i64, as_json: bool) -> Result<ExitCode, AppError> {
@@ -412,4 +421,17 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_default_settings_each_job_is_described_as_in_the_static_text() {
+        let settings = Settings::default();
+        for &kind in JobKind::ALL {
+            assert_eq!(job_description(kind, &settings), kind.description());
+        }
+    }
 }

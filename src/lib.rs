@@ -8,7 +8,7 @@
 //! Modules are layered, bottom to top; a module imports only modules of its own layer or
 //! below, never one above (a test below enforces it):
 //!
-//! 1. `job_kind`, `redact`, `schedule`, `embedded_pg`: job identity and leaf helpers
+//! 1. `job_kind`, `redact`, `format`, `schedule`, `embedded_pg`: job identity and leaf helpers
 //! 2. `config`: settings, parsing and validation only
 //! 3. `logging`
 //! 4. `db`
@@ -25,6 +25,7 @@ pub mod db;
 pub mod demo;
 pub mod embedded_pg;
 pub mod export;
+pub mod format;
 pub mod job_kind;
 pub mod jobs;
 pub mod ledger;
@@ -45,7 +46,7 @@ mod layer_tests {
 
     /// The layer order of the module documentation above, bottom first.
     const LAYERS: &[&[&str]] = &[
-        &["job_kind", "redact", "schedule", "embedded_pg"],
+        &["job_kind", "redact", "format", "schedule", "embedded_pg"],
         &["config"],
         &["logging"],
         &["db"],

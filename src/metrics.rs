@@ -19,21 +19,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::jobs::JobKind;
+use crate::jobs::alerts::AlertStatus;
+use crate::jobs::alerts::status::StatusCount;
 use crate::scheduler::outcome::RunOutcome;
 
 /// The media type of the exposition `render` produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Every status of `quota_alerts`, reported even at zero so a dashboard never loses a series.
-const ALERT_STATUSES: &[&str] = &[
-    "pending",
-    "sending",
-    "sent",
-    "failed",
-    "suppressed",
-    "superseded",
-    "expired",
-];
 
 /// Counting unaggregated events stops here: the gauge says "at least this many" past it, and
 /// a scrape stays cheap however far behind aggregation is.
@@ -157,7 +148,7 @@ pub struct DatabaseSample {
     /// Unix time of each job's latest successful run, by any instance or by hand.
     pub last_success: Vec<(String, f64)>,
     /// Alerts by status; `None` when the `quota_alerts` table does not exist.
-    pub alerts: Option<Vec<(String, i64)>>,
+    pub alerts: Option<Vec<(AlertStatus, i64)>>,
     /// Events at or above the aggregation watermark (capped at [`UNAGGREGATED_COUNT_CAP`]).
     pub events_unaggregated: i64,
     /// Seconds since the aggregation watermark was last stored.
@@ -179,19 +170,17 @@ impl DatabaseSample {
         );
         if let Some(alerts) = &self.alerts {
             let family = Family::<Status, Gauge>::default();
-            for status in ALERT_STATUSES {
+            // Every status is reported, at zero too, so a dashboard never loses a series.
+            for status in AlertStatus::ALL {
+                let n = alerts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
                 family
                     .get_or_create(&Status {
                         status: status.to_string(),
                     })
-                    .set(0);
-            }
-            for (status, n) in alerts {
-                family
-                    .get_or_create(&Status {
-                        status: status.clone(),
-                    })
-                    .set(*n);
+                    .set(n);
             }
             registry.register(
                 "alerts",
@@ -222,14 +211,6 @@ struct LastSuccess {
     job: String,
     #[diesel(sql_type = Double)]
     at: f64,
-}
-
-#[derive(QueryableByName)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 #[derive(QueryableByName)]

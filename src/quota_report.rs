@@ -12,6 +12,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
 use serde_json::{Value, json};
 
+use crate::format;
+
 /// One row of `quota_status(user_id)`.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct QuotaRow {
@@ -216,37 +218,88 @@ fn number(value: &BigDecimal) -> Value {
 /// `71,234`, or `12.35` for cost.
 fn format_amount(metric: &str, value: &BigDecimal) -> String {
     if metric == "cost" {
-        return value
-            .with_scale_round(2, bigdecimal::RoundingMode::HalfUp)
-            .to_string();
+        format::money(value)
+    } else {
+        format::whole(value)
     }
-    let digits = value.with_scale(0).to_string();
-    let (sign, digits) = digits
-        .strip_prefix('-')
-        .map_or(("", digits.as_str()), |d| ("-", d));
-    let mut grouped = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}{grouped}")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
+    use crate::mail::content::{AlertFacts, alert_content};
+
+    fn dec(text: &str) -> BigDecimal {
+        BigDecimal::from_str(text).unwrap()
+    }
+
+    fn usage_table_line(metric: &str, used: &BigDecimal) -> String {
+        let at: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().unwrap();
+        let report = QuotaReport {
+            user_id: 7,
+            timezone: "UTC".into(),
+            zone: Tz::UTC,
+            plan: None,
+            at,
+            rows: vec![QuotaRow {
+                metric: metric.into(),
+                period: "month".into(),
+                kind: String::new(),
+                used: used.clone(),
+                limit_value: None,
+                remaining: None,
+                unlimited: true,
+                exceeded: false,
+                percent: None,
+                period_start: at,
+                period_end: at,
+            }],
+        };
+        report.to_table().lines().nth(1).unwrap().to_string()
+    }
+
+    fn email_used(metric: &str, used: &BigDecimal) -> String {
+        let facts = AlertFacts {
+            name: "Ada".into(),
+            timezone: "UTC".into(),
+            metric: metric.into(),
+            period: "month".into(),
+            kind: String::new(),
+            threshold: 80,
+            used: used.clone(),
+            limit: used.clone(),
+            period_end: "2026-12-01T00:00:00Z".parse().unwrap(),
+        };
+        alert_content(&facts, None, None).used
+    }
 
     #[test]
-    fn amounts_are_grouped_by_thousands_and_cost_has_two_decimals() {
-        assert_eq!(format_amount("tokens", &BigDecimal::from(71234)), "71,234");
-        assert_eq!(format_amount("tokens", &BigDecimal::from(100)), "100");
-        assert_eq!(
-            format_amount("tokens", &BigDecimal::from(1000000)),
-            "1,000,000"
-        );
-        assert_eq!(format_amount("cost", &"12.345".parse().unwrap()), "12.35");
+    fn the_usage_table_and_the_alert_email_write_an_amount_alike() {
+        for (amount, text) in [
+            ("12.345", "12.35"),
+            ("0.005", "0.01"),
+            ("1234567.891", "1,234,567.89"),
+        ] {
+            let value = dec(amount);
+            assert!(
+                usage_table_line("cost", &value).contains(&format!(" {text} used")),
+                "{amount}: {}",
+                usage_table_line("cost", &value)
+            );
+            assert_eq!(email_used("cost", &value), format!("${text}"), "{amount}");
+        }
+        for (amount, text) in [("1234567", "1,234,567"), ("999.9", "999"), ("1", "1")] {
+            let value = dec(amount);
+            assert!(
+                usage_table_line("tokens", &value).contains(&format!(" {text} used")),
+                "{amount}: {}",
+                usage_table_line("tokens", &value)
+            );
+            let email = email_used("tokens", &value);
+            assert!(email.starts_with(&format!("{text} token")), "{email}");
+        }
     }
 
     #[test]

@@ -191,3 +191,33 @@ fn run_partitions_at_an_instant_then_again_then_dry_run() {
         "{stdout}"
     );
 }
+
+#[test]
+fn list_jobs_describes_the_retention_and_thresholds_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[retention]\nevents_months = 36\n\n[alerts]\nthresholds = [50, 90]\n",
+    );
+    let (code, stdout, stderr) = run(&["--list-jobs", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = |job: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{job} ")))
+            .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("retention").contains("older than 36 months"),
+        "{stdout}"
+    );
+    assert!(
+        line("alerts").contains("past 50 %/90 % of a limit"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("24 months") && !stdout.contains("80 %"),
+        "{stdout}"
+    );
+}

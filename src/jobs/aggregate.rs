@@ -9,6 +9,8 @@
 //! together or not at all. A backlog is split into transactions of about
 //! `aggregate.batch_events` events by choosing U along the recorded_xid index.
 
+pub mod watermark;
+
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use watermark::{parse_xid, snapshot_xmin};
 
 const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
@@ -56,12 +59,6 @@ pub fn run(
 }
 
 #[derive(QueryableByName)]
-struct XidText {
-    #[diesel(sql_type = Text)]
-    xid: String,
-}
-
-#[derive(QueryableByName)]
 struct Cut {
     #[diesel(sql_type = Nullable<Text>)]
     first: Option<String>,
@@ -77,40 +74,6 @@ struct ZoneProblem {
     declared_timezone: Option<String>,
     #[diesel(sql_type = Bool)]
     missing: bool,
-}
-
-fn parse_xid(text: &str) -> Result<u64, JobError> {
-    text.parse().map_err(|_| {
-        JobError::Invalid(format!(
-            "aggregate: transaction id `{text}` from the database is not a 64-bit number"
-        ))
-    })
-}
-
-/// Locks the watermark row (concurrent aggregators and rebuilds queue here) and reads it.
-fn lock_watermark(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark FOR UPDATE")
-            .get_result(conn)
-            .map_err(|e| match e {
-                diesel::result::Error::NotFound => JobError::Invalid(
-                    "aggregate: the aggregation_watermark row is missing; restore it with \
-                     INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
-                     is empty, else with the highest xid it reflects"
-                        .into(),
-                ),
-                e => e.into(),
-            })?;
-    parse_xid(&row.xid)
-}
-
-/// X: every transaction below it has finished. A statement of its own, so its snapshot is
-/// taken after the watermark lock was granted.
-fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
-            .get_result(conn)?;
-    parse_xid(&row.xid)
 }
 
 /// What one committed aggregate transaction did.
@@ -131,7 +94,7 @@ fn aggregate_step(
     target: Option<u64>,
 ) -> Result<(Step, u64), JobError> {
     conn.transaction(|conn| {
-        let from = lock_watermark(conn)?;
+        let from = watermark::lock(conn)?.xid;
         let horizon = snapshot_xmin(conn)?;
         let limit = target.map_or(horizon, |t| t.min(horizon));
         let mut step = Step {
@@ -171,11 +134,7 @@ fn aggregate_step(
             step.rows_written = rows;
             step.zone_problems = problems;
         }
-        diesel::sql_query(
-            "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
-        )
-        .bind::<Text, _>(to.to_string())
-        .execute(conn)?;
+        watermark::store(conn, to)?;
         step.to = to;
         step.caught_up = to == limit;
         Ok((step, horizon))
@@ -199,6 +158,7 @@ fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProbl
     Ok((rows as u64, problems))
 }
 
+/// Adds every event below the horizon of the run's first transaction, a batch per transaction.
 fn aggregate_new_events(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -208,26 +168,51 @@ fn aggregate_new_events(
         return pending_events(conn);
     }
     let batch_events = ctx.settings.aggregate.batch_events;
-    let mut unknown_zone_users = BTreeSet::new();
-    let mut missing_users = BTreeSet::new();
-    let mut events = 0u64;
-    let mut rows_written = 0u64;
-    let mut transactions = 0u64;
-    let mut first_watermark = None;
+    let mut tally = RunTally::default();
     let mut target = None;
-    let last_watermark = loop {
+    loop {
         opts.cancel.check()?;
         let (step, horizon) = aggregate_step(conn, batch_events, target)?;
         // The run stops at the horizon of its first transaction, so it ends under constant load.
-        target.get_or_insert(horizon);
-        first_watermark.get_or_insert(step.from);
-        transactions += 1;
-        events += step.events;
-        rows_written += step.rows_written;
+        let run_target = *target.get_or_insert(horizon);
+        let (to, caught_up) = (step.to, step.caught_up);
+        tally.add(step);
+        if caught_up {
+            return Ok(tally.report(to));
+        }
+        tracing::info!(
+            job.name = "aggregate",
+            events.done = tally.events,
+            transactions = tally.transactions,
+            watermark = to,
+            watermark.target = run_target,
+            "aggregate backlog: batch committed"
+        );
+    }
+}
+
+/// What the transactions of one incremental run did, together.
+#[derive(Default)]
+struct RunTally {
+    events: u64,
+    rows_written: u64,
+    transactions: u64,
+    first_watermark: Option<u64>,
+    unknown_zone_users: BTreeSet<i64>,
+    missing_users: BTreeSet<i64>,
+}
+
+impl RunTally {
+    /// Counts a committed step; warns once per run about each user with an unknown zone.
+    fn add(&mut self, step: Step) {
+        self.first_watermark.get_or_insert(step.from);
+        self.transactions += 1;
+        self.events += step.events;
+        self.rows_written += step.rows_written;
         for problem in step.zone_problems {
             if problem.missing {
-                missing_users.insert(problem.user_id);
-            } else if unknown_zone_users.insert(problem.user_id) {
+                self.missing_users.insert(problem.user_id);
+            } else if self.unknown_zone_users.insert(problem.user_id) {
                 tracing::warn!(
                     job.name = "aggregate",
                     user.id = problem.user_id,
@@ -237,59 +222,54 @@ fn aggregate_new_events(
                 );
             }
         }
-        if !step.caught_up {
-            tracing::info!(
+    }
+
+    /// The run's report, the watermark having reached `last_watermark`.
+    fn report(self, last_watermark: u64) -> JobReport {
+        let RunTally {
+            events,
+            rows_written,
+            transactions,
+            ..
+        } = self;
+        if !self.missing_users.is_empty() {
+            tracing::warn!(
                 job.name = "aggregate",
-                events.done = events,
-                transactions,
-                watermark = step.to,
-                watermark.target = target.unwrap_or(step.to),
-                "aggregate backlog: batch committed"
+                users.count = self.missing_users.len(),
+                users.first = ?self.missing_users.iter().take(10).collect::<Vec<_>>(),
+                "events of user ids without a users row; summarised by UTC day"
             );
         }
-        if step.caught_up {
-            break step.to;
-        }
-    };
-    if !missing_users.is_empty() {
-        tracing::warn!(
-            job.name = "aggregate",
-            users.count = missing_users.len(),
-            users.first = ?missing_users.iter().take(10).collect::<Vec<_>>(),
-            "events of user ids without a users row; summarised by UTC day"
+        let first_watermark = self.first_watermark.unwrap_or(last_watermark);
+        let unknown_zones = self.unknown_zone_users.len();
+        let summary = format!(
+            "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
+             watermark {first_watermark} -> {last_watermark}{}",
+            if unknown_zones == 0 {
+                String::new()
+            } else {
+                format!("; {unknown_zones} user(s) with an unknown time zone counted in UTC")
+            }
         );
+        JobReport::new(
+            summary,
+            json!({
+                "events": events,
+                "rows_written": rows_written,
+                "transactions": transactions,
+                "watermark_from": first_watermark.to_string(),
+                "watermark_to": last_watermark.to_string(),
+                "unknown_timezone_users": unknown_zones,
+                "unknown_timezone_user_ids": self.unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
+                "users_without_row": self.missing_users.len(),
+            }),
+        )
     }
-    let summary = format!(
-        "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
-         watermark {} -> {last_watermark}{}",
-        first_watermark.unwrap_or(last_watermark),
-        if unknown_zone_users.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} user(s) with an unknown time zone counted in UTC",
-                unknown_zone_users.len()
-            )
-        }
-    );
-    Ok(JobReport::new(
-        summary,
-        json!({
-            "events": events,
-            "rows_written": rows_written,
-            "transactions": transactions,
-            "watermark_from": first_watermark.unwrap_or(last_watermark).to_string(),
-            "watermark_to": last_watermark.to_string(),
-            "unknown_timezone_users": unknown_zone_users.len(),
-            "unknown_timezone_user_ids": unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
-            "users_without_row": missing_users.len(),
-        }),
-    ))
 }
 
 /// The dry run of the incremental path: how many events the next run would add.
 fn pending_events(conn: &mut PgConnection) -> Result<JobReport, JobError> {
-    let from = lock_watermark(conn)?;
+    let from = watermark::lock(conn)?.xid;
     let horizon = snapshot_xmin(conn)?;
     let pending: crate::db::Count = diesel::sql_query(
         "SELECT count(*) AS n FROM usage_events
@@ -454,7 +434,7 @@ fn rebuild_day(
     day: NaiveDate,
     opts: &RunOpts,
 ) -> Result<(Vec<Difference>, u64), JobError> {
-    let watermark = lock_watermark(conn)?;
+    let watermark = watermark::lock(conn)?.xid;
     conn.batch_execute("DROP TABLE IF EXISTS pg_temp.rebuild_fresh")?;
     diesel::sql_query(REBUILD_FRESH_SQL)
         .bind::<Date, _>(day)
@@ -472,15 +452,4 @@ fn rebuild_day(
             .execute(conn)?;
     }
     Ok((differences, watermark))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transaction_ids_parse_as_64_bit_numbers() {
-        assert_eq!(parse_xid("18446744073709551615").unwrap(), u64::MAX);
-        assert!(parse_xid("12:34:").is_err());
-    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
-use diesel::pg::PgConnection;
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Int2, Int4, Integer, Nullable, Numeric, Text, Timestamptz,
@@ -17,10 +17,17 @@ use diesel::sql_types::{
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::config::Settings;
+use crate::db::Count;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 use crate::redact::mask_email;
+
+pub mod status;
+
+pub use status::AlertStatus;
+use status::{StatusCount, StatusRow};
 
 const CANDIDATES_SQL: &str = include_str!("sql/alerts_candidates.sql");
 const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
@@ -29,20 +36,6 @@ const RETIRE_SQL: &str = include_str!("sql/alerts_retire.sql");
 const CLAIM_SQL: &str = include_str!("sql/alerts_claim.sql");
 const MARK_SENT_SQL: &str = include_str!("sql/alerts_mark_sent.sql");
 const MARK_FAILED_SQL: &str = include_str!("sql/alerts_mark_failed.sql");
-
-#[derive(QueryableByName)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-#[derive(QueryableByName)]
-struct Status {
-    #[diesel(sql_type = Text)]
-    status: String,
-}
 
 /// An alert the dry run would record.
 #[derive(QueryableByName)]
@@ -66,7 +59,7 @@ struct Preview {
     #[diesel(sql_type = Numeric)]
     limit_value: BigDecimal,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: AlertStatus,
 }
 
 /// A claimed alert with its addressee.
@@ -120,17 +113,48 @@ pub fn alert_message_id(
     )
 }
 
+/// The job as `--list-jobs` describes it, with the thresholds in effect.
+pub fn description(settings: &Settings) -> String {
+    let thresholds: Vec<String> = settings
+        .alerts
+        .thresholds
+        .iter()
+        .map(|t| format!("{t} %"))
+        .collect();
+    format!(
+        "emails users past {} of a limit, once per threshold per period, retrying failed sends",
+        thresholds.join("/")
+    )
+}
+
 fn candidates_then(statement: &str) -> String {
     format!("WITH candidates AS ({CANDIDATES_SQL})\n{statement}")
 }
 
-fn thresholds(ctx: &Ctx) -> Vec<i32> {
-    ctx.settings
-        .alerts
+/// Runs `statement` after the candidates it reads: $1 now, $2 thresholds int[],
+/// $3 expire_after seconds, $4 a user id or NULL.
+fn load_after_candidates<Row>(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    statement: &str,
+    now: DateTime<Utc>,
+    user_id: Option<i64>,
+) -> QueryResult<Vec<Row>>
+where
+    Row: QueryableByName<Pg> + 'static,
+{
+    let settings = &ctx.settings.alerts;
+    let thresholds: Vec<i32> = settings
         .thresholds
         .iter()
         .map(|t| i32::from(t.get()))
-        .collect()
+        .collect();
+    diesel::sql_query(candidates_then(statement))
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Integer>, _>(thresholds)
+        .bind::<Double, _>(settings.expire_after.0.as_secs_f64())
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .load(conn)
 }
 
 /// The deciding step alone: records every alert usage calls for at `now` (for one user, or
@@ -140,13 +164,8 @@ pub fn decide(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     user_id: Option<i64>,
-) -> Result<BTreeMap<String, i64>, JobError> {
-    let decided: Vec<StatusCount> = diesel::sql_query(decide_sql())
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Integer>, _>(thresholds(ctx))
-        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
-        .bind::<Nullable<BigInt>, _>(user_id)
-        .load(conn)?;
+) -> Result<BTreeMap<AlertStatus, i64>, JobError> {
+    let decided: Vec<StatusCount> = load_after_candidates(ctx, conn, DECIDE_SQL, now, user_id)?;
     Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
 }
 
@@ -172,12 +191,15 @@ pub fn run(
 
     let decided = decide(ctx, conn, now, opts.user_id)?;
 
-    let retired: Vec<Status> = diesel::sql_query(RETIRE_SQL)
+    let retired: Vec<StatusRow> = diesel::sql_query(RETIRE_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<Double, _>(expire_after)
         .bind::<Nullable<BigInt>, _>(opts.user_id)
         .load(conn)?;
-    let expired = retired.iter().filter(|s| s.status == "expired").count();
+    let expired = retired
+        .iter()
+        .filter(|s| s.status == AlertStatus::Expired)
+        .count();
     let suppressed_later = retired.len() - expired;
 
     let mut delivery = Delivery::default();
@@ -195,13 +217,13 @@ pub fn run(
         deliver_batch(ctx, conn, &templates, now, &batch, &mut delivery)?;
     }
 
-    let to_send = decided.get("pending").copied().unwrap_or(0);
+    let decided_as = |status| decided.get(&status).copied().unwrap_or(0);
     let summary = format!(
         "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {})",
         decided.values().sum::<i64>(),
-        to_send,
-        decided.get("superseded").copied().unwrap_or(0),
-        decided.get("suppressed").copied().unwrap_or(0) + suppressed_later as i64,
+        decided_as(AlertStatus::Pending),
+        decided_as(AlertStatus::Superseded),
+        decided_as(AlertStatus::Suppressed) + suppressed_later as i64,
         delivery.sent,
         delivery.retrying,
         delivery.failed,
@@ -229,6 +251,8 @@ struct Delivery {
     failed: usize,
 }
 
+/// Composes, sends and records one claimed batch. An alert that cannot be composed or sent
+/// is recorded as a failed attempt, so it is retried or given up on like any failed send.
 fn deliver_batch(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -237,51 +261,12 @@ fn deliver_batch(
     batch: &[ClaimedAlert],
     delivery: &mut Delivery,
 ) -> Result<(), JobError> {
-    let mail_settings = &ctx.settings.mail;
-    let domain = mail::sender_domain(mail_settings);
     let mut emails: Vec<OutgoingEmail> = Vec::with_capacity(batch.len());
     let mut email_alerts: Vec<&ClaimedAlert> = Vec::with_capacity(batch.len());
     let mut failures: Vec<(&ClaimedAlert, SendError)> = Vec::new();
+    let domain = mail::sender_domain(&ctx.settings.mail);
     for alert in batch {
-        let message_id = alert_message_id(
-            alert.user_id,
-            &alert.metric,
-            &alert.period,
-            &alert.kind,
-            alert.period_start,
-            alert.threshold,
-            &domain,
-        );
-        let facts = AlertFacts {
-            name: alert.name.clone(),
-            timezone: alert.timezone.clone(),
-            metric: alert.metric.clone(),
-            period: alert.period.clone(),
-            kind: alert.kind.clone(),
-            threshold: u32::try_from(alert.threshold).unwrap_or(0),
-            used: alert.used_value.clone(),
-            limit: alert.limit_value.clone(),
-            period_end: alert.period_end,
-        };
-        let content = alert_content(
-            &facts,
-            mail_settings.upgrade_url.as_deref(),
-            mail_settings.preferences_url.as_deref(),
-        );
-        let composed = templates
-            .render(&content)
-            .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))
-            .and_then(|rendered| {
-                mail::compose(
-                    mail_settings,
-                    &alert.email,
-                    &alert.name,
-                    &rendered,
-                    &message_id,
-                    now,
-                )
-            });
-        match composed {
+        match compose_email(ctx, templates, now, &domain, alert) {
             Ok(email) => {
                 emails.push(email);
                 email_alerts.push(alert);
@@ -291,9 +276,8 @@ fn deliver_batch(
     }
 
     let results = ctx.mailer.send_all(&emails);
-    let mut sent_ids = Vec::new();
-    let mut sent_message_ids = Vec::new();
-    for ((alert, email), result) in email_alerts.iter().zip(&emails).zip(results) {
+    let mut sent = Vec::new();
+    for ((alert, email), result) in email_alerts.into_iter().zip(&emails).zip(results) {
         match result {
             Ok(()) => {
                 tracing::info!(
@@ -305,54 +289,126 @@ fn deliver_batch(
                     alert.threshold = alert.threshold,
                     "quota alert sent"
                 );
-                sent_ids.push(alert.id);
-                sent_message_ids.push(email.message_id.clone());
+                sent.push((alert, email));
             }
             Err(e) => failures.push((alert, e)),
         }
     }
 
-    if !sent_ids.is_empty() {
-        delivery.sent += diesel::sql_query(MARK_SENT_SQL)
-            .bind::<Array<BigInt>, _>(&sent_ids)
-            .bind::<Array<Text>, _>(&sent_message_ids)
-            .bind::<Timestamptz, _>(now)
-            .execute(conn)?;
+    delivery.sent += record_sent(conn, now, &sent)?;
+    record_failures(ctx, conn, now, &failures, delivery)
+}
+
+/// The alert email of one claimed alert, with its stable Message-ID.
+fn compose_email(
+    ctx: &Ctx,
+    templates: &Templates,
+    now: DateTime<Utc>,
+    domain: &str,
+    alert: &ClaimedAlert,
+) -> Result<OutgoingEmail, SendError> {
+    let mail_settings = &ctx.settings.mail;
+    let message_id = alert_message_id(
+        alert.user_id,
+        &alert.metric,
+        &alert.period,
+        &alert.kind,
+        alert.period_start,
+        alert.threshold,
+        domain,
+    );
+    let facts = AlertFacts {
+        name: alert.name.clone(),
+        timezone: alert.timezone.clone(),
+        metric: alert.metric.clone(),
+        period: alert.period.clone(),
+        kind: alert.kind.clone(),
+        threshold: u32::try_from(alert.threshold).unwrap_or(0),
+        used: alert.used_value.clone(),
+        limit: alert.limit_value.clone(),
+        period_end: alert.period_end,
+    };
+    let content = alert_content(
+        &facts,
+        mail_settings.upgrade_url.as_deref(),
+        mail_settings.preferences_url.as_deref(),
+    );
+    let rendered = templates
+        .render(&content)
+        .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))?;
+    mail::compose(
+        mail_settings,
+        &alert.email,
+        &alert.name,
+        &rendered,
+        &message_id,
+        now,
+    )
+}
+
+/// Marks the sent alerts `sent` with their Message-IDs; returns how many rows changed.
+fn record_sent(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    sent: &[(&ClaimedAlert, &OutgoingEmail)],
+) -> Result<usize, JobError> {
+    if sent.is_empty() {
+        return Ok(0);
     }
-    if !failures.is_empty() {
-        let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
-        let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
-        let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
-        let permanent: Vec<bool> = failures
-            .iter()
-            .map(|(_, e)| e.class.is_permanent())
-            .collect();
-        let settings = &ctx.settings.alerts;
-        let outcomes: Vec<Status> = diesel::sql_query(MARK_FAILED_SQL)
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Text>, _>(&classes)
-            .bind::<Array<Text>, _>(&messages)
-            .bind::<Array<Bool>, _>(&permanent)
-            .bind::<Timestamptz, _>(now)
-            .bind::<Integer, _>(i32::try_from(settings.max_attempts).unwrap_or(i32::MAX))
-            .bind::<Double, _>(settings.backoff_base.0.as_secs_f64())
-            .bind::<Double, _>(settings.backoff_max.0.as_secs_f64())
-            .load(conn)?;
-        for (alert, error) in &failures {
-            tracing::warn!(
-                user.id = alert.user_id,
-                mail.to = %mask_email(&alert.email),
-                alert.id = alert.id,
-                alert.attempts = alert.attempts,
-                error.class = error.class.as_str(),
-                // A server's reply may quote the recipient: keep the address out of the log.
-                error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
-                "quota alert not delivered"
-            );
-        }
-        delivery.failed += outcomes.iter().filter(|o| o.status == "failed").count();
-        delivery.retrying += outcomes.iter().filter(|o| o.status == "pending").count();
+    let ids: Vec<i64> = sent.iter().map(|(a, _)| a.id).collect();
+    let message_ids: Vec<&str> = sent.iter().map(|(_, e)| e.message_id.as_str()).collect();
+    Ok(diesel::sql_query(MARK_SENT_SQL)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Text>, _>(&message_ids)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?)
+}
+
+/// Records failed attempts: each alert goes back to `pending` with a backoff, or to `failed`
+/// when the error is permanent or `alerts.max_attempts` is reached.
+fn record_failures(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    failures: &[(&ClaimedAlert, SendError)],
+    delivery: &mut Delivery,
+) -> Result<(), JobError> {
+    if failures.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
+    let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
+    let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
+    let permanent: Vec<bool> = failures
+        .iter()
+        .map(|(_, e)| e.class.is_permanent())
+        .collect();
+    let settings = &ctx.settings.alerts;
+    let outcomes: Vec<StatusRow> = diesel::sql_query(MARK_FAILED_SQL)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Text>, _>(&classes)
+        .bind::<Array<Text>, _>(&messages)
+        .bind::<Array<Bool>, _>(&permanent)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Integer, _>(i32::try_from(settings.max_attempts).unwrap_or(i32::MAX))
+        .bind::<Double, _>(settings.backoff_base.0.as_secs_f64())
+        .bind::<Double, _>(settings.backoff_max.0.as_secs_f64())
+        .load(conn)?;
+    for (alert, error) in failures {
+        tracing::warn!(
+            user.id = alert.user_id,
+            mail.to = %mask_email(&alert.email),
+            alert.id = alert.id,
+            alert.attempts = alert.attempts,
+            error.class = error.class.as_str(),
+            // A server's reply may quote the recipient: keep the address out of the log.
+            error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
+            "quota alert not delivered"
+        );
+    }
+    let now_in = |status| outcomes.iter().filter(|o| o.status == status).count();
+    delivery.failed += now_in(AlertStatus::Failed);
+    delivery.retrying += now_in(AlertStatus::Pending);
     Ok(())
 }
 
@@ -363,18 +419,8 @@ fn preview(
     now: DateTime<Utc>,
     user_id: Option<i64>,
 ) -> Result<JobReport, JobError> {
-    let candidates: Vec<Preview> = diesel::sql_query(candidates_then(PREVIEW_SQL))
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Integer>, _>(thresholds(ctx))
-        .bind::<Double, _>(ctx.settings.alerts.expire_after.0.as_secs_f64())
-        .bind::<Nullable<BigInt>, _>(user_id)
-        .load(conn)?;
-    #[derive(QueryableByName)]
-    struct Due {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let due: Due = diesel::sql_query(
+    let candidates: Vec<Preview> = load_after_candidates(ctx, conn, PREVIEW_SQL, now, user_id)?;
+    let due: Count = diesel::sql_query(
         "SELECT count(*) AS n FROM quota_alerts
           WHERE ((status = 'pending' AND next_attempt_at <= $1)
                  OR (status = 'sending' AND leased_until <= $1))
@@ -403,10 +449,10 @@ fn preview(
             mail::content::format_amount(&c.metric, &c.limit_value),
             c.period_start.format("%Y-%m-%d %H:%MZ"),
         );
-        let verdict = match c.status.as_str() {
-            "pending" => "would email".to_string(),
-            "superseded" => "would record as superseded (a higher threshold is sent)".to_string(),
-            _ => "would record as suppressed (alerts are off)".to_string(),
+        let verdict = match c.status {
+            AlertStatus::Pending => "would email",
+            AlertStatus::Superseded => "would record as superseded (a higher threshold is sent)",
+            _ => "would record as suppressed (alerts are off)",
         };
         lines.push(format!(
             "user {} {}: {verdict}: {what}",
@@ -414,7 +460,10 @@ fn preview(
             mask_email(&c.email)
         ));
     }
-    let would_email = candidates.iter().filter(|c| c.status == "pending").count();
+    let would_email = candidates
+        .iter()
+        .filter(|c| c.status == AlertStatus::Pending)
+        .count();
     Ok(JobReport::new(
         format!(
             "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {})",

@@ -14,12 +14,6 @@ use serde_json::json;
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 #[derive(QueryableByName)]
-struct PartitionName {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
-#[derive(QueryableByName)]
 struct DefaultMonth {
     #[diesel(sql_type = Date)]
     month: NaiveDate,
@@ -40,17 +34,82 @@ fn utc_midnight(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
 }
 
+#[derive(QueryableByName, Debug)]
+struct PartitionBound {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    bound: String,
+    #[diesel(sql_type = BigInt)]
+    bytes: i64,
+}
+
+/// A partition of `usage_events` with its range; `None` bounds for the default partition.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub name: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub bytes: i64,
+}
+
+/// The partitions of `usage_events` (the default one too) with their bounds and sizes, read
+/// from the catalog, by name.
+pub fn list(conn: &mut PgConnection) -> Result<Vec<Partition>, JobError> {
+    // Bounds are printed in the session's time zone: read them in UTC, for this statement's
+    // transaction only, so a pooled connection keeps its zone.
+    let rows: Vec<PartitionBound> = conn.transaction(|conn| {
+        conn.batch_execute("SET LOCAL TIME ZONE 'UTC'")?;
+        diesel::sql_query(
+            "SELECT c.relname::text AS name,
+                    pg_get_expr(c.relpartbound, c.oid) AS bound,
+                    pg_total_relation_size(c.oid) AS bytes
+               FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'usage_events'::regclass
+              ORDER BY 1",
+        )
+        .load(conn)
+    })?;
+    rows.into_iter()
+        .map(|row| {
+            if row.bound == "DEFAULT" {
+                return Ok(Partition {
+                    name: row.name,
+                    from: None,
+                    to: None,
+                    bytes: row.bytes,
+                });
+            }
+            let quoted: Vec<&str> = row.bound.split('\'').skip(1).step_by(2).collect();
+            let parse = |text: Option<&&str>| {
+                text.and_then(|t| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z").ok())
+                    .map(|t| t.with_timezone(&Utc))
+            };
+            match (parse(quoted.first()), parse(quoted.get(1))) {
+                (Some(from), Some(to)) => Ok(Partition {
+                    name: row.name,
+                    from: Some(from),
+                    to: Some(to),
+                    bytes: row.bytes,
+                }),
+                _ => Err(JobError::Invalid(format!(
+                    "partition {} has bounds `{}` that cannot be read; \
+                     usage_events partitions must be ranges of created_at",
+                    row.name, row.bound
+                ))),
+            }
+        })
+        .collect()
+}
+
 /// Names of the partitions attached to `usage_events` (the default one excluded).
-pub fn existing_partitions(conn: &mut PgConnection) -> QueryResult<BTreeSet<String>> {
-    let rows: Vec<PartitionName> = diesel::sql_query(
-        "SELECT c.relname::text AS name
-           FROM pg_inherits i
-           JOIN pg_class c ON c.oid = i.inhrelid
-          WHERE i.inhparent = 'usage_events'::regclass
-            AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
-    )
-    .load(conn)?;
-    Ok(rows.into_iter().map(|r| r.name).collect())
+pub fn existing_partitions(conn: &mut PgConnection) -> Result<BTreeSet<String>, JobError> {
+    Ok(list(conn)?
+        .into_iter()
+        .filter(|p| p.from.is_some())
+        .map(|p| p.name)
+        .collect())
 }
 
 pub fn run(

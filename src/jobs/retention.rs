@@ -10,110 +10,27 @@ use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel::sql_types::{Text, Timestamptz};
 use serde_json::json;
 
-use super::{Ctx, JobError, JobReport, RunOpts};
-use crate::config::RetentionSettings;
+use super::aggregate::watermark;
+use super::{Ctx, JobError, JobReport, RunOpts, partitions};
+use crate::config::{RetentionSettings, Settings};
 use crate::db::{Count, Flag};
 
-#[derive(QueryableByName, Debug)]
-struct PartitionBound {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    bound: String,
-    #[diesel(sql_type = BigInt)]
-    bytes: i64,
-}
-
-/// A partition of `usage_events` with its range; `None` bounds for the default partition.
-#[derive(Debug, Clone)]
-pub struct Partition {
-    pub name: String,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub bytes: i64,
+/// The job as `--list-jobs` describes it, with the retention in effect.
+pub fn description(settings: &Settings) -> String {
+    let months = settings.retention.events_months.get();
+    format!(
+        "deletes usage data older than {months} month{}: drops whole partitions, trims the boundary month in batches",
+        if months == 1 { "" } else { "s" }
+    )
 }
 
 /// The instant before which events are deleted.
 pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     now.checked_sub_months(Months::new(months))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// The partitions of `usage_events` with their bounds, read from the catalog.
-pub fn partitions(conn: &mut PgConnection) -> Result<Vec<Partition>, JobError> {
-    // Bounds are printed in the session's time zone; read them in UTC.
-    conn.batch_execute("SET TIME ZONE 'UTC'")?;
-    let rows: Vec<PartitionBound> = diesel::sql_query(
-        "SELECT c.relname::text AS name,
-                pg_get_expr(c.relpartbound, c.oid) AS bound,
-                pg_total_relation_size(c.oid) AS bytes
-           FROM pg_inherits i
-           JOIN pg_class c ON c.oid = i.inhrelid
-          WHERE i.inhparent = 'usage_events'::regclass
-          ORDER BY 1",
-    )
-    .load(conn)?;
-    rows.into_iter()
-        .map(|row| {
-            if row.bound == "DEFAULT" {
-                return Ok(Partition {
-                    name: row.name,
-                    from: None,
-                    to: None,
-                    bytes: row.bytes,
-                });
-            }
-            let quoted: Vec<&str> = row.bound.split('\'').skip(1).step_by(2).collect();
-            let parse = |text: Option<&&str>| {
-                text.and_then(|t| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z").ok())
-                    .map(|t| t.with_timezone(&Utc))
-            };
-            match (parse(quoted.first()), parse(quoted.get(1))) {
-                (Some(from), Some(to)) => Ok(Partition {
-                    name: row.name,
-                    from: Some(from),
-                    to: Some(to),
-                    bytes: row.bytes,
-                }),
-                _ => Err(JobError::Invalid(format!(
-                    "partition {} has bounds `{}` that retention cannot read; \
-                     usage_events partitions must be ranges of created_at",
-                    row.name, row.bound
-                ))),
-            }
-        })
-        .collect()
-}
-
-fn watermark(conn: &mut PgConnection) -> Result<String, JobError> {
-    #[derive(QueryableByName)]
-    struct Xid {
-        #[diesel(sql_type = Text)]
-        xid: String,
-    }
-    let row: Xid =
-        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark").get_result(conn)?;
-    Ok(row.xid)
-}
-
-fn count_in(
-    conn: &mut PgConnection,
-    table: &str,
-    cutoff: DateTime<Utc>,
-    xid: &str,
-    aggregated: bool,
-) -> Result<i64, JobError> {
-    let op = if aggregated { "<" } else { ">=" };
-    let row: Count = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM {table} WHERE created_at < $1 AND recorded_xid {op} $2::xid8"
-    ))
-    .bind::<Timestamptz, _>(cutoff)
-    .bind::<Text, _>(xid)
-    .get_result(conn)?;
-    Ok(row.n)
 }
 
 fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
@@ -212,9 +129,9 @@ fn retire_events(
     cutoff: DateTime<Utc>,
     opts: &RunOpts,
 ) -> Result<EventOutcome, JobError> {
-    let xid = watermark(conn)?;
+    let xid = watermark::read(conn)?.xid.to_string();
     let mut outcome = EventOutcome::default();
-    for partition in partitions(conn)? {
+    for partition in partitions::list(conn)? {
         opts.cancel.check()?;
         let whole = partition.to.is_some_and(|to| to <= cutoff);
         let straddles = match (partition.from, partition.to) {
@@ -224,12 +141,18 @@ fn retire_events(
         if !whole && !straddles {
             continue;
         }
+        let old_events = |condition: &str| DeleteRule {
+            table: partition.name.clone(),
+            condition: format!("created_at < $1 AND {condition}"),
+            cutoff,
+            xid: Some(xid.clone()),
+        };
         // The common case, a whole old month with nothing unaggregated, is answered by one
         // probe of the recorded_xid index (its maximum) instead of a count.
         let kept = if whole && !has_unaggregated(conn, &partition.name, &xid)? {
             0
         } else {
-            count_in(conn, &partition.name, cutoff, &xid, false)?
+            count_where(conn, &old_events("recorded_xid >= $2::xid8"))?
         };
         outcome.not_aggregated += kept;
         if whole && kept == 0 {
@@ -237,14 +160,9 @@ fn retire_events(
             outcome.dropped.push(partition.name);
             continue;
         }
-        let rule = DeleteRule {
-            table: partition.name.clone(),
-            condition: "created_at < $1 AND recorded_xid < $2::xid8".into(),
-            cutoff,
-            xid: Some(xid.clone()),
-        };
+        let rule = old_events("recorded_xid < $2::xid8");
         let deleted = if opts.dry_run {
-            count_in(conn, &partition.name, cutoff, &xid, true)?
+            count_where(conn, &rule)?
         } else {
             delete_in_batches(conn, &rule, settings, opts)?
         };

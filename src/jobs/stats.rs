@@ -8,10 +8,11 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Date, Text};
 use serde::Serialize;
 use serde_json::json;
 
+use super::aggregate::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 /// How many models the report lists, by tokens.
@@ -29,24 +30,14 @@ struct Totals {
     cost: String,
 }
 
+/// The totals of one kind or model.
 #[derive(QueryableByName, Serialize)]
 struct Breakdown {
     #[diesel(sql_type = Text)]
     name: String,
-    #[diesel(sql_type = BigInt)]
-    active_users: i64,
-    #[diesel(sql_type = BigInt)]
-    events: i64,
-    #[diesel(sql_type = BigInt)]
-    tokens: i64,
-    #[diesel(sql_type = Text)]
-    cost: String,
-}
-
-#[derive(QueryableByName)]
-struct WatermarkTime {
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    updated_at: Option<DateTime<Utc>>,
+    #[diesel(embed)]
+    #[serde(flatten)]
+    totals: Totals,
 }
 
 pub fn run(
@@ -91,9 +82,7 @@ pub fn run(
     .bind::<Date, _>(day)
     .bind::<BigInt, _>(TOP_MODELS)
     .load(conn)?;
-    let watermark: WatermarkTime =
-        diesel::sql_query("SELECT max(updated_at) AS updated_at FROM aggregation_watermark")
-            .get_result(conn)?;
+    let watermark = watermark::read(conn)?;
 
     tracing::info!(
         job.name = "stats",
@@ -102,8 +91,8 @@ pub fn run(
         stats.active_users = totals.active_users,
         stats.tokens = totals.tokens,
         stats.cost = %totals.cost,
-        stats.by_kind = %by_kind.iter().map(|k| format!("{}={}", k.name, k.events)).collect::<Vec<_>>().join(","),
-        stats.top_models = %top_models.iter().map(|m| format!("{}={}", m.name, m.tokens)).collect::<Vec<_>>().join(","),
+        stats.by_kind = %by_kind.iter().map(|k| format!("{}={}", k.name, k.totals.events)).collect::<Vec<_>>().join(","),
+        stats.top_models = %top_models.iter().map(|m| format!("{}={}", m.name, m.totals.tokens)).collect::<Vec<_>>().join(","),
         "daily statistics"
     );
     Ok(JobReport::new(

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::templates::{AlertContent, single_line};
+use crate::format;
 
 /// What the database knows about one alert.
 #[derive(Debug, Clone)]
@@ -101,14 +102,9 @@ pub fn format_amount(metric: &str, value: &BigDecimal) -> String {
                 format!("{:.1} MB", bytes / MB)
             }
         }
-        "cost" => {
-            let cents = value.with_scale_round(2, RoundingMode::HalfEven);
-            let text = cents.to_string();
-            let (whole, fraction) = text.split_once('.').unwrap_or((&text, "00"));
-            format!("${}.{fraction:0<2}", group_thousands(whole))
-        }
+        "cost" => format!("${}", format::money(value)),
         _ => {
-            let whole = value.with_scale_round(0, RoundingMode::Down).to_string();
+            let whole = format::whole(value);
             let unit = match metric {
                 "requests" => "requests",
                 "messages" => "messages",
@@ -120,26 +116,9 @@ pub fn format_amount(metric: &str, value: &BigDecimal) -> String {
             } else {
                 unit
             };
-            format!("{} {unit}", group_thousands(&whole))
-                .trim_end()
-                .to_string()
+            format!("{whole} {unit}").trim_end().to_string()
         }
     }
-}
-
-fn group_thousands(digits: &str) -> String {
-    let (sign, digits) = match digits.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", digits),
-    };
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
 }
 
 #[cfg(test)]
@@ -158,6 +137,7 @@ mod tests {
         assert_eq!(format_amount("requests", &dec("1")), "1 request");
         assert_eq!(format_amount("cost", &dec("1234.5")), "$1,234.50");
         assert_eq!(format_amount("cost", &dec("0.004")), "$0.00");
+        assert_eq!(format_amount("cost", &dec("12.345")), "$12.35");
         assert_eq!(format_amount("bytes", &dec("104857600")), "100.0 MB");
         assert_eq!(format_amount("bytes", &dec("1288490189")), "1.2 GB");
     }

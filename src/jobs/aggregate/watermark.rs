@@ -1,0 +1,100 @@
+//! The aggregation watermark (`aggregation_watermark`, one row): every event whose inserting
+//! transaction id (`recorded_xid`) is below `xid` has been added into the summaries.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Text, Timestamptz};
+
+use crate::jobs::JobError;
+
+/// The watermark row.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermark {
+    pub xid: u64,
+    /// When `xid` was last stored.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct WatermarkRow {
+    #[diesel(sql_type = Text)]
+    xid: String,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct XidText {
+    #[diesel(sql_type = Text)]
+    xid: String,
+}
+
+/// Reads the watermark as of this statement's snapshot.
+pub fn read(conn: &mut PgConnection) -> Result<Watermark, JobError> {
+    select(conn, "")
+}
+
+/// Locks the watermark row for the rest of the transaction (concurrent aggregators and
+/// rebuilds queue here) and reads it.
+pub fn lock(conn: &mut PgConnection) -> Result<Watermark, JobError> {
+    select(conn, "FOR UPDATE")
+}
+
+fn select(conn: &mut PgConnection, locking: &str) -> Result<Watermark, JobError> {
+    let row: WatermarkRow = diesel::sql_query(format!(
+        "SELECT xid::text AS xid, updated_at FROM aggregation_watermark {locking}"
+    ))
+    .get_result(conn)
+    .map_err(|e| match e {
+        diesel::result::Error::NotFound => JobError::Invalid(
+            "the aggregation_watermark row is missing; restore it with \
+             INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
+             is empty, else with the highest xid it reflects"
+                .into(),
+        ),
+        e => e.into(),
+    })?;
+    Ok(Watermark {
+        xid: parse_xid(&row.xid)?,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Moves the watermark to `xid`, in the caller's transaction (the one that added the events).
+pub(super) fn store(conn: &mut PgConnection, xid: u64) -> Result<(), JobError> {
+    diesel::sql_query(
+        "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
+    )
+    .bind::<Text, _>(xid.to_string())
+    .execute(conn)?;
+    Ok(())
+}
+
+/// X: every transaction below it has finished. A statement of its own, so its snapshot is
+/// taken after the watermark lock was granted.
+pub(super) fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
+    let row: XidText =
+        diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
+            .get_result(conn)?;
+    parse_xid(&row.xid)
+}
+
+pub(super) fn parse_xid(text: &str) -> Result<u64, JobError> {
+    text.parse().map_err(|_| {
+        JobError::Invalid(format!(
+            "transaction id `{text}` from the database is not a 64-bit number"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_parse_as_64_bit_numbers() {
+        assert_eq!(parse_xid("18446744073709551615").unwrap(), u64::MAX);
+        assert!(parse_xid("12:34:").is_err());
+    }
+}
