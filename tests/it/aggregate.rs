@@ -1,16 +1,15 @@
-mod support;
-
+use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
+use crate::support::TestDb;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use proptest::prelude::*;
-use support::TestDb;
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
 fn at(text: &str) -> DateTime<Utc> {

@@ -1,15 +1,13 @@
 //! reset-daily / reset-monthly and quota_status against a real database: rollover with
 //! reconciliation, manual resets, downtime, drift repair, and what applications read.
 
-mod quota_common;
-mod support;
-
+use crate::support;
+use crate::support::TestDb;
+use crate::support::quota::{PeriodRow, add_new_events_to_periods, at, periods, raw_sums};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
-use quota_common::{PeriodRow, add_new_events_to_periods, at, periods, raw_sums};
-use support::TestDb;
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
 
 fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport {

@@ -1,6 +1,5 @@
 //! Helpers shared by the quota period tests: instants, the reference period arithmetic in
 //! chrono-tz that the SQL function is checked against, and reading periods back.
-#![allow(dead_code)]
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -1,16 +1,13 @@
-#[path = "support/smtp.rs"]
-mod smtp;
-mod support;
-
+use crate::support;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::TestDb;
+use crate::support::smtp::SmtpServer;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int2, Int4, Nullable, Text};
-use smtp::SmtpServer;
-use support::TestDb;
 use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
 use usage_worker::jobs::{Ctx, JobKind, JobReport, RunOpts};
 use usage_worker::mail::{self, Mailer, OutgoingEmail, SendError};

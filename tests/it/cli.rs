@@ -1,7 +1,6 @@
 //! The binary as an operator runs it: configuration errors, usage errors, exit codes.
-mod support;
 
-use support::{TestDb, binary, config_file};
+use crate::support::{TestDb, binary, config_file};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = binary();

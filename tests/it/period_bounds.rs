@@ -2,16 +2,13 @@
 //! chrono-tz: DST days of 23, 25, 23.5 and 24.5 hours, half-hour zones, billing anchors that
 //! fall past a month's end, and a property test that consecutive periods tile time.
 
-mod quota_common;
-mod support;
-
+use crate::support::TestDb;
+use crate::support::quota::{add_new_events_to_periods, at, periods, reference_bounds, sql_bounds};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use quota_common::{add_new_events_to_periods, at, periods, reference_bounds, sql_bounds};
 use std::cell::RefCell;
-use support::TestDb;
 
 struct DstDay {
     zone: &'static str,
@@ -86,7 +83,7 @@ fn daily_periods_run_from_local_midnight_to_local_midnight_across_dst_changes() 
     let mut conn = db.conn();
     for case in DST_DAYS {
         let zone: Tz = case.zone.parse().unwrap();
-        let expected = quota_common::Bounds {
+        let expected = crate::support::quota::Bounds {
             period_start: at(case.start),
             period_end: at(case.end),
         };

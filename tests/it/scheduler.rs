@@ -1,14 +1,13 @@
 //! The scheduler and run ledger: one run per tick across daemons, abandoned runs, catch-up,
 //! graceful shutdown, timeouts and overlap between manual and scheduled runs.
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::TestDb;
 use chrono::Utc;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use support::TestDb;
 use usage_worker::config::{HumanDuration, Settings};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};

@@ -1,9 +1,7 @@
-mod support;
-
 use std::process::Command;
 
+use crate::support::cluster;
 use diesel::connection::SimpleConnection;
-use support::cluster;
 use usage_worker::db;
 
 fn schema_dump(dbname: &str) -> String {

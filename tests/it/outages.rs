@@ -1,7 +1,7 @@
 //! The real binary against a PostgreSQL that goes away: the daemon keeps running, retries,
 //! and works again once the database is back; `--run` exits 75 while it is down.
-mod support;
 
+use crate::support;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

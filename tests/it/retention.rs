@@ -1,10 +1,9 @@
 //! Retention (invariant 4): nothing younger than the cutoff and nothing not yet aggregated is
 //! ever deleted; old months go as whole partitions, the boundary month in batches.
-mod support;
 
+use crate::support::TestDb;
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
-use support::TestDb;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 

@@ -1,8 +1,8 @@
 //! The daemon as a systemd service: the unit verifies and is hardened; the real binary talks
 //! the notify protocol (ready, watchdog, stopping) and drains its running job on SIGTERM;
 //! `/healthz` and `/metrics` answer; logs carry syslog priorities under the journal.
-mod support;
 
+use crate::support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::TestDb;
 use diesel::connection::SimpleConnection;
-use support::TestDb;
 use usage_worker::config::Settings;
 use usage_worker::jobs::JobKind;
 

@@ -3,16 +3,13 @@
 //! Invariant 1 (closed period totals equal the raw sums of their range) and invariant 2
 //! (periods tile time per user and period kind).
 
-mod quota_common;
-mod support;
-
 use std::sync::{Mutex, MutexGuard};
 
+use crate::support::TestDb;
+use crate::support::quota::at;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
-use quota_common::at;
-use support::TestDb;
 use usage_worker::jobs::{JobKind, RunOpts};
 
 /// One at a time: an open transaction anywhere in the cluster holds the aggregation

@@ -1,9 +1,7 @@
-mod support;
-
+use crate::support::TestDb;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use support::TestDb;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 

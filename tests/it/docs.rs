@@ -47,30 +47,54 @@ fn the_example_config_is_valid_and_states_the_default_schedules() {
     }
 }
 
+/// The test modules, by file name (`crash.rs`), with their source.
+fn test_sources() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it");
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn every_test_named_in_reliability_md_exists() {
     let doc = read("docs/RELIABILITY.md");
-    let mut sources = String::new();
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            sources.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
+    let sources = test_sources();
     let mut named = 0;
     for quoted in doc.split('`').skip(1).step_by(2) {
         // `file.rs: test_name` or a bare `test_name`; abbreviated names (…) are skipped.
-        let name = quoted.rsplit(": ").next().unwrap_or(quoted);
+        let (file, name) = match quoted.split_once(": ") {
+            Some((file, name)) => (Some(file), name),
+            None => (None, quoted),
+        };
         let is_test_name = name.matches('_').count() >= 3
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if is_test_name {
-            named += 1;
-            assert!(
-                sources.contains(&format!("fn {name}(")),
-                "docs/RELIABILITY.md names {name}, which is no function in tests/"
-            );
+        if !is_test_name {
+            continue;
+        }
+        named += 1;
+        let defines = |source: &String| source.contains(&format!("fn {name}("));
+        match file {
+            Some(file) => {
+                let (_, source) = sources.iter().find(|(f, _)| f == file).unwrap_or_else(|| {
+                    panic!("docs/RELIABILITY.md names tests/it/{file}, which does not exist")
+                });
+                assert!(
+                    defines(source),
+                    "docs/RELIABILITY.md names {name} in {file}, which has no such function"
+                );
+            }
+            None => assert!(
+                sources.iter().any(|(_, source)| defines(source)),
+                "docs/RELIABILITY.md names {name}, which is no function in tests/it/"
+            ),
         }
     }
     assert!(

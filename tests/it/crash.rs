@@ -4,13 +4,13 @@
 //!
 //! The tests of this file run one at a time: a transaction open anywhere in the cluster holds
 //! the aggregation watermark back (xids are cluster-wide).
-mod support;
 
+use crate::support;
 use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use support::TestDb;
+use crate::support::TestDb;
 
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -165,7 +165,7 @@ fn aggregate_killed_mid_run_on_200k_events_is_abandoned_and_the_rerun_conserves_
 }
 
 /// The full size; run with
-/// `cargo test --test crash -- --ignored --nocapture`.
+/// `cargo test --test it -- --ignored --nocapture crash::`.
 #[test]
 #[ignore]
 fn aggregate_killed_mid_run_on_a_million_events_is_abandoned_and_the_rerun_conserves_every_event() {

@@ -4,7 +4,9 @@
 //!
 //! The cluster is shared by every process of one test binary started by the same parent
 //! (cargo or nextest) and is stopped and deleted shortly after that parent exits.
-#![allow(dead_code)]
+
+pub mod quota;
+pub mod smtp;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -107,7 +109,6 @@ fn ensure_template(cluster: &Cluster) {
 
 /// A fresh, migrated database for one test.
 pub struct TestDb {
-    pub name: String,
     pub url: String,
 }
 
@@ -126,7 +127,6 @@ impl TestDb {
             .expect("create test database");
         TestDb {
             url: cluster.url(&name),
-            name,
         }
     }
 

@@ -1,17 +1,15 @@
 //! The whole daemon, as built and run by an operator, against hostile input, a least-privilege
 //! database role, an SMTP outage and a second daemon. Every test starts the real binary; every
 //! log it writes is searched for email addresses and passwords.
-#[path = "support/smtp.rs"]
-mod smtp;
-mod support;
 
+use crate::support;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::TestDb;
+use crate::support::smtp::SmtpServer;
 use diesel::connection::SimpleConnection;
-use smtp::SmtpServer;
-use support::TestDb;
 use usage_worker::config::Settings;
 use usage_worker::db;
 use usage_worker::jobs::JobKind;
@@ -674,7 +672,7 @@ fn two_daemons_with_every_job_every_second_run_each_tick_once_and_email_each_ale
 }
 
 /// The length; run with
-/// `cargo test --test reliability -- --ignored --nocapture`.
+/// `cargo test --test it -- --ignored --nocapture reliability::`.
 #[test]
 #[ignore]
 fn two_daemons_for_thirty_seconds_run_each_tick_once_and_email_each_alert_once() {
