@@ -1,22 +1,17 @@
-use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::TestDb;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use proptest::prelude::*;
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
+use crate::support::books::{events_not_yet_aggregated, summary_differences};
+use crate::support::{self, TestDb, at};
 
 fn date(text: &str) -> NaiveDate {
     text.parse().unwrap()
@@ -48,43 +43,6 @@ fn rebuild(db: &TestDb, from: &str, to: &str, dry_run: bool) -> JobReport {
     JobKind::Aggregate
         .run(&db.ctx(), &mut db.conn(), at(NOW), &opts)
         .unwrap()
-}
-
-/// The raw sums per (user, local day, kind, request_type, model) of events below the
-/// watermark, computed independently of the job (zone validity is spelt out: only
-/// `Mars/Olympus` is unknown in these tests).
-const RAW_BELOW_WATERMARK: &str = "
-    SELECT e.user_id,
-           (e.created_at AT TIME ZONE CASE WHEN u.timezone IS NULL OR u.timezone = 'Mars/Olympus'
-                                          THEN 'UTC' ELSE u.timezone END)::date AS day,
-           e.kind, e.request_type, e.model,
-           count(*)::bigint AS events, sum(e.tokens)::bigint AS tokens,
-           sum(e.prompt_tokens)::bigint AS prompt_tokens,
-           sum(e.completion_tokens)::bigint AS completion_tokens,
-           sum(e.messages)::bigint AS messages, sum(e.bytes)::bigint AS bytes, sum(e.cost) AS cost
-      FROM usage_events e
-      LEFT JOIN users u ON u.id = e.user_id
-     WHERE e.recorded_xid < (SELECT xid FROM aggregation_watermark)
-     GROUP BY 1, 2, 3, 4, 5";
-
-/// Rows in which the summary and the raw events disagree, either way.
-fn summary_differences(db: &TestDb) -> i64 {
-    db.count(&format!(
-        "WITH raw AS ({RAW_BELOW_WATERMARK}),
-              summary AS (SELECT user_id, day, kind, request_type, model, events, tokens,
-                                 prompt_tokens, completion_tokens, messages, bytes, cost
-                            FROM token_usage_daily)
-         SELECT count(*) AS n FROM ((SELECT * FROM raw EXCEPT SELECT * FROM summary)
-                                    UNION ALL
-                                    (SELECT * FROM summary EXCEPT SELECT * FROM raw)) d"
-    ))
-}
-
-fn events_not_yet_aggregated(db: &TestDb) -> i64 {
-    db.count(
-        "SELECT count(*) AS n FROM usage_events
-          WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)",
-    )
 }
 
 fn watermark(db: &TestDb) -> String {

@@ -1,26 +1,19 @@
-use crate::support;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::TestDb;
-use crate::support::smtp::SmtpServer;
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int2, Int4, Nullable, Text};
 use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
 use usage_worker::jobs::{Ctx, JobKind, JobReport, RunOpts};
 use usage_worker::mail::{self, Mailer, OutgoingEmail, SendError};
 
+use crate::support::smtp::SmtpServer;
+use crate::support::{self, TestDb, at};
+
 const NOV: &str = "2026-11-01T00:00:00Z";
 const DEC: &str = "2026-12-01T00:00:00Z";
 const JAN: &str = "2027-01-01T00:00:00Z";
-
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 /// Plans: `free` allows 1,000 tokens a month and 10 image generations a day; `pro` 10,000
 /// tokens a month; `enterprise` has no limits. Ada, Bob and Cy are on `free`.

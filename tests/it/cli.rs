@@ -1,6 +1,6 @@
 //! The binary as an operator runs it: configuration errors, usage errors, exit codes.
 
-use crate::support::{TestDb, binary, config_file};
+use crate::support::{TestDb, binary, config_file, output};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = binary();
@@ -8,12 +8,8 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     for (k, v) in envs {
         command.env(k, v);
     }
-    let out = command.output().expect("run usage-worker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = output(command);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]

@@ -5,12 +5,12 @@
 //! The tests of this file run one at a time: a transaction open anywhere in the cluster holds
 //! the aggregation watermark back (xids are cluster-wide).
 
-use crate::support;
 use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::support::TestDb;
+use crate::support::books::{events_not_yet_aggregated, summary_differences};
+use crate::support::{self, TestDb};
 
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,26 +43,6 @@ fn backlog(db: &TestDb, users: i64, events: i64) {
          END $$"
     ));
 }
-
-/// Summary rows that differ from the raw sums of the events below the watermark, either way.
-const DIFFERENCES: &str = "
-    WITH raw AS (
-        SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date AS day, e.kind,
-               e.request_type, e.model, count(*)::bigint AS events, sum(e.tokens)::bigint AS tokens,
-               sum(e.prompt_tokens)::bigint AS prompt_tokens,
-               sum(e.completion_tokens)::bigint AS completion_tokens,
-               sum(e.messages)::bigint AS messages, sum(e.bytes)::bigint AS bytes,
-               sum(e.cost) AS cost
-          FROM usage_events e
-         WHERE e.recorded_xid < (SELECT xid FROM aggregation_watermark)
-         GROUP BY 1, 2, 3, 4, 5),
-    summary AS (
-        SELECT user_id, day, kind, request_type, model, events, tokens, prompt_tokens,
-               completion_tokens, messages, bytes, cost
-          FROM token_usage_daily)
-    SELECT count(*) AS n FROM ((SELECT * FROM raw EXCEPT SELECT * FROM summary)
-                               UNION ALL
-                               (SELECT * FROM summary EXCEPT SELECT * FROM raw)) d";
 
 const AGGREGATED: &str = "SELECT coalesce(sum(events), 0)::bigint AS n FROM token_usage_daily";
 
@@ -104,21 +84,19 @@ fn killed_mid_run_then_rerun(events: i64) -> i64 {
         "the whole backlog was done before the kill"
     );
     assert_eq!(
-        db.count(DIFFERENCES),
+        summary_differences(&db),
         0,
         "books differ right after the kill"
     );
 
     // The killed session's backend ends (releasing the job's lock) once its statement does.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while db.count("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted") > 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the killed run's lock was never released"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        support::wait_until(Duration::from_secs(120), || {
+            db.count("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                == 0
+        }),
+        "the killed run's lock was never released"
+    );
 
     let out = aggregate(&db).wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -142,16 +120,13 @@ fn killed_mid_run_then_rerun(events: i64) -> i64 {
         1
     );
     assert_eq!(
-        db.count(
-            "SELECT count(*) AS n FROM usage_events
-              WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)"
-        ),
+        events_not_yet_aggregated(&db),
         0,
         "events left below no watermark after the rerun"
     );
     assert_eq!(db.count(AGGREGATED), events, "events lost or doubled");
     assert_eq!(
-        db.count(DIFFERENCES),
+        summary_differences(&db),
         0,
         "summary differs from the raw sums"
     );

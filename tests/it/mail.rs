@@ -1,16 +1,11 @@
 //! The alert email itself: templates (snapshots), escaping and header safety, overrides,
 //! and the mail settings' validation.
 
-use chrono::{DateTime, Utc};
 use usage_worker::config::{ConfigError, Settings};
 use usage_worker::mail::templates::{Templates, sample_content};
 use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
 
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
+use crate::support::at;
 
 #[test]
 fn the_built_in_alert_email_reads_as_intended() {

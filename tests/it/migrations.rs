@@ -1,8 +1,9 @@
 use std::process::Command;
 
-use crate::support::cluster;
 use diesel::connection::SimpleConnection;
 use usage_worker::db;
+
+use crate::support::cluster;
 
 fn schema_dump(dbname: &str) -> String {
     let cluster = cluster();

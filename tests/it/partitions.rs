@@ -1,15 +1,9 @@
-use crate::support::TestDb;
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
+use crate::support::{TestDb, at};
 
 fn partitions(db: &TestDb) -> Vec<String> {
     existing_partitions(&mut db.conn())

@@ -2,13 +2,15 @@
 //! chrono-tz: DST days of 23, 25, 23.5 and 24.5 hours, half-hour zones, billing anchors that
 //! fall past a month's end, and a property test that consecutive periods tile time.
 
-use crate::support::TestDb;
-use crate::support::quota::{add_new_events_to_periods, at, periods, reference_bounds, sql_bounds};
+use std::cell::RefCell;
+
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use std::cell::RefCell;
+
+use crate::support::quota::{add_new_events_to_periods, periods, reference_bounds, sql_bounds};
+use crate::support::{TestDb, at};
 
 struct DstDay {
     zone: &'static str,

@@ -5,12 +5,12 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::support::TestDb;
-use crate::support::quota::at;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use usage_worker::jobs::{JobKind, RunOpts};
+
+use crate::support::{TestDb, at};
 
 /// One at a time: an open transaction anywhere in the cluster holds the aggregation
 /// watermark back, which would make "everything is aggregated" depend on other tests.

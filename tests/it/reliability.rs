@@ -2,17 +2,17 @@
 //! database role, an SMTP outage and a second daemon. Every test starts the real binary; every
 //! log it writes is searched for email addresses and passwords.
 
-use crate::support;
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::support::TestDb;
-use crate::support::smtp::SmtpServer;
 use diesel::connection::SimpleConnection;
 use usage_worker::config::Settings;
 use usage_worker::db;
 use usage_worker::jobs::JobKind;
+
+use crate::support::daemon::Daemon;
+use crate::support::smtp::SmtpServer;
+use crate::support::{self, Out, TestDb, schedule_key};
 
 /// A password placed in every database URL: the test cluster trusts local sockets, so it is
 /// never checked, but it must never be written anywhere.
@@ -25,21 +25,9 @@ fn url_with_password(db: &TestDb) -> String {
         .replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1)
 }
 
-/// Output of one finished invocation.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary to completion and checks its logs for secrets before returning.
-fn run(mut command: Command) -> Out {
-    let out = command.output().expect("run usage-worker");
-    let out = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    };
+fn run(command: Command) -> Out {
+    let out = support::output(command);
     assert_no_secrets_in_logs(&out.stderr);
     out
 }
@@ -104,13 +92,6 @@ fn binary_for(url: &str) -> Command {
         command.env(schedule_key(*kind), "");
     }
     command
-}
-
-fn schedule_key(kind: JobKind) -> String {
-    format!(
-        "USAGE_WORKER__JOBS__{}__SCHEDULE",
-        kind.config_key().to_uppercase()
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,65 +315,13 @@ fn an_unusable_address_fails_that_alert_only_and_a_hostile_name_cannot_add_heade
 // Daemons
 // ---------------------------------------------------------------------------------------------
 
-/// A running daemon whose stderr is collected and searched for secrets when it stops.
-struct Daemon {
-    child: Child,
-    reader: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Daemon {
-    fn start(mut command: Command) -> Daemon {
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start daemon");
-        let mut stderr = child.stderr.take().expect("daemon stderr");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Daemon {
-            child,
-            reader: Some(reader),
-        }
-    }
-
-    /// SIGTERM, wait for the exit, and return the logs after checking them for secrets.
-    fn stop(mut self) -> String {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let code = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let logs = self.reader.take().unwrap().join().unwrap();
-        assert_eq!(code, Some(0), "daemon exit status; logs:\n{logs}");
-        assert_no_secrets_in_logs(&logs);
-        logs
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.reader.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_until(db: &TestDb, sql: &str, at_least: i64, timeout: Duration) -> i64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = db.count(sql);
-        if n >= at_least || Instant::now() > deadline {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Stops `daemon` (SIGTERM) and returns its logs after checking its exit code and the logs
+/// for secrets.
+fn stop(daemon: Daemon) -> String {
+    let (code, logs) = daemon.stop();
+    assert_eq!(code, 0, "daemon exit status; logs:\n{logs}");
+    assert_no_secrets_in_logs(&logs);
+    logs
 }
 
 #[test]
@@ -416,7 +345,7 @@ fn with_smtp_down_for_several_alert_runs_every_alert_is_delivered_once_after_rec
     let attempted_thrice =
         "SELECT count(*) AS n FROM quota_alerts WHERE attempts >= 3 AND status = 'pending'";
     assert_eq!(
-        wait_until(&db, attempted_thrice, 3, Duration::from_secs(60)),
+        db.wait_for_count(attempted_thrice, 3, Duration::from_secs(60)),
         3,
         "three alerts retried through at least three runs while SMTP was down"
     );
@@ -427,16 +356,15 @@ fn with_smtp_down_for_several_alert_runs_every_alert_is_delivered_once_after_rec
     );
     server.restart();
     let sent = "SELECT count(*) AS n FROM quota_alerts WHERE status = 'sent'";
-    assert_eq!(wait_until(&db, sent, 3, Duration::from_secs(60)), 3);
+    assert_eq!(db.wait_for_count(sent, 3, Duration::from_secs(60)), 3);
     // A few more runs after delivery must send nothing again.
     let runs = db.count("SELECT count(*) AS n FROM job_runs WHERE job = 'alerts'");
-    wait_until(
-        &db,
+    db.wait_for_count(
         "SELECT count(*) AS n FROM job_runs WHERE job = 'alerts'",
         runs + 3,
         Duration::from_secs(30),
     );
-    daemon.stop();
+    stop(daemon);
 
     let mut recipients: Vec<String> = server
         .received()
@@ -543,15 +471,8 @@ fn the_daemon_runs_every_job_under_the_least_privilege_role_of_the_runbook() {
                      OR c.relkind IN ('i', 'I', 't'))"
     );
     let mut check = db::connect(&cluster.url(&dbname)).unwrap();
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    use diesel::RunQueryDsl;
-    let n: N = diesel::sql_query(&owned).get_result(&mut check).unwrap();
     assert_eq!(
-        n.n,
+        support::count(&mut check, &owned).unwrap(),
         0,
         "the worker role owns more than the event table: {}",
         text(
@@ -562,16 +483,20 @@ fn the_daemon_runs_every_job_under_the_least_privilege_role_of_the_runbook() {
             )
         )
     );
-    let n: N = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM pg_proc WHERE proowner = '{worker}'::regrole"
-    ))
-    .get_result(&mut check)
-    .unwrap();
-    assert_eq!(n.n, 0, "the worker role owns a function");
-    let n: N = diesel::sql_query("SELECT count(*) AS n FROM job_runs WHERE status = 'succeeded'")
-        .get_result(&mut check)
-        .unwrap();
-    assert_eq!(n.n as usize, JobKind::ALL.len(), "{}", all.stdout);
+    let functions =
+        format!("SELECT count(*) AS n FROM pg_proc WHERE proowner = '{worker}'::regrole");
+    assert_eq!(
+        support::count(&mut check, &functions).unwrap(),
+        0,
+        "the worker role owns a function"
+    );
+    let succeeded = "SELECT count(*) AS n FROM job_runs WHERE status = 'succeeded'";
+    assert_eq!(
+        support::count(&mut check, succeeded).unwrap() as usize,
+        JobKind::ALL.len(),
+        "{}",
+        all.stdout
+    );
     drop(check);
     drop(super_conn);
     drop(owner_conn);
@@ -628,8 +553,8 @@ fn two_daemons_every_job_every_second(seconds: u64) {
     drop(writer);
     // Every user's 95 % alert is sent (the 80 % one too, unless both were crossed at once).
     let sent95 = "SELECT count(*) AS n FROM quota_alerts WHERE threshold = 95 AND status = 'sent'";
-    assert_eq!(wait_until(&db, sent95, 3, Duration::from_secs(90)), 3);
-    let logs = [first.stop(), second.stop()];
+    assert_eq!(db.wait_for_count(sent95, 3, Duration::from_secs(90)), 3);
+    let logs = [stop(first), stop(second)];
 
     let doubled = db.count(
         "SELECT count(*) AS n FROM (SELECT job, scheduled_for FROM job_runs

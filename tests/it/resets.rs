@@ -1,14 +1,14 @@
 //! reset-daily / reset-monthly and quota_status against a real database: rollover with
 //! reconciliation, manual resets, downtime, drift repair, and what applications read.
 
-use crate::support;
-use crate::support::TestDb;
-use crate::support::quota::{PeriodRow, add_new_events_to_periods, at, periods, raw_sums};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
+
+use crate::support::quota::{PeriodRow, add_new_events_to_periods, periods, raw_sums};
+use crate::support::{self, TestDb, at};
 
 fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport {
     let opts = RunOpts {

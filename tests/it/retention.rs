@@ -1,20 +1,14 @@
 //! Retention (invariant 4): nothing younger than the cutoff and nothing not yet aggregated is
 //! ever deleted; old months go as whole partitions, the boundary month in batches.
 
-use crate::support::TestDb;
-use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 
+use crate::support::{TestDb, at};
+
 const NOW: &str = "2027-01-15T12:00:00Z";
 const CUTOFF: &str = "2025-01-15T12:00:00Z";
-
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 /// 30 months of events (2024-08 … 2027-01), 3 a month, plus events around the cutoff,
 /// partitioned and fully aggregated.

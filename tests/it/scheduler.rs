@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::TestDb;
 use chrono::Utc;
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use usage_worker::config::{HumanDuration, Settings};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};
 use usage_worker::scheduler::{self, NoObserver, RunOutcome, RunRequest};
+
+use crate::support::TestDb;
 
 /// Settings where only `partitions` is scheduled, with the given cron string.
 fn only_partitions(settings: &mut Settings, schedule: &str) {
@@ -23,26 +23,6 @@ fn only_partitions(settings: &mut Settings, schedule: &str) {
         entry.schedule = Some(String::new());
     }
     settings.jobs.get_mut("partitions").unwrap().schedule = Some(schedule.to_string());
-}
-
-/// Blocks the `partitions` job: it waits for this lock on its first query.
-fn block_partitions_job(db: &TestDb) -> PgConnection {
-    let mut blocker = db.conn();
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE usage_events_default IN ACCESS EXCLUSIVE MODE;")
-        .unwrap();
-    blocker
-}
-
-async fn wait_until(db: &TestDb, sql: &str, timeout: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = db.count(sql);
-        if n > 0 || tokio::time::Instant::now() > deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn shutdown_after(delay: Duration) -> impl std::future::Future<Output = ()> {
@@ -110,19 +90,18 @@ async fn a_run_left_running_by_a_crash_becomes_abandoned_but_a_live_one_does_not
     );
 
     // A run whose process still holds the job's lock is alive: it stays running.
-    let blocker = block_partitions_job(&db);
+    let blocker = db.block_partitions_job();
     let runner = tokio::spawn(scheduler::execute(
         ctx.clone(),
         Identity::current(),
         manual_request(Duration::from_secs(60)),
     ));
     assert_eq!(
-        wait_until(
-            &db,
+        db.wait_for_count(
             "SELECT count(*) AS n FROM job_runs WHERE status = 'running'",
+            1,
             Duration::from_secs(10)
-        )
-        .await,
+        ),
         1
     );
     scheduler::prepare_database(&ctx).unwrap();
@@ -223,7 +202,7 @@ async fn catch_up_ignores_ticks_older_than_the_horizon() {
 async fn shutdown_waits_for_a_running_job_to_finish() {
     let db = TestDb::new();
     let ctx = db.ctx_with(|s| only_partitions(s, "* * * * * *"));
-    let blocker = block_partitions_job(&db);
+    let blocker = db.block_partitions_job();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(scheduler::run_daemon(
         ctx.clone(),
@@ -233,12 +212,11 @@ async fn shutdown_waits_for_a_running_job_to_finish() {
         },
     ));
     assert_eq!(
-        wait_until(
-            &db,
+        db.wait_for_count(
             "SELECT count(*) AS n FROM job_runs WHERE status = 'running'",
+            1,
             Duration::from_secs(10)
-        )
-        .await,
+        ),
         1
     );
     stop_tx.send(()).unwrap();
@@ -263,7 +241,7 @@ async fn shutdown_waits_for_a_running_job_to_finish() {
 async fn a_job_past_its_timeout_is_cancelled_on_the_server_and_recorded_failed() {
     let db = TestDb::new();
     let ctx = db.ctx();
-    let _blocker = block_partitions_job(&db);
+    let _blocker = db.block_partitions_job();
     // The job waits on a lock that is never released: only a server-side cancel ends it.
     let outcome = scheduler::execute(
         ctx,
@@ -292,18 +270,17 @@ async fn a_job_past_its_timeout_is_cancelled_on_the_server_and_recorded_failed()
 async fn a_manual_run_while_the_job_runs_elsewhere_is_skipped_naming_the_holder() {
     let db = TestDb::new();
     let ctx = db.ctx();
-    let blocker = block_partitions_job(&db);
+    let blocker = db.block_partitions_job();
     let first = tokio::spawn(scheduler::execute(
         ctx.clone(),
         Identity::current(),
         manual_request(Duration::from_secs(60)),
     ));
-    wait_until(
-        &db,
+    db.wait_for_count(
         "SELECT count(*) AS n FROM job_runs WHERE status = 'running'",
+        1,
         Duration::from_secs(10),
-    )
-    .await;
+    );
     let second = scheduler::execute(
         ctx.clone(),
         Identity::current(),

@@ -1,10 +1,11 @@
 //! What the schema promises applications: events are validated on insert with the
 //! constraint named, usage_record prices events, and no insert fails for lack of a partition.
 
-use crate::support::TestDb;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+
+use crate::support::TestDb;
 
 fn insert_error(db: &TestDb, sql: &str) -> String {
     db.conn()

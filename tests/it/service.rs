@@ -2,20 +2,19 @@
 //! the notify protocol (ready, watchdog, stopping) and drains its running job on SIGTERM;
 //! `/healthz` and `/metrics` answer; logs carry syslog priorities under the journal.
 
-use crate::support;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::TestDb;
 use diesel::connection::SimpleConnection;
 use usage_worker::config::Settings;
-use usage_worker::jobs::JobKind;
+
+use crate::support::daemon::Daemon;
+use crate::support::{self, TestDb};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -89,59 +88,6 @@ fn the_unit_is_hardened_to_an_exposure_of_at_most_2_as_the_runbook_says() {
     );
 }
 
-/// The daemon with only `partitions` scheduled, every second.
-fn daemon(url: &str) -> Command {
-    let mut command = support::binary();
-    command
-        .env("USAGE_WORKER__DATABASE__URL", url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    support::schedule_only(&mut command, JobKind::Partitions, "* * * * * *");
-    command
-}
-
-/// Forwards the child's stderr lines to a channel (and keeps the pipe from filling up).
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200))
-            && line.contains(needle)
-        {
-            return line;
-        }
-    }
-    panic!("the daemon never logged `{needle}`");
-}
-
-fn wait_for_exit(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "the daemon did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn terminate(child: &Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-}
-
 /// The test's end of `$NOTIFY_SOCKET`.
 struct NotifySocket {
     socket: UnixDatagram,
@@ -195,22 +141,17 @@ impl NotifySocket {
 #[test]
 fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_finishes_its_job_on_sigterm() {
     let db = TestDb::new();
-    // The partitions job reads usage_events_default: this lock keeps its first run busy.
-    let mut blocker = db.conn();
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE usage_events_default IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
+    let mut blocker = db.block_partitions_job();
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");
     let mut notify = NotifySocket::bind(&socket_path);
 
-    let mut child = daemon(&db.url)
+    let mut command = support::daemon_command(&db.url);
+    command
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "2000000")
-        .env("USAGE_WORKER__SCHEDULER__SHUTDOWN_GRACE", "5m")
-        .spawn()
-        .expect("start the daemon");
-    let _stderr = stderr_lines(&mut child);
+        .env("USAGE_WORKER__SCHEDULER__SHUTDOWN_GRACE", "5m");
+    let mut daemon = Daemon::start(command);
 
     notify.wait_for("READY=1");
     notify.wait_for("STATUS=running partitions");
@@ -222,7 +163,7 @@ fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_finishes_its_jo
     assert_eq!(db.count(running), 1);
     let run_id = db.count("SELECT id AS n FROM job_runs WHERE status = 'running'");
 
-    terminate(&child);
+    daemon.terminate();
     notify.wait_for("STOPPING=1");
     let after_stopping = notify.drain_for(Duration::from_secs(3));
     assert!(
@@ -230,13 +171,13 @@ fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_finishes_its_jo
         "watchdog pings after the loop stopped: {after_stopping:?}"
     );
     assert!(
-        child.try_wait().unwrap().is_none(),
+        daemon.is_running(),
         "the daemon exited while its job was still running"
     );
     assert_eq!(db.count(running), 1, "the running job was cut short");
 
     blocker.batch_execute("COMMIT").unwrap();
-    assert_eq!(wait_for_exit(&mut child), 0);
+    assert_eq!(daemon.wait_for_exit(), 0);
     assert_eq!(
         db.count(&format!(
             "SELECT count(*) AS n FROM job_runs WHERE id = {run_id} AND status = 'succeeded'"
@@ -269,8 +210,8 @@ fn get(address: &str, path: &str) -> (u16, String) {
     (code, body.to_string())
 }
 
-fn metrics_address(lines: &mpsc::Receiver<String>) -> String {
-    let line = wait_for_line(lines, "serving /healthz and /metrics");
+fn metrics_address(daemon: &mut Daemon) -> String {
+    let line = daemon.wait_for_line("serving /healthz and /metrics");
     line.split("metrics.listen=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
@@ -293,13 +234,11 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
         "INSERT INTO usage_events (user_id, kind, tokens)
          VALUES (1, 'ai_response', 10), (2, 'ai_response', 20), (3, 'message_sent', 0)",
     );
-    let mut child = daemon(&db.url)
-        .env("USAGE_WORKER__METRICS__LISTEN", "127.0.0.1:0")
-        .spawn()
-        .expect("start the daemon");
-    let lines = stderr_lines(&mut child);
-    let address = metrics_address(&lines);
-    wait_for_line(&lines, "job succeeded");
+    let mut command = support::daemon_command(&db.url);
+    command.env("USAGE_WORKER__METRICS__LISTEN", "127.0.0.1:0");
+    let mut daemon = Daemon::start(command);
+    let address = metrics_address(&mut daemon);
+    daemon.wait_for_line("job succeeded");
 
     let (code, health) = get(&address, "/healthz");
     assert_eq!(code, 200, "{health}");
@@ -309,15 +248,13 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
     );
 
     let succeeded = "usage_worker_job_runs_total{job=\"partitions\",status=\"succeeded\"}";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let metrics = loop {
+    let mut metrics = String::new();
+    support::wait_until(Duration::from_secs(30), || {
         let (code, body) = get(&address, "/metrics");
         assert_eq!(code, 200, "{body}");
-        if sample(&body, succeeded).is_some() || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        metrics = body;
+        sample(&metrics, succeeded).is_some()
+    });
     assert!(
         sample(&metrics, succeeded).unwrap_or(0.0) >= 1.0,
         "{metrics}"
@@ -373,19 +310,16 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
 
     let (code, _) = get(&address, "/nothing-here");
     assert_eq!(code, 404);
-    terminate(&child);
-    assert_eq!(wait_for_exit(&mut child), 0);
+    assert_eq!(daemon.stop().0, 0);
 }
 
 #[test]
 fn healthz_answers_503_while_the_database_cannot_be_reached() {
     let url = support::cluster().url("no_such_database");
-    let mut child = daemon(&url)
-        .env("USAGE_WORKER__METRICS__LISTEN", "127.0.0.1:0")
-        .spawn()
-        .expect("start the daemon");
-    let lines = stderr_lines(&mut child);
-    let address = metrics_address(&lines);
+    let mut command = support::daemon_command(&url);
+    command.env("USAGE_WORKER__METRICS__LISTEN", "127.0.0.1:0");
+    let mut daemon = Daemon::start(command);
+    let address = metrics_address(&mut daemon);
     let (code, health) = get(&address, "/healthz");
     assert_eq!(code, 503, "{health}");
     assert!(health.contains("no_such_database"), "{health}");
@@ -397,8 +331,7 @@ fn healthz_answers_503_while_the_database_cannot_be_reached() {
         Some(0.0),
         "{metrics}"
     );
-    terminate(&child);
-    assert_eq!(wait_for_exit(&mut child), 0);
+    assert_eq!(daemon.stop().0, 0);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! The cluster is shared by every process of one test binary started by the same parent
 //! (cargo or nextest) and is stopped and deleted shortly after that parent exits.
 
+pub mod books;
+pub mod daemon;
 pub mod quota;
 pub mod smtp;
 
@@ -14,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
@@ -154,15 +158,23 @@ impl TestDb {
 
     /// Runs one query returning a single bigint column named `n`.
     pub fn count(&self, sql: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        diesel::sql_query(sql)
-            .get_result::<N>(&mut self.conn())
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .n
+        count(&mut self.conn(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Polls [`TestDb::count`] until it reaches `at_least` or `timeout` passes; returns the
+    /// last count, so the caller's assertion says what was expected.
+    pub fn wait_for_count(&self, sql: &str, at_least: i64, timeout: Duration) -> i64 {
+        wait_for_count(|| self.count(sql), at_least, timeout)
+    }
+
+    /// A connection holding the lock that the `partitions` job waits for on its first
+    /// query, keeping the job's run busy until the connection commits or is dropped.
+    pub fn block_partitions_job(&self) -> PgConnection {
+        let mut blocker = self.conn();
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE usage_events_default IN ACCESS EXCLUSIVE MODE;")
+            .expect("lock usage_events_default");
+        blocker
     }
 
     pub fn execute(&self, sql: &str) {
@@ -170,6 +182,47 @@ impl TestDb {
             .batch_execute(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+/// Runs one query returning a single bigint column named `n`.
+pub fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(conn).map(|r| r.n)
+}
+
+/// An RFC 3339 instant, e.g. `2026-11-23T10:00:00Z`.
+pub fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Polls `done` until it holds or `timeout` has passed; returns whether it held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `count` until it reaches `at_least` or `timeout` passes; returns the last count.
+pub fn wait_for_count(count: impl Fn() -> i64, at_least: i64, timeout: Duration) -> i64 {
+    let mut last = count();
+    wait_until(timeout, || {
+        last = count();
+        last >= at_least
+    });
+    last
 }
 
 /// The `usage-worker` binary built for these tests.
@@ -186,14 +239,43 @@ pub fn binary() -> Command {
     command
 }
 
+/// The environment variable that sets `kind`'s schedule.
+pub fn schedule_key(kind: JobKind) -> String {
+    format!(
+        "USAGE_WORKER__JOBS__{}__SCHEDULE",
+        kind.config_key().to_uppercase()
+    )
+}
+
 /// Schedules `only` with `schedule` through the environment and disables every other job.
 pub fn schedule_only(command: &mut Command, only: JobKind, schedule: &str) {
     for &kind in JobKind::ALL {
-        let key = format!(
-            "USAGE_WORKER__JOBS__{}__SCHEDULE",
-            kind.config_key().to_uppercase()
-        );
-        command.env(key, if kind == only { schedule } else { "" });
+        command.env(schedule_key(kind), if kind == only { schedule } else { "" });
+    }
+}
+
+/// The daemon on `url` with only `partitions` scheduled, every second.
+pub fn daemon_command(url: &str) -> Command {
+    let mut command = binary();
+    command.env("USAGE_WORKER__DATABASE__URL", url);
+    schedule_only(&mut command, JobKind::Partitions, "* * * * * *");
+    command
+}
+
+/// Exit code and output of one finished invocation.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to completion.
+pub fn output(mut command: Command) -> Out {
+    let out = command.output().expect("run usage-worker");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

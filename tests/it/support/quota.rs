@@ -1,17 +1,11 @@
-//! Helpers shared by the quota period tests: instants, the reference period arithmetic in
-//! chrono-tz that the SQL function is checked against, and reading periods back.
+//! Helpers shared by the quota period tests: the reference period arithmetic in chrono-tz
+//! that the SQL function is checked against, and reading periods back.
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Numeric, Text, Timestamptz};
-
-pub fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
