@@ -1,5 +1,10 @@
+//! The aggregate job: exactly-once summaries, rebuilds, the usage summary, stats and CSV
+//! export. Every test runs alone on its cluster ([`TestDb::alone`]): a transaction open
+//! anywhere in the cluster holds the aggregation watermark back, and the assertions that
+//! every event is aggregated would depend on the other tests.
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -18,16 +23,6 @@ fn date(text: &str) -> NaiveDate {
 }
 
 const NOW: &str = "2026-11-23T10:00:00Z";
-
-/// The tests of this file run one at a time. A transaction left open anywhere in the cluster
-/// (another test's writer) holds the snapshot xmin, and so the watermark, back: correct, but
-/// it would make "everything is aggregated now" assertions depend on the other tests.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn aggregate(ctx: &Ctx, conn: &mut PgConnection) -> Result<JobReport, JobError> {
     JobKind::Aggregate.run(ctx, conn, at(NOW), &RunOpts::default())
@@ -66,8 +61,7 @@ fn summary_tokens(db: &TestDb, user_id: i64, day: &str) -> i64 {
 
 #[test]
 fn new_events_are_added_once_and_a_second_run_changes_nothing() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'Europe/Berlin');
          INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
@@ -96,8 +90,7 @@ fn new_events_are_added_once_and_a_second_run_changes_nothing() {
 
 #[test]
 fn an_event_dated_forty_days_ago_and_inserted_today_lands_in_its_own_day() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES (7, 'l@example.com', 'America/New_York');
          INSERT INTO usage_events (user_id, kind, tokens, created_at)
@@ -120,8 +113,7 @@ fn an_event_dated_forty_days_ago_and_inserted_today_lands_in_its_own_day() {
 
 #[test]
 fn a_user_in_zone_mars_olympus_is_counted_in_utc_reported_once_and_others_are_unaffected() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES (1, 'm@example.com', 'Mars/Olympus'),
                                                         (2, 't@example.com', 'Asia/Tokyo')",
@@ -156,8 +148,7 @@ fn a_user_in_zone_mars_olympus_is_counted_in_utc_reported_once_and_others_are_un
 
 #[test]
 fn a_backlog_is_worked_through_in_bounded_transactions_without_splitting_one_insert() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     // One transaction of 25 events, then 10 single-event transactions.
     db.execute(
         "INSERT INTO usage_events (user_id, kind, tokens, created_at)
@@ -180,8 +171,7 @@ fn a_backlog_is_worked_through_in_bounded_transactions_without_splitting_one_ins
 
 #[test]
 fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'UTC'),
                                                         (2, 'b@example.com', 'Asia/Kolkata');
@@ -244,8 +234,7 @@ fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() 
 
 #[test]
 fn rebuild_after_tampering_restores_the_exact_values_and_dry_run_only_reports() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'Europe/Berlin'),
                                                         (2, 'b@example.com', 'America/Los_Angeles');
@@ -293,8 +282,7 @@ fn rebuild_after_tampering_restores_the_exact_values_and_dry_run_only_reports() 
 
 #[test]
 fn rebuild_of_one_user_leaves_the_other_users_rows_alone() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO usage_events (user_id, kind, tokens, created_at)
          VALUES (1, 'ai_response', 10, '2026-10-05T12:00:00Z'),
@@ -318,8 +306,7 @@ fn rebuild_of_one_user_leaves_the_other_users_rows_alone() {
 
 #[test]
 fn user_without_range_and_half_ranges_are_refused_with_a_hint() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     let ctx = db.ctx();
     for opts in [
         RunOpts {
@@ -439,7 +426,7 @@ fn insert_sql(events: &[EventSpec]) -> String {
 }
 
 fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
-    let db = TestDb::new();
+    let db = TestDb::alone();
     for (i, zone) in ZONES.iter().enumerate() {
         db.execute(&format!(
             "INSERT INTO users (id, email, timezone) VALUES ({}, 'u{i}@example.com', '{zone}')",
@@ -504,15 +491,13 @@ proptest! {
     fn summary_equals_raw_sums_for_every_user_and_day_with_concurrent_writers(
         streams in prop::collection::vec(writer_stream(), 3..5)
     ) {
-        let _serial = serial();
         conservation_holds_under_concurrent_writers(streams);
     }
 }
 
 #[test]
 fn usage_summary_sums_days_into_weeks_months_and_years() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, cost)
          VALUES (1, '2026-10-31', 'ai_response', 'chat', 'gpt-4o', 2, 100, 0.5),
@@ -575,8 +560,7 @@ fn usage_summary_sums_days_into_weeks_months_and_years() {
 
 #[test]
 fn stats_reports_yesterdays_totals_by_kind_and_top_models() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
          VALUES (1, 'ai_response', 'gpt-4o', 100, 0.5, '2026-11-22T10:00:00Z'),
@@ -608,8 +592,7 @@ fn stats_reports_yesterdays_totals_by_kind_and_top_models() {
 
 #[test]
 fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, cost)
          VALUES (1, '2026-10-01', 'ai_response', 'chat', 'model, \"quoted\"', 2, 100, 0.12345678),

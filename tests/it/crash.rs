@@ -2,22 +2,14 @@
 //! again: the killed run shows `abandoned`, the next run completes, and the daily summary
 //! equals the raw sums of the events below the watermark exactly.
 //!
-//! The tests of this file run one at a time: a transaction open anywhere in the cluster holds
-//! the aggregation watermark back (xids are cluster-wide).
+//! The tests of this file run alone on their cluster ([`TestDb::alone`]): a transaction open
+//! anywhere in the cluster holds the aggregation watermark back (xids are cluster-wide).
 
 use std::process::{Child, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::support::books::{events_not_yet_aggregated, summary_differences};
 use crate::support::{self, TestDb};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// `users` users in UTC and `events` events over the first 20 days of November 2026, written
 /// by 100 transactions (so the backlog spans many xids, as real traffic does).
@@ -60,8 +52,7 @@ fn aggregate(db: &TestDb) -> Child {
 /// Kills `aggregate` once part of the backlog is committed, runs it again, and checks the
 /// books. Returns the events aggregated when it was killed.
 fn killed_mid_run_then_rerun(events: i64) -> i64 {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     backlog(&db, 1000, events);
 
     let mut child = aggregate(&db);
@@ -152,8 +143,7 @@ fn aggregate_killed_mid_run_on_a_million_events_is_abandoned_and_the_rerun_conse
 /// the other users' days and periods are those of their own zones.
 #[test]
 fn a_user_in_zone_mars_olympus_is_counted_in_utc_and_reported_and_others_are_unaffected() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone) VALUES
              (1, 'm@example.com', 'Mars/Olympus'), (2, 'b@example.com', 'Europe/Berlin');

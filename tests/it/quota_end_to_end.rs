@@ -2,8 +2,9 @@
 //! aggregate transaction, periods are closed and reconciled by reset-daily / reset-monthly.
 //! Invariant 1 (closed period totals equal the raw sums of their range) and invariant 2
 //! (periods tile time per user and period kind).
-
-use std::sync::{Mutex, MutexGuard};
+//!
+//! The test runs alone on its cluster ([`TestDb::alone`]): a transaction open anywhere in
+//! the cluster would hold the aggregation watermark back.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -11,13 +12,6 @@ use diesel::sql_types::{BigInt, Text, Timestamptz};
 use usage_worker::jobs::{JobKind, RunOpts};
 
 use crate::support::{TestDb, at};
-
-/// One at a time: an open transaction anywhere in the cluster holds the aggregation
-/// watermark back, which would make "everything is aggregated" depend on other tests.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> serde_json::Value {
     kind.run(&db.ctx(), &mut db.conn(), at(now), &RunOpts::default())
@@ -61,8 +55,7 @@ const MISMATCHED_PERIODS: &str = "
 
 #[test]
 fn aggregate_then_reset_closes_periods_whose_totals_equal_the_raw_events_and_tile_time() {
-    let _serial = serial();
-    let db = TestDb::new();
+    let db = TestDb::alone();
     db.execute(
         "INSERT INTO users (id, email, timezone, billing_anchor_day) VALUES
              (1, 'a@example.com', 'Europe/Berlin', NULL),

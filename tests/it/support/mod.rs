@@ -4,6 +4,12 @@
 //!
 //! The cluster is shared by every process of one test binary started by the same parent
 //! (cargo or nextest) and is stopped and deleted shortly after that parent exits.
+//!
+//! Tests that need the whole cluster quiet use [`TestDb::alone`]: a second cluster, on which
+//! one test runs at a time across threads and processes. Transaction ids and snapshots are
+//! cluster-wide, so any transaction open elsewhere in the cluster (another test's writer, even
+//! in another database) holds back the aggregation watermark, and advisory locks show in the
+//! cluster-wide `pg_locks`.
 
 pub mod books;
 pub mod daemon;
@@ -46,10 +52,39 @@ impl Cluster {
 /// The cluster of this test binary, started (and its template migrated) on first use.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(start_shared_cluster)
+    CLUSTER.get_or_init(|| start_shared_cluster(""))
 }
 
-fn start_shared_cluster() -> Cluster {
+/// The cluster for tests that must have it to themselves; see [`TestDb::alone`].
+fn quiet_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_shared_cluster("-alone"))
+}
+
+/// An exclusive `flock` on a file, released when dropped (also when the process dies).
+struct FileLock {
+    /// Closing the file releases the lock.
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until this open file description holds the lock: threads and processes alike.
+    fn acquire(path: &Path) -> FileLock {
+        let file = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor we own.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let error = std::io::Error::last_os_error();
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "flock {}: {error}",
+                path.display()
+            );
+        }
+        FileLock { _file: file }
+    }
+}
+
+fn start_shared_cluster(suffix: &str) -> Cluster {
     // SAFETY: getppid has no preconditions.
     let owner = unsafe { libc::getppid() } as u32;
     let exe = std::env::current_exe().expect("test binary path");
@@ -59,11 +94,9 @@ fn start_shared_cluster() -> Cluster {
         .unwrap_or_else(|| "tests".into());
     let stem: String = stem.chars().take(40).collect();
     let base = std::env::temp_dir();
-    let data_dir = base.join(format!("uw-t-{owner}-{stem}"));
-    let lock_path = base.join(format!("uw-t-{owner}-{stem}.lock")); // removed with the cluster
-    let lock = File::create(&lock_path).expect("create cluster lock file");
-    // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    let data_dir = base.join(format!("uw-t-{owner}-{stem}{suffix}"));
+    // Removed with the cluster.
+    let start_lock = FileLock::acquire(&base.join(format!("uw-t-{owner}-{stem}{suffix}.lock")));
 
     let mut pg = EmbeddedPg::start(&data_dir, None, Durability::Throwaway)
         .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
@@ -78,8 +111,7 @@ fn start_shared_cluster() -> Cluster {
         bin_dir,
     };
     ensure_template(&cluster);
-    // SAFETY: releases the lock taken above.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+    drop(start_lock);
     cluster
 }
 
@@ -114,12 +146,25 @@ fn ensure_template(cluster: &Cluster) {
 /// A fresh, migrated database for one test.
 pub struct TestDb {
     pub url: String,
+    /// Held by [`TestDb::alone`] databases until the test ends.
+    _alone: Option<FileLock>,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
+        TestDb::create(cluster(), None)
+    }
+
+    /// A fresh database in a cluster where no other test runs until this one drops it; for
+    /// tests that assert every committed event is aggregated, or that watch `pg_locks`.
+    pub fn alone() -> TestDb {
+        let cluster = quiet_cluster();
+        let lock = FileLock::acquire(&cluster.data_dir.join("uw-tests-alone.lock"));
+        TestDb::create(cluster, Some(lock))
+    }
+
+    fn create(cluster: &Cluster, alone: Option<FileLock>) -> TestDb {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let cluster = cluster();
         let name = format!(
             "t_{}_{}",
             std::process::id(),
@@ -131,6 +176,7 @@ impl TestDb {
             .expect("create test database");
         TestDb {
             url: cluster.url(&name),
+            _alone: alone,
         }
     }
 
