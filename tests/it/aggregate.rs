@@ -206,12 +206,14 @@ fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() 
         .pid;
     let ctx2 = ctx.clone();
     let worker = thread::spawn(move || aggregate(&ctx2, &mut victim));
-    while db.count(&format!(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {pid} AND wait_event_type = 'Lock'"
-    )) == 0
-    {
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            db.count(&format!(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {pid} AND wait_event_type = 'Lock'"
+        )) > 0
+        }),
+        "the aggregate never waited for the held row lock"
+    );
     db.execute(&format!("SELECT pg_terminate_backend({pid})"));
     let killed = worker.join().unwrap();
     assert!(killed.is_err(), "the killed run must fail: {killed:?}");

@@ -71,7 +71,8 @@ fn the_daemon_survives_a_database_restart_and_works_again_afterwards() {
     assert!(support::wait_for_count(|| cluster.count(succeeded), 2, Duration::from_secs(30)) >= 2);
 
     cluster.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    // Two ticks that found no database: the daemon has lived through the outage so far.
+    daemon.wait_for_lines("job could not start", 2);
     assert!(
         daemon.is_running(),
         "the daemon exited when the database went away"
@@ -108,7 +109,7 @@ fn with_the_database_down_run_exits_75_and_the_daemon_waits_for_it() {
     );
 
     let mut daemon = daemon(&url);
-    std::thread::sleep(Duration::from_secs(3));
+    daemon.wait_for_lines("database not ready", 2);
     assert!(daemon.is_running(), "the daemon gave up");
     cluster.restart();
     // First start: the daemon migrates the empty database itself, then runs jobs.

@@ -1,9 +1,11 @@
+use std::time::Duration;
+
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 
-use crate::support::{TestDb, at};
+use crate::support::{self, TestDb, at};
 
 fn partitions(db: &TestDb) -> Vec<String> {
     existing_partitions(&mut db.conn())
@@ -124,8 +126,14 @@ fn an_insert_into_the_default_partition_racing_the_job_waits_and_lands_in_the_ne
             &RunOpts::default(),
         )
     });
-    // Let the job reach January's partition (it waits for the writer), then commit.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Let the job reach January's partition (it waits for the writer's lock), then commit.
+    assert!(
+        support::wait_until(Duration::from_secs(60), || db.count(
+            "SELECT count(*) AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ) > 0),
+        "the job never waited for the writer's lock"
+    );
     writer.batch_execute("COMMIT").unwrap();
 
     let report = job.join().unwrap();

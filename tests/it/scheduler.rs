@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use diesel::prelude::*;
+use tokio::sync::Notify;
 use usage_worker::config::{HumanDuration, Settings};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};
-use usage_worker::scheduler::{self, NoObserver, RunOutcome, RunRequest};
+use usage_worker::scheduler::{self, DaemonObserver, NoObserver, RunOutcome, RunRequest};
 
 use crate::support::TestDb;
 
@@ -25,8 +26,21 @@ fn only_partitions(settings: &mut Settings, schedule: &str) {
     settings.jobs.get_mut("partitions").unwrap().schedule = Some(schedule.to_string());
 }
 
-fn shutdown_after(delay: Duration) -> impl std::future::Future<Output = ()> {
-    tokio::time::sleep(delay)
+/// Wakes the test when the daemon is ready (its catch-up runs started) and when it stops.
+#[derive(Default)]
+struct Signals {
+    ready: Notify,
+    stopping: Notify,
+}
+
+impl DaemonObserver for Signals {
+    fn ready(&self) {
+        self.ready.notify_one();
+    }
+
+    fn stopping(&self) {
+        self.stopping.notify_one();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,18 +59,21 @@ async fn two_daemons_on_one_database_run_each_tick_once() {
     };
     let first = daemon(ctx.clone());
     let second = daemon(db.ctx_with(|s| only_partitions(s, "* * * * * *")));
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let ticks_run = "SELECT count(DISTINCT scheduled_for) AS n FROM job_runs
+                      WHERE job = 'partitions' AND trigger IN ('cron', 'catchup')";
+    db.wait_for_count(ticks_run, 4, Duration::from_secs(30));
     stop_tx.send(true).unwrap();
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
 
-    let ticks = db.count(
-        "SELECT count(DISTINCT scheduled_for) AS n FROM job_runs
-          WHERE job = 'partitions' AND trigger IN ('cron', 'catchup')",
+    let ticks = db.count(ticks_run);
+    let seconds = db.count(
+        "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::bigint + 1 AS n
+           FROM job_runs WHERE job = 'partitions' AND trigger IN ('cron', 'catchup')",
     );
     assert!(
-        ticks >= 4,
-        "expected a run for most of ~5 ticks, got {ticks}"
+        ticks >= 4 && ticks + 1 >= seconds,
+        "expected a run for most of the ticks, got {ticks} over {seconds} ticks"
     );
     let doubled = db.count(
         "SELECT count(*) AS n FROM (
@@ -157,10 +174,14 @@ async fn after_three_days_of_downtime_catch_up_runs_a_job_once() {
     assert_eq!(requests[0].trigger, Trigger::Catchup);
 
     for _ in 0..2 {
+        // Stopped as soon as it is ready, i.e. has started its catch-up runs; shutdown waits
+        // for them.
+        let signals = Arc::new(Signals::default());
+        let ready = signals.clone();
         scheduler::run_daemon(
             ctx.clone(),
-            Arc::new(NoObserver),
-            shutdown_after(Duration::from_secs(2)),
+            signals,
+            async move { ready.ready.notified().await },
         )
         .await
         .unwrap();
@@ -204,9 +225,10 @@ async fn shutdown_waits_for_a_running_job_to_finish() {
     let ctx = db.ctx_with(|s| only_partitions(s, "* * * * * *"));
     let blocker = db.block_partitions_job();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(scheduler::run_daemon(
+    let signals = Arc::new(Signals::default());
+    let mut daemon = tokio::spawn(scheduler::run_daemon(
         ctx.clone(),
-        Arc::new(NoObserver),
+        signals.clone(),
         async move {
             let _ = stop_rx.await;
         },
@@ -220,11 +242,11 @@ async fn shutdown_waits_for_a_running_job_to_finish() {
         1
     );
     stop_tx.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(
-        !daemon.is_finished(),
-        "the daemon exited under a running job"
-    );
+    signals.stopping.notified().await;
+    // The daemon has seen the stop and its job cannot finish while blocked: one that did not
+    // wait would be gone well within this time (the grace period is 30 s).
+    let exited = tokio::time::timeout(Duration::from_millis(1_500), &mut daemon).await;
+    assert!(exited.is_err(), "the daemon exited under a running job");
     drop(blocker);
     daemon.await.unwrap().unwrap();
     assert_eq!(
