@@ -10,7 +10,7 @@
 //! `cargo bench --bench alerts` (USERS=20000 for a quick look; POOL_SIZE sets
 //! mail.smtp.pool_size, default 4).
 
-#[path = "../tests/support/smtp.rs"]
+#[path = "../tests/it/support/smtp.rs"]
 mod smtp;
 
 mod common;

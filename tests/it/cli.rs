@@ -1,0 +1,218 @@
+//! The binary as an operator runs it: configuration errors, usage errors, exit codes.
+
+use crate::support::{TestDb, binary, config_file, output};
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = binary();
+    command.args(args);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let out = output(command);
+    (out.code, out.stdout, out.stderr)
+}
+
+#[test]
+fn a_misspelled_config_key_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[database]\nurl = \"postgres://x@localhost/db\"\npool_sise = 4\n",
+    );
+    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("database.pool_sise"), "{stderr}");
+}
+
+#[test]
+fn a_misspelled_section_exits_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[databse]\nurl = \"postgres://x@localhost/db\"\n",
+    );
+    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("databse"), "{stderr}");
+}
+
+#[test]
+fn a_bad_cron_string_exits_78_naming_the_key_and_the_expected_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), "[jobs.partitions]\nschedule = \"61 * * * *\"\n");
+    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("jobs.partitions.schedule"), "{stderr}");
+    assert!(stderr.contains("*/15 * * * *"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_job_section_exits_78_listing_the_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), "[jobs.agregate]\nschedule = \"* * * * *\"\n");
+    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("jobs.agregate") && stderr.contains("partitions"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrongly_typed_environment_value_exits_78_naming_the_key() {
+    let (code, _, stderr) = run(
+        &["--check-config"],
+        &[("USAGE_WORKER__DATABASE__POOL_SIZE", "many")],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("database.pool_size"), "{stderr}");
+}
+
+#[test]
+fn a_bad_duration_exits_78_naming_the_key() {
+    let (code, _, stderr) = run(
+        &["--check-config"],
+        &[("USAGE_WORKER__SCHEDULER__SHUTDOWN_GRACE", "30 fortnights")],
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("scheduler.shutdown_grace"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_the_password() {
+    let (code, stdout, stderr) = run(
+        &["--check-config"],
+        &[
+            (
+                "DATABASE_URL",
+                "postgres://worker:s3cr3t-pw@db.internal:5432/usage",
+            ),
+            ("USAGE_WORKER__JOBS__PARTITIONS__SCHEDULE", "0 3 * * *"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("s3cr3t-pw") && !stderr.contains("s3cr3t-pw"));
+    assert!(
+        stdout.contains("postgres://worker:***@db.internal:5432/usage"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 3 * * *"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_database_exits_75_naming_the_host() {
+    let (code, _, stderr) = run(
+        &["--run", "partitions"],
+        &[
+            (
+                "USAGE_WORKER__DATABASE__URL",
+                "postgres://worker:pw@127.0.0.1:1/usage",
+            ),
+            ("USAGE_WORKER__DATABASE__CONNECT_TIMEOUT", "2s"),
+        ],
+    );
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains(":pw@"), "{stderr}");
+}
+
+#[test]
+fn a_missing_database_url_is_a_configuration_error() {
+    let (code, _, stderr) = run(&["--status"], &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("database.url"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_job_is_a_usage_error_listing_the_valid_names() {
+    let (code, _, stderr) = run(&["--run", "agregate"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("partitions"), "{stderr}");
+}
+
+#[test]
+fn run_partitions_at_an_instant_then_again_then_dry_run() {
+    let db = TestDb::new();
+    let env = [("USAGE_WORKER__DATABASE__URL", db.url.as_str())];
+    let at = ["--run", "partitions", "--at", "2027-01-15T00:00:00Z"];
+    let (code, stdout, stderr) = run(&at, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("usage_events_2027_04"), "{stdout}");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'usage_events'::regclass"
+        ),
+        5
+    );
+
+    let (code, stdout, _) = run(&at, &env);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("all 4 partitions present"), "{stdout}");
+
+    let runs_before = db.count("SELECT count(*) AS n FROM job_runs");
+    let (code, stdout, _) = run(
+        &[
+            "--run",
+            "partitions",
+            "--at",
+            "2027-06-15T00:00:00Z",
+            "--dry-run",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("would create") && stdout.contains("dry run"),
+        "{stdout}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'usage_events'::regclass"
+        ),
+        5
+    );
+    assert_eq!(db.count("SELECT count(*) AS n FROM job_runs"), runs_before);
+
+    let (code, stdout, _) = run(&["--status"], &env);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("partitions") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["--list-jobs"], &env);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("0 2 * * *") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn list_jobs_describes_the_retention_and_thresholds_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[retention]\nevents_months = 36\n\n[alerts]\nthresholds = [50, 90]\n",
+    );
+    let (code, stdout, stderr) = run(&["--list-jobs", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = |job: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{job} ")))
+            .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("retention").contains("older than 36 months"),
+        "{stdout}"
+    );
+    assert!(
+        line("alerts").contains("past 50 %/90 % of a limit"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("24 months") && !stdout.contains("80 %"),
+        "{stdout}"
+    );
+}

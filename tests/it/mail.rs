@@ -1,0 +1,214 @@
+//! The alert email itself: templates (snapshots), escaping and header safety, overrides,
+//! and the mail settings' validation.
+
+use usage_worker::config::{ConfigError, Settings};
+use usage_worker::mail::templates::{Templates, sample_content};
+use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
+
+use crate::support::at;
+
+#[test]
+fn the_built_in_alert_email_reads_as_intended() {
+    let rendered = Templates::load(None)
+        .unwrap()
+        .render(&sample_content())
+        .unwrap();
+    insta::assert_snapshot!("subject", rendered.subject);
+    insta::assert_snapshot!("text", rendered.text);
+    insta::assert_snapshot!("html", rendered.html);
+}
+
+#[test]
+fn without_links_or_a_name_the_email_still_reads_well() {
+    let mut content = sample_content();
+    content.name.clear();
+    content.upgrade_url = None;
+    content.preferences_url = None;
+    content.metric = "requests".into();
+    content.metric_noun = "request".into();
+    content.period = "day".into();
+    content.period_adjective = "daily".into();
+    content.kind = "image_generation".into();
+    content.kind_label = "image generation".into();
+    content.threshold = 95;
+    content.percent = 95;
+    content.used = "19 requests".into();
+    content.limit = "20 requests".into();
+    content.remaining = "1 request".into();
+    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    insta::assert_snapshot!("subject_kind_scoped", rendered.subject);
+    insta::assert_snapshot!("text_without_links", rendered.text);
+}
+
+#[test]
+fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
+    let mut content = sample_content();
+    let hostile = "Eve\r\nBcc: victim@example.org\r\n<script>alert(1)</script>";
+    content.name = hostile.into();
+    let templates = Templates::load(None).unwrap();
+    let rendered = templates.render(&content).unwrap();
+    assert!(
+        rendered
+            .html
+            .contains("Hello Eve Bcc: victim@example.org &lt;script&gt;alert(1)&lt;"),
+        "{}",
+        rendered.html
+    );
+    assert!(!rendered.html.contains("<script>"));
+
+    let settings = Settings::default().mail;
+    let email = mail::compose(
+        &settings,
+        "eve@example.com",
+        hostile,
+        &rendered,
+        "quota-alert.7.tokens.month.all.20261101T000000Z.80@localhost",
+        at("2026-11-10T12:00:00Z"),
+    )
+    .unwrap();
+    let memory = MemoryMailer::new();
+    assert!(memory.send_all(&[email])[0].is_ok());
+    let raw = &memory.sent()[0].raw;
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    assert!(
+        !head
+            .split("\r\n")
+            .any(|line| line.to_ascii_lowercase().starts_with("bcc:")),
+        "{head}"
+    );
+    assert!(
+        head.contains("Message-ID: <quota-alert.7.tokens.month.all.20261101T000000Z.80@localhost>")
+    );
+    assert!(head.contains("Subject: You have used 80% of your monthly token quota"));
+}
+
+#[test]
+fn an_unusable_address_is_an_invalid_address_error() {
+    let rendered = Templates::load(None)
+        .unwrap()
+        .render(&sample_content())
+        .unwrap();
+    let error = mail::compose(
+        &Settings::default().mail,
+        "no address here",
+        "",
+        &rendered,
+        "x@localhost",
+        at("2026-11-10T12:00:00Z"),
+    )
+    .unwrap_err();
+    assert_eq!(error.class, ErrorClass::InvalidAddress);
+    assert!(error.class.is_permanent());
+}
+
+#[test]
+fn a_template_in_mail_templates_dir_replaces_the_built_in_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("quota_alert.subject.txt"),
+        "Heads up: {{ threshold }}% of your {{ metric_noun }} quota",
+    )
+    .unwrap();
+    let rendered = Templates::load(Some(dir.path()))
+        .unwrap()
+        .render_sample()
+        .unwrap();
+    assert_eq!(rendered.subject, "Heads up: 80% of your token quota");
+    assert!(rendered.text.starts_with("Hello Ada Lovelace,"));
+}
+
+fn load(toml: &str) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    usage_worker::app::load_settings_with_env(Some(&path), Vec::new())
+}
+
+fn invalid_key(result: Result<Settings, ConfigError>) -> String {
+    match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_broken_template_override_is_refused_at_startup_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("quota_alert.txt"),
+        "Hello {{ nmae }}, {% if %}",
+    )
+    .unwrap();
+    let key = invalid_key(load(&format!(
+        "[mail]\ntemplates_dir = \"{}\"\n",
+        dir.path().display()
+    )));
+    assert_eq!(key, "mail.templates_dir");
+}
+
+#[test]
+fn mail_and_alert_settings_are_validated_naming_the_key() {
+    assert_eq!(
+        invalid_key(load(
+            "[mail.smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\n"
+        )),
+        "mail.smtp.tls"
+    );
+    assert!(load("[mail.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n").is_ok());
+    assert_eq!(
+        invalid_key(load("[mail]\nfrom = \"not a mailbox\"\n")),
+        "mail.from"
+    );
+    assert_eq!(
+        invalid_key(load("[mail]\ntransport = \"file\"\n")),
+        "mail.file.dir"
+    );
+    assert_eq!(
+        invalid_key(load("[alerts]\nthresholds = [80, 120]\n")),
+        "alerts.thresholds"
+    );
+    assert_eq!(
+        invalid_key(load("[alerts]\nmax_attempts = 0\n")),
+        "alerts.max_attempts"
+    );
+    assert_eq!(
+        invalid_key(load("[mail.smtp]\npassword = \"secret\"\n")),
+        "mail.smtp.username"
+    );
+}
+
+#[test]
+fn the_smtp_password_never_appears_in_the_printed_configuration() {
+    let settings =
+        load("[mail.smtp]\nusername = \"worker\"\npassword = \"hunter2-secret\"\n").unwrap();
+    assert!(!settings.to_redacted_toml().contains("hunter2-secret"));
+    assert!(!format!("{settings:?}").contains("hunter2-secret"));
+}
+
+#[test]
+fn past_the_limit_the_email_says_the_quota_is_used_up() {
+    let mut content = sample_content();
+    content.threshold = 95;
+    content.percent = 112;
+    content.used = "112,413 tokens".into();
+    content.remaining = "0 tokens".into();
+    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    insta::assert_snapshot!("subject_past_the_limit", rendered.subject);
+    insta::assert_snapshot!("text_past_the_limit", rendered.text);
+    insta::assert_snapshot!("html_past_the_limit", rendered.html);
+}
+
+#[test]
+fn the_smtp_password_is_read_from_mail_smtp_password_file() {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smtp-password");
+    std::fs::write(&path, "s3cret-from-file\n").unwrap();
+    let settings = load(&format!(
+        "[mail.smtp]\nusername = \"worker\"\npassword_file = \"{}\"\n",
+        path.display()
+    ))
+    .unwrap();
+    let password = settings.mail.smtp.password().unwrap().unwrap();
+    assert_eq!(password.expose_secret(), "s3cret-from-file");
+}

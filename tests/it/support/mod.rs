@@ -1,0 +1,333 @@
+//! Test harness: one private PostgreSQL cluster per test binary and test run, a migrated
+//! template database, and a fresh database per test created from it, so tests run in
+//! parallel (threads under `cargo test`, processes under `cargo nextest`).
+//!
+//! The cluster is shared by every process of one test binary started by the same parent
+//! (cargo or nextest) and is stopped and deleted shortly after that parent exits.
+//!
+//! Tests that need the whole cluster quiet use [`TestDb::alone`]: a second cluster, on which
+//! one test runs at a time across threads and processes. Transaction ids and snapshots are
+//! cluster-wide, so any transaction open elsewhere in the cluster (another test's writer, even
+//! in another database) holds back the aggregation watermark, and advisory locks show in the
+//! cluster-wide `pg_locks`.
+
+pub mod books;
+pub mod daemon;
+pub mod quota;
+pub mod smtp;
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
+use usage_worker::config::Settings;
+use usage_worker::db;
+use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::jobs::{Ctx, JobKind};
+
+const TEMPLATE: &str = "uw_template";
+
+pub struct Cluster {
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl Cluster {
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgres://postgres@/{dbname}?host={}",
+            self.data_dir.display()
+        )
+    }
+}
+
+/// The cluster of this test binary, started (and its template migrated) on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_shared_cluster(""))
+}
+
+/// The cluster for tests that must have it to themselves; see [`TestDb::alone`].
+fn quiet_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_shared_cluster("-alone"))
+}
+
+/// An exclusive `flock` on a file, released when dropped (also when the process dies).
+struct FileLock {
+    /// Closing the file releases the lock.
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until this open file description holds the lock: threads and processes alike.
+    fn acquire(path: &Path) -> FileLock {
+        let file = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor we own.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let error = std::io::Error::last_os_error();
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "flock {}: {error}",
+                path.display()
+            );
+        }
+        FileLock { _file: file }
+    }
+}
+
+fn start_shared_cluster(suffix: &str) -> Cluster {
+    // SAFETY: getppid has no preconditions.
+    let owner = unsafe { libc::getppid() } as u32;
+    let exe = std::env::current_exe().expect("test binary path");
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "tests".into());
+    let stem: String = stem.chars().take(40).collect();
+    let base = std::env::temp_dir();
+    let data_dir = base.join(format!("uw-t-{owner}-{stem}{suffix}"));
+    // Removed with the cluster.
+    let start_lock = FileLock::acquire(&base.join(format!("uw-t-{owner}-{stem}{suffix}.lock")));
+
+    let mut pg = EmbeddedPg::start(&data_dir, None, Durability::Throwaway)
+        .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
+    if pg.started_here() {
+        pg.stop_and_remove_when_gone(owner)
+            .expect("start the cluster watcher");
+    }
+    let bin_dir = pg.bin_dir().to_path_buf();
+    pg.keep_running();
+    let cluster = Cluster {
+        data_dir: pg.data_dir().to_path_buf(),
+        bin_dir,
+    };
+    ensure_template(&cluster);
+    drop(start_lock);
+    cluster
+}
+
+fn ensure_template(cluster: &Cluster) {
+    let mut admin = db::connect(&cluster.url("postgres")).expect("connect to test cluster");
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    let exists: Exists = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}') AS exists"
+    ))
+    .get_result(&mut admin)
+    .expect("query pg_database");
+    if exists.exists {
+        return;
+    }
+    admin
+        .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+        .expect("create template database");
+    let mut conn = db::connect(&cluster.url(TEMPLATE)).expect("connect to template");
+    db::run_migrations(&mut conn).expect("migrate template database");
+    drop(conn);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {TEMPLATE} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+        ))
+        .expect("mark template");
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub url: String,
+    /// Held by [`TestDb::alone`] databases until the test ends.
+    _alone: Option<FileLock>,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        TestDb::create(cluster(), None)
+    }
+
+    /// A fresh database in a cluster where no other test runs until this one drops it; for
+    /// tests that assert every committed event is aggregated, or that watch `pg_locks`.
+    pub fn alone() -> TestDb {
+        let cluster = quiet_cluster();
+        let lock = FileLock::acquire(&cluster.data_dir.join("uw-tests-alone.lock"));
+        TestDb::create(cluster, Some(lock))
+    }
+
+    fn create(cluster: &Cluster, alone: Option<FileLock>) -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = db::connect(&cluster.url("postgres")).expect("connect to test cluster");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+            .expect("create test database");
+        TestDb {
+            url: cluster.url(&name),
+            _alone: alone,
+        }
+    }
+
+    pub fn conn(&self) -> PgConnection {
+        db::connect(&self.url).expect("connect to test database")
+    }
+
+    /// Default settings pointing at this database.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.database.url = self.url.clone();
+        settings.database.pool_size = 4;
+        settings
+    }
+
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx_with(|_| {})
+    }
+
+    pub fn ctx_with(&self, change: impl FnOnce(&mut Settings)) -> Arc<Ctx> {
+        let mut settings = self.settings();
+        change(&mut settings);
+        Arc::new(Ctx::new(Arc::new(settings), self.url.clone()))
+    }
+
+    /// Runs one query returning a single bigint column named `n`.
+    pub fn count(&self, sql: &str) -> i64 {
+        count(&mut self.conn(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Polls [`TestDb::count`] until it reaches `at_least` or `timeout` passes; returns the
+    /// last count, so the caller's assertion says what was expected.
+    pub fn wait_for_count(&self, sql: &str, at_least: i64, timeout: Duration) -> i64 {
+        wait_for_count(|| self.count(sql), at_least, timeout)
+    }
+
+    /// A connection holding the lock that the `partitions` job waits for on its first
+    /// query, keeping the job's run busy until the connection commits or is dropped.
+    pub fn block_partitions_job(&self) -> PgConnection {
+        let mut blocker = self.conn();
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE usage_events_default IN ACCESS EXCLUSIVE MODE;")
+            .expect("lock usage_events_default");
+        blocker
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.conn()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// Runs one query returning a single bigint column named `n`.
+pub fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(conn).map(|r| r.n)
+}
+
+/// An RFC 3339 instant, e.g. `2026-11-23T10:00:00Z`.
+pub fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Polls `done` until it holds or `timeout` has passed; returns whether it held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `count` until it reaches `at_least` or `timeout` passes; returns the last count.
+pub fn wait_for_count(count: impl Fn() -> i64, at_least: i64, timeout: Duration) -> i64 {
+    let mut last = count();
+    wait_until(timeout, || {
+        last = count();
+        last >= at_least
+    });
+    last
+}
+
+/// The `usage-worker` binary built for these tests.
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_usage-worker"));
+    command
+        .env_remove("DATABASE_URL")
+        .env("USAGE_WORKER__LOG__LEVEL", "info");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("USAGE_WORKER__") && key != "USAGE_WORKER__LOG__LEVEL" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The environment variable that sets `kind`'s schedule.
+pub fn schedule_key(kind: JobKind) -> String {
+    format!(
+        "USAGE_WORKER__JOBS__{}__SCHEDULE",
+        kind.config_key().to_uppercase()
+    )
+}
+
+/// Schedules `only` with `schedule` through the environment and disables every other job.
+pub fn schedule_only(command: &mut Command, only: JobKind, schedule: &str) {
+    for &kind in JobKind::ALL {
+        command.env(schedule_key(kind), if kind == only { schedule } else { "" });
+    }
+}
+
+/// The daemon on `url` with only `partitions` scheduled, every second.
+pub fn daemon_command(url: &str) -> Command {
+    let mut command = binary();
+    command.env("USAGE_WORKER__DATABASE__URL", url);
+    schedule_only(&mut command, JobKind::Partitions, "* * * * * *");
+    command
+}
+
+/// Exit code and output of one finished invocation.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to completion.
+pub fn output(mut command: Command) -> Out {
+    let out = command.output().expect("run usage-worker");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes a config file into a fresh temporary directory.
+pub fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config file");
+    path
+}
