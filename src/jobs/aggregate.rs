@@ -7,7 +7,9 @@
 //! has finished, so no event below X can still appear), adds the events with
 //! W <= recorded_xid < U for some U <= X, and stores U. The sums and the new watermark commit
 //! together or not at all. A backlog is split into transactions of about
-//! `aggregate.batch_events` events by choosing U along the recorded_xid index.
+//! `aggregate.batch_events` events by choosing U along the recorded_xid index. Events that
+//! cannot be counted are set aside in the same transaction (see `quarantine`), so the
+//! watermark always passes them.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -20,6 +22,8 @@ use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
 use serde::Serialize;
 use serde_json::json;
 
+use super::quarantine::{self, SetAside, Tally};
+use super::watermark::{lock_watermark, parse_xid, snapshot_xmin};
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
@@ -56,12 +60,6 @@ pub fn run(
 }
 
 #[derive(QueryableByName)]
-struct XidText {
-    #[diesel(sql_type = Text)]
-    xid: String,
-}
-
-#[derive(QueryableByName)]
 struct Cut {
     #[diesel(sql_type = Nullable<Text>)]
     first: Option<String>,
@@ -79,40 +77,6 @@ struct ZoneProblem {
     missing: bool,
 }
 
-fn parse_xid(text: &str) -> Result<u64, JobError> {
-    text.parse().map_err(|_| {
-        JobError::Invalid(format!(
-            "aggregate: transaction id `{text}` from the database is not a 64-bit number"
-        ))
-    })
-}
-
-/// Locks the watermark row (concurrent aggregators and rebuilds queue here) and reads it.
-fn lock_watermark(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT xid::text AS xid FROM aggregation_watermark FOR UPDATE")
-            .get_result(conn)
-            .map_err(|e| match e {
-                diesel::result::Error::NotFound => JobError::Invalid(
-                    "aggregate: the aggregation_watermark row is missing; restore it with \
-                     INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
-                     is empty, else with the highest xid it reflects"
-                        .into(),
-                ),
-                e => e.into(),
-            })?;
-    parse_xid(&row.xid)
-}
-
-/// X: every transaction below it has finished. A statement of its own, so its snapshot is
-/// taken after the watermark lock was granted.
-fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
-    let row: XidText =
-        diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
-            .get_result(conn)?;
-    parse_xid(&row.xid)
-}
-
 /// What one committed aggregate transaction did.
 struct Step {
     from: u64,
@@ -120,6 +84,7 @@ struct Step {
     events: u64,
     rows_written: u64,
     zone_problems: Vec<ZoneProblem>,
+    set_aside: Vec<SetAside>,
     /// The watermark reached the run's target: nothing older is left.
     caught_up: bool,
 }
@@ -140,6 +105,7 @@ fn aggregate_step(
             events: 0,
             rows_written: 0,
             zone_problems: Vec::new(),
+            set_aside: Vec::new(),
             caught_up: true,
         };
         if limit <= from {
@@ -167,9 +133,11 @@ fn aggregate_step(
                 .bind::<Text, _>(to.to_string())
                 .execute(conn)?;
             step.events = events as u64;
-            let (rows, problems) = add_batch_to_summaries(conn)?;
+            let (rows, problems, set_aside) = add_batch_to_summaries(conn)?;
+            step.events -= set_aside.len() as u64;
             step.rows_written = rows;
             step.zone_problems = problems;
+            step.set_aside = set_aside;
         }
         diesel::sql_query(
             "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
@@ -185,18 +153,96 @@ fn aggregate_step(
 /// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
 /// that add the batch into other books (the quota periods) belong here, so they commit with
 /// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
-/// written and the users whose zone could not be used.
-fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProblem>), JobError> {
+/// written, the users whose zone could not be used and the events set aside.
+fn add_batch_to_summaries(
+    conn: &mut PgConnection,
+) -> Result<(u64, Vec<ZoneProblem>, Vec<SetAside>), JobError> {
     diesel::sql_query(ZONES_SQL).execute(conn)?;
     let problems: Vec<ZoneProblem> = diesel::sql_query(
         "SELECT user_id, declared_timezone, missing FROM aggregate_zones
           WHERE unknown OR missing ORDER BY user_id",
     )
     .load(conn)?;
+    let set_aside = quarantine::set_aside_uncountable(conn)?;
     let rows = diesel::sql_query(DAILY_SQL).execute(conn)?;
     // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
     diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
-    Ok((rows as u64, problems))
+    Ok((rows as u64, problems, set_aside))
+}
+
+/// What the transactions of one incremental run did, for its report.
+#[derive(Default)]
+struct RunTally {
+    events: u64,
+    rows_written: u64,
+    transactions: u64,
+    unknown_zone_users: BTreeSet<i64>,
+    missing_users: BTreeSet<i64>,
+    quarantined: Tally,
+}
+
+impl RunTally {
+    /// Counts one committed step; warns once per user with an unknown zone.
+    fn add(&mut self, step: Step) {
+        self.transactions += 1;
+        self.events += step.events;
+        self.rows_written += step.rows_written;
+        self.quarantined.add("aggregate", step.set_aside);
+        for problem in step.zone_problems {
+            if problem.missing {
+                self.missing_users.insert(problem.user_id);
+            } else if self.unknown_zone_users.insert(problem.user_id) {
+                tracing::warn!(
+                    job.name = "aggregate",
+                    user.id = problem.user_id,
+                    user.timezone = problem.declared_timezone.as_deref().unwrap_or(""),
+                    "unknown time zone; this user's events are summarised by UTC day \
+                     (fix users.timezone, then rebuild the affected days)"
+                );
+            }
+        }
+    }
+
+    fn into_report(self, from: u64, to: u64) -> JobReport {
+        if !self.missing_users.is_empty() {
+            tracing::warn!(
+                job.name = "aggregate",
+                users.count = self.missing_users.len(),
+                users.first = ?self.missing_users.iter().take(10).collect::<Vec<_>>(),
+                "events of user ids without a users row; summarised by UTC day"
+            );
+        }
+        let mut summary = format!(
+            "{} event(s) added into {} summary row(s) in {} transaction(s); watermark {from} -> {to}",
+            self.events, self.rows_written, self.transactions
+        );
+        if !self.unknown_zone_users.is_empty() {
+            summary += &format!(
+                "; {} user(s) with an unknown time zone counted in UTC",
+                self.unknown_zone_users.len()
+            );
+        }
+        if self.quarantined.count() > 0 {
+            summary += &format!(
+                "; {} event(s) that cannot be counted set aside into usage_quarantine",
+                self.quarantined.count()
+            );
+        }
+        JobReport::new(
+            summary,
+            json!({
+                "events": self.events,
+                "rows_written": self.rows_written,
+                "transactions": self.transactions,
+                "watermark_from": from.to_string(),
+                "watermark_to": to.to_string(),
+                "unknown_timezone_users": self.unknown_zone_users.len(),
+                "unknown_timezone_user_ids": self.unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
+                "users_without_row": self.missing_users.len(),
+                "quarantined": self.quarantined.to_json(),
+            }),
+        )
+    }
 }
 
 fn aggregate_new_events(
@@ -208,11 +254,7 @@ fn aggregate_new_events(
         return pending_events(conn);
     }
     let batch_events = ctx.settings.aggregate.batch_events;
-    let mut unknown_zone_users = BTreeSet::new();
-    let mut missing_users = BTreeSet::new();
-    let mut events = 0u64;
-    let mut rows_written = 0u64;
-    let mut transactions = 0u64;
+    let mut tally = RunTally::default();
     let mut first_watermark = None;
     let mut target = None;
     let last_watermark = loop {
@@ -221,70 +263,21 @@ fn aggregate_new_events(
         // The run stops at the horizon of its first transaction, so it ends under constant load.
         target.get_or_insert(horizon);
         first_watermark.get_or_insert(step.from);
-        transactions += 1;
-        events += step.events;
-        rows_written += step.rows_written;
-        for problem in step.zone_problems {
-            if problem.missing {
-                missing_users.insert(problem.user_id);
-            } else if unknown_zone_users.insert(problem.user_id) {
-                tracing::warn!(
-                    job.name = "aggregate",
-                    user.id = problem.user_id,
-                    user.timezone = problem.declared_timezone.as_deref().unwrap_or(""),
-                    "unknown time zone; this user's events are summarised by UTC day \
-                     (fix users.timezone, then rebuild the affected days)"
-                );
-            }
+        let (to, caught_up) = (step.to, step.caught_up);
+        tally.add(step);
+        if caught_up {
+            break to;
         }
-        if !step.caught_up {
-            tracing::info!(
-                job.name = "aggregate",
-                events.done = events,
-                transactions,
-                watermark = step.to,
-                watermark.target = target.unwrap_or(step.to),
-                "aggregate backlog: batch committed"
-            );
-        }
-        if step.caught_up {
-            break step.to;
-        }
-    };
-    if !missing_users.is_empty() {
-        tracing::warn!(
+        tracing::info!(
             job.name = "aggregate",
-            users.count = missing_users.len(),
-            users.first = ?missing_users.iter().take(10).collect::<Vec<_>>(),
-            "events of user ids without a users row; summarised by UTC day"
+            events.done = tally.events,
+            transactions = tally.transactions,
+            watermark = to,
+            watermark.target = target.unwrap_or(to),
+            "aggregate backlog: batch committed"
         );
-    }
-    let summary = format!(
-        "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
-         watermark {} -> {last_watermark}{}",
-        first_watermark.unwrap_or(last_watermark),
-        if unknown_zone_users.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} user(s) with an unknown time zone counted in UTC",
-                unknown_zone_users.len()
-            )
-        }
-    );
-    Ok(JobReport::new(
-        summary,
-        json!({
-            "events": events,
-            "rows_written": rows_written,
-            "transactions": transactions,
-            "watermark_from": first_watermark.unwrap_or(last_watermark).to_string(),
-            "watermark_to": last_watermark.to_string(),
-            "unknown_timezone_users": unknown_zone_users.len(),
-            "unknown_timezone_user_ids": unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
-            "users_without_row": missing_users.len(),
-        }),
-    ))
+    };
+    Ok(tally.into_report(first_watermark.unwrap_or(last_watermark), last_watermark))
 }
 
 /// The dry run of the incremental path: how many events the next run would add.
@@ -472,15 +465,4 @@ fn rebuild_day(
             .execute(conn)?;
     }
     Ok((differences, watermark))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transaction_ids_parse_as_64_bit_numbers() {
-        assert_eq!(parse_xid("18446744073709551615").unwrap(), u64::MAX);
-        assert!(parse_xid("12:34:").is_err());
-    }
 }
