@@ -13,7 +13,7 @@ use crate::db::{self, DbError};
 use crate::demo::{self, DemoError};
 use crate::embedded_pg::EmbeddedPg;
 use crate::export::{ExportError, write_daily_csv};
-use crate::jobs::{self, Ctx, JobKind, RunOpts};
+use crate::jobs::{self, Ctx, JobKind, RunOpts, quarantine};
 use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
 use crate::quota_report;
@@ -388,6 +388,15 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
     let mut conn = db::connect(&ctx.connection_url)?;
     let runs = ledger::recent_runs(&mut conn, limit.max(1)).map_err(DbError::from)?;
     println!("database: {}", redact_url(&ctx.settings.database.url));
+    let quarantined = quarantine::counts_by_reason(&mut conn).map_err(DbError::from)?;
+    if let Some(reasons) = quarantined.filter(|r| !r.is_empty()) {
+        let total: i64 = reasons.iter().map(|(_, n)| n).sum();
+        let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!(
+            "quarantined events: {total} ({}); see usage_quarantine and docs/OPERATIONS.md",
+            list.join(", ")
+        );
+    }
     println!(
         "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} RESULT",
         "RUN", "JOB", "TRIGGER", "SCHEDULED FOR", "STARTED", "DURATION", "STATUS"

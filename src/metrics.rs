@@ -26,6 +26,14 @@ use crate::scheduler::outcome::RunOutcome;
 /// The media type of the exposition `render` produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Every reason of `usage_quarantine`, reported even at zero.
+const QUARANTINE_REASONS: &[&str] = &[
+    "created_at_out_of_range",
+    "cost_not_a_number",
+    "daily_sum_overflow",
+    "period_sum_overflow",
+];
+
 /// Counting unaggregated events stops here: the gauge says "at least this many" past it, and
 /// a scrape stays cheap however far behind aggregation is.
 pub const UNAGGREGATED_COUNT_CAP: i64 = 1_000_000;
@@ -39,6 +47,11 @@ struct JobStatus {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Job {
     job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +166,8 @@ pub struct DatabaseSample {
     pub events_unaggregated: i64,
     /// Seconds since the aggregation watermark was last stored.
     pub watermark_age_seconds: f64,
+    /// Events set aside in `usage_quarantine`, by reason; `None` when the table does not exist.
+    pub quarantined: Option<Vec<(String, i64)>>,
 }
 
 impl DatabaseSample {
@@ -195,6 +210,28 @@ impl DatabaseSample {
             "Usage events not yet aggregated (recorded_xid at or above the watermark), counted up to 1000000",
             unaggregated,
         );
+        if let Some(quarantined) = &self.quarantined {
+            let family = Family::<Reason, Gauge>::default();
+            for reason in QUARANTINE_REASONS {
+                family
+                    .get_or_create(&Reason {
+                        reason: reason.to_string(),
+                    })
+                    .set(0);
+            }
+            for (reason, n) in quarantined {
+                family
+                    .get_or_create(&Reason {
+                        reason: reason.clone(),
+                    })
+                    .set(*n);
+            }
+            registry.register(
+                "events_quarantined",
+                "Usage events aggregate set aside in usage_quarantine (never counted), by reason",
+                family,
+            );
+        }
         let age = Gauge::<f64, AtomicU64>::default();
         age.set(self.watermark_age_seconds);
         registry.register(
@@ -275,11 +312,14 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
         .bind::<BigInt, _>(UNAGGREGATED_COUNT_CAP)
         .get_result::<Watermark>(conn)?;
 
+        let quarantined = crate::jobs::quarantine::counts_by_reason(conn)?;
+
         Ok(DatabaseSample {
             last_success,
             alerts,
             events_unaggregated: watermark.unaggregated,
             watermark_age_seconds: watermark.age_seconds.max(0.0),
+            quarantined,
         })
     })
 }

@@ -186,6 +186,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
+    usage_quarantine (event_id, created_at) {
+        event_id -> Int8,
+        created_at -> Timestamptz,
+        user_id -> Int8,
+        recorded_xid -> Xid8,
+        reason -> Text,
+        detail -> Text,
+        quarantined_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         email -> Text,
@@ -214,5 +229,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_events_default,
     usage_period_kind_totals,
     usage_periods,
+    usage_quarantine,
     users,
 );

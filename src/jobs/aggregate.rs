@@ -7,9 +7,9 @@
 //! has finished, so no event below X can still appear), adds the events with
 //! W <= recorded_xid < U for some U <= X, and stores U. The sums and the new watermark commit
 //! together or not at all. A backlog is split into transactions of about
-//! `aggregate.batch_events` events by choosing U along the recorded_xid index.
-
-pub mod watermark;
+//! `aggregate.batch_events` events by choosing U along the recorded_xid index. Events that
+//! cannot be counted are set aside in the same transaction (see `quarantine`), so the
+//! watermark always passes them.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -22,8 +22,9 @@ use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
 use serde::Serialize;
 use serde_json::json;
 
+use super::quarantine::{self, SetAside, Tally};
+use super::watermark::{self, parse_xid, snapshot_xmin};
 use super::{Ctx, JobError, JobReport, RunOpts};
-use watermark::{parse_xid, snapshot_xmin};
 
 const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
@@ -83,6 +84,7 @@ struct Step {
     events: u64,
     rows_written: u64,
     zone_problems: Vec<ZoneProblem>,
+    set_aside: Vec<SetAside>,
     /// The watermark reached the run's target: nothing older is left.
     caught_up: bool,
 }
@@ -103,6 +105,7 @@ fn aggregate_step(
             events: 0,
             rows_written: 0,
             zone_problems: Vec::new(),
+            set_aside: Vec::new(),
             caught_up: true,
         };
         if limit <= from {
@@ -130,9 +133,11 @@ fn aggregate_step(
                 .bind::<Text, _>(to.to_string())
                 .execute(conn)?;
             step.events = events as u64;
-            let (rows, problems) = add_batch_to_summaries(conn)?;
+            let (rows, problems, set_aside) = add_batch_to_summaries(conn)?;
+            step.events -= set_aside.len() as u64;
             step.rows_written = rows;
             step.zone_problems = problems;
+            step.set_aside = set_aside;
         }
         watermark::store(conn, to)?;
         step.to = to;
@@ -144,71 +149,41 @@ fn aggregate_step(
 /// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
 /// that add the batch into other books (the quota periods) belong here, so they commit with
 /// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
-/// written and the users whose zone could not be used.
-fn add_batch_to_summaries(conn: &mut PgConnection) -> Result<(u64, Vec<ZoneProblem>), JobError> {
+/// written, the users whose zone could not be used and the events set aside.
+fn add_batch_to_summaries(
+    conn: &mut PgConnection,
+) -> Result<(u64, Vec<ZoneProblem>, Vec<SetAside>), JobError> {
     diesel::sql_query(ZONES_SQL).execute(conn)?;
     let problems: Vec<ZoneProblem> = diesel::sql_query(
         "SELECT user_id, declared_timezone, missing FROM aggregate_zones
           WHERE unknown OR missing ORDER BY user_id",
     )
     .load(conn)?;
+    let set_aside = quarantine::set_aside_uncountable(conn)?;
     let rows = diesel::sql_query(DAILY_SQL).execute(conn)?;
     // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
     diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
-    Ok((rows as u64, problems))
+    Ok((rows as u64, problems, set_aside))
 }
 
-/// Adds every event below the horizon of the run's first transaction, a batch per transaction.
-fn aggregate_new_events(
-    ctx: &Ctx,
-    conn: &mut PgConnection,
-    opts: &RunOpts,
-) -> Result<JobReport, JobError> {
-    if opts.dry_run {
-        return pending_events(conn);
-    }
-    let batch_events = ctx.settings.aggregate.batch_events;
-    let mut tally = RunTally::default();
-    let mut target = None;
-    loop {
-        opts.cancel.check()?;
-        let (step, horizon) = aggregate_step(conn, batch_events, target)?;
-        // The run stops at the horizon of its first transaction, so it ends under constant load.
-        let run_target = *target.get_or_insert(horizon);
-        let (to, caught_up) = (step.to, step.caught_up);
-        tally.add(step);
-        if caught_up {
-            return Ok(tally.report(to));
-        }
-        tracing::info!(
-            job.name = "aggregate",
-            events.done = tally.events,
-            transactions = tally.transactions,
-            watermark = to,
-            watermark.target = run_target,
-            "aggregate backlog: batch committed"
-        );
-    }
-}
-
-/// What the transactions of one incremental run did, together.
+/// What the transactions of one incremental run did, for its report.
 #[derive(Default)]
 struct RunTally {
     events: u64,
     rows_written: u64,
     transactions: u64,
-    first_watermark: Option<u64>,
     unknown_zone_users: BTreeSet<i64>,
     missing_users: BTreeSet<i64>,
+    quarantined: Tally,
 }
 
 impl RunTally {
-    /// Counts a committed step; warns once per run about each user with an unknown zone.
+    /// Counts one committed step; warns once per user with an unknown zone.
     fn add(&mut self, step: Step) {
-        self.first_watermark.get_or_insert(step.from);
         self.transactions += 1;
         self.events += step.events;
         self.rows_written += step.rows_written;
+        self.quarantined.add("aggregate", step.set_aside);
         for problem in step.zone_problems {
             if problem.missing {
                 self.missing_users.insert(problem.user_id);
@@ -224,14 +199,7 @@ impl RunTally {
         }
     }
 
-    /// The run's report, the watermark having reached `last_watermark`.
-    fn report(self, last_watermark: u64) -> JobReport {
-        let RunTally {
-            events,
-            rows_written,
-            transactions,
-            ..
-        } = self;
+    fn into_report(self, from: u64, to: u64) -> JobReport {
         if !self.missing_users.is_empty() {
             tracing::warn!(
                 job.name = "aggregate",
@@ -240,31 +208,73 @@ impl RunTally {
                 "events of user ids without a users row; summarised by UTC day"
             );
         }
-        let first_watermark = self.first_watermark.unwrap_or(last_watermark);
-        let unknown_zones = self.unknown_zone_users.len();
-        let summary = format!(
-            "{events} event(s) added into {rows_written} summary row(s) in {transactions} transaction(s); \
-             watermark {first_watermark} -> {last_watermark}{}",
-            if unknown_zones == 0 {
-                String::new()
-            } else {
-                format!("; {unknown_zones} user(s) with an unknown time zone counted in UTC")
-            }
+        let mut summary = format!(
+            "{} event(s) added into {} summary row(s) in {} transaction(s); watermark {from} -> {to}",
+            self.events, self.rows_written, self.transactions
         );
+        if !self.unknown_zone_users.is_empty() {
+            summary += &format!(
+                "; {} user(s) with an unknown time zone counted in UTC",
+                self.unknown_zone_users.len()
+            );
+        }
+        if self.quarantined.count() > 0 {
+            summary += &format!(
+                "; {} event(s) that cannot be counted set aside into usage_quarantine",
+                self.quarantined.count()
+            );
+        }
         JobReport::new(
             summary,
             json!({
-                "events": events,
-                "rows_written": rows_written,
-                "transactions": transactions,
-                "watermark_from": first_watermark.to_string(),
-                "watermark_to": last_watermark.to_string(),
-                "unknown_timezone_users": unknown_zones,
+                "events": self.events,
+                "rows_written": self.rows_written,
+                "transactions": self.transactions,
+                "watermark_from": from.to_string(),
+                "watermark_to": to.to_string(),
+                "unknown_timezone_users": self.unknown_zone_users.len(),
                 "unknown_timezone_user_ids": self.unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
                 "users_without_row": self.missing_users.len(),
+                "quarantined": self.quarantined.to_json(),
             }),
         )
     }
+}
+
+/// Adds every event below the horizon of the run's first transaction, a batch per transaction.
+fn aggregate_new_events(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    opts: &RunOpts,
+) -> Result<JobReport, JobError> {
+    if opts.dry_run {
+        return pending_events(conn);
+    }
+    let batch_events = ctx.settings.aggregate.batch_events;
+    let mut tally = RunTally::default();
+    let mut first_watermark = None;
+    let mut target = None;
+    let last_watermark = loop {
+        opts.cancel.check()?;
+        let (step, horizon) = aggregate_step(conn, batch_events, target)?;
+        // The run stops at the horizon of its first transaction, so it ends under constant load.
+        target.get_or_insert(horizon);
+        first_watermark.get_or_insert(step.from);
+        let (to, caught_up) = (step.to, step.caught_up);
+        tally.add(step);
+        if caught_up {
+            break to;
+        }
+        tracing::info!(
+            job.name = "aggregate",
+            events.done = tally.events,
+            transactions = tally.transactions,
+            watermark = to,
+            watermark.target = target.unwrap_or(to),
+            "aggregate backlog: batch committed"
+        );
+    };
+    Ok(tally.into_report(first_watermark.unwrap_or(last_watermark), last_watermark))
 }
 
 /// The dry run of the incremental path: how many events the next run would add.

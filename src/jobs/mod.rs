@@ -6,10 +6,12 @@ pub mod aggregate;
 pub mod alerts;
 pub mod partitions;
 pub mod periods;
+pub mod quarantine;
 pub mod reset_daily;
 pub mod reset_monthly;
 pub mod retention;
 pub mod stats;
+pub mod watermark;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

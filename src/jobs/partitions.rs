@@ -1,6 +1,11 @@
 //! `partitions`: keeps a monthly partition of `usage_events` ready for the current month and
 //! `partitions.months_ahead` months after it, and moves rows that landed in the default
 //! partition into partitions of their own months.
+//!
+//! Rows the event bounds refuse (from before them) never stop the job: a `created_at` outside
+//! the bounds has no month to go to and stays in the default partition; a month whose rows
+//! in the default partition break a bound gets no partition (moving them in would fail the
+//! bound) until they are repaired. Both are reported and logged.
 
 use std::collections::BTreeSet;
 
@@ -8,18 +13,59 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 #[derive(QueryableByName)]
 struct DefaultMonth {
-    #[diesel(sql_type = Date)]
-    month: NaiveDate,
+    /// `None` for rows whose `created_at` lies outside the event bounds.
+    #[diesel(sql_type = Nullable<Date>)]
+    month: Option<NaiveDate>,
     #[diesel(sql_type = BigInt)]
     rows: i64,
+    /// Rows that break a bound not yet validated (`NOT VALID`): they cannot move.
+    #[diesel(sql_type = BigInt)]
+    refused: i64,
+    #[diesel(sql_type = Array<BigInt>)]
+    sample_ids: Vec<i64>,
 }
+
+#[derive(QueryableByName)]
+struct Predicate {
+    #[diesel(sql_type = Text)]
+    sql: String,
+}
+
+/// The rows of the default partition by month, with the rows of each month that the bounds
+/// of `usage_events` refuse. The bounds are read from the catalog (every CHECK not yet
+/// validated), so this list follows the migrations; the created_at range is that of
+/// `usage_events_created_at_in_range`, outside which no month is computed.
+fn default_partition_months(conn: &mut PgConnection) -> Result<Vec<DefaultMonth>, JobError> {
+    let predicate: Predicate = diesel::sql_query(
+        "SELECT COALESCE(string_agg('(' || pg_get_expr(conbin, conrelid) || ')', ' AND '), 'true') AS sql
+           FROM pg_constraint
+          WHERE conrelid = 'usage_events'::regclass AND contype = 'c' AND NOT convalidated",
+    )
+    .get_result(conn)?;
+    Ok(diesel::sql_query(format!(
+        "SELECT CASE WHEN created_at >= '1990-01-01 00:00:00+00' AND created_at < '2200-01-01 00:00:00+00'
+                     THEN date_trunc('month', created_at AT TIME ZONE 'UTC')::date END AS month,
+                count(*) AS rows,
+                count(*) FILTER (WHERE NOT COALESCE({bounds}, true)) AS refused,
+                COALESCE((array_agg(id ORDER BY id)
+                              FILTER (WHERE NOT COALESCE({bounds}, true)))[1:{LIST_LIMIT}], '{{}}')
+                    AS sample_ids
+           FROM usage_events_default
+          GROUP BY 1 ORDER BY 1",
+        bounds = predicate.sql,
+    ))
+    .load(conn)?)
+}
+
+/// How many event ids a report lists per month (the counts are complete).
+const LIST_LIMIT: usize = 20;
 
 /// The name of the partition holding the month that starts on `month`.
 pub fn partition_name(month: NaiveDate) -> String {
@@ -124,13 +170,9 @@ pub fn run(
         .filter_map(|i| first.checked_add_months(Months::new(i)))
         .collect();
 
-    let stranded: Vec<DefaultMonth> = diesel::sql_query(
-        "SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, count(*) AS rows
-           FROM usage_events_default
-          GROUP BY 1 ORDER BY 1",
-    )
-    .load(conn)?;
-    wanted.extend(stranded.iter().map(|m| m.month));
+    let stranded = default_partition_months(conn)?;
+    wanted.extend(stranded.iter().filter_map(|m| m.month));
+    let left_behind = report_left_behind(&stranded);
 
     let existing = existing_partitions(conn)?;
     let mut created = Vec::new();
@@ -138,11 +180,9 @@ pub fn run(
     for month in wanted {
         opts.cancel.check()?;
         let name = partition_name(month);
-        let rows_to_move = stranded
-            .iter()
-            .find(|m| m.month == month)
-            .map_or(0, |m| m.rows);
-        if existing.contains(&name) {
+        let stranded_here = stranded.iter().find(|m| m.month == Some(month));
+        let rows_to_move = stranded_here.map_or(0, |m| m.rows);
+        if existing.contains(&name) || stranded_here.is_some_and(|m| m.refused > 0) {
             continue;
         }
         if !opts.dry_run {
@@ -162,7 +202,7 @@ pub fn run(
     } else {
         "created"
     };
-    let summary = if created.is_empty() {
+    let mut summary = if created.is_empty() {
         format!(
             "all {} partitions present ({} through {})",
             months_ahead + 1,
@@ -181,6 +221,7 @@ pub fn run(
             moved_rows
         )
     };
+    summary += &left_behind.summary();
     Ok(JobReport::new(
         summary,
         json!({
@@ -188,8 +229,76 @@ pub fn run(
             "rows_moved_from_default": moved_rows,
             "existing": existing.len(),
             "dry_run": opts.dry_run,
+            "out_of_range_rows": left_behind.out_of_range_rows,
+            "out_of_range_event_ids": left_behind.out_of_range_ids,
+            "skipped": left_behind.skipped,
         }),
     ))
+}
+
+/// Rows of the default partition this run leaves there, as the report lists them.
+struct LeftBehind {
+    out_of_range_rows: i64,
+    out_of_range_ids: Vec<i64>,
+    skipped: Vec<serde_json::Value>,
+}
+
+impl LeftBehind {
+    /// What the run's summary line adds; empty when nothing was left behind.
+    fn summary(&self) -> String {
+        if self.skipped.is_empty() && self.out_of_range_rows == 0 {
+            return String::new();
+        }
+        format!(
+            "; left in the default partition: {} row(s) dated outside 1990..2199, {} month(s) \
+             with rows the event bounds refuse",
+            self.out_of_range_rows,
+            self.skipped.len()
+        )
+    }
+}
+
+/// Logs the rows of the default partition that cannot move (ids only) and lists them.
+fn report_left_behind(stranded: &[DefaultMonth]) -> LeftBehind {
+    let mut left = LeftBehind {
+        out_of_range_rows: 0,
+        out_of_range_ids: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for m in stranded {
+        match m.month {
+            None => {
+                left.out_of_range_rows = m.rows;
+                left.out_of_range_ids = m.sample_ids.clone();
+                tracing::warn!(
+                    job.name = "partitions",
+                    rows = m.rows,
+                    events.ids = ?m.sample_ids,
+                    "events dated outside 1990-01-01..2200-01-01 stay in the default partition \
+                     (aggregate sets them aside); correct or delete them"
+                );
+            }
+            Some(month) if m.refused > 0 => {
+                let name = partition_name(month);
+                tracing::warn!(
+                    job.name = "partitions",
+                    partition = %name,
+                    rows = m.refused,
+                    events.ids = ?m.sample_ids,
+                    "partition not created: rows of its month in the default partition break the \
+                     event bounds and cannot move; correct or delete them (docs/OPERATIONS.md, \
+                     \"Quarantined events\")"
+                );
+                left.skipped.push(json!({
+                    "partition": name,
+                    "rows_refused": m.refused,
+                    "event_ids": m.sample_ids,
+                }));
+            }
+            Some(_) => {}
+        }
+    }
+    left
 }
 
 /// Creates one month's partition. Rows of that month waiting in the default partition are

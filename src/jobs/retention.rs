@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 use serde_json::json;
 
-use super::aggregate::watermark;
+use super::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts, partitions};
 use crate::config::{RetentionSettings, Settings};
 use crate::db::{Count, Flag};

@@ -3,16 +3,17 @@
 //!
 //! Read from the token summary, so "yesterday" is each user's local calendar day and the
 //! figures include what `aggregate` had added when the job ran (the report says when the
-//! watermark last moved). `--from D` reports day D instead.
+//! watermark last moved). `--from D` reports day D instead. Sums past 2^63-1 are reported
+//! as 2^63-1 with `clamped: true` rather than failing the job.
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Text};
+use diesel::sql_types::{BigInt, Bool, Date, Text};
 use serde::Serialize;
 use serde_json::json;
 
-use super::aggregate::watermark;
+use super::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts};
 
 /// How many models the report lists, by tokens.
@@ -28,6 +29,8 @@ struct Totals {
     tokens: i64,
     #[diesel(sql_type = Text)]
     cost: String,
+    #[diesel(sql_type = Bool)]
+    clamped: bool,
 }
 
 /// The totals of one kind or model.
@@ -58,16 +61,19 @@ pub fn run(
     };
     let totals: Totals = diesel::sql_query(
         "SELECT count(DISTINCT user_id) AS active_users,
-                COALESCE(sum(events), 0)::bigint AS events,
-                COALESCE(sum(tokens), 0)::bigint AS tokens,
-                COALESCE(sum(cost), 0)::text AS cost
+                LEAST(COALESCE(sum(events), 0), 9223372036854775807)::bigint AS events,
+                LEAST(COALESCE(sum(tokens), 0), 9223372036854775807)::bigint AS tokens,
+                COALESCE(sum(cost), 0)::text AS cost,
+                COALESCE(GREATEST(sum(events), sum(tokens)) > 9223372036854775807, false) AS clamped
            FROM token_usage_daily WHERE day = $1",
     )
     .bind::<Date, _>(day)
     .get_result(conn)?;
     let by_kind: Vec<Breakdown> = diesel::sql_query(
         "SELECT kind AS name, count(DISTINCT user_id) AS active_users,
-                sum(events)::bigint AS events, sum(tokens)::bigint AS tokens, sum(cost)::text AS cost
+                LEAST(sum(events), 9223372036854775807)::bigint AS events,
+                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
+                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
            FROM token_usage_daily WHERE day = $1
           GROUP BY kind ORDER BY sum(events) DESC, kind",
     )
@@ -75,7 +81,9 @@ pub fn run(
     .load(conn)?;
     let top_models: Vec<Breakdown> = diesel::sql_query(
         "SELECT model AS name, count(DISTINCT user_id) AS active_users,
-                sum(events)::bigint AS events, sum(tokens)::bigint AS tokens, sum(cost)::text AS cost
+                LEAST(sum(events), 9223372036854775807)::bigint AS events,
+                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
+                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
            FROM token_usage_daily WHERE day = $1 AND model <> ''
           GROUP BY model ORDER BY sum(tokens) DESC, model LIMIT $2",
     )

@@ -13,6 +13,7 @@ mod migrations;
 mod outages;
 mod partitions;
 mod period_bounds;
+mod poison;
 mod quota_end_to_end;
 mod reliability;
 mod resets;

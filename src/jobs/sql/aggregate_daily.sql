@@ -1,17 +1,13 @@
--- Adds the batch into token_usage_daily: one row per (user, local day, kind, request_type,
--- model), created or increased. Adding (not recomputing) is what keeps the cost of a run
--- proportional to the new events.
+-- Adds the batch (grouped in aggregate_groups) into token_usage_daily: one row per (user,
+-- local day, kind, request_type, model), created or increased. Adding (not recomputing) is
+-- what keeps the cost of a run proportional to the new events. The overflow checks have
+-- already set aside whatever would take a sum past bigint.
 INSERT INTO token_usage_daily AS d
        (user_id, day, kind, request_type, model, events, tokens, prompt_tokens,
         completion_tokens, messages, bytes, cost)
-SELECT b.user_id,
-       (b.created_at AT TIME ZONE z.zone)::date,
-       b.kind, b.request_type, b.model,
-       count(*), sum(b.tokens), sum(b.prompt_tokens), sum(b.completion_tokens),
-       sum(b.messages), sum(b.bytes), sum(b.cost)
-  FROM aggregate_batch b
-  JOIN aggregate_zones z ON z.user_id = b.user_id
- GROUP BY 1, 2, 3, 4, 5
+SELECT g.user_id, g.day, g.kind, g.request_type, g.model, g.events, g.tokens, g.prompt_tokens,
+       g.completion_tokens, g.messages, g.bytes, g.cost
+  FROM aggregate_groups g
  ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (user_id, day, kind, request_type, model) DO UPDATE
    SET events            = d.events + EXCLUDED.events,

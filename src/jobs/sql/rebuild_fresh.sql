@@ -9,6 +9,9 @@ WITH ev AS (
        AND e.created_at <  ($1::date + 2)::timestamp AT TIME ZONE 'UTC'
        AND ($2::bigint IS NULL OR e.user_id = $2::bigint)
        AND e.recorded_xid < $3::xid8
+       -- What aggregate set aside was never counted; a rebuild does not count it either.
+       AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
+                        WHERE q.event_id = e.id AND q.created_at = e.created_at)
 ), zones AS (
     SELECT t.timezone, usage_timezone_or_utc(t.timezone) AS zone
       FROM (SELECT DISTINCT u.timezone FROM users u

@@ -2,6 +2,8 @@
 -- kind, from the raw events in [period_start, period_end). Only events below the aggregation
 -- watermark count: the rest are still to be added by `aggregate` (which cannot run while this
 -- transaction holds the watermark row) into whichever period contains them, open or closed.
+-- Events `aggregate` set aside (usage_quarantine) are left out here too: that is what keeps
+-- these sums equal to what was counted, and within bigint.
 CREATE TEMP TABLE usage_closing_raw ON COMMIT DROP AS
 SELECT c.user_id, c.period, c.period_start, e.kind,
        count(*)::bigint        AS requests,
@@ -15,4 +17,6 @@ SELECT c.user_id, c.period, c.period_start, e.kind,
    AND e.created_at >= c.period_start
    AND e.created_at < c.period_end
  WHERE e.recorded_xid < (SELECT xid FROM aggregation_watermark)
+   AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
+                    WHERE q.event_id = e.id AND q.created_at = e.created_at)
  GROUP BY c.user_id, c.period, c.period_start, e.kind

@@ -6,7 +6,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 
-use crate::jobs::JobError;
+use super::JobError;
 
 /// The watermark row.
 #[derive(Debug, Clone, Copy)]
@@ -36,9 +36,30 @@ pub fn read(conn: &mut PgConnection) -> Result<Watermark, JobError> {
 }
 
 /// Locks the watermark row for the rest of the transaction (concurrent aggregators and
-/// rebuilds queue here) and reads it.
+/// rebuilds queue here) and reads it. Refuses a watermark ahead of the cluster's transaction
+/// ids (see [`watermark_ahead`]).
 pub fn lock(conn: &mut PgConnection) -> Result<Watermark, JobError> {
-    select(conn, "FOR UPDATE")
+    let watermark = select(conn, "FOR UPDATE")?;
+    let current: XidText =
+        diesel::sql_query("SELECT pg_current_xact_id()::text AS xid").get_result(conn)?;
+    let current = parse_xid(&current.xid)?;
+    if watermark.xid > current {
+        return Err(watermark_ahead(watermark.xid, current));
+    }
+    Ok(watermark)
+}
+
+/// Transaction ids only grow within a cluster, and the watermark is always one that was
+/// already reached: one ahead means the data now lives in another cluster (a restore), whose
+/// new events would get ids below it and never be counted.
+fn watermark_ahead(watermark: u64, current: u64) -> JobError {
+    JobError::Invalid(format!(
+        "aggregate: the stored watermark (aggregation_watermark.xid = {watermark}) is ahead of \
+         this cluster's current transaction id {current}: the database was restored into or moved \
+         to another cluster, and events written now would never be counted. Stop the \
+         applications' writes, then run SELECT usage_rebase_watermark(); see docs/OPERATIONS.md, \
+         \"Restored or moved cluster\""
+    ))
 }
 
 fn select(conn: &mut PgConnection, locking: &str) -> Result<Watermark, JobError> {
@@ -62,7 +83,7 @@ fn select(conn: &mut PgConnection, locking: &str) -> Result<Watermark, JobError>
 }
 
 /// Moves the watermark to `xid`, in the caller's transaction (the one that added the events).
-pub(super) fn store(conn: &mut PgConnection, xid: u64) -> Result<(), JobError> {
+pub fn store(conn: &mut PgConnection, xid: u64) -> Result<(), JobError> {
     diesel::sql_query(
         "UPDATE aggregation_watermark SET xid = $1::xid8, updated_at = clock_timestamp()",
     )
@@ -73,14 +94,14 @@ pub(super) fn store(conn: &mut PgConnection, xid: u64) -> Result<(), JobError> {
 
 /// X: every transaction below it has finished. A statement of its own, so its snapshot is
 /// taken after the watermark lock was granted.
-pub(super) fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
+pub fn snapshot_xmin(conn: &mut PgConnection) -> Result<u64, JobError> {
     let row: XidText =
         diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid")
             .get_result(conn)?;
     parse_xid(&row.xid)
 }
 
-pub(super) fn parse_xid(text: &str) -> Result<u64, JobError> {
+pub fn parse_xid(text: &str) -> Result<u64, JobError> {
     text.parse().map_err(|_| {
         JobError::Invalid(format!(
             "transaction id `{text}` from the database is not a 64-bit number"

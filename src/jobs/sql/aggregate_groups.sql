@@ -1,0 +1,15 @@
+-- The batch grouped as token_usage_daily is keyed (user, local day, kind, request_type,
+-- model), summed in numeric so that no sum can fail here; the overflow checks read it before
+-- aggregate_daily.sql adds it. first_at/last_at bound the events of each group in time.
+CREATE TEMP TABLE aggregate_groups ON COMMIT DROP AS
+SELECT b.user_id,
+       (b.created_at AT TIME ZONE z.zone)::date AS day,
+       b.kind, b.request_type, b.model,
+       count(*) AS events,
+       sum(b.tokens) AS tokens, sum(b.prompt_tokens) AS prompt_tokens,
+       sum(b.completion_tokens) AS completion_tokens, sum(b.messages::numeric) AS messages,
+       sum(b.bytes) AS bytes, sum(b.cost) AS cost,
+       min(b.created_at) AS first_at, max(b.created_at) AS last_at
+  FROM aggregate_batch b
+  JOIN aggregate_zones z ON z.user_id = b.user_id
+ GROUP BY 1, 2, 3, 4, 5
