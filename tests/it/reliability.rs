@@ -128,57 +128,15 @@ fn an_unknown_job_in_run_is_a_usage_error_naming_it_and_the_valid_jobs() {
     );
 }
 
-/// One wrong value per key, in every section: `--check-config` exits 78 naming the key.
+/// A wrong value in a few sections: `--check-config` exits 78 naming the key.
 #[test]
-fn a_wrong_type_or_value_in_any_section_exits_78_naming_the_key() {
+fn a_wrong_value_exits_78_naming_the_key() {
+    // Every key's validation is unit-tested in-process (src/config/tests.rs); these few show
+    // that the binary maps a refused value to exit 78 with the key, whatever the section.
     let cases: &[(&str, &str, &str)] = &[
         ("DATABASE__POOL_SIZE", "0", "database.pool_size"),
-        ("DATABASE__POOL_SIZE", "-3", "database.pool_size"),
-        (
-            "DATABASE__CONNECT_TIMEOUT",
-            "soon",
-            "database.connect_timeout",
-        ),
-        (
-            "DATABASE__MIGRATE_ON_START",
-            "perhaps",
-            "database.migrate_on_start",
-        ),
-        (
-            "JOBS__ALERTS__SCHEDULE",
-            "every day",
-            "jobs.alerts.schedule",
-        ),
-        ("JOBS__RETENTION__TIMEOUT", "-1h", "jobs.retention.timeout"),
-        (
-            "SCHEDULER__CATCH_UP_HORIZON",
-            "a week",
-            "scheduler.catch_up_horizon",
-        ),
-        ("LOG__LEVEL", "usage_worker=loudest", "log.level"),
-        ("LOG__FORMAT", "xml", "log.format"),
-        (
-            "PARTITIONS__MONTHS_AHEAD",
-            "many",
-            "partitions.months_ahead",
-        ),
-        ("RETENTION__EVENTS_MONTHS", "0", "retention.events_months"),
-        ("RETENTION__BATCH_SIZE", "0", "retention.batch_size"),
-        (
-            "RETENTION__LOCK_TIMEOUT",
-            "5 parsecs",
-            "retention.lock_timeout",
-        ),
-        ("METRICS__LISTEN", "not a socket", "metrics.listen"),
-        ("MAIL__TRANSPORT", "pigeon", "mail.transport"),
-        ("MAIL__FROM", "nobody at all", "mail.from"),
-        ("MAIL__SMTP__PORT", "70000", "mail.smtp.port"),
         ("MAIL__SMTP__TLS", "maybe", "mail.smtp.tls"),
-        ("MAIL__SMTP__POOL_SIZE", "0", "mail.smtp.pool_size"),
         ("ALERTS__THRESHOLDS", "[80, 180]", "alerts.thresholds"),
-        ("ALERTS__MAX_ATTEMPTS", "0", "alerts.max_attempts"),
-        ("ALERTS__BACKOFF_BASE", "fast", "alerts.backoff_base"),
-        ("ALERTS__BATCH_SIZE", "0", "alerts.batch_size"),
     ];
     let mut failures = Vec::new();
     for (key, value, named) in cases {
