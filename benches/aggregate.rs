@@ -21,7 +21,6 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use serde_json::json;
 use usage_worker::config::Settings;
-use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
@@ -152,8 +151,8 @@ fn database(
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .expect("create database");
     let url = pg.url(name);
-    let mut conn = db::connect(&url).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = common::connect(&url);
+    common::migrate(&mut conn);
     let mut settings = Settings::default();
     settings.database.url = url.clone();
     let ctx = Arc::new(Ctx::new(Arc::new(settings), url));

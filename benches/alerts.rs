@@ -25,7 +25,6 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Numeric, Text, Timestamptz};
 use serde_json::json;
 use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
-use usage_worker::db;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts, alerts};
 
@@ -51,8 +50,8 @@ fn main() {
         .batch_execute("CREATE DATABASE bench")
         .expect("create db");
     let url = pg.url("bench");
-    let mut conn = db::connect(&url).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = common::connect(&url);
+    common::migrate(&mut conn);
 
     let load = Instant::now();
     conn.batch_execute(&format!(

@@ -19,7 +19,6 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 use serde_json::json;
-use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::quota_report::QuotaRow;
@@ -50,8 +49,8 @@ fn main() {
 
 fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     let now: DateTime<Utc> = "2027-01-11T00:00:00Z".parse().expect("instant");
-    let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = common::connect(&pg.url("bench_job"));
+    common::migrate(&mut conn);
     let load = Instant::now();
     conn.batch_execute(&format!(
         "INSERT INTO plans (id, name) VALUES (1, 'free');
@@ -93,7 +92,7 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
         std::sync::Arc::new(common::bench_settings(&pg.url("bench_job"))),
         pg.url("bench_job"),
     );
-    let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
+    let mut conn = common::connect(&pg.url("bench_job"));
     let job = Instant::now();
     let report = JobKind::ResetDaily
         .run(&ctx, &mut conn, now, &RunOpts::default())
@@ -104,7 +103,7 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
 
     // The same work by hand: recompute totals from the events, close, snapshot limits,
     // replace per-kind totals, open the next day. UTC only, no drift report, no batching.
-    let mut raw = db::connect(&pg.url("bench_raw")).expect("connect");
+    let mut raw = common::connect(&pg.url("bench_raw"));
     let hand = Instant::now();
     raw.transaction(|c| {
         c.batch_execute(
@@ -168,8 +167,8 @@ fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     admin
         .batch_execute("CREATE DATABASE bench_status")
         .expect("create db");
-    let mut conn = db::connect(&pg.url("bench_status")).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = common::connect(&pg.url("bench_status"));
+    common::migrate(&mut conn);
     let load = Instant::now();
     // Zones with and without DST; months closed from 2024-12 to 2026-11, days for two weeks.
     conn.batch_execute(&format!(

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use serde_json::json;
-use usage_worker::db;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
@@ -38,8 +37,8 @@ fn main() {
     // months (3 × per_month rows) are older than it.
     let now: DateTime<Utc> = "2027-04-01T00:00:00Z".parse().expect("instant");
     let first_month = "2025-01-01";
-    let mut a = db::connect(&pg.url("bench_a")).expect("connect a");
-    db::run_migrations(&mut a).expect("migrate");
+    let mut a = common::connect(&pg.url("bench_a"));
+    common::migrate(&mut a);
     let load = Instant::now();
     let settings = Arc::new(common::bench_settings(&pg.url("bench_a")));
     let ctx = Ctx::new(settings.clone(), pg.url("bench_a"));
@@ -80,7 +79,7 @@ fn main() {
     let doomed = 3 * per_month;
 
     let (partition_s, partition_insert_ms) = with_concurrent_inserts(&pg.url("bench_a"), || {
-        let mut conn = db::connect(&pg.url("bench_a")).expect("connect");
+        let mut conn = common::connect(&pg.url("bench_a"));
         let report = JobKind::Retention
             .run(&ctx, &mut conn, now, &RunOpts::default())
             .expect("retention");
@@ -94,7 +93,7 @@ fn main() {
         );
     });
     let (delete_s, delete_insert_ms) = with_concurrent_inserts(&pg.url("bench_b"), || {
-        let mut conn = db::connect(&pg.url("bench_b")).expect("connect");
+        let mut conn = common::connect(&pg.url("bench_b"));
         conn.batch_execute(&format!(
             "DELETE FROM usage_events WHERE created_at < '{}'",
             cutoff.to_rfc3339()
@@ -103,7 +102,7 @@ fn main() {
     });
     // A DELETE leaves the space behind as dead rows; dropping a partition returns it at once.
     let (vacuum_s, vacuum_insert_ms) = with_concurrent_inserts(&pg.url("bench_b"), || {
-        let mut conn = db::connect(&pg.url("bench_b")).expect("connect");
+        let mut conn = common::connect(&pg.url("bench_b"));
         conn.batch_execute("VACUUM usage_events").expect("vacuum");
     });
     let common = json!({
@@ -153,7 +152,7 @@ fn main() {
 /// duration and the slowest insert.
 fn with_concurrent_inserts(url: &str, work: impl FnOnce()) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut writer: PgConnection = db::connect(url).expect("connect writer");
+    let mut writer: PgConnection = common::connect(url);
     let flag = stop.clone();
     let handle = std::thread::spawn(move || {
         let mut worst = Duration::ZERO;

@@ -96,8 +96,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         .map_err(|e| AppError::Io(format!("cannot start the async runtime: {e}")))?;
 
     if cli.demo && !cli.list_jobs {
-        let mut conn = db::connect(&ctx.connection_url)?;
-        db::run_migrations(&mut conn)?;
+        let mut conn = ctx.connect()?;
+        ctx.migrate(&mut conn)?;
         if demo::load_demo_data(&mut conn)? {
             eprintln!("demo: loaded plans, 1,000 users and 30 days of events");
         }
@@ -176,8 +176,8 @@ fn dispatch(
 }
 
 fn migrate(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
-    let mut conn = db::connect(&ctx.connection_url)?;
-    let applied = db::run_migrations(&mut conn)?;
+    let mut conn = ctx.connect()?;
+    let applied = ctx.migrate(&mut conn)?;
     if applied.is_empty() {
         println!("schema is up to date");
     } else {
@@ -291,7 +291,7 @@ fn list_jobs(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
     let last_runs = if ctx.settings.database.url.is_empty() {
         Err("database.url is not set".to_string())
     } else {
-        db::connect(&ctx.connection_url)
+        ctx.connect()
             .map_err(|e| e.to_string())
             .and_then(|mut c| ledger::last_runs(&mut c).map_err(|e| e.to_string()))
     };
@@ -343,7 +343,7 @@ fn job_description(kind: JobKind, settings: &Settings) -> String {
 }
 
 fn usage(ctx: &Arc<Ctx>, user_id: i64, as_json: bool) -> Result<ExitCode, AppError> {
-    let mut conn = db::connect(&ctx.connection_url)?;
+    let mut conn = ctx.connect()?;
     let report = quota_report::load(&mut conn, user_id, Utc::now())
         .map_err(DbError::from)?
         .ok_or_else(|| {
@@ -365,7 +365,7 @@ fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
             "--export-csv needs --from and --to (YYYY-MM-DD)".into(),
         ));
     };
-    let mut conn = db::connect(&ctx.connection_url)?;
+    let mut conn = ctx.connect()?;
     let rows = match &cli.output {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -385,7 +385,7 @@ fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
 }
 
 fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
-    let mut conn = db::connect(&ctx.connection_url)?;
+    let mut conn = ctx.connect()?;
     let runs = ledger::recent_runs(&mut conn, limit.max(1)).map_err(DbError::from)?;
     println!("database: {}", redact_url(&ctx.settings.database.url));
     let quarantined = quarantine::counts_by_reason(&mut conn).map_err(DbError::from)?;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use diesel::pg::PgConnection;
-use usage_worker::config::Settings;
+use usage_worker::config::{SchemaName, Settings};
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 
@@ -29,6 +29,16 @@ impl BenchCluster {
             _dir: dir,
         }
     }
+}
+
+/// A connection to `url` in the worker's schema (`usage`), as the worker's sessions are.
+pub fn connect(url: &str) -> PgConnection {
+    db::connect_in(url, &SchemaName::default()).expect("connect")
+}
+
+/// Applies the migrations in the worker's schema.
+pub fn migrate(conn: &mut PgConnection) {
+    db::run_migrations(conn, &SchemaName::default()).expect("migrate");
 }
 
 /// Default settings pointing at `url`.

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::secrets::{read_secret, serialize_secret, validate_secret_file};
-use super::{ConfigError, HumanDuration, Settings};
+use super::{ConfigError, HumanDuration, SchemaName, Settings};
 use crate::redact::redact_url;
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -24,6 +24,8 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     pub connect_timeout: HumanDuration,
     pub migrate_on_start: bool,
+    /// The schema every object of the worker lives in; its sessions use it as `search_path`.
+    pub schema: SchemaName,
 }
 
 /// Debug output shows the URL with its password redacted, like `--check-config` does.
@@ -36,6 +38,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("schema", &self.schema)
             .finish()
     }
 }
@@ -49,6 +52,7 @@ impl Default for DatabaseSettings {
             pool_size: 8,
             connect_timeout: HumanDuration(Duration::from_secs(5)),
             migrate_on_start: true,
+            schema: SchemaName::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ mod mail;
 mod metrics;
 mod partitions;
 mod retention;
+mod schema_name;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ pub use mail::{
 pub use metrics::MetricsSettings;
 pub use partitions::PartitionSettings;
 pub use retention::RetentionSettings;
+pub use schema_name::SchemaName;
 pub use secrets::read_secret;
 
 /// The file read when `--config` is not given, if it exists.

@@ -116,6 +116,37 @@ fn a_wrong_type_or_value_in_any_section_is_refused_naming_the_key() {
 }
 
 #[test]
+fn a_schema_name_must_be_a_plain_identifier_of_the_workers_own() {
+    for bad in [
+        "public",
+        "pg_usage",
+        "information_schema",
+        "Usage",
+        "usage-books",
+        "1usage",
+        "",
+        "usage; DROP SCHEMA public",
+        &"u".repeat(64),
+    ] {
+        let result = load_env(&[("USAGE_WORKER__DATABASE__SCHEMA", bad)]);
+        assert_eq!(refused_key(result), "database.schema", "{bad:?}");
+    }
+    for good in ["usage", "metering", "_books", "usage_2", &"u".repeat(63)] {
+        let settings = load_env(&[("USAGE_WORKER__DATABASE__SCHEMA", good)]).unwrap();
+        assert_eq!(settings.database.schema.as_str(), good);
+    }
+    assert_eq!(Settings::default().database.schema.as_str(), "usage");
+    let error = load_toml("[database]\nschema = \"public\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("`database.schema`")
+            && error
+                .to_string()
+                .contains("belongs to PostgreSQL or to the application"),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_error_text_names_the_key_and_the_expected_form() {
     let error = load_env(&[("USAGE_WORKER__DATABASE__POOL_SIZE", "0")]).unwrap_err();
     assert_eq!(

@@ -1,17 +1,23 @@
 //! Connection pool, migrations and the database error classes the binary maps to exit codes.
+//!
+//! Every object of the worker lives in one schema (`database.schema`); every connection the
+//! worker opens uses it as `search_path`, so the jobs' SQL stays unqualified.
 
+mod adopt;
 pub mod schema;
 
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
-use crate::config::Settings;
+use crate::config::{SchemaName, Settings};
 use crate::redact::redact_url;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -92,8 +98,26 @@ pub fn effective_url(settings: &Settings) -> Result<String, crate::config::Confi
     Ok(format!("{url}{separator}password={encoded}"))
 }
 
-/// A pool that connects lazily: building it never touches the network.
-pub fn build_pool(url: &str, size: u32, connect_timeout: Duration) -> DbPool {
+/// Makes `schema` the only schema unqualified names resolve in (besides `pg_catalog` and
+/// `pg_temp`), so no object of the application's `public` can stand in for one of ours.
+pub fn use_schema(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<()> {
+    // A SchemaName is a plain identifier: quoting it is enough.
+    conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+}
+
+/// Sets the worker's schema on every connection the pool opens.
+#[derive(Debug)]
+struct SearchPath(SchemaName);
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use_schema(conn, &self.0).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A pool that connects lazily: building it never touches the network. Its connections use
+/// `schema` as `search_path`.
+pub fn build_pool(url: &str, size: u32, connect_timeout: Duration, schema: &SchemaName) -> DbPool {
     let url = with_connect_timeout(url, connect_timeout);
     Pool::builder()
         .max_size(size)
@@ -101,6 +125,7 @@ pub fn build_pool(url: &str, size: u32, connect_timeout: Duration) -> DbPool {
         .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
         .test_on_check_out(true)
         .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
+        .connection_customizer(Box::new(SearchPath(schema.clone())))
         .build_unchecked(ConnectionManager::new(url))
 }
 
@@ -121,6 +146,13 @@ pub fn connect(url: &str) -> Result<PgConnection, DbError> {
         target: describe_target(url),
         message: e.to_string().trim().to_string(),
     })
+}
+
+/// Opens one connection directly, using `schema` as `search_path` (the worker's sessions).
+pub fn connect_in(url: &str, schema: &SchemaName) -> Result<PgConnection, DbError> {
+    let mut conn = connect(url)?;
+    use_schema(&mut conn, schema)?;
+    Ok(conn)
 }
 
 /// Takes a connection from the pool; a failure means the database cannot be reached.
@@ -149,23 +181,67 @@ where
     Ok(value)
 }
 
-/// Applies pending migrations under an advisory lock, so two instances starting at once
-/// never migrate concurrently. Returns the versions applied.
-pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
+/// Applies pending migrations in `schema` under an advisory lock, so two instances starting
+/// at once never migrate concurrently: creates the schema when it is missing, moves the
+/// objects of a release that kept them in `public` into it, then runs diesel's migrations
+/// with `search_path` = the schema alone. Returns the versions applied.
+pub fn run_migrations(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> Result<Vec<String>, DbError> {
     diesel::sql_query("SELECT pg_advisory_lock($1, $2)")
         .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
         .bind::<diesel::sql_types::Integer, _>(MIGRATION_LOCK_ID)
         .execute(conn)?;
-    let result = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|versions| versions.iter().map(|v| v.to_string()).collect())
-        .map_err(|e| DbError::Migration(e.to_string()));
+    let result = migrate_locked(conn, schema);
     let unlock = conn.batch_execute(&format!(
         "SELECT pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {MIGRATION_LOCK_ID})"
     ));
     let versions = result?;
     unlock?;
     Ok(versions)
+}
+
+fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>, DbError> {
+    create_schema(conn, schema)?;
+    use_schema(conn, schema)?;
+    adopt::adopt_public_layout(conn, schema, &embedded_versions()?)?;
+    conn.run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+        .map_err(|e| {
+            DbError::Migration(format!(
+                "{e} (in schema {schema}; run --migrate as the role that owns it, see deploy/roles.sql)"
+            ))
+        })
+}
+
+/// `CREATE SCHEMA` only when the schema is missing: that needs `CREATE` on the database,
+/// which the owner of a schema made by deploy/roles.sql does not have (nor need).
+fn create_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), DbError> {
+    let exists: Flag =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS value")
+            .bind::<diesel::sql_types::Text, _>(schema.as_str())
+            .get_result(conn)?;
+    if exists.value {
+        return Ok(());
+    }
+    conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .map_err(|e| {
+            DbError::Migration(format!(
+                "cannot create schema {schema} (database.schema): {e}; create it as a superuser \
+                 with deploy/roles.sql, or grant CREATE on the database to this role"
+            ))
+        })
+}
+
+/// The versions of the migrations embedded in this binary (`20261123000001`, …).
+fn embedded_versions() -> Result<Vec<String>, DbError> {
+    let migrations = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
 }
 
 /// Reverts every migration (tests of the down scripts).
@@ -175,9 +251,33 @@ pub fn revert_all_migrations(conn: &mut PgConnection) -> Result<(), DbError> {
         .map_err(|e| DbError::Migration(e.to_string()))
 }
 
-/// Migrations embedded in this binary that the database has not applied yet.
+#[derive(QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// Migrations embedded in this binary that the connection's schema has not applied yet.
+/// Read without diesel's harness, which would try to create its table: the daemon's role may
+/// create nothing.
 pub fn pending_migrations(conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
-    conn.pending_migrations(MIGRATIONS)
-        .map(|m| m.iter().map(|m| m.name().to_string()).collect())
-        .map_err(|e| DbError::Migration(e.to_string()))
+    let table: Flag =
+        diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS value")
+            .get_result(conn)?;
+    let applied: Vec<String> = if table.value {
+        diesel::sql_query("SELECT version::text AS version FROM __diesel_schema_migrations")
+            .load::<AppliedVersion>(conn)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let migrations = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.name().version().to_string()))
+        .map(|m| m.name().to_string())
+        .collect())
 }

@@ -21,7 +21,7 @@ use diesel::pg::PgConnection;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::db::DbPool;
+use crate::db::{DbError, DbPool};
 pub use crate::job_kind::JobKind;
 use crate::mail::Mailer;
 
@@ -73,6 +73,7 @@ impl Ctx {
             &connection_url,
             settings.database.pool_size,
             settings.database.connect_timeout.0,
+            &settings.database.schema,
         );
         Ctx {
             settings,
@@ -80,6 +81,18 @@ impl Ctx {
             connection_url,
             mailer,
         }
+    }
+}
+
+impl Ctx {
+    /// Opens one connection of its own (not from the pool) in the worker's schema.
+    pub fn connect(&self) -> Result<PgConnection, DbError> {
+        crate::db::connect_in(&self.connection_url, &self.settings.database.schema)
+    }
+
+    /// Applies pending migrations in the worker's schema on `conn`.
+    pub fn migrate(&self, conn: &mut PgConnection) -> Result<Vec<String>, DbError> {
+        crate::db::run_migrations(conn, &self.settings.database.schema)
     }
 }
 

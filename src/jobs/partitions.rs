@@ -9,14 +9,15 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Date, Nullable, Text};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::db::Flag;
 
 #[derive(QueryableByName)]
 struct DefaultMonth {
@@ -74,10 +75,6 @@ pub fn partition_name(month: NaiveDate) -> String {
 
 fn month_start(at: DateTime<Utc>) -> NaiveDate {
     NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or(at.date_naive())
-}
-
-fn utc_midnight(day: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
 }
 
 #[derive(QueryableByName, Debug)]
@@ -186,7 +183,7 @@ pub fn run(
             continue;
         }
         if !opts.dry_run {
-            create_partition(conn, month, &name)?;
+            create_partition(conn, month)?;
         }
         tracing::info!(
             partition = %name,
@@ -301,45 +298,15 @@ fn report_left_behind(stranded: &[DefaultMonth]) -> LeftBehind {
     left
 }
 
-/// Creates one month's partition. Rows of that month waiting in the default partition are
-/// moved in the same transaction (PostgreSQL refuses the new partition while the default
-/// one holds rows of its range); their `recorded_xid` is kept, so aggregation is unaffected.
-fn create_partition(conn: &mut PgConnection, month: NaiveDate, name: &str) -> Result<(), JobError> {
-    let from = utc_midnight(month);
-    let to = utc_midnight(
-        month
-            .checked_add_months(Months::new(1))
-            .ok_or_else(|| JobError::Invalid(format!("month {month} is out of range")))?,
-    );
+/// Creates one month's partition through `usage_create_partition`, which runs as the
+/// schema's owner (the daemon's role owns nothing) and moves that month's rows out of the
+/// default partition in the same short transaction; inserts wait for it, at most 10 s.
+fn create_partition(conn: &mut PgConnection, month: NaiveDate) -> Result<(), JobError> {
     conn.transaction(|conn| {
-        // Inserts wait for this short transaction: one routed to the default partition and
-        // committed between the move and CREATE TABLE would make PostgreSQL refuse the
-        // partition ("default partition would be violated") and fail the run. The parent is
-        // locked before the default partition, in the order an INSERT takes them, so the two
-        // cannot deadlock.
-        conn.batch_execute(
-            "SET LOCAL lock_timeout = '10s';
-             LOCK TABLE ONLY usage_events IN SHARE ROW EXCLUSIVE MODE;
-             LOCK TABLE usage_events_default IN SHARE ROW EXCLUSIVE MODE;",
-        )?;
-        diesel::sql_query(
-            "CREATE TEMP TABLE usage_events_moving ON COMMIT DROP AS
-             WITH moved AS (
-                 DELETE FROM usage_events_default
-                  WHERE created_at >= $1 AND created_at < $2
-              RETURNING *)
-             SELECT * FROM moved",
-        )
-        .bind::<Timestamptz, _>(from)
-        .bind::<Timestamptz, _>(to)
-        .execute(conn)?;
-        conn.batch_execute(&format!(
-            "CREATE TABLE {name} PARTITION OF usage_events
-                 FOR VALUES FROM ('{from}') TO ('{to}');
-             INSERT INTO usage_events SELECT * FROM usage_events_moving;",
-            from = from.to_rfc3339(),
-            to = to.to_rfc3339(),
-        ))?;
+        conn.batch_execute("SET LOCAL lock_timeout = '10s'")?;
+        diesel::sql_query("SELECT usage_create_partition($1) AS value")
+            .bind::<Date, _>(month)
+            .get_result::<Flag>(conn)?;
         Ok::<_, diesel::result::Error>(())
     })?;
     Ok(())

@@ -4,7 +4,9 @@
 //! (a metadata change, not hours of DELETE I/O); only the partition straddling the cutoff and
 //! the default partition are trimmed, in short batched transactions so concurrent inserts
 //! never wait long. Events not yet aggregated (`recorded_xid` at or above the watermark) are
-//! never deleted: the job stops short of them and reports them.
+//! never deleted: the job stops short of them and reports them. Partitions are dropped by
+//! `usage_drop_partition`, which runs as the schema's owner (the daemon's role owns nothing)
+//! and checks again, under the drop's own locks, that nothing in them is unaggregated.
 
 use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
@@ -131,6 +133,7 @@ fn retire_events(
 ) -> Result<EventOutcome, JobError> {
     let xid = watermark::read(conn)?.xid.to_string();
     let mut outcome = EventOutcome::default();
+    let mut droppable = Vec::new();
     for partition in partitions::list(conn)? {
         opts.cancel.check()?;
         let whole = partition.to.is_some_and(|to| to <= cutoff);
@@ -156,8 +159,7 @@ fn retire_events(
         };
         outcome.not_aggregated += kept;
         if whole && kept == 0 {
-            outcome.freed_bytes += partition.bytes;
-            outcome.dropped.push(partition.name);
+            droppable.push(partition);
             continue;
         }
         let rule = old_events("recorded_xid < $2::xid8");
@@ -171,47 +173,60 @@ fn retire_events(
         }
         outcome.rows_deleted += deleted;
     }
-    if !outcome.dropped.is_empty() && !opts.dry_run {
-        drop_partitions(conn, &outcome.dropped, settings)?;
-    }
-    for name in &outcome.dropped {
-        tracing::info!(partition = %name, dry_run = opts.dry_run, "partition dropped");
+    for partition in droppable {
+        opts.cancel.check()?;
+        if !opts.dry_run && !drop_partition(conn, &partition.name, cutoff, settings)? {
+            // An event committed into it after the probe above: kept, counted by a later
+            // `aggregate`, and the partition dropped by a later run.
+            let pending = DeleteRule {
+                table: partition.name.clone(),
+                condition: "created_at < $1 AND recorded_xid >= $2::xid8".into(),
+                cutoff,
+                xid: Some(xid.clone()),
+            };
+            outcome.not_aggregated += count_where(conn, &pending)?.max(1);
+            tracing::info!(partition = %partition.name, "partition kept: an event not yet aggregated arrived in it");
+            continue;
+        }
+        tracing::info!(partition = %partition.name, dry_run = opts.dry_run, "partition dropped");
+        outcome.freed_bytes += partition.bytes;
+        outcome.dropped.push(partition.name);
     }
     Ok(outcome)
 }
 
-/// Drops whole partitions in one short transaction. The brief exclusive lock this needs is
+/// Drops one whole partition through `usage_drop_partition`, which runs as the schema's
+/// owner and re-checks, under the locks the drop takes, that the partition holds no event
+/// the aggregation has not counted. Returns whether it dropped. The brief exclusive lock is
 /// taken with a lock timeout, so the job never queues inserts behind a long transaction; a
 /// timeout is retried.
-fn drop_partitions(
+fn drop_partition(
     conn: &mut PgConnection,
-    names: &[String],
+    name: &str,
+    cutoff: DateTime<Utc>,
     settings: &RetentionSettings,
-) -> Result<(), JobError> {
+) -> Result<bool, JobError> {
     let lock_timeout_ms = settings.lock_timeout.0.as_millis();
-    let statements: String = names
-        .iter()
-        .map(|name| format!("ALTER TABLE usage_events DETACH PARTITION {name}; DROP TABLE {name};"))
-        .collect();
-    let name = names.join(", ");
     let mut last_error = None;
     for attempt in 1..=5 {
         let result = conn.transaction(|conn| {
-            conn.batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{lock_timeout_ms}ms'; {statements}"
-            ))
+            conn.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_timeout_ms}ms'"))?;
+            diesel::sql_query("SELECT usage_drop_partition($1, $2) AS value")
+                .bind::<Text, _>(name)
+                .bind::<Timestamptz, _>(cutoff)
+                .get_result::<Flag>(conn)
         });
         match result {
-            Ok(()) => return Ok(()),
+            Ok(dropped) => return Ok(dropped.value),
             Err(e) => {
-                tracing::warn!(partitions = %name, attempt, error = %e, "could not drop partitions yet; retrying");
+                tracing::warn!(partition = %name, attempt, error = %e, "could not drop partition yet; retrying");
                 last_error = Some(e);
                 std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
             }
         }
     }
     Err(JobError::Invalid(format!(
-        "could not drop partitions {name} after 5 attempts ({}); a long transaction may hold \
+        "could not drop partition {name} after 5 attempts ({}); a long transaction may hold \
          usage_events; the next run retries (retention.lock_timeout)",
         last_error.map(|e| e.to_string()).unwrap_or_default()
     )))

@@ -27,9 +27,9 @@ pub fn sweep_abandoned(conn: &mut PgConnection) -> Result<usize, DbError> {
 
 /// Connects, migrates when configured, and sweeps runs abandoned by crashed processes.
 pub fn prepare_database(ctx: &Ctx) -> Result<(), DbError> {
-    let mut conn = db::connect(&ctx.connection_url)?;
+    let mut conn = ctx.connect()?;
     if ctx.settings.database.migrate_on_start {
-        let applied = db::run_migrations(&mut conn)?;
+        let applied = ctx.migrate(&mut conn)?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "migrations applied");
         }

@@ -79,10 +79,10 @@ async fn open_run(
     identity: Identity,
     request: &RunRequest,
 ) -> Result<(PgConnection, Start, Option<i32>), DbError> {
-    let url = ctx.connection_url.clone();
+    let ctx = ctx.clone();
     let request = request.clone();
     tokio::task::spawn_blocking(move || {
-        let mut conn = db::connect(&url)?;
+        let mut conn = ctx.connect()?;
         let start = begin_run(&mut conn, &identity, &request)?;
         let backend_pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
             .get_result::<BackendPid>(&mut conn)

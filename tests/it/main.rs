@@ -20,4 +20,5 @@ mod resets;
 mod retention;
 mod scheduler;
 mod schema;
+mod schema_home;
 mod service;

@@ -1,37 +1,11 @@
-use std::process::Command;
-
 use diesel::connection::SimpleConnection;
+use usage_worker::config::SchemaName;
 use usage_worker::db;
 
-use crate::support::cluster;
+use crate::support::{cluster, dump};
 
 fn schema_dump(dbname: &str) -> String {
-    let cluster = cluster();
-    let output = Command::new(cluster.bin_dir.join("pg_dump"))
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "-U",
-            "postgres",
-            "-h",
-        ])
-        .arg(&cluster.data_dir)
-        .arg(dbname)
-        .output()
-        .expect("run pg_dump");
-    assert!(
-        output.status.success(),
-        "pg_dump failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // \restrict lines carry a random key per dump; everything else must match.
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    dump(dbname, &["--schema-only", "--no-owner", "--no-privileges"])
 }
 
 #[test]
@@ -42,12 +16,20 @@ fn migrations_up_down_up_leave_the_same_schema() {
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap();
-    let mut conn = db::connect(&cluster.url(&name)).unwrap();
+    let schema = SchemaName::default();
+    let mut conn = db::connect_in(&cluster.url(&name), &schema).unwrap();
 
-    let applied = db::run_migrations(&mut conn).unwrap();
+    let applied = db::run_migrations(&mut conn, &schema).unwrap();
     assert!(!applied.is_empty());
     let first = schema_dump(&name);
-    assert!(first.contains("CREATE TABLE public.usage_events"));
+    assert!(first.contains("CREATE TABLE usage.usage_events"));
+    assert!(first.contains("CREATE TABLE usage.__diesel_schema_migrations"));
+    for line in first.lines() {
+        assert!(
+            !line.contains(" public."),
+            "an object of the worker outside its schema: `{line}`"
+        );
+    }
 
     db::revert_all_migrations(&mut conn).unwrap();
     let empty = schema_dump(&name);
@@ -59,12 +41,13 @@ fn migrations_up_down_up_leave_the_same_schema() {
         "aggregation_watermark",
     ] {
         assert!(
-            !empty.contains(&format!("CREATE TABLE public.{table} ")),
+            !empty.contains(&format!("CREATE TABLE usage.{table} ")),
             "{table} survived the down migrations"
         );
     }
+    assert!(!empty.contains("CREATE FUNCTION"), "{empty}");
 
-    db::run_migrations(&mut conn).unwrap();
+    db::run_migrations(&mut conn, &schema).unwrap();
     let second = schema_dump(&name);
     if let Some((a, b)) = first.lines().zip(second.lines()).find(|(a, b)| a != b) {
         panic!("schema differs after down and up: `{a}` became `{b}`");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
+use usage_worker::config::SchemaName;
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 
@@ -43,7 +44,7 @@ impl OwnCluster {
 
     /// The count `sql` returns, or -1 while the database cannot answer.
     fn count(&self, sql: &str) -> i64 {
-        db::connect(&self.url())
+        db::connect_in(&self.url(), &SchemaName::default())
             .ok()
             .and_then(|mut c| support::count(&mut c, sql).ok())
             .unwrap_or(-1)

@@ -149,5 +149,5 @@ fn an_insert_into_the_default_partition_racing_the_job_waits_and_lands_in_the_ne
 }
 
 fn db_conn(ctx: &usage_worker::jobs::Ctx) -> PgConnection {
-    usage_worker::db::connect(&ctx.connection_url).unwrap()
+    ctx.connect().unwrap()
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use usage_worker::config::Settings;
-use usage_worker::db;
 use usage_worker::jobs::JobKind;
 
 use crate::support::daemon::Daemon;
+use crate::support::roles::{self, RolesDb, owned_by};
 use crate::support::smtp::SmtpServer;
 use crate::support::{self, Out, TestDb, schedule_key};
 
@@ -340,126 +340,41 @@ fn with_smtp_down_for_several_alert_runs_every_alert_is_delivered_once_after_rec
 // Least privilege
 // ---------------------------------------------------------------------------------------------
 
-/// The roles and GRANTs of docs/OPERATIONS.md §2 and §3, in a fresh empty database: migrations
-/// as the owner, then every job once as the daemon's role, which owns nothing but the event
-/// table and its partitions.
+/// The roles of deploy/roles.sql (docs/OPERATIONS.md §2–3) in a fresh empty database:
+/// migrations as the owner, then every job once as the daemon's role, which owns nothing.
 #[test]
 fn the_daemon_runs_every_job_under_the_least_privilege_role_of_the_runbook() {
-    let cluster = support::cluster();
-    let tag = std::process::id();
-    let dbname = format!("lp_{tag}");
-    let owner = format!("usage_owner_{tag}");
-    let worker = format!("usage_worker_{tag}");
-    let mut admin = db::connect(&cluster.url("postgres")).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {dbname} TEMPLATE template0"))
-        .unwrap();
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {owner}  LOGIN PASSWORD '{DB_PASSWORD}';
-             CREATE ROLE {worker} LOGIN PASSWORD '{DB_PASSWORD}';
-             GRANT {worker} TO {owner};"
-        ))
-        .unwrap();
-    let mut super_conn = db::connect(&cluster.url(&dbname)).unwrap();
-    super_conn
-        .batch_execute(&format!(
-            "GRANT CONNECT ON DATABASE {dbname} TO {owner}, {worker};
-             GRANT USAGE, CREATE ON SCHEMA public TO {owner};
-             GRANT USAGE, CREATE ON SCHEMA public TO {worker};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {worker};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
-                 GRANT USAGE, SELECT ON SEQUENCES TO {worker};"
-        ))
-        .unwrap();
-    let url_as = |role: &str| {
-        cluster
-            .url(&dbname)
-            .replacen("postgres@", &format!("{role}:{DB_PASSWORD}@"), 1)
-    };
-
-    let migrate = run({
-        let mut c = binary_for(&url_as(&owner));
-        c.arg("--migrate");
-        c
-    });
-    assert_eq!(migrate.code, 0, "{}\n{}", migrate.stdout, migrate.stderr);
-    let mut owner_conn = db::connect(&url_as(&owner)).unwrap();
-    owner_conn
-        .batch_execute(&format!(
-            "DO $$
-             DECLARE t regclass;
-             BEGIN
-                 ALTER TABLE usage_events OWNER TO {worker};
-                 FOR t IN SELECT inhrelid::regclass FROM pg_inherits
-                           WHERE inhparent = 'usage_events'::regclass LOOP
-                     EXECUTE format('ALTER TABLE %s OWNER TO {worker}', t);
-                 END LOOP;
-             END $$;"
-        ))
-        .unwrap();
-    owner_conn
+    let roles = RolesDb::new("lp", "usage");
+    roles.migrate_as_owner();
+    roles
+        .admin()
         .batch_execute(
-            "INSERT INTO plans (id, name) VALUES (1, 'free');
-             INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+            "INSERT INTO usage.plans (id, name) VALUES (1, 'free');
+             INSERT INTO usage.plan_limits (plan_id, metric, period, kind, max_value)
                   VALUES (1, 'tokens', 'month', '', 1000);
-             INSERT INTO users (id, email, name, timezone, plan_id)
+             INSERT INTO usage.users (id, email, name, timezone, plan_id)
                   VALUES (1, 'ada@example.com', 'Ada', 'UTC', 1);",
         )
         .unwrap();
 
-    let all = run({
-        let mut c = binary_for(&url_as(&worker));
-        c.args(["--run", "all", "--at", "2026-11-10T12:00:00Z"])
-            .env("USAGE_WORKER__DATABASE__MIGRATE_ON_START", "false")
-            .env("USAGE_WORKER__MAIL__TRANSPORT", "log");
-        c
-    });
+    let all = roles.run_as_worker(&["--run", "all", "--at", "2026-11-10T12:00:00Z"]);
+    assert_no_secrets_in_logs(&all.stderr);
+    assert!(!all.stderr.contains(roles::PASSWORD) && !all.stdout.contains(roles::PASSWORD));
     assert_eq!(all.code, 0, "{}\n{}", all.stdout, all.stderr);
 
-    // Nothing but the event table, its sequence and its partitions (with their indexes and
-    // TOAST tables; new partitions included) belongs to the worker.
-    let owned = format!(
-        "SELECT count(*) AS n FROM pg_class c
-          WHERE c.relowner = '{worker}'::regrole
-            AND NOT (c.relname IN ('usage_events', 'usage_events_id_seq')
-                     OR c.oid IN (SELECT inhrelid FROM pg_inherits
-                                   WHERE inhparent = 'usage_events'::regclass)
-                     OR c.relkind IN ('i', 'I', 't'))"
-    );
-    let mut check = db::connect(&cluster.url(&dbname)).unwrap();
+    let mut check = roles.admin();
     assert_eq!(
-        support::count(&mut check, &owned).unwrap(),
+        support::count(&mut check, &owned_by(&roles.worker)).unwrap(),
         0,
-        "the worker role owns more than the event table: {}",
-        text(
-            &mut check,
-            &format!(
-                "SELECT string_agg(relname || ' ' || relkind, ', ') AS t FROM pg_class
-                  WHERE relowner = '{worker}'::regrole"
-            )
-        )
+        "the worker role owns something"
     );
-    let functions =
-        format!("SELECT count(*) AS n FROM pg_proc WHERE proowner = '{worker}'::regrole");
-    assert_eq!(
-        support::count(&mut check, &functions).unwrap(),
-        0,
-        "the worker role owns a function"
-    );
-    let succeeded = "SELECT count(*) AS n FROM job_runs WHERE status = 'succeeded'";
+    let succeeded = "SELECT count(*) AS n FROM usage.job_runs WHERE status = 'succeeded'";
     assert_eq!(
         support::count(&mut check, succeeded).unwrap() as usize,
         JobKind::ALL.len(),
         "{}",
         all.stdout
     );
-    drop(check);
-    drop(super_conn);
-    drop(owner_conn);
-    let _ = admin.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"));
-    let _ = admin.batch_execute(&format!("DROP ROLE {owner}, {worker}"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ fn inserts_issued_while_retention_runs_complete_within_a_short_lock_timeout() {
     let ctx = db.ctx_with(|s| s.retention.batch_size = 500);
     let url = db.url.clone();
     let writer = std::thread::spawn(move || {
-        let mut conn = usage_worker::db::connect(&url).unwrap();
+        let mut conn = crate::support::connect(&url);
         conn.batch_execute("SET lock_timeout = '100ms'").unwrap();
         let mut written = 0;
         for i in 0..200 {
@@ -304,5 +304,92 @@ fn summaries_closed_periods_and_finished_alerts_older_than_their_settings_go() {
         db.count("SELECT count(*) AS n FROM quota_alerts WHERE status = 'pending'"),
         1,
         "an alert not yet delivered is never deleted"
+    );
+}
+
+/// An event committed into an old partition after retention probed it (here: while the run
+/// waits to trim the default partition) keeps the partition: the drop checks again under its
+/// own locks, so the event is counted later instead of dropped uncounted.
+#[test]
+fn an_event_arriving_in_an_old_partition_after_the_probe_is_never_dropped() {
+    let db = TestDb::new();
+    thirty_months(&db);
+    let mut blocker = db.conn();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE usage_events_default IN SHARE MODE;")
+        .unwrap();
+    let ctx = db.ctx();
+    let url = db.url.clone();
+    let run = std::thread::spawn(move || {
+        let mut conn = crate::support::connect(&url);
+        JobKind::Retention
+            .run(&ctx, &mut conn, at(NOW), &RunOpts::default())
+            .unwrap()
+            .details
+    });
+    let waiting = "SELECT count(*) AS n FROM pg_locks
+                    WHERE relation = 'usage_events_default'::regclass AND NOT granted
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    assert_eq!(
+        db.wait_for_count(waiting, 1, std::time::Duration::from_secs(30)),
+        1,
+        "retention never reached the default partition"
+    );
+    db.execute(
+        "INSERT INTO usage_events_2024_09 (user_id, kind, tokens, created_at)
+         VALUES (9, 'ai_response', 99, '2024-09-20T00:00:00Z')",
+    );
+    blocker.batch_execute("COMMIT").unwrap();
+    let report = run.join().unwrap();
+
+    let events = &report["tables"]["usage_events"];
+    let dropped: Vec<&str> = events["partitions_dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(dropped.contains(&"usage_events_2024_08"), "{report}");
+    assert!(!dropped.contains(&"usage_events_2024_09"), "{report}");
+    assert_eq!(events["not_aggregated_kept"], 1, "{report}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_events WHERE tokens = 99"),
+        1
+    );
+}
+
+#[test]
+fn the_drop_function_refuses_a_partition_with_an_unaggregated_event_and_any_other_table() {
+    let db = TestDb::new();
+    thirty_months(&db);
+    db.execute(
+        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
+         VALUES (9, 'ai_response', 99, '2024-09-20T00:00:00Z')",
+    );
+    let dropped = |name: &str| {
+        db.count(&format!(
+            "SELECT usage_drop_partition('{name}', '{CUTOFF}')::int::bigint AS n"
+        ))
+    };
+    assert_eq!(dropped("usage_events_2024_09"), 0);
+    assert_eq!(dropped("usage_events_2024_10"), 1);
+    for name in [
+        "usage_events_2026_12",
+        "usage_events_default",
+        "job_runs",
+        "usage_events_2024_10",
+    ] {
+        let error = db
+            .conn()
+            .batch_execute(&format!(
+                "SELECT usage_drop_partition('{name}', '{CUTOFF}')"
+            ))
+            .expect_err(name)
+            .to_string();
+        assert!(error.contains("usage_drop_partition"), "{name}: {error}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM pg_class WHERE relname IN ('usage_events_2024_09', 'usage_events_2026_12', 'job_runs')"),
+        3
     );
 }

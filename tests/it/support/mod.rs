@@ -14,6 +14,7 @@
 pub mod books;
 pub mod daemon;
 pub mod quota;
+pub mod roles;
 pub mod smtp;
 
 use std::fs::File;
@@ -28,7 +29,7 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
-use usage_worker::config::Settings;
+use usage_worker::config::{SchemaName, Settings};
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobKind};
@@ -134,7 +135,7 @@ fn ensure_template(cluster: &Cluster) {
         .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
         .expect("create template database");
     let mut conn = db::connect(&cluster.url(TEMPLATE)).expect("connect to template");
-    db::run_migrations(&mut conn).expect("migrate template database");
+    db::run_migrations(&mut conn, &SchemaName::default()).expect("migrate template database");
     drop(conn);
     admin
         .batch_execute(&format!(
@@ -180,8 +181,9 @@ impl TestDb {
         }
     }
 
+    /// A connection in the worker's schema (`usage`), as the worker's own sessions are.
     pub fn conn(&self) -> PgConnection {
-        db::connect(&self.url).expect("connect to test database")
+        connect(&self.url)
     }
 
     /// Default settings pointing at this database.
@@ -230,6 +232,19 @@ impl TestDb {
     }
 }
 
+/// A connection to `url` with `search_path` = the default schema `usage`, like the worker's.
+pub fn connect(url: &str) -> PgConnection {
+    db::connect_in(url, &SchemaName::default()).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// A context for jobs run in-process against `url` (any database, any role), default settings.
+pub fn ctx_for(url: &str) -> Arc<Ctx> {
+    let mut settings = Settings::default();
+    settings.database.url = url.to_string();
+    settings.database.pool_size = 2;
+    Arc::new(Ctx::new(Arc::new(settings), url.to_string()))
+}
+
 /// Runs one query returning a single bigint column named `n`.
 pub fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
     #[derive(QueryableByName)]
@@ -238,6 +253,30 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
         n: i64,
     }
     diesel::sql_query(sql).get_result::<N>(conn).map(|r| r.n)
+}
+
+/// `pg_dump` of database `dbname` with `args` (e.g. `--schema-only`), without the lines
+/// that differ on every dump.
+pub fn dump(dbname: &str, args: &[&str]) -> String {
+    let cluster = cluster();
+    let output = Command::new(cluster.bin_dir.join("pg_dump"))
+        .args(args)
+        .args(["-U", "postgres", "-h"])
+        .arg(&cluster.data_dir)
+        .arg(dbname)
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // \restrict lines carry a random key per dump; everything else must match.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An RFC 3339 instant, e.g. `2026-11-23T10:00:00Z`.

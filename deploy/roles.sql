@@ -1,0 +1,107 @@
+-- The database roles of usage-worker, with exactly the privileges each needs. Run by a
+-- superuser with psql, in the application's database, before the first `--migrate` and again
+-- after each (it is safe to run any number of times):
+--
+--   psql -d app -v schema=usage -f deploy/roles.sql
+--
+-- Variables (all optional): schema (default usage, as database.schema), owner (usage_owner),
+-- worker (usage_worker), writer (usage_writer). The roles are created LOGIN without a
+-- password: set one (ALTER ROLE usage_worker PASSWORD '…') or use certificate or peer
+-- authentication.
+--
+--   owner   owns the schema and everything in it; runs `usage-worker --migrate`
+--   worker  the daemon: reads and writes rows, creates and drops monthly partitions only
+--           through usage_create_partition / usage_drop_partition; owns nothing and may
+--           create nothing in any schema
+--   writer  applications: record events (INSERT on usage_events, usage_record()) and read
+--           quota (quota_status(), usage_summary())
+
+\set ON_ERROR_STOP on
+\if :{?schema}
+\else
+\set schema usage
+\endif
+\if :{?owner}
+\else
+\set owner usage_owner
+\endif
+\if :{?worker}
+\else
+\set worker usage_worker
+\endif
+\if :{?writer}
+\else
+\set writer usage_writer
+\endif
+
+-- psql does not expand variables inside the DO block's body: hand them over as settings.
+SET usage_roles.schema = :'schema';
+SET usage_roles.owner = :'owner';
+SET usage_roles.worker = :'worker';
+SET usage_roles.writer = :'writer';
+
+DO $$
+DECLARE
+    v_schema text := current_setting('usage_roles.schema');
+    v_owner  text := current_setting('usage_roles.owner');
+    v_worker text := current_setting('usage_roles.worker');
+    v_writer text := current_setting('usage_roles.writer');
+    v_role   text;
+    v_fn     regprocedure;
+BEGIN
+    -- The rule database.schema follows.
+    IF v_schema !~ '^[a-z_][a-z0-9_]{0,62}$' OR v_schema IN ('public', 'information_schema')
+       OR v_schema LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'schema "%" is not a plain schema name of the worker''s own (not public, pg_*, information_schema)', v_schema;
+    END IF;
+    FOREACH v_role IN ARRAY ARRAY[v_owner, v_worker, v_writer] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', v_role);
+        END IF;
+    END LOOP;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I',
+                   current_database(), v_owner, v_worker, v_writer);
+
+    -- The owner creates in its own schema only: no CREATE on the database or on public.
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', v_schema, v_owner);
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', v_schema, v_owner);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', v_schema);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I', v_schema, v_worker, v_writer);
+
+    -- The daemon: rows of every table, sequences, and the functions (among them the two
+    -- partition functions, whose EXECUTE the migration revokes from PUBLIC). Default
+    -- privileges cover what later migrations create; the GRANTs what exists already.
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I
+                        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', v_owner, v_schema, v_worker);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I
+                        GRANT USAGE, SELECT ON SEQUENCES TO %I', v_owner, v_schema, v_worker);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I
+                        GRANT EXECUTE ON FUNCTIONS TO %I', v_owner, v_schema, v_worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I', v_schema, v_worker);
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', v_schema, v_worker);
+    EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %I TO %I', v_schema, v_worker);
+
+    -- Applications, once the tables exist (after the first --migrate): usage_record() and
+    -- quota_status()/usage_summary() run with the caller's privileges, so the writer needs
+    -- what they read. RETURNING id needs SELECT on that column.
+    IF to_regclass(format('%I.usage_events', v_schema)) IS NOT NULL THEN
+        EXECUTE format('GRANT INSERT, SELECT (id) ON %I.usage_events TO %I', v_schema, v_writer);
+        EXECUTE format('GRANT USAGE ON SEQUENCE %I.usage_events_id_seq TO %I', v_schema, v_writer);
+        EXECUTE format('GRANT SELECT ON %I.prices, %I.users, %I.plan_limits, %I.usage_periods,
+                                        %I.usage_period_kind_totals, %I.token_usage_daily TO %I',
+                       v_schema, v_schema, v_schema, v_schema, v_schema, v_schema, v_writer);
+        FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
+                     WHERE p.pronamespace = v_schema::regnamespace
+                       AND p.proname IN ('usage_record', 'quota_status', 'usage_summary') LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
+        END LOOP;
+    ELSE
+        RAISE NOTICE 'schema % has no tables yet: run usage-worker --migrate as %, then this file again to grant % its privileges',
+              v_schema, v_owner, v_writer;
+    END IF;
+END $$;
+
+RESET usage_roles.schema;
+RESET usage_roles.owner;
+RESET usage_roles.worker;
+RESET usage_roles.writer;
