@@ -24,8 +24,10 @@ use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 use crate::redact::mask_email;
 
+pub mod message_id;
 pub mod status;
 
+pub use message_id::alert_message_id;
 pub use status::AlertStatus;
 use status::{StatusCount, StatusRow};
 
@@ -93,24 +95,6 @@ pub struct ClaimedAlert {
     pub name: String,
     #[diesel(sql_type = Text)]
     pub timezone: String,
-}
-
-/// The Message-ID of an alert, derived from its unique key: every attempt to send one alert
-/// carries the same ID, so a resend after a crash is recognisable as the same message.
-pub fn alert_message_id(
-    user_id: i64,
-    metric: &str,
-    period: &str,
-    kind: &str,
-    period_start: DateTime<Utc>,
-    threshold: i16,
-    domain: &str,
-) -> String {
-    let kind = if kind.is_empty() { "all" } else { kind };
-    format!(
-        "quota-alert.{user_id}.{metric}.{period}.{kind}.{}.{threshold}@{domain}",
-        period_start.format("%Y%m%dT%H%M%SZ")
-    )
 }
 
 /// The job as `--list-jobs` describes it, with the thresholds in effect.
