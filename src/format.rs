@@ -1,9 +1,12 @@
-//! Numbers written for people: whole amounts with thousands separators (`1,234,567`) and
-//! money with two decimals rounded half up (`12.35`). The usage table and the alert email
-//! both write through here, so one amount never reads two ways. Machine output (the CSV
-//! export, JSON) keeps exact, ungrouped digits and does not come here.
+//! Numbers and instants written for people: whole amounts with thousands separators
+//! (`1,234,567`), money with two decimals rounded half up (`12.35`), and a user's local time
+//! with its zone named (`CET`, `UTC-03:00`). The usage table and the alert email both write
+//! through here, so one amount or reset instant never reads two ways. Machine output (the
+//! CSV export, JSON) keeps exact, ungrouped digits and does not come here.
 
 use bigdecimal::{BigDecimal, RoundingMode};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono_tz::{TZ_VARIANTS, Tz};
 
 /// A whole amount (fractions cut off, as a counter shows them), grouped by thousands: `71,234`.
 pub fn whole(value: &BigDecimal) -> String {
@@ -34,6 +37,37 @@ fn group_thousands(digits: &str) -> String {
     out
 }
 
+/// `instant` on a clock `utc_offset_seconds` east of UTC: the offset PostgreSQL computed for
+/// the user's zone at that instant, so the time shown is the one the periods were counted in,
+/// for every zone name PostgreSQL accepts. An offset no clock has (a day or more) shows UTC.
+pub fn local_time(instant: DateTime<Utc>, utc_offset_seconds: i32) -> DateTime<FixedOffset> {
+    let offset = FixedOffset::east_opt(utc_offset_seconds).unwrap_or(Utc.fix());
+    instant.with_timezone(&offset)
+}
+
+/// The name of `local`'s zone for people: the tz database abbreviation (`CET`, `IST`) when
+/// chrono-tz knows `zone` (in any letter case, as PostgreSQL accepts it) and agrees on the
+/// offset at that instant; else the offset itself (`UTC-03:00`), e.g. for a POSIX zone such
+/// as `UTC+3`, which PostgreSQL reads as three hours west of UTC.
+pub fn zone_abbreviation(zone: &str, local: &DateTime<FixedOffset>) -> String {
+    let known = zone.parse::<Tz>().ok().or_else(|| {
+        TZ_VARIANTS
+            .iter()
+            .copied()
+            .find(|tz| tz.name().eq_ignore_ascii_case(zone))
+    });
+    if let Some(tz) = known {
+        let there = local.with_timezone(&tz);
+        if there.offset().fix() == *local.offset() {
+            return there.format("%Z").to_string();
+        }
+    }
+    match local.offset().local_minus_utc() {
+        0 => "UTC".to_string(),
+        _ => format!("UTC{}", local.format("%:z")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -61,5 +95,27 @@ mod tests {
         assert_eq!(whole(&dec("100")), "100");
         assert_eq!(whole(&dec("1000000")), "1,000,000");
         assert_eq!(whole(&dec("-1234")), "-1,234");
+    }
+
+    #[test]
+    fn a_local_time_is_named_by_its_abbreviation_or_else_by_its_offset() {
+        let end: DateTime<Utc> = "2026-11-30T23:00:00Z".parse().unwrap();
+        let berlin = local_time(end, 3600);
+        assert_eq!(berlin.to_rfc3339(), "2026-12-01T00:00:00+01:00");
+        assert_eq!(zone_abbreviation("Europe/Berlin", &berlin), "CET");
+        assert_eq!(zone_abbreviation("europe/berlin", &berlin), "CET");
+        let posix = local_time("2026-12-01T03:00:00Z".parse().unwrap(), -3 * 3600);
+        assert_eq!(zone_abbreviation("UTC+3", &posix), "UTC-03:00");
+        assert_eq!(zone_abbreviation("UTC", &local_time(end, 0)), "UTC");
+        // A zone chrono-tz knows but whose offset differs (another tz database version):
+        // PostgreSQL's offset wins and is named as such.
+        assert_eq!(
+            zone_abbreviation("Europe/Berlin", &local_time(end, 7200)),
+            "UTC+02:00"
+        );
+        assert_eq!(
+            local_time(end, 90_000).to_rfc3339(),
+            "2026-11-30T23:00:00+00:00"
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! `usage-worker --usage USER_ID [--json]`: one user's quota state as `quota_status()` returns
-//! it, as a table with a bar per limit or as JSON for scripts. Reset instants are shown in
-//! the user's own zone.
+//! it, as a table with a bar per limit or as JSON for scripts. Reset instants are shown on
+//! the user's clock as PostgreSQL computed the periods: in the zone it counted in, at the
+//! offset it gives that zone, so any zone spelling it accepts (`europe/berlin`, `UTC+3`) is
+//! shown as counted.
 
 use std::fmt::Write as _;
 
 use bigdecimal::{BigDecimal, ToPrimitive};
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, FixedOffset, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Numeric, Text, Timestamptz};
 use serde_json::{Value, json};
 
 use crate::format;
@@ -39,6 +40,10 @@ pub struct QuotaRow {
     pub period_start: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
     pub period_end: DateTime<Utc>,
+    /// The zone's offset from UTC at `period_end`, in seconds east (not a `quota_status()`
+    /// column: computed beside it, in the zone the periods were counted in).
+    #[diesel(sql_type = Int4)]
+    pub period_end_utc_offset: i32,
 }
 
 /// A user's quota state at one instant.
@@ -47,10 +52,13 @@ pub struct QuotaReport {
     pub user_id: i64,
     /// The zone as stored in `users.timezone`.
     pub timezone: String,
-    /// The zone the periods are computed in (UTC when the stored one is unknown).
-    pub zone: Tz,
+    /// The zone the periods are computed in: `usage_timezone_or_utc(timezone)`, i.e. the
+    /// stored one, or `UTC` when PostgreSQL does not know it.
+    pub zone: String,
     pub plan: Option<String>,
     pub at: DateTime<Utc>,
+    /// The zone's offset from UTC at `at`, in seconds east.
+    pub at_utc_offset: i32,
     pub rows: Vec<QuotaRow>,
 }
 
@@ -58,8 +66,19 @@ pub struct QuotaReport {
 struct UserInfo {
     #[diesel(sql_type = Text)]
     timezone: String,
+    #[diesel(sql_type = Text)]
+    zone: String,
+    #[diesel(sql_type = Int4)]
+    at_utc_offset: i32,
     #[diesel(sql_type = Nullable<Text>)]
     plan: Option<String>,
+}
+
+/// Seconds east of UTC of zone `$Z` at instant `$T`, as PostgreSQL computes local times.
+fn utc_offset_sql(instant: &str, zone: &str) -> String {
+    format!(
+        "EXTRACT(EPOCH FROM ({instant} AT TIME ZONE {zone}) - ({instant} AT TIME ZONE 'UTC'))::int"
+    )
 }
 
 /// Reads the user's quota state; `None` when the user is not in `users`.
@@ -68,26 +87,36 @@ pub fn load(
     user_id: i64,
     at: DateTime<Utc>,
 ) -> QueryResult<Option<QuotaReport>> {
-    let user: Option<UserInfo> = diesel::sql_query(
-        "SELECT u.timezone, p.name AS plan FROM users u LEFT JOIN plans p ON p.id = u.plan_id
+    let user: Option<UserInfo> = diesel::sql_query(format!(
+        "SELECT u.timezone, z.zone, {} AS at_utc_offset, p.name AS plan
+           FROM users u
+          CROSS JOIN LATERAL (SELECT usage_timezone_or_utc(u.timezone) AS zone) z
+           LEFT JOIN plans p ON p.id = u.plan_id
           WHERE u.id = $1",
-    )
+        utc_offset_sql("$2::timestamptz", "z.zone")
+    ))
     .bind::<BigInt, _>(user_id)
+    .bind::<Timestamptz, _>(at)
     .get_result(conn)
     .optional()?;
     let Some(user) = user else {
         return Ok(None);
     };
-    let rows: Vec<QuotaRow> = diesel::sql_query("SELECT * FROM quota_status($1, $2)")
-        .bind::<BigInt, _>(user_id)
-        .bind::<Timestamptz, _>(at)
-        .load(conn)?;
+    let rows: Vec<QuotaRow> = diesel::sql_query(format!(
+        "SELECT q.*, {} AS period_end_utc_offset FROM quota_status($1, $2) q",
+        utc_offset_sql("q.period_end", "$3")
+    ))
+    .bind::<BigInt, _>(user_id)
+    .bind::<Timestamptz, _>(at)
+    .bind::<Text, _>(&user.zone)
+    .load(conn)?;
     Ok(Some(QuotaReport {
         user_id,
-        zone: user.timezone.parse().unwrap_or(Tz::UTC),
         timezone: user.timezone,
+        zone: user.zone,
         plan: user.plan,
         at,
+        at_utc_offset: user.at_utc_offset,
         rows,
     }))
 }
@@ -103,30 +132,27 @@ impl QuotaReport {
         }
     }
 
-    fn resets(&self, row: &QuotaRow) -> String {
-        row.period_end
-            .with_timezone(&self.zone)
-            .format("%Y-%m-%d %H:%M")
-            .to_string()
+    fn resets_local(row: &QuotaRow) -> DateTime<FixedOffset> {
+        format::local_time(row.period_end, row.period_end_utc_offset)
     }
 
     /// The readable table: a bar per limit, usage and the reset instant in the user's zone.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let zone_note = if self.zone.name() == self.timezone {
+        let zone_note = if self.zone == self.timezone {
             self.timezone.clone()
         } else {
             format!("UTC (unknown time zone `{}`)", self.timezone)
         };
+        let at = format::local_time(self.at, self.at_utc_offset);
         let _ = writeln!(
             out,
-            "user {}  plan {}  zone {}  at {}",
+            "user {}  plan {}  zone {}  at {} {}",
             self.user_id,
             self.plan.as_deref().unwrap_or("(none)"),
             zone_note,
-            self.at
-                .with_timezone(&self.zone)
-                .format("%Y-%m-%d %H:%M:%S %Z")
+            at.format("%Y-%m-%d %H:%M:%S"),
+            format::zone_abbreviation(&self.zone, &at)
         );
         let width = self
             .rows
@@ -136,7 +162,11 @@ impl QuotaReport {
             .unwrap_or(0);
         for row in &self.rows {
             let label = Self::label(row);
-            let resets = format!("resets {} {}", self.resets(row), self.zone.name());
+            let resets = format!(
+                "resets {} {}",
+                Self::resets_local(row).format("%Y-%m-%d %H:%M"),
+                self.zone
+            );
             match &row.limit_value {
                 None => {
                     let _ = writeln!(
@@ -183,14 +213,14 @@ impl QuotaReport {
                     "percent": r.percent.as_ref().map(number),
                     "period_start": r.period_start,
                     "period_end": r.period_end,
-                    "resets_local": r.period_end.with_timezone(&self.zone).to_rfc3339(),
+                    "resets_local": Self::resets_local(r).to_rfc3339(),
                 })
             })
             .collect();
         json!({
             "user_id": self.user_id,
             "timezone": self.timezone,
-            "zone_used": self.zone.name(),
+            "zone_used": self.zone,
             "plan": self.plan,
             "at": self.at,
             "limits": limits,
@@ -240,9 +270,10 @@ mod tests {
         let report = QuotaReport {
             user_id: 7,
             timezone: "UTC".into(),
-            zone: Tz::UTC,
+            zone: "UTC".into(),
             plan: None,
             at,
+            at_utc_offset: 0,
             rows: vec![QuotaRow {
                 metric: metric.into(),
                 period: "month".into(),
@@ -255,6 +286,7 @@ mod tests {
                 percent: None,
                 period_start: at,
                 period_end: at,
+                period_end_utc_offset: 0,
             }],
         };
         report.to_table().lines().nth(1).unwrap().to_string()
@@ -263,14 +295,14 @@ mod tests {
     fn email_used(metric: &str, used: &BigDecimal) -> String {
         let facts = AlertFacts {
             name: "Ada".into(),
-            timezone: "UTC".into(),
+            zone: "UTC".into(),
             metric: metric.into(),
             period: "month".into(),
             kind: String::new(),
             threshold: 80,
             used: used.clone(),
             limit: used.clone(),
-            period_end: "2026-12-01T00:00:00Z".parse().unwrap(),
+            period_end: format::local_time("2026-12-01T00:00:00Z".parse().unwrap(), 0),
         };
         alert_content(&facts, None, None).used
     }

@@ -12,14 +12,12 @@
 //! watermark always passes them.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
-use serde::Serialize;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use serde_json::json;
 
 use super::quarantine::{self, SetAside, Tally};
@@ -30,19 +28,16 @@ const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
 const ZONES_SQL: &str = include_str!("sql/aggregate_zones.sql");
 const DAILY_SQL: &str = include_str!("sql/aggregate_daily.sql");
-const REBUILD_FRESH_SQL: &str = include_str!("sql/rebuild_fresh.sql");
-const REBUILD_DIFF_SQL: &str = include_str!("sql/rebuild_diff.sql");
-const REBUILD_APPLY_SQL: &str = include_str!("sql/rebuild_apply.sql");
 
 /// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
 const REPORT_LIST_LIMIT: usize = 100;
-/// The longest range one rebuild accepts.
-const MAX_REBUILD_DAYS: u64 = 3700;
+
+mod rebuild;
 
 pub fn run(
     ctx: &Ctx,
     conn: &mut PgConnection,
-    _now: DateTime<Utc>,
+    now: DateTime<Utc>,
     opts: &RunOpts,
 ) -> Result<JobReport, JobError> {
     match (opts.from, opts.to) {
@@ -52,7 +47,7 @@ pub fn run(
                 .into(),
         )),
         (None, None) => aggregate_new_events(ctx, conn, opts),
-        (Some(from), Some(to)) => rebuild(conn, from, to, opts),
+        (Some(from), Some(to)) => rebuild::rebuild(ctx, conn, now, from, to, opts),
         _ => Err(JobError::Invalid(
             "aggregate: a rebuild needs both --from and --to (YYYY-MM-DD, inclusive)".into(),
         )),
@@ -297,169 +292,4 @@ fn pending_events(conn: &mut PgConnection) -> Result<JobReport, JobError> {
             "dry_run": true,
         }),
     ))
-}
-
-/// A summary row that differs from what the raw events say.
-#[derive(QueryableByName, Serialize)]
-struct Difference {
-    #[diesel(sql_type = BigInt)]
-    user_id: i64,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Text)]
-    request_type: String,
-    #[diesel(sql_type = Text)]
-    model: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    summary_events: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    raw_events: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    summary_tokens: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    raw_tokens: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
-    summary_cost: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    raw_cost: Option<String>,
-}
-
-/// Progress of a rebuild: a bar on a terminal, log lines otherwise.
-struct RebuildProgress {
-    total: u64,
-    done: u64,
-    terminal: bool,
-}
-
-impl RebuildProgress {
-    fn new(total: u64) -> Self {
-        RebuildProgress {
-            total,
-            done: 0,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn day_done(&mut self, day: NaiveDate, differing: usize) {
-        self.done += 1;
-        if self.terminal {
-            let width = 30u64;
-            let filled = (self.done * width / self.total.max(1)) as usize;
-            let mut err = std::io::stderr();
-            let _ = write!(
-                err,
-                "\rrebuild [{}{}] {}/{} days, {day}: {differing} row(s) differ ",
-                "#".repeat(filled),
-                " ".repeat(width as usize - filled),
-                self.done,
-                self.total
-            );
-            if self.done == self.total {
-                let _ = writeln!(err);
-            }
-        } else {
-            tracing::info!(
-                job.name = "aggregate",
-                rebuild.day = %day,
-                rebuild.done = self.done,
-                rebuild.total = self.total,
-                rows.differing = differing,
-                "rebuild: day done"
-            );
-        }
-    }
-}
-
-/// Recomputes the local days `from..=to` (of one user or all) from raw events below the
-/// watermark and replaces the summary rows that differ. One transaction per day, each holding
-/// the watermark lock, so the incremental path neither misses nor repeats an event.
-fn rebuild(
-    conn: &mut PgConnection,
-    from: NaiveDate,
-    to: NaiveDate,
-    opts: &RunOpts,
-) -> Result<JobReport, JobError> {
-    if from > to {
-        return Err(JobError::Invalid(format!(
-            "aggregate: --from {from} is after --to {to}; give the first and the last day of the range"
-        )));
-    }
-    let total = (to - from).num_days() as u64 + 1;
-    if total > MAX_REBUILD_DAYS {
-        return Err(JobError::Invalid(format!(
-            "aggregate: a rebuild of {total} days is more than {MAX_REBUILD_DAYS}; split the range"
-        )));
-    }
-    let mut progress = RebuildProgress::new(total);
-    let mut differing_rows = 0usize;
-    let mut differences = Vec::new();
-    let mut watermark = 0;
-    let mut day = from;
-    while day <= to {
-        opts.cancel.check()?;
-        let (found, w) = conn.transaction(|conn| rebuild_day(conn, day, opts))?;
-        watermark = w;
-        progress.day_done(day, found.len());
-        differing_rows += found.len();
-        for difference in found {
-            if differences.len() < REPORT_LIST_LIMIT {
-                differences.push((day, difference));
-            }
-        }
-        day = match day.checked_add_days(Days::new(1)) {
-            Some(next) => next,
-            None => break,
-        };
-    }
-    let scope = opts
-        .user_id
-        .map_or("every user".to_string(), |u| format!("user {u}"));
-    let verb = if opts.dry_run {
-        "would replace"
-    } else {
-        "replaced"
-    };
-    Ok(JobReport::new(
-        format!(
-            "rebuild {from}..{to} for {scope}: {verb} {differing_rows} differing summary row(s) \
-             from events below watermark {watermark}"
-        ),
-        json!({
-            "rebuild": { "from": from, "to": to, "user_id": opts.user_id },
-            "days": total,
-            "rows_differing": differing_rows,
-            "differences": differences.iter().map(|(day, d)| {
-                let mut row = serde_json::to_value(d).unwrap_or_default();
-                row["day"] = json!(day);
-                row
-            }).collect::<Vec<_>>(),
-            "watermark": watermark.to_string(),
-            "dry_run": opts.dry_run,
-        }),
-    ))
-}
-
-fn rebuild_day(
-    conn: &mut PgConnection,
-    day: NaiveDate,
-    opts: &RunOpts,
-) -> Result<(Vec<Difference>, u64), JobError> {
-    let watermark = watermark::lock(conn)?.xid;
-    conn.batch_execute("DROP TABLE IF EXISTS pg_temp.rebuild_fresh")?;
-    diesel::sql_query(REBUILD_FRESH_SQL)
-        .bind::<Date, _>(day)
-        .bind::<Nullable<BigInt>, _>(opts.user_id)
-        .bind::<Text, _>(watermark.to_string())
-        .execute(conn)?;
-    let differences: Vec<Difference> = diesel::sql_query(REBUILD_DIFF_SQL)
-        .bind::<Date, _>(day)
-        .bind::<Nullable<BigInt>, _>(opts.user_id)
-        .load(conn)?;
-    if !opts.dry_run && !differences.is_empty() {
-        diesel::sql_query(REBUILD_APPLY_SQL)
-            .bind::<Date, _>(day)
-            .bind::<Nullable<BigInt>, _>(opts.user_id)
-            .execute(conn)?;
-    }
-    Ok((differences, watermark))
 }

@@ -19,13 +19,16 @@ use serde_json::json;
 use super::{Ctx, JobError, JobReport, RunOpts};
 use crate::config::Settings;
 use crate::db::Count;
+use crate::format;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 use crate::redact::mask_email;
 
+pub mod message_id;
 pub mod status;
 
+pub use message_id::alert_message_id;
 pub use status::AlertStatus;
 use status::{StatusCount, StatusRow};
 
@@ -91,26 +94,12 @@ pub struct ClaimedAlert {
     pub email: String,
     #[diesel(sql_type = Text)]
     pub name: String,
+    /// The zone the period was counted in: `usage_timezone_or_utc(users.timezone)`.
     #[diesel(sql_type = Text)]
-    pub timezone: String,
-}
-
-/// The Message-ID of an alert, derived from its unique key: every attempt to send one alert
-/// carries the same ID, so a resend after a crash is recognisable as the same message.
-pub fn alert_message_id(
-    user_id: i64,
-    metric: &str,
-    period: &str,
-    kind: &str,
-    period_start: DateTime<Utc>,
-    threshold: i16,
-    domain: &str,
-) -> String {
-    let kind = if kind.is_empty() { "all" } else { kind };
-    format!(
-        "quota-alert.{user_id}.{metric}.{period}.{kind}.{}.{threshold}@{domain}",
-        period_start.format("%Y%m%dT%H%M%SZ")
-    )
+    pub zone: String,
+    /// The zone's offset from UTC at `period_end`, in seconds east, as PostgreSQL computes it.
+    #[diesel(sql_type = Int4)]
+    pub period_end_utc_offset: i32,
 }
 
 /// The job as `--list-jobs` describes it, with the thresholds in effect.
@@ -319,14 +308,14 @@ fn compose_email(
     );
     let facts = AlertFacts {
         name: alert.name.clone(),
-        timezone: alert.timezone.clone(),
+        zone: alert.zone.clone(),
         metric: alert.metric.clone(),
         period: alert.period.clone(),
         kind: alert.kind.clone(),
         threshold: u32::try_from(alert.threshold).unwrap_or(0),
         used: alert.used_value.clone(),
         limit: alert.limit_value.clone(),
-        period_end: alert.period_end,
+        period_end: format::local_time(alert.period_end, alert.period_end_utc_offset),
     };
     let content = alert_content(
         &facts,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Timestamptz};
+use diesel::sql_types::{BigInt, Text, Timestamptz};
 use serde_json::json;
 
 use super::watermark;
@@ -29,10 +29,59 @@ pub fn description(settings: &Settings) -> String {
     )
 }
 
+const RECORDED_CUTOFF_SQL: &str = include_str!("sql/retention_recorded_cutoff.sql");
+
 /// The instant before which events are deleted.
 pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     now.checked_sub_months(Months::new(months))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// From when `usage_events` can be trusted to hold every event, and why.
+#[derive(Debug, Clone)]
+pub struct EventsHorizon {
+    pub kept_from: DateTime<Utc>,
+    /// What sets `kept_from`, for reports: the setting, or the run that deleted up to it.
+    pub reason: String,
+}
+
+#[derive(QueryableByName)]
+struct RecordedCutoff {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    started_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    cutoff: DateTime<Utc>,
+}
+
+/// The later of the cutoff `retention.events_months` gives at `now` and the latest cutoff a
+/// retention run deleted up to: a shorter setting in the past may have deleted more than
+/// the current one would. The run with that cutoff is kept in `job_runs` for this.
+pub fn events_horizon(
+    conn: &mut PgConnection,
+    settings: &RetentionSettings,
+    now: DateTime<Utc>,
+) -> Result<EventsHorizon, JobError> {
+    let months = settings.events_months.get();
+    let by_setting = cutoff(now, months);
+    let recorded: Option<RecordedCutoff> = diesel::sql_query(RECORDED_CUTOFF_SQL)
+        .get_result(conn)
+        .optional()?;
+    Ok(match recorded {
+        Some(run) if run.cutoff > by_setting => EventsHorizon {
+            kept_from: run.cutoff,
+            reason: format!(
+                "retention run {} of {} deleted events up to then, under a shorter retention.events_months",
+                run.id,
+                run.started_at.format("%Y-%m-%d %H:%M:%SZ")
+            ),
+        },
+        _ => EventsHorizon {
+            kept_from: by_setting,
+            reason: format!("retention.events_months = {months}"),
+        },
+    })
 }
 
 fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
@@ -268,9 +317,14 @@ fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteR
             "period_start < $1 AND status NOT IN ('pending', 'sending')",
             cutoff(now, settings.quota_alerts_months.get()),
         ),
+        // The run that deleted events up to the latest instant stays: it tells a rebuild
+        // which days lost their raw events (see `events_horizon`).
         rule(
             "job_runs",
-            "started_at < $1 AND status <> 'running'",
+            &format!(
+                "started_at < $1 AND status <> 'running'
+                 AND id NOT IN (SELECT id FROM ({RECORDED_CUTOFF_SQL}) kept)"
+            ),
             now - chrono::Duration::days(i64::from(settings.job_runs_days.get())),
         ),
     ]

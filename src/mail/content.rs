@@ -1,9 +1,8 @@
 //! Turns an alert's stored facts into words and units for people: `85,000 tokens`,
-//! `1.2 GB`, `$12.34`, and the reset instant in the user's own time zone.
+//! `1.2 GB`, `$12.34`, and the reset instant in the zone the period was counted in.
 
 use bigdecimal::{BigDecimal, RoundingMode, ToPrimitive, Zero};
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, FixedOffset};
 
 use super::templates::{AlertContent, single_line};
 use crate::format;
@@ -12,14 +11,16 @@ use crate::format;
 #[derive(Debug, Clone)]
 pub struct AlertFacts {
     pub name: String,
-    pub timezone: String,
+    /// The zone PostgreSQL counted the period in (`usage_timezone_or_utc(users.timezone)`).
+    pub zone: String,
     pub metric: String,
     pub period: String,
     pub kind: String,
     pub threshold: u32,
     pub used: BigDecimal,
     pub limit: BigDecimal,
-    pub period_end: DateTime<Utc>,
+    /// The period's end on the user's clock, at the offset PostgreSQL gives `zone` then.
+    pub period_end: DateTime<FixedOffset>,
 }
 
 pub fn alert_content(
@@ -40,11 +41,6 @@ pub fn alert_content(
     } else {
         &facts.limit - &facts.used
     };
-    let (tz, tz_name) = match facts.timezone.parse::<Tz>() {
-        Ok(tz) => (tz, facts.timezone.clone()),
-        Err(_) => (Tz::UTC, "UTC".to_string()),
-    };
-    let local = facts.period_end.with_timezone(&tz);
     AlertContent {
         name: single_line(&facts.name),
         threshold: facts.threshold,
@@ -64,15 +60,16 @@ pub fn alert_content(
         limit: format_amount(&facts.metric, &facts.limit),
         remaining: format_amount(&facts.metric, &remaining),
         resets_at: {
-            let at = local.format("%A %-d %B %Y, %H:%M %Z").to_string();
+            let abbreviation = format::zone_abbreviation(&facts.zone, &facts.period_end);
+            let at = facts.period_end.format("%A %-d %B %Y, %H:%M");
             // "… 00:00 UTC (UTC)" says the zone twice; name it once when they agree.
-            if at.ends_with(&format!(" {tz_name}")) {
-                at
+            if abbreviation == facts.zone {
+                format!("{at} {abbreviation}")
             } else {
-                format!("{at} ({tz_name})")
+                format!("{at} {abbreviation} ({})", facts.zone)
             }
         },
-        timezone: tz_name,
+        timezone: facts.zone.clone(),
         upgrade_url: upgrade_url.map(str::to_string),
         preferences_url: preferences_url.map(str::to_string),
     }
@@ -143,17 +140,18 @@ mod tests {
     }
 
     #[test]
-    fn the_reset_instant_is_shown_in_the_users_time_zone_and_an_unknown_zone_as_utc() {
+    fn the_reset_instant_is_shown_in_the_zone_the_period_was_counted_in() {
+        let end = "2026-11-23T18:30:00Z".parse().unwrap();
         let mut facts = AlertFacts {
             name: "Ada".into(),
-            timezone: "Asia/Kolkata".into(),
+            zone: "Asia/Kolkata".into(),
             metric: "tokens".into(),
             period: "day".into(),
             kind: String::new(),
             threshold: 80,
             used: dec("97"),
             limit: dec("100"),
-            period_end: "2026-11-23T18:30:00Z".parse().unwrap(),
+            period_end: format::local_time(end, 19_800),
         };
         let content = alert_content(&facts, None, None);
         assert_eq!(
@@ -161,10 +159,18 @@ mod tests {
             "Tuesday 24 November 2026, 00:00 IST (Asia/Kolkata)"
         );
         assert_eq!(content.percent, 97);
-        facts.timezone = "Mars/Olympus".into();
+        // An unknown zone is counted in UTC: usage_timezone_or_utc says `UTC`.
+        facts.zone = "UTC".into();
+        facts.period_end = format::local_time(end, 0);
         assert_eq!(
             alert_content(&facts, None, None).resets_at,
             "Monday 23 November 2026, 18:30 UTC"
+        );
+        facts.zone = "UTC+3".into();
+        facts.period_end = format::local_time(end, -3 * 3600);
+        assert_eq!(
+            alert_content(&facts, None, None).resets_at,
+            "Monday 23 November 2026, 15:30 UTC-03:00 (UTC+3)"
         );
     }
 }

@@ -7,6 +7,7 @@ mod aggregate;
 mod alerts;
 mod cli;
 mod crash;
+mod data_trust;
 mod docs;
 mod mail;
 mod migrations;

@@ -3,6 +3,9 @@
 -- several senders share the outbox; the lease keeps a row from being sent twice while its
 -- claim is alive. Each claim counts as an attempt.
 -- $1 now, $2 alerts.lease in seconds, $3 batch size, $4 one user id or NULL for everyone.
+-- Returns the zone the period was counted in and its UTC offset at the period's end, so the
+-- email shows the reset on the clock the period was computed on, whatever spelling of the
+-- zone PostgreSQL accepted.
 WITH due AS (
     SELECT id
       FROM quota_alerts
@@ -18,8 +21,10 @@ UPDATE quota_alerts a
        leased_until = $1 + make_interval(secs => $2),
        attempts = a.attempts + 1,
        updated_at = now()
-  FROM due, users u
+  FROM due, users u CROSS JOIN LATERAL (SELECT usage_timezone_or_utc(u.timezone) AS zone) z
  WHERE a.id = due.id
    AND u.id = a.user_id
 RETURNING a.id, a.user_id, a.metric, a.period, a.kind, a.period_start, a.period_end, a.threshold,
-          a.used_value, a.limit_value, a.attempts, u.email, u.name, u.timezone
+          a.used_value, a.limit_value, a.attempts, u.email, u.name, z.zone,
+          EXTRACT(EPOCH FROM (a.period_end AT TIME ZONE z.zone)
+                             - (a.period_end AT TIME ZONE 'UTC'))::int AS period_end_utc_offset

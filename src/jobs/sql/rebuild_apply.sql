@@ -1,9 +1,11 @@
 -- Replaces the summary rows of day $1 (user $2 or all) by rebuild_fresh: rows the events no
--- longer support go, the others are written only where they differ.
+-- longer support go, the others are written only where they differ. The rows of users in
+-- rebuild_partial stay as they are.
 WITH removed AS (
     DELETE FROM token_usage_daily d
      WHERE d.day = $1::date
        AND ($2::bigint IS NULL OR d.user_id = $2::bigint)
+       AND NOT EXISTS (SELECT 1 FROM rebuild_partial p WHERE p.user_id = d.user_id)
        AND NOT EXISTS (SELECT 1 FROM rebuild_fresh f
                         WHERE f.user_id = d.user_id AND f.kind = d.kind
                           AND f.request_type = d.request_type AND f.model = d.model)

@@ -1,5 +1,6 @@
 -- Summary rows of day $1 (user $2 or all) that differ from rebuild_fresh: missing, extra or
--- with other sums. `summary_*` is what the table holds, `raw_*` what the events say.
+-- with other sums. `summary_*` is what the table holds, `raw_*` what the events say. Users
+-- in rebuild_partial are left out on both sides.
 SELECT COALESCE(f.user_id, d.user_id) AS user_id,
        COALESCE(f.kind, d.kind) AS kind,
        COALESCE(f.request_type, d.request_type) AS request_type,
@@ -9,7 +10,8 @@ SELECT COALESCE(f.user_id, d.user_id) AS user_id,
        d.cost::text AS summary_cost, f.cost::text AS raw_cost
   FROM rebuild_fresh f
   FULL JOIN (SELECT * FROM token_usage_daily
-              WHERE day = $1::date AND ($2::bigint IS NULL OR user_id = $2::bigint)) d
+              WHERE day = $1::date AND ($2::bigint IS NULL OR user_id = $2::bigint)
+                AND user_id NOT IN (SELECT user_id FROM rebuild_partial)) d
     ON d.user_id = f.user_id AND d.kind = f.kind
    AND d.request_type = f.request_type AND d.model = f.model
  WHERE (d.events, d.tokens, d.prompt_tokens, d.completion_tokens, d.messages, d.bytes, d.cost)

@@ -1,6 +1,7 @@
 -- The summary rows of local day $1 recomputed from raw events below the watermark $3
--- ($2 = one user id, or NULL for every user). Only events within a day of $1 in UTC can
--- fall on that local date in any zone, which lets partition pruning skip other months.
+-- ($2 = one user id, or NULL for every user), but for the users in rebuild_partial. Only
+-- events within a day of $1 in UTC can fall on that local date in any zone, which lets
+-- partition pruning skip other months.
 CREATE TEMP TABLE rebuild_fresh ON COMMIT DROP AS
 WITH ev AS (
     SELECT e.*
@@ -9,6 +10,7 @@ WITH ev AS (
        AND e.created_at <  ($1::date + 2)::timestamp AT TIME ZONE 'UTC'
        AND ($2::bigint IS NULL OR e.user_id = $2::bigint)
        AND e.recorded_xid < $3::xid8
+       AND NOT EXISTS (SELECT 1 FROM rebuild_partial p WHERE p.user_id = e.user_id)
        -- What aggregate set aside was never counted; a rebuild does not count it either.
        AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
                         WHERE q.event_id = e.id AND q.created_at = e.created_at)

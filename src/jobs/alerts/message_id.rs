@@ -1,0 +1,146 @@
+//! The Message-ID of an alert: derived from the alert's unique key alone, so every attempt
+//! to send one alert carries the same ID (a resend after a crash is recognisable as the same
+//! message), and injective, so no two alerts ever share one.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Timelike, Utc};
+
+/// `quota-alert.<user>.<metric>.<period>.<kind>.<period start>.<threshold>@<domain>`. No part
+/// contains a `.`, and each part is written injectively, so distinct keys give distinct IDs.
+pub fn alert_message_id(
+    user_id: i64,
+    metric: &str,
+    period: &str,
+    kind: &str,
+    period_start: DateTime<Utc>,
+    threshold: i16,
+    domain: &str,
+) -> String {
+    format!(
+        "quota-alert.{user_id}.{}.{}.{}.{}.{threshold}@{domain}",
+        name_part(metric),
+        name_part(period),
+        kind_part(kind),
+        instant_part(period_start)
+    )
+}
+
+/// The limit over every kind (`''`) has always been written `all`, so the IDs of alerts
+/// already sent or still in flight stay what they were; an event kind literally named `all`
+/// is escaped like any other text that is not a plain name, so the two never meet.
+fn kind_part(kind: &str) -> Cow<'_, str> {
+    match kind {
+        "" => Cow::Borrowed("all"),
+        "all" => Cow::Owned(escaped(kind)),
+        _ => name_part(kind),
+    }
+}
+
+/// A plain name (`[a-z0-9_]+`: every metric, period and event kind the schema allows) as it
+/// is; anything else as `x-` and its bytes in hex, which no plain name can look like.
+fn name_part(text: &str) -> Cow<'_, str> {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(escaped(text))
+    }
+}
+
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(2 + 2 * text.len());
+    out.push_str("x-");
+    for byte in text.bytes() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// `20261101T000000Z`; a start that is not on a whole second (a manual reset) carries its
+/// fraction, `20261101T093012_123456000Z`, so two starts within one second differ.
+fn instant_part(instant: DateTime<Utc>) -> String {
+    let seconds = instant.format("%Y%m%dT%H%M%S");
+    match instant.nanosecond() {
+        0 => format!("{seconds}Z"),
+        nanos => format!("{seconds}_{nanos:09}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn id(kind: &str) -> String {
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        alert_message_id(7, "tokens", "month", kind, start, 80, "example.com")
+    }
+
+    #[test]
+    fn the_limit_over_every_kind_keeps_its_id_and_differs_from_the_kind_named_all() {
+        assert_eq!(
+            id(""),
+            "quota-alert.7.tokens.month.all.20261101T000000Z.80@example.com"
+        );
+        assert_eq!(
+            id("image_generation"),
+            "quota-alert.7.tokens.month.image_generation.20261101T000000Z.80@example.com"
+        );
+        assert_ne!(id(""), id("all"));
+        assert_eq!(
+            id("all"),
+            "quota-alert.7.tokens.month.x-616c6c.20261101T000000Z.80@example.com"
+        );
+    }
+
+    type Key = (i64, String, String, String, DateTime<Utc>, i16);
+
+    /// Keys drawn from small, collision-prone pools: empty and look-alike names, dots, the
+    /// escape prefix itself, starts a fraction of a second apart.
+    fn key() -> impl Strategy<Value = Key> {
+        let text = || {
+            prop_oneof![
+                Just(String::new()),
+                Just("all".to_string()),
+                Just("x-616c6c".to_string()),
+                Just("a.b".to_string()),
+                "[a-z_.x-]{0,4}",
+            ]
+        };
+        let start = (0i64..3, prop_oneof![Just(0u32), 0u32..3, Just(999_999_999)]).prop_map(
+            |(second, nanos)| {
+                Utc.timestamp_opt(1_793_491_200 + second, nanos)
+                    .single()
+                    .unwrap_or_default()
+            },
+        );
+        (-2i64..3, text(), text(), text(), start, 79i16..82)
+    }
+
+    fn key_id(key: &Key) -> String {
+        let (user, metric, period, kind, start, threshold) = key;
+        alert_message_id(
+            *user,
+            metric,
+            period,
+            kind,
+            *start,
+            *threshold,
+            "example.com",
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_alert_keys_give_distinct_message_ids(a in key(), b in key()) {
+            prop_assert_eq!(a == b, key_id(&a) == key_id(&b), "{:?} {:?}", a, b);
+        }
+    }
+}
