@@ -729,7 +729,7 @@ fn the_property_counts_real_events_not_only_refusals() {
     let accepted = std::cell::Cell::new(0);
     runner
         .run(&prop::collection::vec(event(), 4..8), |events| {
-                accepted.set(accepted.get() + check_events(&events));
+            accepted.set(accepted.get() + check_events(&events));
             Ok(())
         })
         .unwrap();
