@@ -13,6 +13,7 @@
 
 pub mod books;
 pub mod daemon;
+pub mod notify;
 pub mod quota;
 pub mod smtp;
 
@@ -238,6 +239,20 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
         n: i64,
     }
     diesel::sql_query(sql).get_result::<N>(conn).map(|r| r.n)
+}
+
+/// The one text column `t` of one row (empty when NULL).
+pub fn text(conn: &mut PgConnection, sql: &str) -> String {
+    #[derive(QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        t: Option<String>,
+    }
+    diesel::sql_query(sql)
+        .get_result::<T>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .t
+        .unwrap_or_default()
 }
 
 /// An RFC 3339 instant, e.g. `2026-11-23T10:00:00Z`.
