@@ -10,6 +10,7 @@ mod crash;
 mod docs;
 mod mail;
 mod migrations;
+mod operator_trust;
 mod outages;
 mod partitions;
 mod period_bounds;
