@@ -1,89 +1,35 @@
 //! Hiding secrets and personal data before anything is shown or logged: passwords in
-//! connection URLs and `key=value` connection strings, and email addresses.
+//! connection strings (both libpq forms, parsed by [`crate::conninfo`]) and email addresses.
 
-use url::Url;
+use crate::conninfo::{ConnInfo, MASK, percent_encode, quote_value};
 
-/// What a hidden value is replaced with.
-const MASK: &str = "***";
+/// Secrets shorter than this are not searched for in free text: masking every `1` of a
+/// message for a one-character password would hide the message, not the password.
+const SHORTEST_SCRUBBED_SECRET: usize = 4;
 
-/// Hides the password of a `postgres://user:password@host/db` URL and of any `password`
-/// parameter, so a connection string can be logged and printed.
+/// A connection string (URI or `key=value`) with its passwords masked, so it can be logged
+/// and printed. One that cannot be parsed is masked whole: where its password ends is unknown.
 pub fn redact_url(text: &str) -> String {
-    if text.contains("://") {
-        redact_uri(text)
-    } else {
-        redact_key_values(text)
+    match ConnInfo::parse(text) {
+        Ok(info) => info.redacted(),
+        Err(_) => MASK.to_string(),
     }
 }
 
-/// A connection URI: the password in its user info and in its query are masked.
-fn redact_uri(text: &str) -> String {
-    let Ok(mut url) = Url::parse(text) else {
-        return redact_unparsed_userinfo(text);
+/// `message` (e.g. a libpq error, which may quote parts of the connection string) with every
+/// secret of the connection string `connection` masked, as written, quoted or percent-encoded.
+pub fn scrub_connection_secrets(message: &str, connection: &str) -> String {
+    let Ok(info) = ConnInfo::parse(connection) else {
+        return message.to_string();
     };
-    // Untouched text is returned as given, without the parser's normalisation.
-    let mut changed = false;
-    if url.password().is_some() {
-        if url.set_password(Some(MASK)).is_err() {
-            return redact_unparsed_userinfo(text);
+    let mut out = message.to_string();
+    for secret in info.secrets() {
+        if secret.chars().count() < SHORTEST_SCRUBBED_SECRET {
+            continue;
         }
-        changed = true;
-    }
-    if let Some(query) = url.query() {
-        let masked = redact_query(query);
-        if masked != query {
-            url.set_query(Some(&masked));
-            changed = true;
+        for form in [percent_encode(&secret), quote_value(&secret), secret] {
+            out = out.replace(&form, MASK);
         }
-    }
-    if changed {
-        url.to_string()
-    } else {
-        text.to_string()
-    }
-}
-
-/// `a=1&password=x` → `a=1&password=***`.
-fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key == "password" => format!("{key}={MASK}"),
-            _ => pair.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A URI the parser refuses (e.g. several hosts): the whole user info is masked, since where
-/// the password ends cannot be trusted, and `password=` parameters as in key=value strings.
-fn redact_unparsed_userinfo(text: &str) -> String {
-    let mut out = text.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            out.replace_range(rest_start..rest_start + at, MASK);
-        }
-    }
-    redact_key_values(&out)
-}
-
-/// A libpq `key=value` connection string (`host=/run/postgresql password=x`): the value of
-/// every `password=` is masked.
-fn redact_key_values(text: &str) -> String {
-    let key = "password=";
-    let mut out = text.to_string();
-    let mut search_from = 0;
-    while let Some(pos) = out[search_from..].find(key) {
-        let start = search_from + pos + key.len();
-        let end = out[start..]
-            .find(['&', ' '])
-            .map_or(out.len(), |i| start + i);
-        out.replace_range(start..end, MASK);
-        search_from = start + MASK.len();
     }
     out
 }
@@ -120,6 +66,7 @@ mod tests {
         for url in [
             "postgres://worker@DB.internal/usage",
             "postgresql:///usage?host=/run/postgresql",
+            "postgres://postgres@/usage?host=/tmp/x",
             "",
         ] {
             assert_eq!(redact_url(url), url);
@@ -136,6 +83,16 @@ mod tests {
             redact_url("host=/run/postgresql password=s3cr3t dbname=usage"),
             "host=/run/postgresql password=*** dbname=usage"
         );
+        assert_eq!(
+            redact_url(r"host = db password = 's3 cr\'3t' dbname=usage"),
+            "host=db password=*** dbname=usage"
+        );
+    }
+
+    #[test]
+    fn a_connection_string_that_cannot_be_parsed_is_masked_whole() {
+        assert_eq!(redact_url("host=db password='s3cr3t"), MASK);
+        assert_eq!(redact_url("host=db password=s3 cr3t"), MASK);
     }
 
     #[test]
@@ -143,6 +100,16 @@ mod tests {
         let redacted = redact_url("postgres://worker:s3cr3t@h1:5432,h2:5433/usage");
         assert!(!redacted.contains("s3cr3t"), "{redacted}");
         assert_eq!(redacted, "postgres://***@h1:5432,h2:5433/usage");
+    }
+
+    #[test]
+    fn connection_secrets_are_scrubbed_from_messages_as_written_and_encoded() {
+        let message = r#"database "x?password=p%40ss%20w" does not exist; p@ss w; pw"#;
+        assert_eq!(
+            scrub_connection_secrets(message, "host=h password='p@ss w'"),
+            r#"database "x?password=***" does not exist; ***; pw"#
+        );
+        assert_eq!(scrub_connection_secrets("pw pw", "password=pw"), "pw pw");
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! string; an SMTP server quoting addresses in its replies. None of it rewrites the books or
 //! reaches any output.
 
+use std::os::unix::fs::PermissionsExt;
+
 use chrono::{Duration, SecondsFormat, Utc};
 
-use crate::support::{self, Out, TestDb};
+use crate::support::daemon::Daemon;
+use crate::support::notify::NotifySocket;
+use crate::support::{self, Out, TestDb, config_file};
 
 /// An instant `minutes` from now, as `--at` takes it.
 fn from_now(minutes: i64) -> String {
@@ -100,5 +104,122 @@ fn a_future_at_is_accepted_with_dry_run_or_allow_future_within_clock_skew_and_on
               WHERE period = 'day' AND status = 'closed' AND close_reason = 'rollover'"
         ),
         1
+    );
+}
+
+const KEY_VALUE_URL: &str = "host=127.0.0.1 port=1 password=hunter2secret dbname=x";
+/// The same with spaces around `=` and a quoted password holding a space and a quote.
+const QUOTED_KEY_VALUE_URL: &str =
+    r"host = 127.0.0.1 port=1 password = 'hunter2 s\'ecret' dbname=x";
+
+fn assert_no_password(output: &str) {
+    for part in ["hunter2", "s\\'ecret", "'ecret"] {
+        assert!(!output.contains(part), "`{part}` in:\n{output}");
+    }
+}
+
+fn unreachable_run(url: &str, args: &[&str]) -> Out {
+    let mut command = support::binary();
+    command
+        .env("USAGE_WORKER__DATABASE__URL", url)
+        .env("USAGE_WORKER__DATABASE__CONNECT_TIMEOUT", "2s")
+        .args(args);
+    support::output(command)
+}
+
+#[test]
+fn an_unreachable_key_value_database_url_exits_75_naming_the_host_without_the_password() {
+    for url in [KEY_VALUE_URL, QUOTED_KEY_VALUE_URL] {
+        for args in [&["--run", "partitions"][..], &["--status"]] {
+            let out = unreachable_run(url, args);
+            assert_eq!(out.code, 75, "{args:?}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("127.0.0.1") && out.stderr.contains("port 1"),
+                "{}",
+                out.stderr
+            );
+            assert_no_password(&out.stdout);
+            assert_no_password(&out.stderr);
+        }
+    }
+}
+
+#[test]
+fn the_daemon_waiting_for_a_key_value_database_url_logs_and_notifies_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let mut notify = NotifySocket::bind(&socket_path);
+    let mut command = support::daemon_command(QUOTED_KEY_VALUE_URL);
+    command
+        .env("USAGE_WORKER__DATABASE__CONNECT_TIMEOUT", "1s")
+        .env("NOTIFY_SOCKET", &socket_path);
+    let mut daemon = Daemon::start(command);
+    daemon.wait_for_lines("database not ready", 2);
+    let messages = notify.wait_for_message("STATUS=waiting for the database", |m| {
+        m.contains("STATUS=waiting for the database")
+    });
+    let (_, logs) = daemon.stop();
+    assert_no_password(&logs);
+    assert_no_password(&messages.join("\n"));
+    assert!(logs.contains("127.0.0.1"), "{logs}");
+}
+
+#[test]
+fn check_config_shows_a_key_value_database_url_without_its_password() {
+    for url in [KEY_VALUE_URL, QUOTED_KEY_VALUE_URL] {
+        let mut command = support::binary();
+        command.env("DATABASE_URL", url).arg("--check-config");
+        let out = support::output(command);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_no_password(&out.stdout);
+        assert_no_password(&out.stderr);
+        assert!(
+            out.stdout
+                .contains("host=127.0.0.1 port=1 password=*** dbname=x"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+/// The test database as a key=value connection string: `host=<socket dir> dbname=<name>`.
+fn key_value_url(db: &TestDb) -> String {
+    let url = url::Url::parse(&db.url.replacen("postgres@/", "postgres@localhost/", 1)).unwrap();
+    let dbname = url.path().trim_start_matches('/');
+    let host = url
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    format!("host='{host}' user=postgres dbname={dbname}")
+}
+
+#[test]
+fn a_password_from_the_configuration_is_added_to_a_key_value_url_and_to_a_url() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("db-password");
+    // Every character that needs quoting or percent-encoding in one of the forms.
+    std::fs::write(&password_file, "p@ss w'rd\\%&?=#/\n").unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for url in [key_value_url(&db), db.url.clone()] {
+        let config = config_file(
+            dir.path(),
+            &format!(
+                "[database]\nurl = '''{url}'''\npassword_file = \"{}\"\n",
+                password_file.display()
+            ),
+        );
+        let mut command = support::binary();
+        command
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--run", "partitions"]);
+        let out = support::output(command);
+        assert_eq!(out.code, 0, "{url}: {}{}", out.stdout, out.stderr);
+        assert!(!out.stderr.contains("w'rd"), "{}", out.stderr);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM job_runs WHERE status = 'succeeded'"),
+        2
     );
 }
