@@ -37,12 +37,60 @@ pub fn scrub_connection_secrets(message: &str, connection: &str) -> String {
 /// Masks an email address for logs: `alice@example.com` → `a***@example.com`.
 pub fn mask_email(email: &str) -> String {
     match email.split_once('@') {
-        Some((local, domain)) => {
+        Some((local, domain)) if !local.is_empty() => {
             let first: String = local.chars().take(1).collect();
             format!("{first}{MASK}@{domain}")
         }
-        None => MASK.into(),
+        _ => MASK.into(),
     }
+}
+
+/// Characters of an address's local part (RFC 5322 `atext` and dots; any letter, for
+/// internationalised addresses).
+fn is_local_char(c: char) -> bool {
+    c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
+}
+
+fn is_domain_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '.' || c == '-'
+}
+
+/// Every `local@domain` token of a free text (an SMTP reply, an HTTP error) masked as
+/// [`mask_email`] does, whatever its case and with or without angle brackets: a server may
+/// quote the recipient in any form, or other addresses. Masking twice changes nothing more.
+pub fn mask_addresses(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(offset) = chars[search..].iter().position(|&c| c == '@') {
+        let at = search + offset;
+        let mut start = at;
+        while start > copied && is_local_char(chars[start - 1]) {
+            start -= 1;
+        }
+        let mut end = at + 1;
+        while end < chars.len() && is_domain_char(chars[end]) {
+            end += 1;
+        }
+        // A sentence may end right after the address.
+        while end > at + 1 && matches!(chars[end - 1], '.' | '-') {
+            end -= 1;
+        }
+        if start == at || end == at + 1 {
+            search = at + 1;
+            continue;
+        }
+        out.extend(&chars[copied..start]);
+        out.push(chars[start]);
+        out.push_str(MASK);
+        out.push('@');
+        out.extend(&chars[at + 1..end]);
+        copied = end;
+        search = end;
+    }
+    out.extend(&chars[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -116,5 +164,35 @@ mod tests {
     fn masked_email_keeps_only_the_first_letter_and_the_domain() {
         assert_eq!(mask_email("alice@example.com"), "a***@example.com");
         assert_eq!(mask_email("not-an-address"), "***");
+        assert_eq!(mask_email("@example.com"), "***");
+    }
+
+    #[test]
+    fn every_address_in_a_text_is_masked_whatever_its_case_or_brackets() {
+        assert_eq!(
+            mask_addresses(
+                "550 5.1.1 <BOB.SMITH@EXAMPLE.COM>: unknown; relay for eve+x@mail.example.org. \
+                 From jürgen@bücher.de"
+            ),
+            "550 5.1.1 <B***@EXAMPLE.COM>: unknown; relay for e***@mail.example.org. \
+             From j***@bücher.de"
+        );
+    }
+
+    #[test]
+    fn text_without_addresses_is_unchanged_and_masking_twice_changes_nothing() {
+        for text in [
+            "",
+            "no address here",
+            "@ alone",
+            "trailing@",
+            "@leading",
+            "a @ b",
+        ] {
+            assert_eq!(mask_addresses(text), text);
+        }
+        let once = mask_addresses("to alice@example.com, bob@example.com");
+        assert_eq!(once, "to a***@example.com, b***@example.com");
+        assert_eq!(mask_addresses(&once), once);
     }
 }

@@ -4,11 +4,13 @@
 //! reaches any output.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use chrono::{Duration, SecondsFormat, Utc};
 
 use crate::support::daemon::Daemon;
 use crate::support::notify::NotifySocket;
+use crate::support::smtp::SmtpServer;
 use crate::support::{self, Out, TestDb, config_file};
 
 /// An instant `minutes` from now, as `--at` takes it.
@@ -221,5 +223,67 @@ fn a_password_from_the_configuration_is_added_to_a_key_value_url_and_to_a_url() 
     assert_eq!(
         db.count("SELECT count(*) AS n FROM job_runs WHERE status = 'succeeded'"),
         2
+    );
+}
+
+/// Environment for SMTP delivery to the test server.
+fn smtp_command(db: &TestDb, server: &SmtpServer) -> Command {
+    let mut command = support::binary();
+    command
+        .env("USAGE_WORKER__DATABASE__URL", &db.url)
+        .env("USAGE_WORKER__MAIL__TRANSPORT", "smtp")
+        .env("USAGE_WORKER__MAIL__FROM", "Usage <usage@example.com>")
+        .env("USAGE_WORKER__MAIL__SMTP__HOST", "127.0.0.1")
+        .env("USAGE_WORKER__MAIL__SMTP__PORT", server.port().to_string())
+        .env("USAGE_WORKER__MAIL__SMTP__TLS", "none")
+        .env("USAGE_WORKER__MAIL__SMTP__TIMEOUT", "5s");
+    command
+}
+
+#[test]
+fn a_rejection_quoting_the_recipient_in_another_case_leaves_no_full_address_anywhere() {
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO plans (id, name) VALUES (1, 'free');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+              VALUES (1, 'tokens', 'month', '', 1000);
+         INSERT INTO users (id, email, name, timezone, plan_id)
+              VALUES (1, 'Bob.Smith@Example.com', 'Bob', 'UTC', 1);
+         INSERT INTO usage_periods (user_id, period, period_start, period_end, tokens)
+              VALUES (1, 'month', '2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z', 900);",
+    );
+    let server = SmtpServer::start();
+    server.reject("bob.smith@example.com");
+
+    let mut command = smtp_command(&db, &server);
+    command.args(["--run", "alerts", "--at", "2026-11-10T12:00:00Z"]);
+    let out = support::output(command);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut conn = db.conn();
+    let last_error = support::text(
+        &mut conn,
+        "SELECT last_error AS t FROM quota_alerts WHERE user_id = 1 AND status = 'failed'",
+    );
+    assert!(last_error.contains("550"), "{last_error}");
+    let status = support::output({
+        let mut c = support::binary();
+        c.env("USAGE_WORKER__DATABASE__URL", &db.url)
+            .arg("--status");
+        c
+    });
+    for (what, text) in [
+        ("stdout", &out.stdout),
+        ("log", &out.stderr),
+        ("last_error", &last_error),
+        ("--status", &status.stdout),
+    ] {
+        assert!(
+            !text.to_lowercase().contains("bob.smith@example.com"),
+            "full address in the {what}: {text}"
+        );
+    }
+    assert!(
+        last_error.contains("B***@EXAMPLE.COM"),
+        "the masked address: {last_error}"
     );
 }
