@@ -17,7 +17,7 @@ use crate::jobs::{self, Ctx, JobKind, RunOpts, quarantine};
 use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
 use crate::quota_report;
-use crate::redact::redact_url;
+use crate::redact::{mask_addresses, redact_url};
 use crate::scheduler::outcome::{RunOutcome, RunRequest};
 use crate::scheduler::{catchup, runner};
 use crate::service::ServiceError;
@@ -62,6 +62,7 @@ impl AppError {
 
 /// Runs the command line: loads settings, sets up logging and the database, dispatches.
 pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    cli.refuse_future_at(Utc::now()).map_err(AppError::Usage)?;
     let mut settings = load_settings(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
 
@@ -408,11 +409,13 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
                 (f - run.started_at).num_milliseconds() as f64 / 1000.0
             )
         });
-        let result = run
-            .error
-            .clone()
-            .or(run.summary.clone())
-            .unwrap_or_default();
+        // A run's error may quote a database or server message naming an address.
+        let result = mask_addresses(
+            &run.error
+                .clone()
+                .or(run.summary.clone())
+                .unwrap_or_default(),
+        );
         let user = run
             .user_id
             .map_or(String::new(), |u| format!(" [user {u}]"));

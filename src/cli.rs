@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use clap::{ArgGroup, Parser};
 
 use crate::jobs::JobKind;
@@ -14,7 +14,10 @@ Examples:
   usage-worker --check-config --config /etc/usage-worker/config.toml
   usage-worker --migrate                               apply pending schema migrations
   usage-worker --list-jobs                             jobs, schedules, next and last runs
-  usage-worker --run partitions --at 2027-01-15T00:00:00Z --dry-run
+  usage-worker --run partitions --at 2027-01-15T00:00:00Z
+                                                       partitions as of a later instant
+  usage-worker --run reset-daily --at 2027-01-15T00:05:00Z --dry-run
+                                                       what a reset at that instant would close
   usage-worker --status                                recent runs from the ledger
   usage-worker --run reset-daily --user 42             manual reset of user 42's current day
   usage-worker --usage 42                              user 42's quota: a bar per limit
@@ -23,8 +26,8 @@ Examples:
   usage-worker --export-csv --from 2026-10-01 --to 2026-10-31 --output october.csv
   usage-worker                                         the daemon (as the systemd service runs it)
 
-Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error, 75 database unreachable,
-78 bad configuration.";
+Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error (also a future --at that would
+close, expire or delete without --allow-future), 75 database unreachable, 78 bad configuration.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,13 +53,21 @@ pub struct Cli {
     #[arg(long, value_name = "JOB[,JOB…]|all", value_parser = parse_jobs)]
     pub run: Option<JobList>,
 
-    /// The instant a job takes as now (RFC 3339, e.g. 2027-01-15T00:00:00Z).
+    /// The instant a job takes as now (RFC 3339, e.g. 2027-01-15T00:00:00Z). Later than now,
+    /// it is refused for reset-daily, reset-monthly, alerts and retention, which would close
+    /// periods, expire alerts or delete rows early (see --allow-future); aggregate, partitions
+    /// and stats only add and accept it.
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant, requires = "run")]
     pub at: Option<DateTime<Utc>>,
 
     /// Report what the jobs would do; change nothing.
     #[arg(long, requires = "run")]
     pub dry_run: bool,
+
+    /// Let --at lie in the future for jobs that close, expire or delete by time (staging,
+    /// tests): what they do then cannot be undone on this database.
+    #[arg(long, requires = "at")]
+    pub allow_future: bool,
 
     /// Limit a run or an export to one user id (manual resets, rebuilds, --export-csv).
     #[arg(long, value_name = "USER_ID", requires = "takes_range")]
@@ -107,6 +118,52 @@ pub struct Cli {
     /// How many runs `--status` shows.
     #[arg(long, default_value_t = 20, value_name = "N", requires = "status")]
     pub limit: i64,
+}
+
+/// How far `--at` may lie ahead of this machine's clock without `--allow-future`: the clock
+/// skew between an operator's machines, not a way to run tomorrow's reset today.
+pub const FUTURE_AT_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
+
+impl Cli {
+    /// Refuses an `--at` later than `now` (beyond [`FUTURE_AT_TOLERANCE`]) on jobs that would
+    /// act irreversibly as of then, unless it is a dry run or `--allow-future` is given.
+    pub fn refuse_future_at(&self, now: DateTime<Utc>) -> Result<(), String> {
+        let (Some(at), Some(jobs)) = (self.at, &self.run) else {
+            return Ok(());
+        };
+        if self.dry_run || self.allow_future || at <= now + FUTURE_AT_TOLERANCE {
+            return Ok(());
+        }
+        let irreversible: Vec<&str> = jobs
+            .0
+            .iter()
+            .filter(|kind| kind.acts_irreversibly_as_of_now())
+            .map(|kind| kind.name())
+            .collect();
+        if irreversible.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "--at {} is {} in the future: {} would close periods, expire alerts or delete rows \
+             as of then, which cannot be undone when that time comes; preview with --dry-run, \
+             or add --allow-future on a staging or test database",
+            at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ahead(at - now),
+            irreversible.join(", ")
+        ))
+    }
+}
+
+/// `3 days`, `5 hours`, `12 minutes`: how far ahead, roughly, for a message.
+fn ahead(delta: TimeDelta) -> String {
+    let (n, unit) = if delta.num_days() >= 2 {
+        (delta.num_days(), "days")
+    } else if delta.num_hours() >= 2 {
+        (delta.num_hours(), "hours")
+    } else {
+        (delta.num_minutes(), "minutes")
+    };
+    format!("{n} {unit}")
 }
 
 /// The jobs named by `--run`, in order.
@@ -178,6 +235,47 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.export_csv && cli.user == Some(7) && cli.output.is_none());
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("usage-worker").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn a_future_at_is_refused_only_for_jobs_that_close_expire_or_delete() {
+        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next_week = "2026-12-06T12:00:00Z";
+        for jobs in ["reset-daily", "reset-monthly", "alerts", "retention", "all"] {
+            let error = cli(&["--run", jobs, "--at", next_week])
+                .refuse_future_at(now)
+                .unwrap_err();
+            assert!(
+                error.contains("--allow-future") && error.contains("7 days"),
+                "{error}"
+            );
+        }
+        let error = cli(&["--run", "aggregate,retention", "--at", next_week])
+            .refuse_future_at(now)
+            .unwrap_err();
+        assert!(error.contains(" retention would") && !error.contains("aggregate"));
+        for args in [
+            &["--run", "aggregate,partitions,stats", "--at", next_week][..],
+            &["--run", "all", "--at", next_week, "--dry-run"],
+            &["--run", "all", "--at", next_week, "--allow-future"],
+            &["--run", "all", "--at", "2026-11-29T12:04:59Z"],
+            &["--run", "all", "--at", "2020-01-01T00:00:00Z"],
+            &["--run", "all"],
+        ] {
+            assert_eq!(cli(args).refuse_future_at(now), Ok(()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn allow_future_needs_at() {
+        assert!(Cli::try_parse_from(["usage-worker", "--run", "all", "--allow-future"]).is_err());
     }
 
     #[test]

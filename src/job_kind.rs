@@ -116,6 +116,18 @@ impl JobKind {
         }
     }
 
+    /// Whether a run at an instant later than now does what cannot be undone before that
+    /// instant comes: closing quota periods, expiring alerts, deleting rows by age. The other
+    /// jobs only add (summaries, partitions, a stats row) and are safe to run ahead.
+    pub fn acts_irreversibly_as_of_now(self) -> bool {
+        match self {
+            JobKind::ResetDaily | JobKind::ResetMonthly | JobKind::Alerts | JobKind::Retention => {
+                true
+            }
+            JobKind::Aggregate | JobKind::Partitions | JobKind::Stats => false,
+        }
+    }
+
     /// Second half of the advisory lock key that keeps runs of this job from overlapping.
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {

@@ -8,7 +8,8 @@
 //! Modules are layered, bottom to top; a module imports only modules of its own layer or
 //! below, never one above (a test below enforces it):
 //!
-//! 1. `job_kind`, `redact`, `format`, `schedule`, `embedded_pg`: job identity and leaf helpers
+//! 1. `job_kind`, `conninfo`, `redact`, `format`, `schedule`, `embedded_pg`: job identity and
+//!    leaf helpers
 //! 2. `config`: settings, parsing and validation only
 //! 3. `logging`
 //! 4. `db`
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conninfo;
 pub mod db;
 pub mod demo;
 pub mod embedded_pg;
@@ -46,7 +48,14 @@ mod layer_tests {
 
     /// The layer order of the module documentation above, bottom first.
     const LAYERS: &[&[&str]] = &[
-        &["job_kind", "redact", "format", "schedule", "embedded_pg"],
+        &[
+            "job_kind",
+            "conninfo",
+            "redact",
+            "format",
+            "schedule",
+            "embedded_pg",
+        ],
         &["config"],
         &["logging"],
         &["db"],

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::secrets::{read_secret, serialize_secret, validate_secret_file};
 use super::{ConfigError, HumanDuration, SchemaName, Settings};
+use crate::conninfo::ConnInfo;
 use crate::redact::redact_url;
 
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// libpq connection URL. A password in it is redacted wherever it is shown.
+    /// libpq connection string, a URI or `key=value` pairs. A password in it is redacted
+    /// wherever it is shown.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Password kept out of the URL; `password_file` or the systemd credential
@@ -79,6 +81,13 @@ impl DatabaseSettings {
                 ),
             ));
         }
+        // The error names no value: the part that does not parse may be a password.
+        ConnInfo::parse(url).map_err(|e| {
+            ConfigError::invalid(
+                "database.url",
+                format!("is not a valid key=value connection string: {e}"),
+            )
+        })?;
         validate_secret_file("database.password_file", self.password_file.as_deref())
     }
 }

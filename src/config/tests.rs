@@ -311,3 +311,28 @@ fn the_defaults_are_valid_and_the_printed_configuration_hides_secrets() {
     let debug = format!("{settings:?}");
     assert!(!debug.contains("db-pw-x") && !debug.contains("smtp-pw-y"));
 }
+
+#[test]
+fn a_key_value_database_url_is_printed_and_debugged_without_its_password() {
+    let url = r"host = db.internal port=5432 password = 'kv pw\'x' dbname=usage";
+    let settings = load_env(&[("USAGE_WORKER__DATABASE__URL", url)]).unwrap();
+    let printed = settings.to_redacted_toml();
+    let debug = format!("{settings:?}");
+    for output in [&printed, &debug] {
+        assert!(!output.contains("kv pw"), "{output}");
+        assert!(
+            output.contains("host=db.internal port=5432 password=*** dbname=usage"),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn a_key_value_database_url_libpq_could_not_read_is_refused_without_quoting_it() {
+    for url in ["host=db password='kv-pw", "host=db password=kv pw"] {
+        let error = load_env(&[("USAGE_WORKER__DATABASE__URL", url)]).unwrap_err();
+        let text = error.to_string();
+        assert!(!text.contains("kv"), "{text}");
+        assert_eq!(refused_key(Err(error)), "database.url");
+    }
+}

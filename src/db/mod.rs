@@ -17,8 +17,9 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
-use crate::config::{SchemaName, Settings};
-use crate::redact::redact_url;
+use crate::config::{ConfigError, SchemaName, Settings};
+use crate::conninfo::ConnInfo;
+use crate::redact::{redact_url, scrub_connection_secrets};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -63,39 +64,26 @@ impl DbError {
     }
 }
 
-/// Where a connection goes, for messages: host and port, or the socket directory.
+/// Where a connection goes, for messages: host and port, or the socket, then the connection
+/// string with its passwords masked.
 pub fn describe_target(url: &str) -> String {
     let redacted = redact_url(url);
-    if let Some(host) = url
-        .split(['?', '&'])
-        .find_map(|part| part.strip_prefix("host="))
-    {
-        if host.starts_with('/') {
-            return format!("socket {host}/.s.PGSQL.5432 ({redacted})");
-        }
-        return format!("host {host} ({redacted})");
+    match ConnInfo::parse(url).map(|info| info.target()) {
+        Ok(target) if !target.is_empty() => format!("{target} ({redacted})"),
+        _ => redacted,
     }
-    redacted
 }
 
-/// The URL with the password from `database.password(_file)` or the credential added.
-pub fn effective_url(settings: &Settings) -> Result<String, crate::config::ConfigError> {
+/// The connection string with the password from `database.password(_file)` or the credential
+/// added in its own form: a quoted `password='…'` pair, or a percent-encoded URI parameter.
+pub fn effective_url(settings: &Settings) -> Result<String, ConfigError> {
     let url = settings.database.url.clone();
     let Some(password) = settings.database_password()? else {
         return Ok(url);
     };
-    let encoded: String = password
-        .expose_secret()
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{separator}password={encoded}"))
+    let info =
+        ConnInfo::parse(&url).map_err(|e| ConfigError::invalid("database.url", e.to_string()))?;
+    Ok(info.with("password", password.expose_secret()))
 }
 
 /// Makes `schema` the only schema unqualified names resolve in (besides `pg_catalog` and
@@ -129,23 +117,29 @@ pub fn build_pool(url: &str, size: u32, connect_timeout: Duration, schema: &Sche
         .build_unchecked(ConnectionManager::new(url))
 }
 
+/// Adds libpq's `connect_timeout` unless the connection string sets one; one libpq would
+/// refuse anyway is left for libpq to name.
 fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") || !url.contains("://") {
-        return url.to_string();
+    match ConnInfo::parse(url) {
+        Ok(info) if !info.has("connect_timeout") => {
+            info.with("connect_timeout", &timeout.as_secs().max(1).to_string())
+        }
+        _ => url.to_string(),
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{separator}connect_timeout={}",
-        timeout.as_secs().max(1)
-    )
+}
+
+/// A connection failure as an error naming where it went and no secret: libpq's message may
+/// quote parts of the connection string.
+fn unreachable(url: &str, message: &str) -> DbError {
+    DbError::Unreachable {
+        target: describe_target(url),
+        message: scrub_connection_secrets(message.trim(), url),
+    }
 }
 
 /// Opens one connection directly (not from a pool), classifying failure as unreachable.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
-    PgConnection::establish(url).map_err(|e| DbError::Unreachable {
-        target: describe_target(url),
-        message: e.to_string().trim().to_string(),
-    })
+    PgConnection::establish(url).map_err(|e| unreachable(url, &e.to_string()))
 }
 
 /// Opens one connection directly, using `schema` as `search_path` (the worker's sessions).
@@ -157,10 +151,8 @@ pub fn connect_in(url: &str, schema: &SchemaName) -> Result<PgConnection, DbErro
 
 /// Takes a connection from the pool; a failure means the database cannot be reached.
 pub fn checkout(pool: &DbPool, url_for_messages: &str) -> Result<DbConn, DbError> {
-    pool.get().map_err(|e| DbError::Unreachable {
-        target: describe_target(url_for_messages),
-        message: e.to_string(),
-    })
+    pool.get()
+        .map_err(|e| unreachable(url_for_messages, &e.to_string()))
 }
 
 /// Runs `work` in a transaction (a savepoint when one is already open) and always rolls it
@@ -280,4 +272,56 @@ pub fn pending_migrations(conn: &mut PgConnection) -> Result<Vec<String>, DbErro
         .filter(|m| !applied.contains(&m.name().version().to_string()))
         .map(|m| m.name().to_string())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn with_password(url: &str, password: &str) -> String {
+        let mut settings = Settings::default();
+        settings.database.url = url.to_string();
+        settings.database.password = Some(SecretString::from(password.to_string()));
+        effective_url(&settings).unwrap()
+    }
+
+    #[test]
+    fn the_configured_password_is_added_in_the_form_of_the_connection_string() {
+        assert_eq!(
+            with_password("host=127.0.0.1 port=1 dbname=x", "it's 0123"),
+            r"host=127.0.0.1 port=1 dbname=x password='it\'s 0123'"
+        );
+        assert_eq!(
+            with_password("postgres://worker@db/usage", "it's 0123"),
+            "postgres://worker@db/usage?password=it%27s%200123"
+        );
+    }
+
+    #[test]
+    fn the_connect_timeout_is_added_to_both_forms_unless_given() {
+        let timeout = Duration::from_secs(3);
+        assert_eq!(
+            with_connect_timeout("host=/tmp dbname=x", timeout),
+            "host=/tmp dbname=x connect_timeout=3"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://w@db/x?sslmode=require", timeout),
+            "postgres://w@db/x?sslmode=require&connect_timeout=3"
+        );
+        assert_eq!(
+            with_connect_timeout("host=/tmp connect_timeout=9", timeout),
+            "host=/tmp connect_timeout=9"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_target_names_the_host_and_port_but_no_password() {
+        let url = "host=127.0.0.1 port=1 password=hunter2secret dbname=x";
+        let error = unreachable(url, "failed for password hunter2secret\n");
+        let text = error.to_string();
+        assert!(text.contains("host 127.0.0.1 port 1"), "{text}");
+        assert!(!text.contains("hunter2secret"), "{text}");
+    }
 }

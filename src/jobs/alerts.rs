@@ -23,7 +23,7 @@ use crate::format;
 use crate::mail::content::{AlertFacts, alert_content};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
-use crate::redact::mask_email;
+use crate::redact::{mask_addresses, mask_email};
 
 pub mod message_id;
 pub mod status;
@@ -367,7 +367,11 @@ fn record_failures(
     }
     let ids: Vec<i64> = failures.iter().map(|(a, _)| a.id).collect();
     let classes: Vec<&str> = failures.iter().map(|(_, e)| e.class.as_str()).collect();
-    let messages: Vec<&str> = failures.iter().map(|(_, e)| e.message.as_str()).collect();
+    // Error texts reach the log and `last_error` here, whatever transport built them.
+    let messages: Vec<String> = failures
+        .iter()
+        .map(|(_, e)| mask_addresses(&e.message))
+        .collect();
     let permanent: Vec<bool> = failures
         .iter()
         .map(|(_, e)| e.class.is_permanent())
@@ -390,8 +394,7 @@ fn record_failures(
             alert.id = alert.id,
             alert.attempts = alert.attempts,
             error.class = error.class.as_str(),
-            // A server's reply may quote the recipient: keep the address out of the log.
-            error = %error.message.replace(&alert.email, &mask_email(&alert.email)),
+            error = %mask_addresses(&error.message),
             "quota alert not delivered"
         );
     }

@@ -16,6 +16,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use crate::config::{MailSettings, MailTransportKind};
+use crate::redact::mask_addresses;
 pub use smtp::SmtpMailer;
 use templates::Rendered;
 pub use transports::{FileMailer, LogMailer, MemoryMailer, StoredEmail};
@@ -71,14 +72,18 @@ impl std::fmt::Display for ErrorClass {
 #[error("{class}: {message}")]
 pub struct SendError {
     pub class: ErrorClass,
+    /// What went wrong, with every email address masked: it is logged and stored in
+    /// `quota_alerts.last_error`.
     pub message: String,
 }
 
 impl SendError {
+    /// An error whose text has its addresses masked: a server's reply may quote the recipient
+    /// (in any case) or other addresses.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         SendError {
             class,
-            message: message.into(),
+            message: mask_addresses(&message.into()),
         }
     }
 }

@@ -11,6 +11,7 @@ mod data_trust;
 mod docs;
 mod mail;
 mod migrations;
+mod operator_trust;
 mod outages;
 mod partitions;
 mod period_bounds;

@@ -12,7 +12,7 @@ use usage_worker::jobs::JobKind;
 use crate::support::daemon::Daemon;
 use crate::support::roles::{self, RolesDb, owned_by};
 use crate::support::smtp::SmtpServer;
-use crate::support::{self, Out, TestDb, schedule_key};
+use crate::support::{self, Out, TestDb, schedule_key, text};
 
 /// A password placed in every database URL: the test cluster trusts local sockets, so it is
 /// never checked, but it must never be written anywhere.
@@ -67,21 +67,6 @@ fn assert_no_secrets_in_logs(logs: &str) {
 fn the_log_scanner_fails_on_a_full_address_and_accepts_a_masked_one() {
     assert_no_secrets_in_logs("INFO quota alert sent mail.to=a***@example.com");
     assert_no_secrets_in_logs("INFO quota alert sent mail.to=ada@example.com");
-}
-
-/// The one text column `t` of one row (empty when NULL).
-fn text(conn: &mut diesel::PgConnection, sql: &str) -> String {
-    #[derive(diesel::QueryableByName)]
-    struct T {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        t: Option<String>,
-    }
-    use diesel::RunQueryDsl;
-    diesel::sql_query(sql)
-        .get_result::<T>(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .t
-        .unwrap_or_default()
 }
 
 /// The binary with its database URL (with a password) and every job's schedule off.

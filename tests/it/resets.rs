@@ -68,6 +68,7 @@ fn manual_reset_mid_day_then_rollover_gives_three_periods_without_gap_or_overlap
             "42",
             "--at",
             "2027-01-10T13:00:00Z",
+            "--allow-future",
         ])
         .env("USAGE_WORKER__DATABASE__URL", &db.url)
         .output()

@@ -5,15 +5,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use usage_worker::config::Settings;
 
 use crate::support::daemon::Daemon;
+use crate::support::notify::NotifySocket;
 use crate::support::{self, TestDb};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -84,56 +84,6 @@ fn the_unit_is_hardened_to_an_exposure_of_at_most_2_as_the_runbook_says() {
         runbook.contains(&format!("exposure {figure} OK")),
         "docs/OPERATIONS.md does not state the exposure figure {figure} (as `exposure {figure} OK`)"
     );
-}
-
-/// The test's end of `$NOTIFY_SOCKET`.
-struct NotifySocket {
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl NotifySocket {
-    fn bind(path: &Path) -> NotifySocket {
-        let socket = UnixDatagram::bind(path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        NotifySocket {
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Receives until a message has a line equal to `line`; returns the messages received.
-    fn wait_for(&mut self, line: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut received = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(message.clone());
-                received.push(message.clone());
-                if message.lines().any(|l| l == line) {
-                    return received;
-                }
-            }
-        }
-        panic!("no `{line}` from the daemon; got {:?}", self.seen);
-    }
-
-    /// Every message that arrives within `window`.
-    fn drain_for(&mut self, window: Duration) -> Vec<String> {
-        let end = Instant::now() + window;
-        let mut received = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        received
-    }
 }
 
 #[test]

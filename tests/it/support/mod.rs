@@ -13,6 +13,7 @@
 
 pub mod books;
 pub mod daemon;
+pub mod notify;
 pub mod quota;
 pub mod roles;
 pub mod smtp;
@@ -277,6 +278,20 @@ pub fn dump(dbname: &str, args: &[&str]) -> String {
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The one text column `t` of one row (empty when NULL).
+pub fn text(conn: &mut PgConnection, sql: &str) -> String {
+    #[derive(QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        t: Option<String>,
+    }
+    diesel::sql_query(sql)
+        .get_result::<T>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .t
+        .unwrap_or_default()
 }
 
 /// An RFC 3339 instant, e.g. `2026-11-23T10:00:00Z`.

@@ -1,6 +1,6 @@
 //! A small SMTP server for tests, on 127.0.0.1: accepts every message, can answer 550 for
-//! chosen recipients, and can be down (nothing listening, so connections are refused)
-//! and come back on the same port.
+//! chosen recipients (quoting the address upper-cased, as a server may), and can be down
+//! (nothing listening, so connections are refused) and come back on the same port.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -85,7 +85,7 @@ impl SmtpServer {
         self.port
     }
 
-    /// Answers `550` to `RCPT TO` for this address from now on.
+    /// Answers `550` to `RCPT TO` for this address from now on, quoting it upper-cased.
     pub fn reject(&self, address: &str) {
         self.state
             .lock()
@@ -227,7 +227,12 @@ fn transactions(
                 .reject
                 .contains(&address.to_ascii_lowercase())
             {
-                out.write_all(b"550 5.1.1 mailbox unavailable\r\n")?;
+                // As real servers do, the reply quotes the recipient, here in another case.
+                let reply = format!(
+                    "550 5.1.1 <{}>: mailbox unavailable\r\n",
+                    address.to_ascii_uppercase()
+                );
+                out.write_all(reply.as_bytes())?;
             } else {
                 rcpt.push(address);
                 out.write_all(b"250 2.1.5 OK\r\n")?;
