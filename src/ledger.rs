@@ -73,6 +73,26 @@ impl Identity {
             pid: std::process::id() as i32,
         }
     }
+
+    /// Whether the process `pid` on `host` is known to have ended: only a process on this host
+    /// can be checked; one elsewhere is taken to be alive.
+    pub fn process_ended(&self, host: &str, pid: i32) -> bool {
+        if host != self.host || pid <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        }
+        // A killed process its parent has not reaped yet still has its pid but holds nothing.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                Some(matches!(state, 'Z' | 'X'))
+            })
+            .unwrap_or(false)
+    }
 }
 
 #[derive(QueryableByName)]

@@ -2,12 +2,13 @@
 
 pub mod schema;
 
+use std::sync::Once;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
@@ -92,6 +93,39 @@ pub fn effective_url(settings: &Settings) -> Result<String, crate::config::Confi
     Ok(format!("{url}{separator}password={encoded}"))
 }
 
+/// How often a session running a statement checks that its client is still connected
+/// (`client_connection_check_interval`, PostgreSQL 14+). Without it the session of a killed
+/// worker runs its statement to the end and keeps holding the job's lock meanwhile.
+pub const CLIENT_CHECK_INTERVAL: &str = "2s";
+
+/// Applies this program's session settings to every new connection: pooled and direct.
+fn prepare_session(conn: &mut PgConnection) {
+    static WARNED: Once = Once::new();
+    let set = format!("SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'");
+    if let Err(e) = conn.batch_execute(&set) {
+        // Older servers and some platforms lack it: runs still work, but the session of a
+        // killed worker keeps the job's lock until its statement ends.
+        WARNED.call_once(|| {
+            tracing::warn!(
+                error = %e,
+                "the server refused client_connection_check_interval; after a worker is killed, \
+                 its job stays locked until its last statement ends (PostgreSQL 14+ on Linux \
+                 checks for vanished clients)"
+            );
+        });
+    }
+}
+
+#[derive(Debug)]
+struct SessionSettings;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        prepare_session(conn);
+        Ok(())
+    }
+}
+
 /// A pool that connects lazily: building it never touches the network.
 pub fn build_pool(url: &str, size: u32, connect_timeout: Duration) -> DbPool {
     let url = with_connect_timeout(url, connect_timeout);
@@ -100,6 +134,7 @@ pub fn build_pool(url: &str, size: u32, connect_timeout: Duration) -> DbPool {
         .min_idle(Some(0))
         .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
         .test_on_check_out(true)
+        .connection_customizer(Box::new(SessionSettings))
         .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
         .build_unchecked(ConnectionManager::new(url))
 }
@@ -117,10 +152,12 @@ fn with_connect_timeout(url: &str, timeout: Duration) -> String {
 
 /// Opens one connection directly (not from a pool), classifying failure as unreachable.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
-    PgConnection::establish(url).map_err(|e| DbError::Unreachable {
+    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Unreachable {
         target: describe_target(url),
         message: e.to_string().trim().to_string(),
-    })
+    })?;
+    prepare_session(&mut conn);
+    Ok(conn)
 }
 
 /// Takes a connection from the pool; a failure means the database cannot be reached.

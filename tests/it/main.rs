@@ -18,6 +18,7 @@ mod quota_end_to_end;
 mod reliability;
 mod resets;
 mod retention;
+mod runner_trust;
 mod scheduler;
 mod schema;
 mod service;
