@@ -3,7 +3,8 @@
 //! The lock is a session lock of the run's own connection. When the process holding it has
 //! ended (kill -9), PostgreSQL ends its session within `client_connection_check_interval` of the
 //! statement noticing, so the run waits for the lock instead of being skipped. A live holder
-//! means the job is running: the run is skipped.
+//! means the job is running: the run is skipped, or, when the holder runs the same tick, left to
+//! it without a record.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use diesel::pg::PgConnection;
 use super::outcome::RunRequest;
 use crate::db::{ADVISORY_LOCK_CLASS, DbError};
 use crate::jobs::JobKind;
-use crate::ledger::{self, Identity, NewRun, RunRow, RunStatus};
+use crate::ledger::{self, Identity, NewRun, RunRow, RunStatus, Trigger};
 
 /// How a run begins.
 pub(super) enum Start {
@@ -27,7 +28,7 @@ pub(super) enum Start {
 const ENDED_HOLDER_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a run waits for a lock holder to record its run: between taking the lock and
-/// inserting its row a run takes milliseconds, and the row names the holder.
+/// inserting its row a run takes milliseconds, and the row says whether it runs this tick.
 const UNRECORDED_HOLDER_WAIT: Duration = Duration::from_secs(2);
 
 const LOCK_POLL: Duration = Duration::from_millis(100);
@@ -35,6 +36,8 @@ const LOCK_POLL: Duration = Duration::from_millis(100);
 /// What trying the job's lock came to.
 enum Lock {
     Taken,
+    /// Another live run holds the tick: nothing to do and nothing to record.
+    TickTaken,
     /// The job is busy; the reason says with what.
     Busy(String),
 }
@@ -60,6 +63,7 @@ pub(super) fn begin_run(
     };
     match take_lock(conn, identity, req)? {
         Lock::Taken => {}
+        Lock::TickTaken => return Ok(Start::AlreadyRan),
         Lock::Busy(reason) => {
             let id = ledger::insert_run(conn, &new_run(RunStatus::Skipped, Some(reason.clone())))?;
             return Ok(Start::Skipped(id, reason));
@@ -75,7 +79,8 @@ pub(super) fn begin_run(
     }
 }
 
-/// Tries the job's lock until it is taken or the job is found busy: held by a live run, by an ended process past the wait, or by a
+/// Tries the job's lock until it is taken, the tick turns out to be another live run's, or
+/// the job is found busy: held by a live run, by an ended process past the wait, or by a
 /// holder that records no run.
 fn take_lock(
     conn: &mut PgConnection,
@@ -101,6 +106,9 @@ fn take_lock(
         let ended = holder
             .as_ref()
             .filter(|h| identity.process_ended(&h.host, h.pid));
+        if ended.is_none() && tick_held_by_live_run(conn, identity, req)? {
+            return Ok(Lock::TickTaken);
+        }
         let waited = started.elapsed();
         match (holder.as_ref(), ended) {
             (_, Some(dead)) => {
@@ -138,6 +146,23 @@ fn take_lock(
         }
         std::thread::sleep(LOCK_POLL);
     }
+}
+
+/// Whether a cron or catch-up run's tick is held by another run that is not a dead one's
+/// `running` row (that one is marked abandoned once its lock is free).
+fn tick_held_by_live_run(
+    conn: &mut PgConnection,
+    identity: &Identity,
+    req: &RunRequest,
+) -> Result<bool, DbError> {
+    if req.trigger == Trigger::Manual {
+        return Ok(false);
+    }
+    Ok(
+        ledger::tick_run(conn, req.kind, req.scheduled_for)?.is_some_and(|run| {
+            run.status != RunStatus::Running.as_str() || !identity.process_ended(&run.host, run.pid)
+        }),
+    )
 }
 
 fn live_holder_reason(kind: JobKind, holder: &RunRow) -> String {

@@ -1,16 +1,18 @@
-//! Runs that can be trusted after a crash: a `kill -9` never leaves a job locked for the next
-//! run, and a session whose client died ends its statement within seconds.
+//! Runs that can be trusted after a crash and across daemons: a `kill -9` never leaves a job
+//! locked for the next run, a session whose client died ends its statement within seconds, and
+//! a cron tick runs exactly once even when the daemon that lost the lock race writes first.
 
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use usage_worker::db::{self, ADVISORY_LOCK_CLASS};
 use usage_worker::jobs::{JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};
-use usage_worker::scheduler::{self, RunOutcome, RunRequest};
+use usage_worker::scheduler::{self, NoObserver, RunOutcome, RunRequest};
 
 use crate::support::{self, TestDb};
 
@@ -73,6 +75,10 @@ fn a_run_tried_the_lock(db: &TestDb, holder_backend: i64) -> bool {
             AND pid NOT IN (pg_backend_pid(), {holder_backend})
             AND query <> '' AND query NOT LIKE 'SET %'"
     )) > 0
+}
+
+fn a_tick() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0) - chrono::Duration::seconds(1)
 }
 
 #[test]
@@ -212,4 +218,145 @@ async fn a_run_whose_ended_holder_keeps_the_lock_past_its_timeout_is_skipped_say
     assert!(reason.contains(&format!("pid {dead_pid}")), "{reason}");
     assert!(reason.contains("within 2s"), "{reason}");
     assert!(reason.contains("pg_terminate_backend"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_row_recorded_first_for_a_tick_does_not_stop_the_tick_from_running() {
+    let db = TestDb::new();
+    let tick = a_tick();
+    // Daemon B found the lock busy and wrote `skipped` before daemon A recorded its run.
+    diesel::sql_query(
+        "INSERT INTO job_runs (job, trigger, scheduled_for, status, host, pid, finished_at, error)
+         VALUES ('partitions', 'cron', $1, 'skipped', 'b-host', 1, now(), 'locked')",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(tick)
+    .execute(&mut db.conn())
+    .unwrap();
+    let outcome = scheduler::execute(
+        db.ctx(),
+        Identity::current(),
+        partitions_run(Trigger::Cron, tick, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Succeeded { .. }),
+        "the tick was lost: {outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_losing_the_lock_before_the_winner_records_the_tick_records_nothing() {
+    let db = TestDb::new();
+    let tick = a_tick();
+    // Daemon A has taken the lock for the tick but not yet written its row.
+    let (winner, winner_backend) = hold_partitions_lock(&db);
+    let loser = tokio::spawn(scheduler::execute(
+        db.ctx(),
+        Identity::current(),
+        partitions_run(Trigger::Cron, tick, Duration::from_secs(60)),
+    ));
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        a_run_tried_the_lock(&db, winner_backend)
+    }));
+    record_running(&db, Trigger::Cron, tick, std::process::id() as i32);
+    let outcome = loser.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::AlreadyRan),
+        "the loser should leave the tick to the winner: {outcome:?}"
+    );
+    drop(winner);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM job_runs WHERE status = 'skipped'"),
+        0,
+        "a tick that ran is recorded skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_finding_the_other_running_the_same_tick_records_nothing() {
+    let db = TestDb::new();
+    let ctx = db.ctx();
+    let tick = a_tick();
+    let blocker = db.block_partitions_job();
+    let first = tokio::spawn(scheduler::execute(
+        ctx.clone(),
+        Identity::current(),
+        partitions_run(Trigger::Cron, tick, Duration::from_secs(60)),
+    ));
+    db.wait_for_count(
+        "SELECT count(*) AS n FROM job_runs WHERE status = 'running'",
+        1,
+        Duration::from_secs(10),
+    );
+    let second = scheduler::execute(
+        ctx,
+        Identity::current(),
+        partitions_run(Trigger::Cron, tick, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(second, RunOutcome::AlreadyRan), "{second:?}");
+    drop(blocker);
+    let first = first.await.unwrap().unwrap();
+    assert!(matches!(first, RunOutcome::Succeeded { .. }), "{first:?}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM job_runs"),
+        1,
+        "only the run of the tick is recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_only_skipped_is_caught_up_at_the_next_start() {
+    let db = TestDb::new();
+    let ctx = db.ctx_with(|settings| {
+        for kind in JobKind::ALL {
+            let entry = settings
+                .jobs
+                .entry(kind.config_key().to_string())
+                .or_default();
+            entry.schedule = Some(if *kind == JobKind::Partitions {
+                "0 2 * * *".to_string()
+            } else {
+                String::new()
+            });
+        }
+    });
+    let plans: Vec<_> = ctx
+        .settings
+        .job_plans()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.schedule.is_some())
+        .collect();
+    let tick = plans[0]
+        .schedule
+        .as_ref()
+        .and_then(|s| s.latest_at_or_before(Utc::now()))
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO job_runs (job, trigger, scheduled_for, status, host, pid, finished_at, error)
+         VALUES ('partitions', 'cron', $1, 'skipped', 'h', 1, $1, 'locked')",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(tick)
+    .execute(&mut db.conn())
+    .unwrap();
+
+    let requests = scheduler::catch_up_requests(&ctx, &plans, Utc::now()).await;
+    assert_eq!(requests.len(), 1, "the skipped tick is not caught up");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(scheduler::run_daemon(
+        ctx.clone(),
+        Arc::new(NoObserver),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let caught_up = "SELECT count(*) AS n FROM job_runs
+                      WHERE trigger = 'catchup' AND status = 'succeeded'";
+    let found = db.wait_for_count(caught_up, 1, Duration::from_secs(30));
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_eq!(found, 1, "the skipped tick was not run by catch-up");
 }
