@@ -3,7 +3,8 @@
 //! Order of a run: take the job's advisory lock; mark the job's `running` rows `abandoned`
 //! (whoever wrote them no longer holds the lock, so they crashed); insert our row; run;
 //! finish the row; release the lock. A cron tick that another daemon already ran conflicts
-//! on the unique index `job_runs_one_run_per_tick` and is not run again.
+//! on the unique index `job_runs_one_run_per_tick` and is not run again; `skipped` and
+//! `abandoned` rows do not hold a tick (migration 6), so neither stops it from running.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -73,6 +74,26 @@ impl Identity {
             pid: std::process::id() as i32,
         }
     }
+
+    /// Whether the process `pid` on `host` is known to have ended: only a process on this host
+    /// can be checked; one elsewhere is taken to be alive.
+    pub fn process_ended(&self, host: &str, pid: i32) -> bool {
+        if host != self.host || pid <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        }
+        // A killed process its parent has not reaped yet still has its pid but holds nothing.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                Some(matches!(state, 'Z' | 'X'))
+            })
+            .unwrap_or(false)
+    }
 }
 
 #[derive(QueryableByName)]
@@ -129,7 +150,8 @@ pub struct NewRun<'a> {
     pub error: Option<String>,
 }
 
-/// Inserts a run; `None` when the tick already has a run (another daemon got there first).
+/// Inserts a run; `None` when the tick already has a run that holds it (running, succeeded
+/// or failed: another daemon got there first). A `skipped` row never conflicts.
 pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<Option<i64>> {
     let finished = run.status != RunStatus::Running;
     let row: Option<Id> = diesel::sql_query(
@@ -225,6 +247,24 @@ pub fn running_run(conn: &mut PgConnection, job: JobKind) -> QueryResult<Option<
           ORDER BY started_at DESC LIMIT 1"
     ))
     .bind::<Text, _>(job.name())
+    .get_result(conn)
+    .optional()
+}
+
+/// The cron or catch-up run holding the tick `tick` of the job (see `job_runs_one_run_per_tick`):
+/// one running, succeeded or failed.
+pub fn tick_run(
+    conn: &mut PgConnection,
+    job: JobKind,
+    tick: DateTime<Utc>,
+) -> QueryResult<Option<RunRow>> {
+    diesel::sql_query(format!(
+        "SELECT {RUN_COLUMNS} FROM job_runs
+          WHERE job = $1 AND scheduled_for = $2 AND trigger IN ('cron', 'catchup')
+            AND status NOT IN ('abandoned', 'skipped')"
+    ))
+    .bind::<Text, _>(job.name())
+    .bind::<Timestamptz, _>(tick)
     .get_result(conn)
     .optional()
 }

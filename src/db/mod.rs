@@ -6,6 +6,7 @@
 mod adopt;
 pub mod schema;
 
+use std::sync::Once;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -93,12 +94,36 @@ pub fn use_schema(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<(
     conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
 }
 
-/// Sets the worker's schema on every connection the pool opens.
-#[derive(Debug)]
-struct SearchPath(SchemaName);
+/// How often a session running a statement checks that its client is still connected
+/// (`client_connection_check_interval`, PostgreSQL 14+). Without it the session of a killed
+/// worker runs its statement to the end and keeps holding the job's lock meanwhile.
+pub const CLIENT_CHECK_INTERVAL: &str = "2s";
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
+/// Applies this program's session settings to every new connection: pooled and direct.
+fn prepare_session(conn: &mut PgConnection) {
+    static WARNED: Once = Once::new();
+    let set = format!("SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'");
+    if let Err(e) = conn.batch_execute(&set) {
+        // Older servers and some platforms lack it: runs still work, but the session of a
+        // killed worker keeps the job's lock until its statement ends.
+        WARNED.call_once(|| {
+            tracing::warn!(
+                error = %e,
+                "the server refused client_connection_check_interval; after a worker is killed, \
+                 its job stays locked until its last statement ends (PostgreSQL 14+ on Linux \
+                 checks for vanished clients)"
+            );
+        });
+    }
+}
+
+/// The session settings and the worker's schema on every connection the pool opens.
+#[derive(Debug)]
+struct SessionSettings(SchemaName);
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        prepare_session(conn);
         use_schema(conn, &self.0).map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -112,8 +137,8 @@ pub fn build_pool(url: &str, size: u32, connect_timeout: Duration, schema: &Sche
         .min_idle(Some(0))
         .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
         .test_on_check_out(true)
+        .connection_customizer(Box::new(SessionSettings(schema.clone())))
         .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
-        .connection_customizer(Box::new(SearchPath(schema.clone())))
         .build_unchecked(ConnectionManager::new(url))
 }
 
@@ -139,7 +164,9 @@ fn unreachable(url: &str, message: &str) -> DbError {
 
 /// Opens one connection directly (not from a pool), classifying failure as unreachable.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
-    PgConnection::establish(url).map_err(|e| unreachable(url, &e.to_string()))
+    let mut conn = PgConnection::establish(url).map_err(|e| unreachable(url, &e.to_string()))?;
+    prepare_session(&mut conn);
+    Ok(conn)
 }
 
 /// Opens one connection directly, using `schema` as `search_path` (the worker's sessions).

@@ -11,7 +11,7 @@ use super::outcome::RunRequest;
 use crate::config::JobPlan;
 use crate::db::{self, DbError};
 use crate::jobs::{Ctx, JobKind, RunOpts};
-use crate::ledger::{self, Trigger};
+use crate::ledger::{self, RunStatus, Trigger};
 
 /// Marks `running` rows of every job abandoned where no live process holds the job's lock.
 pub fn sweep_abandoned(conn: &mut PgConnection) -> Result<usize, DbError> {
@@ -78,7 +78,9 @@ pub async fn catch_up_requests(
     }
 }
 
-/// A catch-up request for each tick that has no successful run since.
+/// A catch-up request for each tick that has no successful run since, unless the tick is
+/// held by a run that ended (a failed tick runs again at the next tick, not here). A tick that
+/// only has `skipped` or `abandoned` rows was missed.
 fn missed_runs(
     ctx: &Ctx,
     ticks: Vec<(JobPlan, DateTime<Utc>)>,
@@ -87,7 +89,9 @@ fn missed_runs(
     let mut conn = db::checkout(&ctx.pool, &ctx.connection_url)?;
     let mut requests = Vec::new();
     for (plan, tick) in ticks {
-        if !ledger::succeeded_since(&mut conn, plan.kind, tick)? {
+        let held_by_ended_run = ledger::tick_run(&mut conn, plan.kind, tick)?
+            .is_some_and(|run| run.status != RunStatus::Running.as_str());
+        if !held_by_ended_run && !ledger::succeeded_since(&mut conn, plan.kind, tick)? {
             tracing::info!(job.name = plan.kind.name(), missed_tick = %tick, "catching up a missed run");
             requests.push(RunRequest {
                 kind: plan.kind,

@@ -1,6 +1,7 @@
-//! Running jobs: one run with its ledger row, lock, timeout and cancellation ([`runner`]),
-//! the daemon loop that wakes at UTC cron instants ([`daemon`]), and what happens before it
-//! starts: database preparation, sweeping abandoned runs and catch-up ([`catchup`]).
+//! Running jobs: one run with its ledger row, lock, timeout and cancellation ([`runner`]; taking
+//! the job's lock and the tick's row in `claim`), the daemon loop that wakes at UTC cron
+//! instants ([`daemon`]), and what happens before it starts: database preparation, sweeping
+//! abandoned runs and catch-up ([`catchup`]).
 //!
 //! tokio-cron-scheduler is used only to wake up at each job's cron instants. Everything that
 //! must survive a crash or be shared between daemons lives in `job_runs`: at-most-once per
@@ -10,6 +11,7 @@
 //! Modules above this one take the request and result types from [`outcome`].
 
 pub mod catchup;
+mod claim;
 pub mod daemon;
 pub mod outcome;
 pub mod runner;

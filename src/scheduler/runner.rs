@@ -10,22 +10,16 @@ use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use tokio::task::{JoinError, JoinHandle};
 
+use super::claim::{Start, begin_run};
 use super::outcome::{RunOutcome, RunRequest};
 use crate::db::{self, DbError};
 use crate::jobs::{Ctx, JobError, JobKind, JobReport};
-use crate::ledger::{self, Identity, NewRun, RunStatus};
+use crate::ledger::{self, Identity, RunStatus};
 
 #[derive(QueryableByName)]
 struct BackendPid {
     #[diesel(sql_type = Integer)]
     pid: i32,
-}
-
-enum Start {
-    Run(i64),
-    DryRun,
-    Skipped(Option<i64>, String),
-    AlreadyRan,
 }
 
 /// What the job's blocking task gives back: the run's connection and the job's result.
@@ -34,7 +28,8 @@ type JobResult = (PgConnection, Result<JobReport, JobError>);
 /// Runs one job once: lock, ledger row, the job itself under its timeout, ledger update.
 ///
 /// The run gets a connection of its own (not from the pool): the advisory lock lives exactly
-/// as long as that connection, so a panicking or killed run can never leave it held.
+/// as long as that session. A killed run's session ends once the server notices its client is
+/// gone (`db::CLIENT_CHECK_INTERVAL`), and the next run waits for that (see `claim`).
 /// A dry run takes no lock, writes no ledger row and runs inside a transaction that is
 /// rolled back.
 pub async fn execute(
@@ -92,50 +87,6 @@ async fn open_run(
     })
     .await
     .map_err(|e| DbError::Migration(format!("run setup task failed: {e}")))?
-}
-
-fn begin_run(
-    conn: &mut PgConnection,
-    identity: &Identity,
-    req: &RunRequest,
-) -> Result<Start, DbError> {
-    if req.opts.dry_run {
-        return Ok(Start::DryRun);
-    }
-    let kind = req.kind;
-    let new_run = |status, error| NewRun {
-        job: kind,
-        trigger: req.trigger,
-        scheduled_for: req.scheduled_for,
-        status,
-        identity,
-        user_id: req.opts.user_id,
-        error,
-    };
-    if !ledger::try_lock(conn, kind)? {
-        let reason = match ledger::running_run(conn, kind)? {
-            Some(holder) => format!(
-                "job {} is already running: run {} ({} on {} pid {}, started {})",
-                kind.name(),
-                holder.id,
-                holder.trigger,
-                holder.host,
-                holder.pid,
-                holder.started_at.format("%Y-%m-%d %H:%M:%SZ")
-            ),
-            None => format!("job {} is locked by another process", kind.name()),
-        };
-        let id = ledger::insert_run(conn, &new_run(RunStatus::Skipped, Some(reason.clone())))?;
-        return Ok(Start::Skipped(id, reason));
-    }
-    ledger::mark_abandoned(conn, kind)?;
-    match ledger::insert_run(conn, &new_run(RunStatus::Running, None))? {
-        Some(id) => Ok(Start::Run(id)),
-        None => {
-            ledger::unlock(conn, kind)?;
-            Ok(Start::AlreadyRan)
-        }
-    }
 }
 
 /// Runs the job on a blocking thread. Past the request's timeout the job is cancelled and

@@ -20,6 +20,7 @@ mod quota_end_to_end;
 mod reliability;
 mod resets;
 mod retention;
+mod runner_trust;
 mod scheduler;
 mod schema;
 mod schema_home;
