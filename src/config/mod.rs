@@ -18,6 +18,7 @@ mod metrics;
 mod partitions;
 mod retention;
 mod secrets;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ pub use metrics::MetricsSettings;
 pub use partitions::PartitionSettings;
 pub use retention::RetentionSettings;
 pub use secrets::read_secret;
+pub use webhooks::{
+    AlertChannel, SECRET_PREFIX, SecretBytes, WEBHOOK_EVENTS, WebhookEndpoint, decode_secret,
+};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/usage-worker/config.toml";
