@@ -24,9 +24,15 @@ pub const THRESHOLD_EVENT: &str = "quota.threshold";
 /// `type` of an alert at 100 %: the quota is used up.
 pub const EXHAUSTED_EVENT: &str = "quota.exhausted";
 
-/// The event type of an alert at `threshold` percent.
-pub fn event_type(threshold: i16) -> &'static str {
-    if threshold >= 100 {
+/// The event type of an alert at `threshold` percent with `used` of `limit`: usage at or past
+/// the limit is `quota.exhausted` even when the highest threshold configured is lower, as the
+/// email then says "used all of". (webhooks_decide.sql stores the same choice.)
+pub fn event_type(
+    threshold: i16,
+    used: &bigdecimal::BigDecimal,
+    limit: &bigdecimal::BigDecimal,
+) -> &'static str {
+    if threshold >= 100 || used >= limit {
         EXHAUSTED_EVENT
     } else {
         THRESHOLD_EVENT
@@ -195,7 +201,7 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         timezone,
     };
     let envelope = Envelope {
-        event_type: event_type(facts.threshold),
+        event_type: event_type(facts.threshold, facts.used, facts.limit),
         timestamp: rfc3339(facts.decided_at),
         data: &data,
     };
@@ -347,6 +353,14 @@ mod tests {
             &[key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
         );
         assert_eq!(both, format!("{first} {second}"));
+    }
+
+    #[test]
+    fn usage_at_the_limit_is_exhausted_whatever_the_threshold() {
+        let big = |s: &str| s.parse::<bigdecimal::BigDecimal>().unwrap();
+        assert_eq!(event_type(95, &big("960"), &big("1000")), THRESHOLD_EVENT);
+        assert_eq!(event_type(95, &big("1010"), &big("1000")), EXHAUSTED_EVENT);
+        assert_eq!(event_type(100, &big("1000"), &big("1000")), EXHAUSTED_EVENT);
     }
 
     #[test]

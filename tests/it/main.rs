@@ -21,3 +21,4 @@ mod retention;
 mod scheduler;
 mod schema;
 mod service;
+mod webhooks;

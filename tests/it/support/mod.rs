@@ -15,6 +15,7 @@ pub mod books;
 pub mod daemon;
 pub mod quota;
 pub mod smtp;
+pub mod webhooks;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
