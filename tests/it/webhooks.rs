@@ -290,7 +290,7 @@ fn a_hanging_endpoint_times_out_without_delaying_the_email_or_another_endpoint()
     seed_webhook_users(&db);
     let hanging = Receiver::start(&[SECRET_A], &["hang"]);
     let healthy = Receiver::start(&[SECRET_A], &[]);
-    let timeout = 4 * SECOND;
+    let timeout = 6 * SECOND;
     let mut settings = db.settings();
     webhook_settings(
         &mut settings,
