@@ -398,6 +398,7 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
             list.join(", ")
         );
     }
+    print_webhook_outcomes(&mut conn)?;
     println!(
         "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} RESULT",
         "RUN", "JOB", "TRIGGER", "SCHEDULED FOR", "STARTED", "DURATION", "STATUS"
@@ -433,6 +434,26 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per webhook endpoint host: deliveries by status, failures by class.
+fn print_webhook_outcomes(conn: &mut diesel::PgConnection) -> Result<(), AppError> {
+    let counts = jobs::alerts::webhooks::outcome_counts(conn).map_err(DbError::from)?;
+    let mut hosts: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for c in counts.iter().flatten() {
+        let entry = hosts.entry(c.host.as_str()).or_default();
+        if c.endpoint_disabled && entry.is_empty() {
+            entry.push("DISABLED by 410 Gone".to_string());
+        }
+        entry.push(match c.class.as_str() {
+            "none" => format!("{} {}", c.status, c.n),
+            class => format!("{} {} ({class})", c.status, c.n),
+        });
+    }
+    for (host, outcomes) in hosts {
+        println!("webhooks to {host}: {}", outcomes.join(", "));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::jobs::JobKind;
 use crate::jobs::alerts::AlertStatus;
 use crate::jobs::alerts::status::StatusCount;
+use crate::jobs::alerts::webhooks::{OutcomeCount, outcome_counts};
 use crate::scheduler::outcome::RunOutcome;
 
 /// The media type of the exposition `render` produces.
@@ -57,6 +58,18 @@ struct Reason {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Status {
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookOutcome {
+    host: String,
+    status: String,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Host {
+    host: String,
 }
 
 type DurationFamily = Family<Job, Histogram, fn() -> Histogram>;
@@ -168,6 +181,8 @@ pub struct DatabaseSample {
     pub watermark_age_seconds: f64,
     /// Events set aside in `usage_quarantine`, by reason; `None` when the table does not exist.
     pub quarantined: Option<Vec<(String, i64)>>,
+    /// Webhook deliveries by endpoint host, status and error class; `None` without the table.
+    pub webhooks: Option<Vec<OutcomeCount>>,
 }
 
 impl DatabaseSample {
@@ -232,6 +247,9 @@ impl DatabaseSample {
                 family,
             );
         }
+        if let Some(webhooks) = &self.webhooks {
+            register_webhooks(registry, webhooks);
+        }
         let age = Gauge::<f64, AtomicU64>::default();
         age.set(self.watermark_age_seconds);
         registry.register(
@@ -240,6 +258,35 @@ impl DatabaseSample {
             age,
         );
     }
+}
+
+fn register_webhooks(registry: &mut Registry, counts: &[OutcomeCount]) {
+    let deliveries = Family::<WebhookOutcome, Gauge>::default();
+    let disabled = Family::<Host, Gauge>::default();
+    for count in counts {
+        deliveries
+            .get_or_create(&WebhookOutcome {
+                host: count.host.clone(),
+                status: count.status.clone(),
+                class: count.class.clone(),
+            })
+            .inc_by(count.n);
+        disabled
+            .get_or_create(&Host {
+                host: count.host.clone(),
+            })
+            .set(i64::from(count.endpoint_disabled));
+    }
+    registry.register(
+        "webhook_deliveries",
+        "Rows of webhook_deliveries by endpoint host, status and last error class (none: no error)",
+        deliveries,
+    );
+    registry.register(
+        "webhook_endpoint_disabled",
+        "1 for an endpoint disabled by 410 Gone until its configuration changes, else 0",
+        disabled,
+    );
 }
 
 #[derive(QueryableByName)]
@@ -313,6 +360,7 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
         .get_result::<Watermark>(conn)?;
 
         let quarantined = crate::jobs::quarantine::counts_by_reason(conn)?;
+        let webhooks = outcome_counts(conn)?;
 
         Ok(DatabaseSample {
             last_success,
@@ -320,6 +368,7 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
             events_unaggregated: watermark.unaggregated,
             watermark_age_seconds: watermark.age_seconds.max(0.0),
             quarantined,
+            webhooks,
         })
     })
 }

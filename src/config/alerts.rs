@@ -1,10 +1,12 @@
-//! `[alerts]`: which percentages of a limit trigger an email, and how deliveries are retried.
+//! `[alerts]`: which percentages of a limit trigger an alert, where alerts go (email,
+//! webhooks) and how deliveries are retried.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::webhooks::{self, AlertChannel, WebhookEndpoint};
 use super::{ConfigError, HumanDuration};
 
 /// A percentage of a limit, 1 to 100; 100 means "used up".
@@ -59,6 +61,10 @@ pub struct AlertSettings {
     pub lease: HumanDuration,
     /// Alerts claimed per batch.
     pub batch_size: u32,
+    /// Where alerts go; unset: `email`, plus `webhook` when an endpoint is configured.
+    pub channels: Option<Vec<AlertChannel>>,
+    /// Endpoints that receive every alert as a signed request (`[[alerts.webhooks]]`).
+    pub webhooks: Vec<WebhookEndpoint>,
 }
 
 impl Default for AlertSettings {
@@ -71,13 +77,24 @@ impl Default for AlertSettings {
             backoff_max: HumanDuration(Duration::from_secs(3_600)),
             lease: HumanDuration(Duration::from_secs(15 * 60)),
             batch_size: 200,
+            channels: None,
+            webhooks: Vec::new(),
         }
     }
 }
 
 impl AlertSettings {
+    /// Whether alerts go out through `channel` (see [`AlertSettings::channels`]).
+    pub fn uses(&self, channel: AlertChannel) -> bool {
+        match &self.channels {
+            Some(channels) => channels.contains(&channel),
+            None => channel == AlertChannel::Email || !self.webhooks.is_empty(),
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_thresholds()?;
+        webhooks::validate(&self.webhooks, self.channels.as_deref())?;
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(ConfigError::invalid(
                 "alerts.max_attempts",

@@ -19,6 +19,7 @@ mod partitions;
 mod retention;
 mod schema_name;
 mod secrets;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ pub use partitions::PartitionSettings;
 pub use retention::RetentionSettings;
 pub use schema_name::SchemaName;
 pub use secrets::read_secret;
+pub use webhooks::{
+    AlertChannel, SECRET_PREFIX, SecretBytes, WEBHOOK_EVENTS, WebhookEndpoint, decode_secret,
+};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/usage-worker/config.toml";

@@ -49,6 +49,7 @@ diesel::table! {
         id -> Int8,
         name -> Text,
         created_at -> Timestamptz,
+        alert_thresholds -> Nullable<Array<Nullable<Int2>>>,
     }
 }
 
@@ -213,9 +214,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        alert_id -> Int8,
+        endpoint_id -> Int8,
+        event_type -> Text,
+        webhook_id -> Text,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        last_status_code -> Nullable<Int2>,
+        error_class -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Int8,
+        endpoint_key -> Text,
+        host -> Text,
+        config_hash -> Text,
+        disabled_at -> Nullable<Timestamptz>,
+        disabled_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(plan_limits -> plans (plan_id));
 diesel::joinable!(quota_alerts -> users (user_id));
 diesel::joinable!(users -> plans (plan_id));
+diesel::joinable!(webhook_deliveries -> quota_alerts (alert_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     aggregation_watermark,
@@ -231,4 +267,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_periods,
     usage_quarantine,
     users,
+    webhook_deliveries,
+    webhook_endpoints,
 );

@@ -4,6 +4,7 @@
 //! with a lease, sends them through `ctx.mailer`, and records the result. A failed send is
 //! retried with exponential backoff until it is sent, fails for good or expires; a crash
 //! between send and commit leads to at most one more delivery, with the same Message-ID.
+//! Webhook endpoints get the same alerts through the same outbox (`webhooks`), after the emails.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use diesel::sql_types::{
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
-use crate::config::Settings;
+use crate::config::{AlertChannel, Settings};
 use crate::db::Count;
 use crate::format;
 use crate::mail::content::{AlertFacts, alert_content};
@@ -27,6 +28,7 @@ use crate::redact::{mask_addresses, mask_email};
 
 pub mod message_id;
 pub mod status;
+pub mod webhooks;
 
 pub use message_id::alert_message_id;
 pub use status::AlertStatus;
@@ -147,15 +149,19 @@ where
 }
 
 /// The deciding step alone: records every alert usage calls for at `now` (for one user, or
-/// everyone); returns how many rows were inserted per status.
+/// everyone), with its webhook deliveries in the same transaction; returns how many alerts
+/// were inserted per status.
 pub fn decide(
     ctx: &Ctx,
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     user_id: Option<i64>,
 ) -> Result<BTreeMap<AlertStatus, i64>, JobError> {
-    let decided: Vec<StatusCount> = load_after_candidates(ctx, conn, DECIDE_SQL, now, user_id)?;
-    Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
+    conn.transaction(|conn| {
+        let decided: Vec<StatusCount> = load_after_candidates(ctx, conn, DECIDE_SQL, now, user_id)?;
+        webhooks::decide(ctx, conn, now, user_id)?;
+        Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
+    })
 }
 
 /// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds,
@@ -192,7 +198,8 @@ pub fn run(
     let suppressed_later = retired.len() - expired;
 
     let mut delivery = Delivery::default();
-    loop {
+    // Emails first: a slow webhook endpoint never holds them up.
+    while ctx.settings.alerts.uses(AlertChannel::Email) {
         opts.cancel.check()?;
         let batch: Vec<ClaimedAlert> = diesel::sql_query(CLAIM_SQL)
             .bind::<Timestamptz, _>(now)
@@ -205,10 +212,11 @@ pub fn run(
         }
         deliver_batch(ctx, conn, &templates, now, &batch, &mut delivery)?;
     }
+    let hooks = webhooks::deliver(ctx, conn, now, opts)?;
 
     let decided_as = |status| decided.get(&status).copied().unwrap_or(0);
     let summary = format!(
-        "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {})",
+        "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {}); {}",
         decided.values().sum::<i64>(),
         decided_as(AlertStatus::Pending),
         decided_as(AlertStatus::Superseded),
@@ -218,6 +226,7 @@ pub fn run(
         delivery.failed,
         expired,
         ctx.mailer.transport(),
+        hooks.summary(),
     );
     Ok(JobReport::new(
         summary,
@@ -229,6 +238,7 @@ pub fn run(
             "retrying": delivery.retrying,
             "failed": delivery.failed,
             "transport": ctx.mailer.transport(),
+            "webhooks": hooks.details(),
         }),
     ))
 }
@@ -456,13 +466,16 @@ fn preview(
         .iter()
         .filter(|c| c.status == AlertStatus::Pending)
         .count();
+    let (hook_lines, hooks_due) = webhooks::preview(ctx, conn, now, &candidates, user_id)?;
+    let would_post = hook_lines.len();
+    lines.extend(hook_lines);
     Ok(JobReport::new(
         format!(
-            "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {})",
+            "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {}); would send {would_post} webhook(s), {hooks_due} recorded webhook(s) due",
             candidates.len() - would_email,
             due.n,
             ctx.mailer.transport()
         ),
-        json!({ "lines": lines, "would_email": would_email, "due": due.n }),
+        json!({ "lines": lines, "would_email": would_email, "due": due.n, "would_post": would_post, "webhooks_due": hooks_due }),
     ))
 }

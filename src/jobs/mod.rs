@@ -24,6 +24,7 @@ use crate::config::Settings;
 use crate::db::{DbError, DbPool};
 pub use crate::job_kind::JobKind;
 use crate::mail::Mailer;
+use crate::mail::webhook::WebhookTransport;
 
 impl JobKind {
     /// Runs the job once for the instant `now`.
@@ -46,7 +47,7 @@ impl JobKind {
     }
 }
 
-/// What every job may use: settings, the pool and the mailer. No globals.
+/// What every job may use: settings, the pool, the mailer and the webhook transport. No globals.
 pub struct Ctx {
     pub settings: Arc<Settings>,
     pub pool: DbPool,
@@ -54,6 +55,8 @@ pub struct Ctx {
     pub connection_url: String,
     /// Where alert emails go (`mail.transport`).
     pub mailer: Arc<dyn Mailer>,
+    /// How alert webhooks are sent (`[[alerts.webhooks]]`); HTTP unless a test replaces it.
+    pub webhooks: Arc<dyn WebhookTransport>,
 }
 
 impl Ctx {
@@ -80,6 +83,7 @@ impl Ctx {
             pool,
             connection_url,
             mailer,
+            webhooks: crate::mail::webhook::http_transport(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod content;
 pub mod smtp;
 pub mod templates;
 mod transports;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::SystemTime;

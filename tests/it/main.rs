@@ -25,3 +25,4 @@ mod scheduler;
 mod schema;
 mod schema_home;
 mod service;
+mod webhooks;

@@ -1,6 +1,7 @@
 -- The alerts usage calls for right now: every open period of a user whose plan limits the
 -- metric (no plan_limits row = unlimited = never an alert), joined to each configured
--- threshold its usage has reached. One set-based pass over the open periods.
+-- threshold its usage has reached: the plan's alert_thresholds, or alerts.thresholds when the
+-- plan has none. One set-based pass over the open periods.
 --
 -- When several thresholds are reached, every one but the highest is `superseded`: only the
 -- highest is sent. Users who turned alerts off get `suppressed` rows (a record, no email).
@@ -14,7 +15,7 @@ SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
             WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
             ELSE 'pending' END AS status
   FROM (SELECT up.user_id, lim.metric, up.period, lim.kind, up.period_start, up.period_end,
-               lim.max_value, u.alerts_enabled,
+               lim.max_value, u.alerts_enabled, p.alert_thresholds,
                CASE WHEN lim.kind = '' THEN
                         CASE lim.metric WHEN 'requests' THEN up.requests::numeric
                                         WHEN 'messages' THEN up.messages::numeric
@@ -29,6 +30,7 @@ SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
                END AS used
           FROM usage_periods up
           JOIN users u ON u.id = up.user_id
+          JOIN plans p ON p.id = u.plan_id
           JOIN plan_limits lim ON lim.plan_id = u.plan_id AND lim.period = up.period
           LEFT JOIN usage_period_kind_totals k
                  ON lim.kind <> '' AND k.user_id = up.user_id AND k.period = up.period
@@ -38,7 +40,7 @@ SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
            AND up.period_start <= $1
            -- An open period that ended long ago (its reset has not run) would only expire.
            AND up.period_end > $1 - make_interval(secs => $3)) l
- CROSS JOIN unnest($2::int[]) AS t (threshold)
+ CROSS JOIN unnest(COALESCE(l.alert_thresholds::int[], $2::int[])) AS t (threshold)
  WHERE l.used > 0
    AND l.used * 100 >= l.max_value * t.threshold
 WINDOW alert_key AS (PARTITION BY l.user_id, l.metric, l.period, l.kind, l.period_start)

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod quota;
 pub mod roles;
 pub mod smtp;
+pub mod webhooks;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -1,0 +1,83 @@
+//! What the webhook channel would do and has done: the dry run's lines, and deliveries by
+//! endpoint host, status and error class for `--status` and `/metrics`.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
+
+use super::targets;
+use crate::jobs::alerts::{AlertStatus, Preview};
+use crate::jobs::{Ctx, JobError};
+use crate::mail::webhook;
+
+/// `--dry-run`: the deliveries the alerts to be decided would make, one line each, and how
+/// many recorded ones are due.
+pub(in crate::jobs::alerts) fn preview(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    candidates: &[Preview],
+    user_id: Option<i64>,
+) -> Result<(Vec<String>, i64), JobError> {
+    let targets = targets(ctx)?;
+    let mut lines = Vec::new();
+    for c in candidates
+        .iter()
+        .filter(|c| c.status == AlertStatus::Pending)
+    {
+        let event = webhook::event_type(c.threshold, &c.used_value, &c.limit_value);
+        for target in targets.iter().filter(|t| t.endpoint.wants(event)) {
+            lines.push(format!(
+                "webhook to {}: would send {event} for user {} ({}% of {} {})",
+                target.host, c.user_id, c.threshold, c.period, c.metric
+            ));
+        }
+    }
+    let due: crate::db::Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM webhook_deliveries d JOIN quota_alerts a ON a.id = d.alert_id
+          WHERE ((d.status = 'pending' AND d.next_attempt_at <= $1)
+                 OR (d.status = 'sending' AND d.leased_until <= $1))
+            AND ($2::bigint IS NULL OR a.user_id = $2)",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<Nullable<BigInt>, _>(user_id)
+    .get_result(conn)?;
+    Ok((lines, due.n))
+}
+
+/// Deliveries by endpoint host, status and error class (`--status`, `/metrics`).
+#[derive(QueryableByName, Debug, Clone)]
+pub struct OutcomeCount {
+    #[diesel(sql_type = Text)]
+    pub host: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// The last error's class; `none` for a delivered one, or one that met no error.
+    #[diesel(sql_type = Text)]
+    pub class: String,
+    #[diesel(sql_type = Bool)]
+    pub endpoint_disabled: bool,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// The counts, or `None` when the tables do not exist (an older schema).
+pub fn outcome_counts(conn: &mut PgConnection) -> QueryResult<Option<Vec<OutcomeCount>>> {
+    let exists: crate::db::Flag =
+        diesel::sql_query("SELECT to_regclass('webhook_deliveries') IS NOT NULL AS value")
+            .get_result(conn)?;
+    if !exists.value {
+        return Ok(None);
+    }
+    diesel::sql_query(
+        "SELECT e.host, d.status,
+                CASE WHEN d.status = 'delivered' THEN 'none'
+                     ELSE COALESCE(d.error_class, 'none') END AS class,
+                e.disabled_at IS NOT NULL AS endpoint_disabled, count(*) AS n
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3",
+    )
+    .load(conn)
+    .map(Some)
+}

@@ -1,0 +1,21 @@
+-- One delivery per endpoint for each alert to be sent that this run decided (it runs in the
+-- deciding transaction, so no alert is ever recorded without its deliveries). Superseded and
+-- suppressed alerts get none. The webhook-id is stable: msg_<alert id>_<endpoint key>.
+-- Usage at or past the limit (a threshold of 100, or a lower one reached in a jump past 100 %)
+-- is `quota.exhausted`, as mail::webhook::event_type says; anything lower `quota.threshold`.
+-- Each endpoint receives the types it subscribed to.
+-- $1 now, $2 endpoint ids (bigint[]), $3 endpoint keys (text[]), $4 wants quota.threshold
+-- (bool[]), $5 wants quota.exhausted (bool[]), $6 one user id or NULL for everyone.
+INSERT INTO webhook_deliveries (alert_id, endpoint_id, event_type, webhook_id, next_attempt_at)
+SELECT a.id, e.id, t.event_type, 'msg_' || a.id || '_' || e.endpoint_key, $1
+  FROM quota_alerts a
+ CROSS JOIN LATERAL (SELECT CASE WHEN a.threshold >= 100 OR a.used_value >= a.limit_value
+                                 THEN 'quota.exhausted'
+                                 ELSE 'quota.threshold' END AS event_type) t
+  JOIN unnest($2::bigint[], $3::text[], $4::boolean[], $5::boolean[])
+       AS e (id, endpoint_key, wants_threshold, wants_exhausted)
+    ON CASE t.event_type WHEN 'quota.exhausted' THEN e.wants_exhausted ELSE e.wants_threshold END
+ WHERE a.decided_at = $1
+   AND a.status = 'pending'
+   AND ($6::bigint IS NULL OR a.user_id = $6)
+ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING
