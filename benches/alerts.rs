@@ -8,7 +8,7 @@
 //! - `deliver_smtp`: the job delivering every decided alert to an SMTP sink on 127.0.0.1.
 //!
 //! `cargo bench --bench alerts` (USERS=20000 for a quick look; POOL_SIZE sets
-//! mail.smtp.pool_size, default 4).
+//! mail.smtp.pool_size, default the setting's default).
 
 #[path = "../tests/it/support/smtp.rs"]
 mod smtp;
@@ -85,7 +85,9 @@ fn main() {
     settings.mail.smtp.tls = SmtpTls::None;
     settings.mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
     settings.mail.from = "usage@example.com".into();
-    settings.mail.smtp.pool_size = u32::try_from(env_number("POOL_SIZE", 4)).unwrap_or(4);
+    let default_pool = settings.mail.smtp.pool_size;
+    settings.mail.smtp.pool_size =
+        u32::try_from(env_number("POOL_SIZE", i64::from(default_pool))).unwrap_or(default_pool);
     let ctx = Ctx::new(Arc::new(settings), url.clone());
 
     // Each timed attempt runs in a transaction that is rolled back, so all see the same data.

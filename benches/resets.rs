@@ -6,6 +6,8 @@
 //!    statement batch, on identical copies of the database in the same run.
 //! 2. `quota_status_latency`: `quota_status(user_id)` for random users of USERS, each with 24
 //!    closed monthly periods, 14 closed daily periods and the open ones: p50 / p99 / max.
+//! 3. `quota_status_search_path`: the same calls with a search_path pinned on the function
+//!    (`SET search_path = <schema>, pg_temp`) and without, in alternating blocks.
 //!
 //! `cargo bench --bench resets` (USERS=20000 for a quick look; SCENARIO=rollover or status for
 //! one of the two).
@@ -209,35 +211,111 @@ fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     let load_s = load.elapsed().as_secs_f64();
     let rows: i64 = count(&mut conn, "SELECT count(*) AS n FROM usage_periods");
 
-    let at: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().expect("instant");
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut samples = Vec::with_capacity(STATUS_CALLS);
+    let mut calls = StatusCalls::new(users);
     // Warm the caches the way a running system has them.
-    for _ in 0..500 {
-        status(&mut conn, 1 + (next(&mut seed) % users as u64) as i64, at);
-    }
-    for _ in 0..STATUS_CALLS {
-        let user = 1 + (next(&mut seed) % users as u64) as i64;
-        let start = Instant::now();
-        let n = status(&mut conn, user, at);
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(n, 12, "user {user}");
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    calls.sample(&mut conn, 500);
+    let samples = calls.sample(&mut conn, STATUS_CALLS);
+    let setup = json!({ "users": users, "period_rows": rows, "load_s": round(load_s),
+                        "measured": "client round trip over a Unix socket" });
     println!(
         "{}",
         json!({
             "scenario": "quota_status_latency",
             "calls": STATUS_CALLS,
-            "p50_ms": round(pct(0.50)),
-            "p99_ms": round(pct(0.99)),
-            "max_ms": round(pct(1.0)),
+            "search_path": function_search_path(&mut conn),
+            "latency_ms": percentiles(samples),
             "target_p99_ms": "< 1",
-            "setup": { "users": users, "period_rows": rows, "load_s": round(load_s),
-                       "measured": "client round trip over a Unix socket" },
+            "setup": setup,
         })
     );
+
+    // The cost of a search_path pinned on the function (SET clause): blocks of calls with and
+    // without it alternate, so both see the same load on the machine.
+    let (mut pinned, mut unpinned) = (Vec::new(), Vec::new());
+    for block in 0..10 {
+        let pin = block % 2 == 0;
+        conn.batch_execute(if pin {
+            PIN_SEARCH_PATH
+        } else {
+            UNPIN_SEARCH_PATH
+        })
+        .expect("alter quota_status");
+        // The first calls after ALTER FUNCTION plan the function's statements again.
+        calls.sample(&mut conn, 50);
+        let block_samples = calls.sample(&mut conn, STATUS_CALLS / 10);
+        if pin { &mut pinned } else { &mut unpinned }.extend(block_samples);
+    }
+    println!(
+        "{}",
+        json!({
+            "scenario": "quota_status_search_path",
+            "calls_each": pinned.len(),
+            "pinned_ms": percentiles(pinned),
+            "unpinned_ms": percentiles(unpinned),
+            "setup": setup,
+        })
+    );
+}
+
+const PIN_SEARCH_PATH: &str = "DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION quota_status(bigint, timestamptz) SET search_path = %I, pg_temp',
+                   current_schema());
+END $$";
+const UNPIN_SEARCH_PATH: &str =
+    "ALTER FUNCTION quota_status(bigint, timestamptz) RESET search_path";
+
+/// quota_status calls for reproducible random users, each checked for its 12 rows.
+struct StatusCalls {
+    users: i64,
+    seed: u64,
+    at: DateTime<Utc>,
+}
+
+impl StatusCalls {
+    fn new(users: i64) -> StatusCalls {
+        StatusCalls {
+            users,
+            seed: 0x9E37_79B9_7F4A_7C15,
+            at: "2026-11-23T12:00:00Z".parse().expect("instant"),
+        }
+    }
+
+    /// Milliseconds per call, of `n` calls.
+    fn sample(&mut self, conn: &mut PgConnection, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                let user = 1 + (next(&mut self.seed) % self.users as u64) as i64;
+                let start = Instant::now();
+                let rows = status(conn, user, self.at);
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                assert_eq!(rows, 12, "user {user}");
+                ms
+            })
+            .collect()
+    }
+}
+
+fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    json!({ "p50": round(pct(0.50)), "p99": round(pct(0.99)), "max": round(pct(1.0)) })
+}
+
+#[derive(QueryableByName)]
+struct Config {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    config: String,
+}
+
+/// The search_path pinned on quota_status, or "none".
+fn function_search_path(conn: &mut PgConnection) -> String {
+    diesel::sql_query(
+        "SELECT COALESCE((SELECT c FROM unnest(proconfig) c WHERE c LIKE 'search_path=%'), 'none') AS config
+           FROM pg_proc WHERE oid = 'quota_status(bigint, timestamptz)'::regprocedure",
+    )
+    .get_result::<Config>(conn)
+    .expect("quota_status settings")
+    .config
 }
 
 #[derive(QueryableByName)]

@@ -141,7 +141,9 @@ pub struct SmtpSettings {
     pub password_file: Option<PathBuf>,
     /// Limit for connecting and for each SMTP command.
     pub timeout: HumanDuration,
-    /// Pooled connections, and so the number of messages sent at once.
+    /// Pooled connections, and so the number of messages sent at once. lettre's client leaves
+    /// Nagle's algorithm on, which costs each message one delayed ACK (about 40 ms): throughput
+    /// comes from connections in parallel.
     pub pool_size: u32,
 }
 
@@ -155,7 +157,7 @@ impl Default for SmtpSettings {
             password: None,
             password_file: None,
             timeout: HumanDuration(Duration::from_secs(30)),
-            pool_size: 4,
+            pool_size: 16,
         }
     }
 }

@@ -27,6 +27,7 @@ const DUE_SQL: &str = include_str!("sql/reset_due.sql");
 const RAW_SQL: &str = include_str!("sql/reset_raw.sql");
 const DRIFT_SQL: &str = include_str!("sql/reset_drift.sql");
 const APPLY_SQL: &str = include_str!("sql/reset_apply.sql");
+const CLOSE_SQL: &str = include_str!("sql/reset_close.sql");
 const SUCCESSORS_SQL: &str = include_str!("sql/reset_successors.sql");
 
 /// The kind of quota period a reset job closes.
@@ -105,11 +106,13 @@ fn reset_once(
 /// above it is added later by aggregate, into whichever period contains it.
 fn lock_out_aggregation(conn: &mut PgConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT xid::text FROM aggregation_watermark FOR SHARE").execute(conn)?;
-    // JIT compiling these short set-based statements costs more than running them. The
+    // JIT compiling these short set-based statements costs more than running them; with the
+    // default 4 MB a batch's sums and joins spill to disk (64 MB, as aggregate uses). The
     // temporary tables of a previous batch are dropped (they survive when an outer
     // transaction, such as a dry run, is still open).
     conn.batch_execute(
         "SET LOCAL jit = off;
+         SET LOCAL work_mem = '64MB';
          DROP TABLE IF EXISTS usage_closing, usage_closing_raw;",
     )
 }
@@ -159,20 +162,28 @@ fn close_batch(
         return Ok(None);
     }
     conn.batch_execute("ANALYZE usage_closing")?;
-    // Each distinct zone name is checked once, not once per user.
+    // Each distinct zone name is checked once, not once per user (MATERIALIZED: inlined, the
+    // planner moves the check onto every row of users).
     let unknown_zones: Vec<UnknownZone> = diesel::sql_query(
-        "WITH zones AS (SELECT DISTINCT u.timezone FROM usage_closing c
-                          JOIN users u ON u.id = c.user_id)
+        "WITH zones AS MATERIALIZED (SELECT DISTINCT u.timezone FROM usage_closing c
+                                       JOIN users u ON u.id = c.user_id),
+              unknown AS MATERIALIZED (SELECT timezone FROM zones
+                                        WHERE NOT usage_timezone_is_valid(timezone))
          SELECT DISTINCT c.user_id FROM usage_closing c JOIN users u ON u.id = c.user_id
-          WHERE u.timezone IN (SELECT timezone FROM zones
-                                WHERE NOT usage_timezone_is_valid(timezone))
+          WHERE u.timezone IN (SELECT timezone FROM unknown)
           ORDER BY 1",
     )
     .load(conn)?;
     diesel::sql_query(RAW_SQL).execute(conn)?;
     conn.batch_execute("ANALYZE usage_closing_raw")?;
     let drift: Vec<Drift> = diesel::sql_query(DRIFT_SQL).load(conn)?;
-    diesel::sql_query(APPLY_SQL)
+    // Without drift the recorded totals are already the raw ones: only the status changes.
+    let close = if drift.is_empty() {
+        CLOSE_SQL
+    } else {
+        APPLY_SQL
+    };
+    diesel::sql_query(close)
         .bind::<Timestamptz, _>(now)
         .execute(conn)?;
     let opened = diesel::sql_query(SUCCESSORS_SQL).execute(conn)?;

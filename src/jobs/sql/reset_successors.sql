@@ -13,7 +13,8 @@ WITH ended AS (
      WHERE c.close_reason = 'rollover'
        AND EXISTS (SELECT 1 FROM usage_closing_raw r
                     WHERE r.user_id = c.user_id AND r.period = c.period AND r.period_start = c.period_start)
-), boundaries AS (
+), boundaries AS MATERIALIZED (
+    -- MATERIALIZED: inlined, the planner calls usage_period_bounds once per user instead.
     SELECT g.zone_key, g.anchor_key, g.period, g.period_end, b.period_end AS next_end
       FROM (SELECT DISTINCT zone_key, anchor_key, period, period_end FROM ended) g
      CROSS JOIN LATERAL usage_period_bounds(g.zone_key, NULLIF(g.anchor_key, 0)::int, g.period, g.period_end) b
