@@ -108,8 +108,8 @@ $$;
 --    near the batch with one window over both (no probe per row): inside the period that
 --    contains its first event; or in a new period, the natural one trimmed by its
 --    neighbours; or, when a boundary cuts the span, by the exact per-event path.
--- 4. The grouped totals go into usage_periods (opening the new ones with their totals) and
---    usage_period_kind_totals, one upsert each.
+-- 4. The span totals go into usage_periods (new periods inserted with them) and the
+--    grouped ones into usage_period_kind_totals.
 -- JIT is off: compiling these short statements costs more than running them.
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
 LANGUAGE plpgsql SET jit = off AS $$
@@ -117,7 +117,7 @@ DECLARE
     opened bigint := 0;
 BEGIN
     DROP TABLE IF EXISTS usage_batch_users, usage_batch_days, usage_batch_natural,
-                         usage_batch_placed, usage_batch_exact, usage_batch_located;
+                         usage_batch_placed, usage_batch_exact;
     -- Each zone name is checked once (the check is a subtransaction), not once per user.
     CREATE TEMP TABLE usage_batch_users ON COMMIT DROP AS
     WITH batch_users AS (
@@ -152,10 +152,13 @@ BEGIN
                                             usage_local_midnight(k.day, k.zone)) b;
     ANALYZE usage_batch_natural;
 
+    -- A span: a user's events of one natural period, with their totals.
     CREATE TEMP TABLE usage_batch_placed ON COMMIT DROP AS
     WITH spans AS (
         SELECT d.user_id, n.period, n.period_start AS natural_start, n.period_end AS natural_end,
-               min(d.first_at) AS first_at, max(d.last_at) AS last_at
+               min(d.first_at) AS first_at, max(d.last_at) AS last_at,
+               sum(d.requests) AS requests, sum(d.messages) AS messages, sum(d.tokens) AS tokens,
+               sum(d.bytes) AS bytes, sum(d.cost) AS cost
           FROM usage_batch_days d
           JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
          GROUP BY 1, 2, 3, 4
@@ -165,20 +168,22 @@ BEGIN
                max(GREATEST(natural_end, last_at)) AS high
           FROM spans GROUP BY 1, 2
     ), merged AS (
-        SELECT up.user_id, up.period, up.period_start AS at, 0 AS ord, up.period_start, up.period_end,
-               NULL::timestamptz AS natural_start, NULL::timestamptz AS natural_end,
-               NULL::timestamptz AS first_at, NULL::timestamptz AS last_at
+        SELECT up.user_id, up.period, up.period_start AS at, 0 AS ord, up.period_start,
+               up.period_end, NULL::timestamptz AS natural_start, NULL::timestamptz AS natural_end,
+               NULL::timestamptz AS first_at, NULL::timestamptz AS last_at,
+               NULL::numeric AS requests, NULL::numeric AS messages, NULL::numeric AS tokens,
+               NULL::numeric AS bytes, NULL::numeric AS cost
           FROM reach r
           JOIN usage_periods up ON up.user_id = r.user_id AND up.period = r.period
            AND up.period_start >= r.low AND up.period_start <= r.high
         UNION ALL
-        SELECT user_id, period, first_at, 1, NULL, NULL, natural_start, natural_end, first_at, last_at
+        SELECT user_id, period, first_at, 1, NULL, NULL, natural_start, natural_end, first_at,
+               last_at, requests, messages, tokens, bytes, cost
           FROM spans
     ), framed AS (
         -- Periods never overlap, so the greatest start and end before a span are those of
         -- the period that starts last before it.
-        SELECT m.user_id, m.period, m.ord, m.natural_start, m.natural_end, m.first_at, m.last_at,
-               max(m.period_start) OVER before AS prev_start,
+        SELECT m.*, max(m.period_start) OVER before AS prev_start,
                max(m.period_end) OVER before AS prev_end,
                min(m.period_start) OVER after AS next_start
           FROM merged m
@@ -197,42 +202,51 @@ BEGIN
                 WHEN t.first_at >= t.open_start AND t.last_at < t.open_end THEN 'open'
                 ELSE 'exact' END AS placement,
            CASE WHEN t.prev_end > t.first_at THEN t.prev_start ELSE t.open_start END AS period_start,
-           CASE WHEN t.prev_end > t.first_at THEN t.prev_end ELSE t.open_end END AS period_end
+           CASE WHEN t.prev_end > t.first_at THEN t.prev_end ELSE t.open_end END AS period_end,
+           t.requests, t.messages, t.tokens, t.bytes, t.cost
       FROM trimmed t;
     ANALYZE usage_batch_placed;
 
-    CREATE TEMP TABLE usage_batch_located ON COMMIT DROP AS
-    SELECT d.user_id, p.period, p.period_start, p.period_end, d.kind,
-           sum(d.requests) AS requests, sum(d.messages) AS messages, sum(d.tokens) AS tokens,
-           sum(d.bytes) AS bytes, sum(d.cost) AS cost
+    -- New periods are inserted with their totals (one write per row). The ranges of new
+    -- periods are disjoint and clear of every existing one: a conflict here would be a
+    -- miscount, so it fails the transaction instead of being absorbed.
+    INSERT INTO usage_periods (user_id, period, period_start, period_end, requests, messages,
+                               tokens, bytes, cost)
+    SELECT user_id, period, period_start, period_end, requests, messages, tokens, bytes, cost
+      FROM usage_batch_placed
+     WHERE placement = 'open';
+    GET DIAGNOSTICS opened = ROW_COUNT;
+    UPDATE usage_periods up
+       SET requests = up.requests + s.requests,
+           messages = up.messages + s.messages,
+           tokens   = up.tokens + s.tokens,
+           bytes    = up.bytes + s.bytes,
+           cost     = up.cost + s.cost
+      FROM (SELECT user_id, period, period_start, sum(requests) AS requests, sum(messages) AS messages,
+                   sum(tokens) AS tokens, sum(bytes) AS bytes, sum(cost) AS cost
+              FROM usage_batch_placed WHERE placement = 'located' GROUP BY 1, 2, 3) s
+     WHERE up.user_id = s.user_id AND up.period = s.period AND up.period_start = s.period_start;
+
+    -- Per-kind totals: a day span of a new period is one row per kind as grouped; months and
+    -- existing periods are summed and added.
+    INSERT INTO usage_period_kind_totals
+           (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, 'day', p.period_start, d.kind, d.requests, d.messages, d.tokens, d.bytes, d.cost
+      FROM usage_batch_days d
+      JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
+       AND n.period = 'day'
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.period = 'day'
+       AND p.natural_start = n.period_start AND p.placement = 'open';
+    INSERT INTO usage_period_kind_totals AS t
+           (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, p.period, p.period_start, d.kind, sum(d.requests), sum(d.messages),
+           sum(d.tokens), sum(d.bytes), sum(d.cost)
       FROM usage_batch_days d
       JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
       JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.period = n.period
-       AND p.natural_start = n.period_start AND p.placement <> 'exact'
-     GROUP BY 1, 2, 3, 4, 5;
-
-    -- New periods are inserted with their totals: one write per period row.
-    WITH upserted AS (
-        INSERT INTO usage_periods AS up
-               (user_id, period, period_start, period_end, requests, messages, tokens, bytes, cost)
-        SELECT user_id, period, period_start, max(period_end), sum(requests), sum(messages),
-               sum(tokens), sum(bytes), sum(cost)
-          FROM usage_batch_located
-         GROUP BY 1, 2, 3
-        ON CONFLICT (user_id, period, period_start) DO UPDATE
-           SET requests = up.requests + EXCLUDED.requests,
-               messages = up.messages + EXCLUDED.messages,
-               tokens   = up.tokens + EXCLUDED.tokens,
-               bytes    = up.bytes + EXCLUDED.bytes,
-               cost     = up.cost + EXCLUDED.cost
-        RETURNING (xmax = 0) AS inserted
-    )
-    SELECT count(*) FILTER (WHERE inserted) INTO opened FROM upserted;
-
-    INSERT INTO usage_period_kind_totals AS t
-           (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
-    SELECT user_id, period, period_start, kind, requests, messages, tokens, bytes, cost
-      FROM usage_batch_located
+       AND p.natural_start = n.period_start
+       AND (p.placement = 'located' OR p.placement = 'open' AND p.period = 'month')
+     GROUP BY 1, 2, 3, 4
     ON CONFLICT (user_id, period, period_start, kind) DO UPDATE
        SET requests = t.requests + EXCLUDED.requests,
            messages = t.messages + EXCLUDED.messages,
@@ -254,7 +268,7 @@ BEGIN
     END IF;
 
     DROP TABLE IF EXISTS usage_batch_users, usage_batch_days, usage_batch_natural,
-                         usage_batch_placed, usage_batch_exact, usage_batch_located;
+                         usage_batch_placed, usage_batch_exact;
     RETURN opened;
 END;
 $$;
