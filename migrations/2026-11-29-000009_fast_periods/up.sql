@@ -102,8 +102,8 @@ $$;
 -- none contains an event; returns the number of period rows opened.
 --
 -- 1. The batch is grouped by (user, local day, kind): one pass over the events.
--- 2. usage_period_bounds runs once per distinct (zone, anchor, period kind, local day): the
---    natural period of each local day.
+-- 2. The natural period of each local day comes from usage_period_dates and
+--    usage_local_midnight, once per distinct (zone, anchor, local day) and (zone, date).
 -- 3. A span — a user's events in one natural period — is placed among the user's periods
 --    near the batch with one window over both (no probe per row): inside the period that
 --    contains its first event; or in a new period, the natural one trimmed by its
@@ -143,13 +143,30 @@ BEGIN
      GROUP BY 1, 2, 3, 4, 5;
     ANALYZE usage_batch_days;
 
-    -- The natural day and month period of each local day, by zone and anchor.
+    -- The natural day and month period of each local day, by zone and anchor: the bounds
+    -- usage_period_bounds gives for the day's first instant, computed once per distinct
+    -- (zone, anchor, day) from the same parts, the zone being checked already.
     CREATE TEMP TABLE usage_batch_natural ON COMMIT DROP AS
-    SELECT k.zone, k.anchor, k.day, p.period, b.period_start, b.period_end
-      FROM (SELECT DISTINCT zone, anchor, day FROM usage_batch_days) k
-     CROSS JOIN (VALUES ('day'), ('month')) AS p (period)
-     CROSS JOIN LATERAL usage_period_bounds(k.zone, k.anchor, p.period,
-                                            usage_local_midnight(k.day, k.zone)) b;
+    WITH days AS (
+        SELECT DISTINCT zone, anchor, day FROM usage_batch_days
+    ), months AS (
+        SELECT k.zone, k.anchor, k.day, m.start_date, m.end_date
+          FROM days k
+         CROSS JOIN LATERAL usage_period_dates(k.day, k.anchor, 'month') m
+    ), midnights AS (
+        SELECT x.zone, x.day, usage_local_midnight(x.day, x.zone) AS at
+          FROM (SELECT zone, day FROM days UNION SELECT zone, day + 1 FROM days
+                UNION SELECT zone, start_date FROM months UNION SELECT zone, end_date FROM months) x
+    )
+    SELECT k.zone, k.anchor, k.day, 'day' AS period, s.at AS period_start, e.at AS period_end
+      FROM days k
+      JOIN midnights s ON s.zone = k.zone AND s.day = k.day
+      JOIN midnights e ON e.zone = k.zone AND e.day = k.day + 1
+    UNION ALL
+    SELECT m.zone, m.anchor, m.day, 'month', s.at, e.at
+      FROM months m
+      JOIN midnights s ON s.zone = m.zone AND s.day = m.start_date
+      JOIN midnights e ON e.zone = m.zone AND e.day = m.end_date;
     ANALYZE usage_batch_natural;
 
     -- A span: a user's events of one natural period, with their totals.
@@ -188,8 +205,10 @@ BEGIN
                min(m.period_start) OVER after AS next_start
           FROM merged m
         WINDOW before AS (PARTITION BY m.user_id, m.period ORDER BY m.at, m.ord ROWS UNBOUNDED PRECEDING),
-               after AS (PARTITION BY m.user_id, m.period ORDER BY m.at, m.ord
-                         ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
+               -- Growing frames only, in both directions: a frame that shrinks from the
+               -- front makes min() rescan the rest of the partition for every row.
+               after AS (PARTITION BY m.user_id, m.period ORDER BY m.at DESC, m.ord DESC
+                         ROWS UNBOUNDED PRECEDING)
     ), trimmed AS (
         SELECT f.*, GREATEST(f.natural_start, f.prev_end) AS open_start,
                LEAST(f.natural_end, f.next_start) AS open_end
