@@ -1,104 +1,120 @@
-//! Benchmark of the `aggregate` job on a private throwaway cluster. Prints one JSON line per
-//! scenario:
-//! - `from_empty`: 1,000,000 events of 10,000 users over 30 days, aggregated from an empty
-//!   watermark, against the raw lower bound: one INSERT … SELECT … GROUP BY of the same rows
-//!   (with the same time-zone conversion) into an empty table. Target ratio ≤ 1.3.
-//! - `incremental`: 10,000 new events on top of 1,000,000 and of 10,000,000 existing ones.
+//! Benchmark of the `aggregate` job — daily summary and quota periods in one transaction — on
+//! a private throwaway cluster. Prints one JSON line per scenario:
+//! - `from_empty`: an empty watermark, against the raw lower bound of the same work: three
+//!   `INSERT … SELECT … GROUP BY` statements over the same events into empty tables (the daily
+//!   summary by user-local day, kind, request type and model; the usage per user, local day
+//!   and kind; the usage per user, local month and kind). Target ratio ≤ 1.5. Two data sets:
+//!   `30_days` (1,000,000 events of 10,000 users over 30 days) and `27_months` (1,350,000
+//!   events of 100 users over 27 months).
+//! - `incremental`: 10,000 new events on top of 1,000,000 and of 10,000,000 aggregated ones.
 //!   Target: the two cost about the same (ratio < 2).
-//! - `backfill`: 10,000,000 events aggregated from an empty watermark in bounded
-//!   transactions: events per second.
+//! - `backfill`: a 10,000,000-event backlog aggregated in bounded transactions: events per
+//!   second, the peak resident memory of this process (the job runs in it; target < 100 MB)
+//!   and PostgreSQL's temporary file bytes (`pg_stat_database.temp_bytes`) during the run.
 //!
-//! `cargo bench --bench aggregate`. AGGREGATE_BENCH_SCALE (default 1) multiplies every event
-//! count, for machines that cannot hold 10 million events.
+//! `cargo bench --bench aggregate`. `UW_BENCH_SCALE` (default 1) multiplies every event
+//! count; `UW_BENCH_ONLY=30_days,27_months,backfill` picks scenarios (the incremental ratio
+//! needs `30_days` and `backfill`).
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use serde_json::json;
-use usage_worker::config::Settings;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
-const USERS: i64 = 10_000;
-const DAYS: i64 = 30;
 /// Events per inserting transaction while loading: a backlog of many small writers.
 const LOAD_CHUNK: i64 = 10_000;
 const NEW_EVENTS: i64 = 10_000;
 
-fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+/// The events of one benchmark database: spread evenly over `users` and `months` months
+/// from `start`, deterministic.
+struct DataSet {
+    name: &'static str,
+    events: i64,
+    users: i64,
+    start: &'static str,
+    days: i64,
+}
+
+impl DataSet {
+    fn start(&self) -> DateTime<Utc> {
+        self.start.parse().unwrap_or_default()
+    }
 }
 
 fn main() {
-    let scale: f64 = std::env::var("AGGREGATE_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let small = (1_000_000.0 * scale) as i64;
-    let large = (10_000_000.0 * scale) as i64;
+    let scale = common::scale();
+    let only = std::env::var("UW_BENCH_ONLY").unwrap_or_default();
+    let wants = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
+    let scaled = |n: f64| ((n * scale) as i64).max(NEW_EVENTS);
 
     let mut cluster = common::BenchCluster::start(Durability::Throwaway);
     let pg = &cluster.pg;
     let admin = &mut cluster.admin;
 
-    // The 1M database: lower bound, aggregate from empty, then an incremental run.
-    let (ctx, mut conn) = database(pg, admin, "bench_small", small);
-    let raw_seconds = timed(|| {
-        conn.batch_execute(RAW_LOWER_BOUND)
-            .expect("raw lower bound");
-    });
-    let report = run_aggregate(&ctx, &mut conn);
-    let aggregate_seconds = report.0;
-    println!(
-        "{}",
-        json!({
-            "scenario": "from_empty",
-            "events": small, "users": USERS, "days": DAYS,
-            "aggregate_s": round(aggregate_seconds),
-            "raw_insert_select_group_by_s": round(raw_seconds),
-            "ratio": round(aggregate_seconds / raw_seconds),
-            "transactions": report.1,
-            "target": "ratio <= 1.3",
-        })
-    );
-    let small_incremental = incremental(&ctx, &mut conn, small);
-    drop(conn);
-    admin
-        .batch_execute("DROP DATABASE bench_small")
-        .expect("drop database");
-
-    // The 10M database: the backfill, then an incremental run on top of it.
-    let (ctx, mut conn) = database(pg, admin, "bench_large", large);
-    let (seconds, transactions) = run_aggregate(&ctx, &mut conn);
-    println!(
-        "{}",
-        json!({
-            "scenario": "backfill",
-            "events": large, "users": USERS, "days": DAYS,
-            "aggregate_s": round(seconds),
-            "events_per_s": (large as f64 / seconds).round(),
-            "transactions": transactions,
-        })
-    );
-    let large_incremental = incremental(&ctx, &mut conn, large);
-    println!(
-        "{}",
-        json!({
-            "scenario": "incremental_ratio",
-            "new_events": NEW_EVENTS,
-            "on_small_s": round(small_incremental),
-            "on_large_s": round(large_incremental),
-            "ratio": round(large_incremental / small_incremental),
-            "target": "ratio < 2",
-        })
-    );
+    let mut small_incremental = None;
+    if wants("30_days") {
+        let set = DataSet {
+            name: "30_days",
+            events: scaled(1_000_000.0),
+            users: 10_000,
+            start: "2026-10-01T00:00:00Z",
+            days: 30,
+        };
+        let (ctx, mut conn) = database(pg, admin, &set);
+        from_empty(&ctx, &mut conn, &set);
+        small_incremental = Some(incremental(&ctx, &mut conn, &set, set.events));
+        drop(conn);
+        drop_database(admin, set.name);
+    }
+    if wants("27_months") {
+        let set = DataSet {
+            name: "27_months",
+            events: scaled(1_350_000.0),
+            users: 100,
+            start: "2024-08-01T00:00:00Z",
+            days: 821,
+        };
+        let (ctx, mut conn) = database(pg, admin, &set);
+        from_empty(&ctx, &mut conn, &set);
+        drop(conn);
+        drop_database(admin, set.name);
+    }
+    if wants("backfill") {
+        let set = DataSet {
+            name: "backfill",
+            events: scaled(10_000_000.0),
+            users: 10_000,
+            start: "2026-10-01T00:00:00Z",
+            days: 30,
+        };
+        let (ctx, mut conn) = database(pg, admin, &set);
+        backfill(&ctx, &mut conn, &set);
+        let large = incremental(&ctx, &mut conn, &set, set.events);
+        if let Some(small) = small_incremental {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "incremental_ratio",
+                    "new_events": NEW_EVENTS,
+                    "on_small_s": round(small),
+                    "on_large_s": round(large),
+                    "ratio": round(large / small),
+                    "target": "ratio < 2",
+                })
+            );
+        }
+        drop(conn);
+        drop_database(admin, set.name);
+    }
 }
 
 fn round(x: f64) -> f64 {
@@ -111,11 +127,100 @@ fn timed(f: impl FnOnce()) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// The raw lower bound, then the job on the same events from an empty watermark.
+fn from_empty(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) {
+    let raw_seconds = timed(|| {
+        conn.batch_execute(RAW_LOWER_BOUND)
+            .expect("raw lower bound");
+    });
+    conn.batch_execute("DROP TABLE raw_daily, raw_day_kind, raw_month_kind")
+        .expect("drop raw tables");
+    let (aggregate_seconds, transactions) = run_aggregate(ctx, conn);
+    println!(
+        "{}",
+        json!({
+            "scenario": "from_empty",
+            "data_set": set.name,
+            "events": set.events, "users": set.users, "days": set.days,
+            "aggregate_s": round(aggregate_seconds),
+            "raw_three_insert_select_group_by_s": round(raw_seconds),
+            "ratio": round(aggregate_seconds / raw_seconds),
+            "transactions": transactions,
+            "periods": count(conn, "SELECT count(*) AS n FROM usage_periods"),
+            "target": "ratio <= 1.5",
+        })
+    );
+}
+
+/// The backlog of `set` aggregated from an empty watermark, with memory and temp files.
+fn backfill(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) {
+    let temp_before = temp_bytes(conn);
+    common::reset_peak_rss();
+    let rss_before = common::proc_status_kb("VmRSS:");
+    let (seconds, transactions) = run_aggregate(ctx, conn);
+    let peak = common::proc_status_kb("VmHWM:");
+    let temp_after = temp_bytes(conn);
+    println!(
+        "{}",
+        json!({
+            "scenario": "backfill",
+            "events": set.events, "users": set.users, "days": set.days,
+            "aggregate_s": round(seconds),
+            "events_per_s": (set.events as f64 / seconds).round(),
+            "transactions": transactions,
+            "batch_events": ctx.settings.aggregate.batch_events,
+            "rss_before_kb": rss_before,
+            "peak_rss_kb": peak,
+            "peak_rss_target": "< 100 MB",
+            "pg_temp_bytes": temp_after - temp_before,
+        })
+    );
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .expect("count")
+        .n
+}
+
+/// This database's temporary file bytes so far, once this backend's statistics are flushed.
+fn temp_bytes(conn: &mut PgConnection) -> i64 {
+    conn.batch_execute("SELECT pg_stat_force_next_flush()")
+        .expect("flush statistics");
+    let read = |conn: &mut PgConnection| {
+        conn.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .expect("clear snapshot");
+        count(
+            conn,
+            "SELECT temp_bytes AS n FROM pg_stat_database WHERE datname = current_database()",
+        )
+    };
+    // Flushed statistics become visible within a second or so; wait until the value holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = read(conn);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = read(conn);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 fn run_aggregate(ctx: &Ctx, conn: &mut PgConnection) -> (f64, serde_json::Value) {
     let mut transactions = serde_json::Value::Null;
     let seconds = timed(|| {
         let report = JobKind::Aggregate
-            .run(ctx, conn, now(), &RunOpts::default())
+            .run(ctx, conn, Utc::now(), &RunOpts::default())
             .expect("aggregate run");
         transactions = report.details["transactions"].clone();
     });
@@ -123,10 +228,14 @@ fn run_aggregate(ctx: &Ctx, conn: &mut PgConnection) -> (f64, serde_json::Value)
 }
 
 /// Adds NEW_EVENTS events in ten transactions and times the run that aggregates them.
-fn incremental(ctx: &Ctx, conn: &mut PgConnection, existing: i64) -> f64 {
+fn incremental(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet, existing: i64) -> f64 {
     for i in 0..10 {
-        conn.batch_execute(&load_sql(existing + i * NEW_EVENTS / 10, NEW_EVENTS / 10))
-            .expect("insert new events");
+        conn.batch_execute(&load_sql(
+            set,
+            existing + i * NEW_EVENTS / 10,
+            NEW_EVENTS / 10,
+        ))
+        .expect("insert new events");
     }
     let (seconds, _) = run_aggregate(ctx, conn);
     println!(
@@ -141,81 +250,110 @@ fn incremental(ctx: &Ctx, conn: &mut PgConnection, existing: i64) -> f64 {
     seconds
 }
 
-fn database(
-    pg: &EmbeddedPg,
-    admin: &mut PgConnection,
-    name: &str,
-    events: i64,
-) -> (Arc<Ctx>, PgConnection) {
+fn drop_database(admin: &mut PgConnection, name: &str) {
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("DROP DATABASE bench_{name}"))
+        .expect("drop database");
+}
+
+fn database(pg: &EmbeddedPg, admin: &mut PgConnection, set: &DataSet) -> (Arc<Ctx>, PgConnection) {
+    admin
+        .batch_execute(&format!("CREATE DATABASE bench_{}", set.name))
         .expect("create database");
-    let url = pg.url(name);
+    let url = pg.url(&format!("bench_{}", set.name));
     let mut conn = common::connect(&url);
     common::migrate(&mut conn);
-    let mut settings = Settings::default();
-    settings.database.url = url.clone();
-    let ctx = Arc::new(Ctx::new(Arc::new(settings), url));
-    // Monthly partitions for the 30 days (October and November 2026).
-    JobKind::Partitions
-        .run(
-            &ctx,
-            &mut conn,
-            "2026-10-01T00:00:00Z".parse().unwrap_or_default(),
-            &RunOpts::default(),
-        )
-        .expect("partitions");
+    let ctx = Arc::new(Ctx::new(Arc::new(common::bench_settings(&url)), url));
+    // The monthly partitions of the whole range, as the partitions job keeps them.
+    let months = set.days / 28 + 1;
+    for m in 0..months {
+        let month = set.start().checked_add_months(Months::new(m as u32));
+        JobKind::Partitions
+            .run(
+                &ctx,
+                &mut conn,
+                month.unwrap_or_default(),
+                &RunOpts::default(),
+            )
+            .expect("partitions");
+    }
+    // Ten zones (Lord Howe's half-hour DST included); every fourth user has a billing anchor.
     conn.batch_execute(&format!(
-        "INSERT INTO users (id, email, timezone)
+        "INSERT INTO users (id, email, timezone, billing_anchor_day)
          SELECT g, 'user' || g || '@example.com',
                 (ARRAY['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata',
                        'Australia/Sydney', 'America/Los_Angeles', 'Asia/Tokyo',
-                       'Europe/London', 'Australia/Lord_Howe', 'America/Sao_Paulo'])[1 + g % 10]
-           FROM generate_series(1, {USERS}) g"
+                       'Europe/London', 'Australia/Lord_Howe', 'America/Sao_Paulo'])[1 + g % 10],
+                CASE WHEN g % 4 = 0 THEN 1 + g % 31 END
+           FROM generate_series(1, {}) g",
+        set.users
     ))
     .expect("users");
     let started = Instant::now();
     let mut loaded = 0;
-    while loaded < events {
-        let n = LOAD_CHUNK.min(events - loaded);
-        conn.batch_execute(&load_sql(loaded, n))
+    while loaded < set.events {
+        let n = LOAD_CHUNK.min(set.events - loaded);
+        conn.batch_execute(&load_sql(set, loaded, n))
             .expect("load events");
         loaded += n;
     }
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     eprintln!(
-        "{name}: loaded {events} events in {:.1}s",
+        "{}: loaded {} events in {:.1}s",
+        set.name,
+        set.events,
         started.elapsed().as_secs_f64()
     );
     (ctx, conn)
 }
 
-/// Events number `first..first + n`: spread over users, 30 days of October 2026, kinds and
+/// Events number `first..first + n`: spread over users, the data set's days, kinds and
 /// models, deterministic.
-fn load_sql(first: i64, n: i64) -> String {
+fn load_sql(set: &DataSet, first: i64, n: i64) -> String {
     format!(
         "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
                                    completion_tokens, messages, bytes, cost, created_at)
-         SELECT 1 + (g * 7919) % {USERS},
+         SELECT 1 + (g * 7919) % {users},
                 (ARRAY['ai_response', 'message_sent', 'file_upload', 'image_generation'])[1 + g % 4],
                 (ARRAY['chat', 'prompt', ''])[1 + g % 3],
                 (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', ''])[1 + (g / 4) % 4],
                 g % 3000, g % 1000, g % 3000 - g % 1000,
                 (g % 4 = 1)::int, (g % 7) * 1024, (g % 1000) * 0.00001,
-                '2026-10-01T00:00:00Z'::timestamptz
-                    + ((g * 104729) % ({DAYS} * 86400)) * interval '1 second'
+                '{start}'::timestamptz + ((g * 104729) % ({days} * 86400)) * interval '1 second'
            FROM generate_series({first}::bigint, {last}) g",
+        users = set.users,
+        start = set.start,
+        days = set.days,
         last = first + n - 1
     )
 }
 
-/// The lower bound: the same sums, in one statement, into an empty table.
+/// The lower bound: the same sums, one statement per book, into empty tables with the keys
+/// of the real ones.
 const RAW_LOWER_BOUND: &str = "
-    CREATE TABLE raw_bound (LIKE token_usage_daily INCLUDING ALL);
-    INSERT INTO raw_bound
+    CREATE TABLE raw_daily (LIKE token_usage_daily INCLUDING ALL);
+    INSERT INTO raw_daily
     SELECT e.user_id, (e.created_at AT TIME ZONE u.timezone)::date, e.kind, e.request_type,
            e.model, count(*), sum(e.tokens), sum(e.prompt_tokens), sum(e.completion_tokens),
            sum(e.messages), sum(e.bytes), sum(e.cost)
       FROM usage_events e
       JOIN users u ON u.id = e.user_id
-     GROUP BY 1, 2, 3, 4, 5;";
+     GROUP BY 1, 2, 3, 4, 5;
+    CREATE TABLE raw_day_kind (user_id bigint, day date, kind text, requests bigint,
+                               messages bigint, tokens bigint, bytes bigint, cost numeric,
+                               PRIMARY KEY (user_id, day, kind));
+    INSERT INTO raw_day_kind
+    SELECT e.user_id, (e.created_at AT TIME ZONE u.timezone)::date, e.kind, count(*),
+           sum(e.messages), sum(e.tokens), sum(e.bytes), sum(e.cost)
+      FROM usage_events e
+      JOIN users u ON u.id = e.user_id
+     GROUP BY 1, 2, 3;
+    CREATE TABLE raw_month_kind (user_id bigint, month date, kind text, requests bigint,
+                                 messages bigint, tokens bigint, bytes bigint, cost numeric,
+                                 PRIMARY KEY (user_id, month, kind));
+    INSERT INTO raw_month_kind
+    SELECT e.user_id, date_trunc('month', e.created_at AT TIME ZONE u.timezone)::date, e.kind,
+           count(*), sum(e.messages), sum(e.tokens), sum(e.bytes), sum(e.cost)
+      FROM usage_events e
+      JOIN users u ON u.id = e.user_id
+     GROUP BY 1, 2, 3;";

@@ -47,3 +47,25 @@ pub fn bench_settings(url: &str) -> Settings {
     settings.database.url = url.to_string();
     settings
 }
+
+/// `UW_BENCH_SCALE` (default 1): multiplies a bench's sizes (event counts, durations), so a
+/// quick run is `UW_BENCH_SCALE=0.05 cargo bench --bench …`.
+pub fn scale() -> f64 {
+    std::env::var("UW_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s: &f64| *s > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// A field of `/proc/self/status` in kB (`VmHWM`: peak resident memory, `VmRSS`: current).
+pub fn proc_status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts the peak resident memory (`VmHWM`) over from the current size.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}

@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use usage_worker::jobs::{JobKind, RunOpts};
 
+use crate::support::quota::add_new_events_to_periods;
 use crate::support::{TestDb, at};
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> serde_json::Value {
@@ -159,4 +160,78 @@ fn aggregate_then_reset_closes_periods_whose_totals_equal_the_raw_events_and_til
         && r.period == "month"
         && r.period_start == at("2025-10-14T18:30:00Z")
         && r.period_end == at("2025-11-14T18:30:00Z")));
+}
+
+/// Events whose local day a period boundary cuts — a manual reset at noon, a clock set back
+/// or forward at midnight (Santiago) — arrive in one batch with ordinary ones; each lands in
+/// the one period that contains it, and the split periods stay as they were.
+#[test]
+fn one_batch_across_a_manual_reset_and_midnight_clock_changes_lands_every_event_in_its_period() {
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO users (id, email, timezone, billing_anchor_day) VALUES
+             (1, 'a@example.com', 'Europe/Berlin', NULL),
+             (2, 'b@example.com', 'America/Santiago', 6),
+             (3, 'c@example.com', 'America/Santiago', NULL),
+             (4, 'd@example.com', 'America/Havana', 2);
+         INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
+         VALUES (1, 'ai_response', 10, 0.01, '2027-01-10T08:00:00Z');",
+    );
+    add_new_events_to_periods(&mut db.conn());
+    for kind in [JobKind::ResetDaily, JobKind::ResetMonthly] {
+        let opts = RunOpts {
+            user_id: Some(1),
+            ..RunOpts::default()
+        };
+        kind.run(&db.ctx(), &mut db.conn(), at("2027-01-10T12:00:00Z"), &opts)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+    // Both sides of the reset in one batch; Santiago and Havana every 20 minutes around
+    // clock changes at local midnight (Santiago back on 2025-04-06 and forward on 2025-09-07;
+    // Havana back from 01:00 to a second midnight on 2025-11-02).
+    db.execute(
+        "INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
+         VALUES (1, 'ai_response', 1, 0.001, '2027-01-10T09:00:00Z'),
+                (1, 'message_sent', 2, 0.002, '2027-01-10T13:00:00Z'),
+                (1, 'ai_response', 4, 0.004, '2027-01-10T22:30:00Z'),
+                (1, 'ai_response', 8, 0.008, '2027-01-11T09:00:00Z');
+         INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
+         SELECT u, (ARRAY['ai_response', 'message_sent'])[1 + n % 2], n, n * 0.001, t + n * interval '20 minutes'
+           FROM generate_series(2, 4) AS u
+          CROSS JOIN (VALUES ('2025-04-05T00:00:00Z'::timestamptz), ('2025-09-06T00:00:00Z'),
+                             ('2025-11-01T00:00:00Z')) AS s (t)
+          CROSS JOIN generate_series(0, 216) AS n;",
+    );
+    add_new_events_to_periods(&mut db.conn());
+
+    assert_eq!(
+        db.count(MISMATCHED_PERIODS),
+        0,
+        "a period's totals differ from its raw events"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_events e CROSS JOIN (VALUES ('day'), ('month')) AS k (period)
+                   WHERE (SELECT count(*) FROM usage_periods p
+                           WHERE p.user_id = e.user_id AND p.period = k.period
+                             AND p.period_start <= e.created_at AND p.period_end > e.created_at) <> 1"),
+        0,
+        "an event is in no period or in two"
+    );
+    let split: Vec<Row> = diesel::sql_query(
+        "SELECT user_id, period, period_start, period_end, status FROM usage_periods
+          WHERE user_id = 1 AND '2027-01-10T12:00:00Z' IN (period_start, period_end)
+          ORDER BY period, period_start",
+    )
+    .load(&mut db.conn())
+    .unwrap();
+    assert_eq!(split.len(), 4, "the reset's periods changed: {split:?}");
+    // The 23- and 25-hour local days keep their natural bounds.
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_periods p JOIN users u ON u.id = p.user_id
+                   CROSS JOIN LATERAL usage_period_bounds(u.timezone, u.billing_anchor_day, p.period, p.period_start) b
+                   WHERE p.user_id IN (2, 3, 4)
+                     AND (b.period_start, b.period_end) <> (p.period_start, p.period_end)"),
+        0,
+        "a period does not run from one natural boundary to the next"
+    );
 }
