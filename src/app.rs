@@ -63,6 +63,7 @@ impl AppError {
 /// Runs the command line: loads settings, sets up logging and the database, dispatches.
 pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     cli.refuse_future_at(Utc::now()).map_err(AppError::Usage)?;
+    cli.refuse_reversed_range().map_err(AppError::Usage)?;
     let mut settings = load_settings(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
 

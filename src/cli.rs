@@ -125,6 +125,16 @@ pub struct Cli {
 pub const FUTURE_AT_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
 impl Cli {
+    /// Refuses a date range that ends before it starts (`--from` after `--to`).
+    pub fn refuse_reversed_range(&self) -> Result<(), String> {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if from > to => Err(format!(
+                "--from {from} is after --to {to}; give the first and the last day of the range"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses an `--at` later than `now` (beyond [`FUTURE_AT_TOLERANCE`]) on jobs that would
     /// act irreversibly as of then, unless it is a dry run or `--allow-future` is given.
     pub fn refuse_future_at(&self, now: DateTime<Utc>) -> Result<(), String> {
@@ -270,6 +280,37 @@ mod tests {
             &["--run", "all"],
         ] {
             assert_eq!(cli(args).refuse_future_at(now), Ok(()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_range_that_ends_before_it_starts_is_refused() {
+        let reversed = cli(&[
+            "--run",
+            "aggregate",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-01",
+        ]);
+        let error = reversed.refuse_reversed_range().unwrap_err();
+        assert!(
+            error.contains("--from 2026-11-20 is after --to 2026-11-01"),
+            "{error}"
+        );
+        for args in [
+            &[
+                "--run",
+                "aggregate",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-01",
+            ][..],
+            &["--run", "aggregate", "--from", "2026-11-01"],
+            &["--run", "aggregate"],
+        ] {
+            assert_eq!(cli(args).refuse_reversed_range(), Ok(()), "{args:?}");
         }
     }
 
