@@ -735,3 +735,29 @@ fn the_property_counts_real_events_not_only_refusals() {
         .unwrap();
     assert!(accepted.get() > 0, "every generated event was refused");
 }
+
+#[test]
+fn a_limit_or_price_that_is_not_a_finite_number_is_refused_naming_the_bound() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    let refused = |conn: &mut PgConnection, sql: &str| -> String {
+        match conn.batch_execute(sql) {
+            Err(DieselError::DatabaseError(_, info)) => {
+                info.constraint_name().unwrap_or_default().to_string()
+            }
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+    };
+    conn.batch_execute("INSERT INTO plans (id, name) VALUES (9, 'hostile')")
+        .unwrap();
+    for value in ["NaN", "Infinity"] {
+        let limit = format!(
+            "INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+             VALUES (9, 'tokens', 'day', '', '{value}')"
+        );
+        assert_eq!(refused(&mut conn, &limit), "plan_limits_max_value_finite");
+        let price =
+            format!("INSERT INTO prices (kind, per_1k_tokens) VALUES ('ai_response', '{value}')");
+        assert_eq!(refused(&mut conn, &price), "prices_finite");
+    }
+}
