@@ -28,12 +28,12 @@ fn load_toml(text: &str) -> Result<Settings, ConfigError> {
     Settings::load_with_env(Some(&path), Vec::new())
 }
 
-/// The key a refused configuration names; anything else (what the binary would not exit 78
-/// for with a named key) fails the test.
-fn refused_key(result: Result<Settings, ConfigError>) -> String {
-    match result {
+/// The key that refusing the configuration file `text` names; anything else (what the binary
+/// would not exit 78 for with a named key) fails the test, quoting the file.
+fn refused_key(text: &str) -> String {
+    match load_toml(text) {
         Err(ConfigError::Invalid { key, .. }) => key,
-        other => panic!("expected a refused key, got {other:?}"),
+        other => panic!("{text:?}: expected a refused key, got {other:?}"),
     }
 }
 
@@ -134,14 +134,14 @@ fn the_error_text_names_the_key_and_the_expected_form() {
 #[test]
 fn a_misspelled_key_or_section_in_the_file_is_named_with_its_path() {
     assert_eq!(
-        refused_key(load_toml("[database]\npool_sise = 4\n")),
+        refused_key("[database]\npool_sise = 4\n"),
         "database.pool_sise"
     );
     assert_eq!(
-        refused_key(load_toml("[jobs.partitions]\nschedul = \"0 2 * * *\"\n")),
+        refused_key("[jobs.partitions]\nschedul = \"0 2 * * *\"\n"),
         "jobs.partitions.schedul"
     );
-    assert_eq!(refused_key(load_toml("[databse]\nurl = \"\"\n")), "databse");
+    assert_eq!(refused_key("[databse]\nurl = \"\"\n"), "databse");
     let error = load_toml("[mail.smtp]\nhots = \"x\"\n").unwrap_err();
     assert!(error.to_string().contains("unknown key"), "{error}");
 }
@@ -154,7 +154,7 @@ fn a_bad_cron_string_or_an_unknown_job_is_named() {
         "{error}"
     );
     assert_eq!(
-        refused_key(load_toml("[jobs.agregate]\nschedule = \"* * * * *\"\n")),
+        refused_key("[jobs.agregate]\nschedule = \"* * * * *\"\n"),
         "jobs.agregate"
     );
 }
@@ -168,11 +168,11 @@ fn a_threshold_out_of_range_in_a_list_names_the_list() {
         "{error}"
     );
     assert_eq!(
-        refused_key(load_toml("[alerts]\nthresholds = [80, 80]\n")),
+        refused_key("[alerts]\nthresholds = [80, 80]\n"),
         "alerts.thresholds"
     );
     assert_eq!(
-        refused_key(load_toml("[alerts]\nthresholds = []\n")),
+        refused_key("[alerts]\nthresholds = []\n"),
         "alerts.thresholds"
     );
 }

@@ -5,7 +5,7 @@ use usage_worker::config::{ConfigError, Settings};
 use usage_worker::mail::templates::{Templates, sample_content};
 use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
 
-use crate::support::at;
+use crate::support::{self, at};
 
 #[test]
 fn the_built_in_alert_email_reads_as_intended() {
@@ -119,15 +119,15 @@ fn a_template_in_mail_templates_dir_replaces_the_built_in_one() {
 
 fn load(toml: &str) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = support::config_file(dir.path(), toml);
     usage_worker::app::load_settings_with_env(Some(&path), Vec::new())
 }
 
-fn invalid_key(result: Result<Settings, ConfigError>) -> String {
-    match result {
+/// The key that refusing the configuration `toml` names; anything else fails, quoting it.
+fn invalid_key(toml: &str) -> String {
+    match load(toml) {
         Err(ConfigError::Invalid { key, .. }) => key,
-        other => panic!("expected an invalid key, got {other:?}"),
+        other => panic!("{toml:?}: expected an invalid key, got {other:?}"),
     }
 }
 
@@ -139,42 +139,29 @@ fn a_broken_template_override_is_refused_at_startup_naming_the_key() {
         "Hello {{ nmae }}, {% if %}",
     )
     .unwrap();
-    let key = invalid_key(load(&format!(
+    let key = invalid_key(&format!(
         "[mail]\ntemplates_dir = \"{}\"\n",
         dir.path().display()
-    )));
+    ));
     assert_eq!(key, "mail.templates_dir");
 }
 
 #[test]
 fn mail_and_alert_settings_are_validated_naming_the_key() {
-    assert_eq!(
-        invalid_key(load(
-            "[mail.smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\n"
-        )),
-        "mail.smtp.tls"
-    );
+    for (toml, key) in [
+        (
+            "[mail.smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\n",
+            "mail.smtp.tls",
+        ),
+        ("[mail]\nfrom = \"not a mailbox\"\n", "mail.from"),
+        ("[mail]\ntransport = \"file\"\n", "mail.file.dir"),
+        ("[alerts]\nthresholds = [80, 120]\n", "alerts.thresholds"),
+        ("[alerts]\nmax_attempts = 0\n", "alerts.max_attempts"),
+        ("[mail.smtp]\npassword = \"secret\"\n", "mail.smtp.username"),
+    ] {
+        assert_eq!(invalid_key(toml), key, "{toml:?}");
+    }
     assert!(load("[mail.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n").is_ok());
-    assert_eq!(
-        invalid_key(load("[mail]\nfrom = \"not a mailbox\"\n")),
-        "mail.from"
-    );
-    assert_eq!(
-        invalid_key(load("[mail]\ntransport = \"file\"\n")),
-        "mail.file.dir"
-    );
-    assert_eq!(
-        invalid_key(load("[alerts]\nthresholds = [80, 120]\n")),
-        "alerts.thresholds"
-    );
-    assert_eq!(
-        invalid_key(load("[alerts]\nmax_attempts = 0\n")),
-        "alerts.max_attempts"
-    );
-    assert_eq!(
-        invalid_key(load("[mail.smtp]\npassword = \"secret\"\n")),
-        "mail.smtp.username"
-    );
 }
 
 #[test]

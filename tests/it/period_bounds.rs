@@ -115,10 +115,9 @@ fn an_event_at_half_past_eleven_local_time_lands_in_that_local_day() {
     for (i, case) in DST_DAYS.iter().enumerate() {
         let zone: Tz = case.zone.parse().unwrap();
         let user = i as i64 + 1;
+        db.add_user(user, case.zone);
         db.execute(&format!(
-            "INSERT INTO users (id, email, timezone) VALUES ({user}, 'u{user}@example.com', '{}');
-             INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES ({user}, 'ai_response', 10, '{}')",
-            case.zone,
+            "INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES ({user}, 'ai_response', 10, '{}')",
             local(zone, case.day, 23, 30).to_rfc3339()
         ));
     }

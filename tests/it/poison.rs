@@ -74,6 +74,15 @@ fn insert_bypassing_bounds(db: &TestDb, sql: &str) {
     ));
 }
 
+/// Inserts `rows` of (user_id, kind, tokens, created_at) the way [`insert_bypassing_bounds`]
+/// does.
+fn insert_tokens_bypassing_bounds(db: &TestDb, rows: &str) {
+    insert_bypassing_bounds(
+        db,
+        &format!("INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES {rows}"),
+    );
+}
+
 /// Summary rows that differ from the raw sums of the counted events (below the watermark,
 /// not set aside), either way. Every user of these tests is summarised in UTC.
 fn summary_differences(db: &TestDb) -> i64 {
@@ -169,13 +178,12 @@ fn an_infinite_timestamp_from_before_the_bounds_is_set_aside_and_everyone_else_i
 fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_others_counted() {
     let db = TestDb::alone();
     // 6917529027641081856 = 2^62 + 2^61: one fits in a bigint, two do not.
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 6917529027641081856, '2026-11-22T08:00:00Z'),
-                (1, 'ai_response', 6917529027641081856, '2026-11-22T09:00:00Z'),
-                (1, 'ai_response', 5, '2026-11-22T10:00:00Z'),
-                (2, 'ai_response', 40, '2026-11-22T10:00:00Z')",
+        "(1, 'ai_response', 6917529027641081856, '2026-11-22T08:00:00Z'),
+         (1, 'ai_response', 6917529027641081856, '2026-11-22T09:00:00Z'),
+         (1, 'ai_response', 5, '2026-11-22T10:00:00Z'),
+         (2, 'ai_response', 40, '2026-11-22T10:00:00Z')",
     );
     let report = run(&db, JobKind::Aggregate, NOW).unwrap();
     assert_eq!(
@@ -200,11 +208,10 @@ fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_ot
     assert_eq!(summary_differences(&db), 0);
 
     // The next day's summary row has room, the month's quota period does not.
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 6917529027641081856, '2026-11-23T08:00:00Z'),
-                (2, 'ai_response', 2, '2026-11-23T08:00:00Z')",
+        "(1, 'ai_response', 6917529027641081856, '2026-11-23T08:00:00Z'),
+         (2, 'ai_response', 2, '2026-11-23T08:00:00Z')",
     );
     let report = run(&db, JobKind::Aggregate, NOW).unwrap();
     assert_eq!(
@@ -226,12 +233,11 @@ fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_ot
 #[test]
 fn partitions_leave_rows_that_break_a_bound_in_the_default_partition_and_report_them() {
     let db = TestDb::alone();
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 2000000000000, '2027-02-10T00:00:00Z'),
-                (1, 'ai_response', 7, '2027-03-10T00:00:00Z'),
-                (1, 'ai_response', 7, 'infinity')",
+        "(1, 'ai_response', 2000000000000, '2027-02-10T00:00:00Z'),
+         (1, 'ai_response', 7, '2027-03-10T00:00:00Z'),
+         (1, 'ai_response', 7, 'infinity')",
     );
     let report = run(&db, JobKind::Partitions, "2027-01-15T00:00:00Z").unwrap();
     let created: Vec<String> = serde_json::from_value(report.details["created"].clone()).unwrap();
@@ -462,13 +468,7 @@ fn status_and_metrics_report_the_quarantined_events() {
     );
     assert!(text.contains("usage_worker_events_quarantined{reason=\"daily_sum_overflow\"} 0"));
 
-    let out = support::binary()
-        .arg("--status")
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = support::stdout_of_success(db.binary().arg("--status"));
     assert!(
         stdout.contains("quarantined events: 1 (created_at_out_of_range 1)"),
         "{stdout}"
@@ -729,7 +729,7 @@ fn the_property_counts_real_events_not_only_refusals() {
     let accepted = std::cell::Cell::new(0);
     runner
         .run(&prop::collection::vec(event(), 4..8), |events| {
-                accepted.set(accepted.get() + check_events(&events));
+            accepted.set(accepted.get() + check_events(&events));
             Ok(())
         })
         .unwrap();

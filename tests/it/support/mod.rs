@@ -223,6 +223,20 @@ impl TestDb {
         blocker
     }
 
+    /// The `usage-worker` binary pointed at this database.
+    pub fn binary(&self) -> Command {
+        let mut command = binary();
+        command.env("USAGE_WORKER__DATABASE__URL", &self.url);
+        command
+    }
+
+    /// Inserts user `id` living in `zone`, with the address `user{id}@example.com`.
+    pub fn add_user(&self, id: i64, zone: &str) {
+        self.execute(&format!(
+            "INSERT INTO users (id, email, timezone) VALUES ({id}, 'user{id}@example.com', '{zone}')"
+        ));
+    }
+
     pub fn execute(&self, sql: &str) {
         self.conn()
             .batch_execute(sql)
@@ -317,12 +331,24 @@ pub struct Out {
 
 /// Runs `command` to completion.
 pub fn output(mut command: Command) -> Out {
+    output_of(&mut command)
+}
+
+/// Runs `command` to completion.
+pub fn output_of(command: &mut Command) -> Out {
     let out = command.output().expect("run usage-worker");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `command` to completion; it must exit 0. Its stdout.
+pub fn stdout_of_success(command: &mut Command) -> String {
+    let out = output_of(command);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// Writes a config file into a fresh temporary directory.
