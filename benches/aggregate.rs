@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::round;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,10 +102,6 @@ fn main() {
             "target": "ratio < 2",
         })
     );
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn timed(f: impl FnOnce()) -> f64 {

@@ -24,8 +24,6 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Numeric, Text, Timestamptz};
 use serde_json::json;
-use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
-use usage_worker::db;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts, alerts};
 
@@ -33,26 +31,13 @@ const MONTH_START: &str = "2026-11-01T00:00:00Z";
 const MONTH_END: &str = "2026-12-01T00:00:00Z";
 const NOW: &str = "2026-11-20T12:00:00Z";
 
-fn env_number(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let users = env_number("USERS", 100_000);
-    let events_per_user = env_number("EVENTS_PER_USER", 10);
-    let naive_users = env_number("NAIVE_USERS", 10_000).min(users);
+    let users = common::env_number("USERS", 100_000);
+    let events_per_user = common::env_number("EVENTS_PER_USER", 10);
+    let naive_users = common::env_number("NAIVE_USERS", 10_000).min(users);
     let mut cluster = common::BenchCluster::start(Durability::Throwaway);
-    let pg = &cluster.pg;
-    let admin = &mut cluster.admin;
-    admin
-        .batch_execute("CREATE DATABASE bench")
-        .expect("create db");
-    let url = pg.url("bench");
-    let mut conn = db::connect(&url).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = cluster.migrated_database("bench");
+    let url = cluster.pg.url("bench");
 
     let load = Instant::now();
     conn.batch_execute(&format!(
@@ -78,15 +63,9 @@ fn main() {
 
     let now: DateTime<Utc> = NOW.parse().expect("instant");
     let server = smtp::SmtpServer::start();
-    let mut settings = Settings::default();
-    settings.database.url = url.clone();
-    settings.mail.transport = Some(MailTransportKind::Smtp);
-    settings.mail.smtp.host = "127.0.0.1".into();
-    settings.mail.smtp.port = Some(server.port());
-    settings.mail.smtp.tls = SmtpTls::None;
-    settings.mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
-    settings.mail.from = "usage@example.com".into();
-    settings.mail.smtp.pool_size = u32::try_from(env_number("POOL_SIZE", 4)).unwrap_or(4);
+    let mut settings = common::bench_settings(&url);
+    server.configure(&mut settings.mail);
+    settings.mail.smtp.pool_size = u32::try_from(common::env_number("POOL_SIZE", 4)).unwrap_or(4);
     let ctx = Ctx::new(Arc::new(settings), url.clone());
 
     // Each timed attempt runs in a transaction that is rolled back, so all see the same data.

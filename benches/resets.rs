@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::{BenchCluster, round};
+
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +22,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 use serde_json::json;
 use usage_worker::db;
-use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::quota_report::QuotaRow;
 
@@ -28,30 +30,22 @@ const EVENTS_PER_USER: i64 = 5;
 const STATUS_CALLS: usize = 5_000;
 
 fn main() {
-    let users: i64 = std::env::var("USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let mut cluster = common::BenchCluster::start(Durability::Throwaway);
-    let pg = &cluster.pg;
-    let admin = &mut cluster.admin;
-    admin
-        .batch_execute("CREATE DATABASE bench_job")
-        .expect("create db");
+    let users = common::env_number("USERS", 100_000);
+    let mut cluster = BenchCluster::start(Durability::Throwaway);
 
     let only = std::env::var("SCENARIO").unwrap_or_default();
     if only.is_empty() || only == "rollover" {
-        rollover(pg, admin, users);
+        rollover(&mut cluster, users);
     }
     if only.is_empty() || only == "status" {
-        status_latency(pg, admin, users);
+        status_latency(&mut cluster, users);
     }
 }
 
-fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
+fn rollover(cluster: &mut BenchCluster, users: i64) {
     let now: DateTime<Utc> = "2027-01-11T00:00:00Z".parse().expect("instant");
-    let mut conn = db::connect(&pg.url("bench_job")).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+    let mut conn = cluster.migrated_database("bench_job");
+    let pg = &cluster.pg;
     let load = Instant::now();
     conn.batch_execute(&format!(
         "INSERT INTO plans (id, name) VALUES (1, 'free');
@@ -85,7 +79,8 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     conn.batch_execute("VACUUM ANALYZE usage_periods, usage_period_kind_totals, usage_events")
         .expect("vacuum");
     drop(conn);
-    admin
+    cluster
+        .admin
         .batch_execute("CREATE DATABASE bench_raw TEMPLATE bench_job")
         .expect("copy database");
 
@@ -164,12 +159,8 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     );
 }
 
-fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
-    admin
-        .batch_execute("CREATE DATABASE bench_status")
-        .expect("create db");
-    let mut conn = db::connect(&pg.url("bench_status")).expect("connect");
-    db::run_migrations(&mut conn).expect("migrate");
+fn status_latency(cluster: &mut BenchCluster, users: i64) {
+    let mut conn = cluster.migrated_database("bench_status");
     let load = Instant::now();
     // Zones with and without DST; months closed from 2024-12 to 2026-11, days for two weeks.
     conn.batch_execute(&format!(
@@ -181,29 +172,13 @@ fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
          SELECT g, 'u' || g || '@example.com', 1,
                 (ARRAY['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata'])[1 + g % 4]
            FROM generate_series(1, {users}) AS g;
-         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
-                                    requests, tokens, closed_at)
-         SELECT u.id, 'month', b.period_start, b.period_end,
-                CASE WHEN m = 24 THEN 'open' ELSE 'closed' END,
-                CASE WHEN m = 24 THEN NULL ELSE 'rollover' END, 100, 5000,
-                CASE WHEN m = 24 THEN NULL ELSE b.period_end END
-           FROM users u
-          CROSS JOIN generate_series(0, 24) AS m
-          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'month',
-                        '2024-12-15T00:00:00Z'::timestamptz + make_interval(months => m)) b;
-         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
-                                    requests, tokens, closed_at)
-         SELECT u.id, 'day', b.period_start, b.period_end,
-                CASE WHEN d = 14 THEN 'open' ELSE 'closed' END,
-                CASE WHEN d = 14 THEN NULL ELSE 'rollover' END, 5, 200,
-                CASE WHEN d = 14 THEN NULL ELSE b.period_end END
-           FROM users u
-          CROSS JOIN generate_series(0, 14) AS d
-          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'day',
-                        '2026-11-09T12:00:00Z'::timestamptz + make_interval(days => d)) b;
+         {months}
+         {days}
          INSERT INTO usage_period_kind_totals (user_id, period, period_start, kind, requests, tokens)
          SELECT user_id, period, period_start, 'image_generation', 3, 0
-           FROM usage_periods WHERE status = 'open';"
+           FROM usage_periods WHERE status = 'open';",
+        months = periods_sql("month", "2024-12-15T00:00:00Z", "months", 24, (100, 5000)),
+        days = periods_sql("day", "2026-11-09T12:00:00Z", "days", 14, (5, 200)),
     ))
     .expect("load periods");
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
@@ -241,6 +216,24 @@ fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     );
 }
 
+/// Periods `0..=last` of every user, each holding `first` plus that many `unit`s (a
+/// `make_interval` argument), with `(requests, tokens)` each; all closed but the last.
+fn periods_sql(period: &str, first: &str, unit: &str, last: i64, totals: (i64, i64)) -> String {
+    let (requests, tokens) = totals;
+    format!(
+        "INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
+                                    requests, tokens, closed_at)
+         SELECT u.id, '{period}', b.period_start, b.period_end,
+                CASE WHEN i = {last} THEN 'open' ELSE 'closed' END,
+                CASE WHEN i = {last} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
+                CASE WHEN i = {last} THEN NULL ELSE b.period_end END
+           FROM users u
+          CROSS JOIN generate_series(0, {last}) AS i
+          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, '{period}',
+                        '{first}'::timestamptz + make_interval({unit} => i)) b;"
+    )
+}
+
 #[derive(QueryableByName)]
 struct N {
     #[diesel(sql_type = BigInt)]
@@ -270,8 +263,4 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
