@@ -631,6 +631,9 @@ fn insert_sql(e: &Event) -> String {
     }
 }
 
+/// One amount of an event, as the summary sums it.
+type Amount = fn(&Event) -> i128;
+
 /// The tokens the stored row holds: usage_record stores at least prompt + completion.
 fn stored_tokens(e: &Event) -> i128 {
     if e.via_usage_record {
@@ -674,28 +677,19 @@ fn check_events(events: &[Event]) -> usize {
     assert_eq!(not_yet_aggregated(&db), 0);
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_quarantine"), 0);
     assert_eq!(summary_total(&db, "events"), accepted.len() as i128);
-    assert_eq!(
-        summary_total(&db, "tokens"),
-        accepted.iter().map(stored_tokens).sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "prompt_tokens"),
-        accepted
-            .iter()
-            .map(|e| i128::from(e.prompt_tokens))
-            .sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "messages"),
-        accepted
-            .iter()
-            .map(|e| i128::from(e.messages))
-            .sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "bytes"),
-        accepted.iter().map(|e| i128::from(e.bytes)).sum::<i128>()
-    );
+    let amounts: [(&str, Amount); 4] = [
+        ("tokens", stored_tokens),
+        ("prompt_tokens", |e| i128::from(e.prompt_tokens)),
+        ("messages", |e| i128::from(e.messages)),
+        ("bytes", |e| i128::from(e.bytes)),
+    ];
+    for (column, amount) in amounts {
+        assert_eq!(
+            summary_total(&db, column),
+            accepted.iter().map(amount).sum::<i128>(),
+            "summary {column}"
+        );
+    }
     assert_eq!(summary_differences(&db), 0);
     for (kind, now) in [
         (JobKind::Partitions, NOW),
