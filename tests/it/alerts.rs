@@ -428,13 +428,13 @@ fn an_invalid_address_fails_at_once_without_reaching_the_server() {
 fn dry_run_lists_who_would_be_emailed_and_why_and_changes_nothing() {
     let (db, server, ctx) = seeded_with_smtp();
     set_tokens(&db, 1, NOV, DEC, 970);
-    let opts = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-
     let report = JobKind::Alerts
-        .run(&ctx, &mut db.conn(), at("2026-11-10T12:00:00Z"), &opts)
+        .run(
+            &ctx,
+            &mut db.conn(),
+            at("2026-11-10T12:00:00Z"),
+            &support::dry_run(),
+        )
         .unwrap();
 
     let lines: Vec<&str> = report.details["lines"]

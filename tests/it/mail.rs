@@ -101,14 +101,19 @@ fn an_unusable_address_is_an_invalid_address_error() {
     assert!(error.class.is_permanent());
 }
 
+/// A templates directory holding one template, `file`.
+fn templates_dir(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(file), text).unwrap();
+    dir
+}
+
 #[test]
 fn a_template_in_mail_templates_dir_replaces_the_built_in_one() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("quota_alert.subject.txt"),
+    let dir = templates_dir(
+        "quota_alert.subject.txt",
         "Heads up: {{ threshold }}% of your {{ metric_noun }} quota",
-    )
-    .unwrap();
+    );
     let rendered = Templates::load(Some(dir.path()))
         .unwrap()
         .render_sample()
@@ -133,12 +138,7 @@ fn invalid_key(toml: &str) -> String {
 
 #[test]
 fn a_broken_template_override_is_refused_at_startup_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("quota_alert.txt"),
-        "Hello {{ nmae }}, {% if %}",
-    )
-    .unwrap();
+    let dir = templates_dir("quota_alert.txt", "Hello {{ nmae }}, {% if %}");
     let key = invalid_key(&format!(
         "[mail]\ntemplates_dir = \"{}\"\n",
         dir.path().display()

@@ -21,7 +21,7 @@ const LATER: &str = "2026-11-25T10:00:00Z";
 const NEXT_MONTH: &str = "2026-12-02T00:00:00Z";
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> Result<JobReport, JobError> {
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &RunOpts::default())
+    db.run_job(kind, now, &RunOpts::default())
 }
 
 /// Every job that reads events, as the daemon would run them: none may fail.
@@ -311,13 +311,8 @@ fn a_watermark_ahead_of_a_restored_cluster_stops_aggregate_and_the_rebase_counts
     );
     assert!(error.contains("current transaction id"), "{error}");
     assert!(error.contains("usage_rebase_watermark()"), "{error}");
-    let dry_run = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
     assert!(
-        JobKind::Aggregate
-            .run(&db.ctx(), &mut db.conn(), at(NOW), &dry_run)
+        db.run_job(JobKind::Aggregate, NOW, &support::dry_run())
             .is_err()
     );
 

@@ -14,7 +14,7 @@ use usage_worker::jobs::{JobKind, RunOpts};
 use crate::support::{TestDb, at};
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> serde_json::Value {
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &RunOpts::default())
+    db.run_job(kind, now, &RunOpts::default())
         .unwrap_or_else(|e| panic!("{kind} at {now}: {e}"))
         .details
 }

@@ -16,7 +16,7 @@ fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport 
         user_id: user,
         ..RunOpts::default()
     };
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &opts).unwrap()
+    db.run_job(kind, now, &opts).unwrap()
 }
 
 fn event(db: &TestDb, user: i64, kind: &str, tokens: i64, created_at: &str) {
@@ -274,12 +274,12 @@ fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     db.add_user(1, "UTC");
     event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
-    let opts = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-    let report = JobKind::ResetDaily
-        .run(&db.ctx(), &mut db.conn(), at("2027-01-12T00:00:00Z"), &opts)
+    let report = db
+        .run_job(
+            JobKind::ResetDaily,
+            "2027-01-12T00:00:00Z",
+            &support::dry_run(),
+        )
         .unwrap();
     assert_eq!(report.details["closed"], 2); // day 10, and its empty successor day 11
     assert_eq!(

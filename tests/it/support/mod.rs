@@ -31,7 +31,7 @@ use diesel::sql_types::{BigInt, Bool};
 use usage_worker::config::Settings;
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
-use usage_worker::jobs::{Ctx, JobKind};
+use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
 const TEMPLATE: &str = "uw_template";
 
@@ -223,6 +223,11 @@ impl TestDb {
         blocker
     }
 
+    /// Runs `kind` at `now` on this database, with default settings and `opts`.
+    pub fn run_job(&self, kind: JobKind, now: &str, opts: &RunOpts) -> Result<JobReport, JobError> {
+        kind.run(&self.ctx(), &mut self.conn(), at(now), opts)
+    }
+
     /// The `usage-worker` binary pointed at this database.
     pub fn binary(&self) -> Command {
         let mut command = binary();
@@ -241,6 +246,14 @@ impl TestDb {
         self.conn()
             .batch_execute(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// The options of a dry run: the job reports what it would do and changes nothing.
+pub fn dry_run() -> RunOpts {
+    RunOpts {
+        dry_run: true,
+        ..RunOpts::default()
     }
 }
 
