@@ -125,6 +125,16 @@ impl JobKind {
     }
 
     /// Parses `--run`'s list: names separated by commas, or `all`.
+    /// Every job's `label` (its name or its config key), comma separated, for messages that
+    /// list the valid jobs.
+    pub fn join_all(label: fn(JobKind) -> &'static str) -> String {
+        JobKind::ALL
+            .iter()
+            .map(|&kind| label(kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn parse_list(text: &str) -> Result<Vec<JobKind>, String> {
         if text.trim() == "all" {
             return Ok(JobKind::ALL.to_vec());
@@ -134,11 +144,7 @@ impl JobKind {
             let kind = JobKind::from_name(name).ok_or_else(|| {
                 format!(
                     "unknown job `{name}`; valid jobs: {}, or all",
-                    JobKind::ALL
-                        .iter()
-                        .map(|k| k.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    JobKind::join_all(JobKind::name)
                 )
             })?;
             if !kinds.contains(&kind) {
