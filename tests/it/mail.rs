@@ -2,17 +2,19 @@
 //! and the mail settings' validation.
 
 use usage_worker::config::{ConfigError, Settings};
-use usage_worker::mail::templates::{Templates, sample_content};
+use usage_worker::mail::templates::{AlertContent, Rendered, Templates, sample_content};
 use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
 
 use crate::support::{self, at};
 
+/// `content` in the built-in templates.
+fn render(content: &AlertContent) -> Rendered {
+    Templates::load(None).unwrap().render(content).unwrap()
+}
+
 #[test]
 fn the_built_in_alert_email_reads_as_intended() {
-    let rendered = Templates::load(None)
-        .unwrap()
-        .render(&sample_content())
-        .unwrap();
+    let rendered = render(&sample_content());
     insta::assert_snapshot!("subject", rendered.subject);
     insta::assert_snapshot!("text", rendered.text);
     insta::assert_snapshot!("html", rendered.html);
@@ -35,7 +37,7 @@ fn without_links_or_a_name_the_email_still_reads_well() {
     content.used = "19 requests".into();
     content.limit = "20 requests".into();
     content.remaining = "1 request".into();
-    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    let rendered = render(&content);
     insta::assert_snapshot!("subject_kind_scoped", rendered.subject);
     insta::assert_snapshot!("text_without_links", rendered.text);
 }
@@ -45,8 +47,7 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
     let mut content = sample_content();
     let hostile = "Eve\r\nBcc: victim@example.org\r\n<script>alert(1)</script>";
     content.name = hostile.into();
-    let templates = Templates::load(None).unwrap();
-    let rendered = templates.render(&content).unwrap();
+    let rendered = render(&content);
     assert!(
         rendered
             .html
@@ -84,10 +85,7 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
 
 #[test]
 fn an_unusable_address_is_an_invalid_address_error() {
-    let rendered = Templates::load(None)
-        .unwrap()
-        .render(&sample_content())
-        .unwrap();
+    let rendered = render(&sample_content());
     let error = mail::compose(
         &Settings::default().mail,
         "no address here",
@@ -179,7 +177,7 @@ fn past_the_limit_the_email_says_the_quota_is_used_up() {
     content.percent = 112;
     content.used = "112,413 tokens".into();
     content.remaining = "0 tokens".into();
-    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    let rendered = render(&content);
     insta::assert_snapshot!("subject_past_the_limit", rendered.subject);
     insta::assert_snapshot!("text_past_the_limit", rendered.text);
     insta::assert_snapshot!("html_past_the_limit", rendered.html);

@@ -311,10 +311,7 @@ fn a_watermark_ahead_of_a_restored_cluster_stops_aggregate_and_the_rebase_counts
     );
     assert!(error.contains("current transaction id"), "{error}");
     assert!(error.contains("usage_rebase_watermark()"), "{error}");
-    assert!(
-        db.run_job(JobKind::Aggregate, NOW, &support::dry_run())
-            .is_err()
-    );
+    assert!(db.dry_run_job(JobKind::Aggregate, NOW).is_err());
 
     // An application wrote after the restore: the rebase refuses rather than lose its event.
     db.execute(

@@ -275,11 +275,7 @@ fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
     let report = db
-        .run_job(
-            JobKind::ResetDaily,
-            "2027-01-12T00:00:00Z",
-            &support::dry_run(),
-        )
+        .dry_run_job(JobKind::ResetDaily, "2027-01-12T00:00:00Z")
         .unwrap();
     assert_eq!(report.details["closed"], 2); // day 10, and its empty successor day 11
     assert_eq!(

@@ -228,6 +228,11 @@ impl TestDb {
         kind.run(&self.ctx(), &mut self.conn(), at(now), opts)
     }
 
+    /// Dry-runs `kind` at `now` on this database, with default settings.
+    pub fn dry_run_job(&self, kind: JobKind, now: &str) -> Result<JobReport, JobError> {
+        self.run_job(kind, now, &dry_run())
+    }
+
     /// The `usage-worker` binary pointed at this database.
     pub fn binary(&self) -> Command {
         let mut command = binary();
