@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::round;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,10 +117,6 @@ fn main() {
         drop(conn);
         drop_database(admin, set.name);
     }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn timed(f: impl FnOnce()) -> f64 {

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::round;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,24 +23,17 @@ use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 const MONTHS: i64 = 27;
 
 fn main() {
-    let per_month: i64 = std::env::var("EVENTS_PER_MONTH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400_000);
+    let per_month = common::env_number("EVENTS_PER_MONTH", 400_000);
     // Production-like durability: WAL and fsync are part of what a mass DELETE costs.
     let mut cluster = common::BenchCluster::start(Durability::Durable);
+    let mut a = cluster.migrated_database("bench_a");
     let pg = &cluster.pg;
     let admin = &mut cluster.admin;
-    admin
-        .batch_execute("CREATE DATABASE bench_a")
-        .expect("create db");
 
     // Now = the first instant of month 28, so the cutoff is the start of month 4: three whole
     // months (3 × per_month rows) are older than it.
     let now: DateTime<Utc> = "2027-04-01T00:00:00Z".parse().expect("instant");
     let first_month = "2025-01-01";
-    let mut a = common::connect(&pg.url("bench_a"));
-    common::migrate(&mut a);
     let load = Instant::now();
     let settings = Arc::new(common::bench_settings(&pg.url("bench_a")));
     let ctx = Ctx::new(settings.clone(), pg.url("bench_a"));
@@ -177,8 +172,4 @@ fn with_concurrent_inserts(url: &str, work: impl FnOnce()) -> (f64, f64) {
     stop.store(true, Ordering::SeqCst);
     let worst = handle.join().expect("writer thread");
     (elapsed, worst.as_secs_f64() * 1000.0)
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

@@ -69,32 +69,41 @@ pub fn zone_abbreviation(zone: &str, local: &DateTime<FixedOffset>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::str::FromStr;
 
     use super::*;
 
-    fn dec(text: &str) -> BigDecimal {
+    /// A decimal from its text, for the tests of everything that formats amounts.
+    pub(crate) fn dec(text: &str) -> BigDecimal {
         BigDecimal::from_str(text).unwrap()
     }
 
     #[test]
     fn money_rounds_half_up_to_cents_and_groups_thousands() {
-        assert_eq!(money(&dec("12.345")), "12.35");
-        assert_eq!(money(&dec("0.005")), "0.01");
-        assert_eq!(money(&dec("0.004")), "0.00");
-        assert_eq!(money(&dec("1234567.891")), "1,234,567.89");
-        assert_eq!(money(&dec("1234.5")), "1,234.50");
-        assert_eq!(money(&dec("7")), "7.00");
+        for (amount, text) in [
+            ("12.345", "12.35"),
+            ("0.005", "0.01"),
+            ("0.004", "0.00"),
+            ("1234567.891", "1,234,567.89"),
+            ("1234.5", "1,234.50"),
+            ("7", "7.00"),
+        ] {
+            assert_eq!(money(&dec(amount)), text, "{amount}");
+        }
     }
 
     #[test]
     fn whole_amounts_are_cut_to_units_and_grouped_by_thousands() {
-        assert_eq!(whole(&dec("1234567")), "1,234,567");
-        assert_eq!(whole(&dec("999.9")), "999");
-        assert_eq!(whole(&dec("100")), "100");
-        assert_eq!(whole(&dec("1000000")), "1,000,000");
-        assert_eq!(whole(&dec("-1234")), "-1,234");
+        for (amount, text) in [
+            ("1234567", "1,234,567"),
+            ("999.9", "999"),
+            ("100", "100"),
+            ("1000000", "1,000,000"),
+            ("-1234", "-1,234"),
+        ] {
+            assert_eq!(whole(&dec(amount)), text, "{amount}");
+        }
     }
 
     #[test]

@@ -86,33 +86,19 @@ impl JobKind {
     }
 
     pub fn defaults(self) -> JobDefaults {
-        match self {
-            JobKind::Partitions => JobDefaults {
-                schedule: "0 2 * * *",
-                timeout: Duration::from_secs(30 * 60),
-            },
-            JobKind::Aggregate => JobDefaults {
-                schedule: "* * * * *",
-                timeout: Duration::from_secs(30 * 60),
-            },
-            JobKind::Stats => JobDefaults {
-                schedule: "10 0 * * *",
-                timeout: Duration::from_secs(10 * 60),
-            },
+        let (schedule, timeout_minutes) = match self {
+            JobKind::Partitions => ("0 2 * * *", 30),
+            JobKind::Aggregate => ("* * * * *", 30),
+            JobKind::Stats => ("10 0 * * *", 10),
             // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
             // honoured within the quarter hour.
-            JobKind::ResetDaily | JobKind::ResetMonthly => JobDefaults {
-                schedule: "*/15 * * * *",
-                timeout: Duration::from_secs(30 * 60),
-            },
-            JobKind::Alerts => JobDefaults {
-                schedule: "*/5 * * * *",
-                timeout: Duration::from_secs(10 * 60),
-            },
-            JobKind::Retention => JobDefaults {
-                schedule: "30 3 1 * *",
-                timeout: Duration::from_secs(6 * 3_600),
-            },
+            JobKind::ResetDaily | JobKind::ResetMonthly => ("*/15 * * * *", 30),
+            JobKind::Alerts => ("*/5 * * * *", 10),
+            JobKind::Retention => ("30 3 1 * *", 6 * 60),
+        };
+        JobDefaults {
+            schedule,
+            timeout: Duration::from_secs(timeout_minutes * 60),
         }
     }
 
@@ -151,6 +137,16 @@ impl JobKind {
     }
 
     /// Parses `--run`'s list: names separated by commas, or `all`.
+    /// Every job's `label` (its name or its config key), comma separated, for messages that
+    /// list the valid jobs.
+    pub fn join_all(label: fn(JobKind) -> &'static str) -> String {
+        JobKind::ALL
+            .iter()
+            .map(|&kind| label(kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn parse_list(text: &str) -> Result<Vec<JobKind>, String> {
         if text.trim() == "all" {
             return Ok(JobKind::ALL.to_vec());
@@ -160,11 +156,7 @@ impl JobKind {
             let kind = JobKind::from_name(name).ok_or_else(|| {
                 format!(
                     "unknown job `{name}`; valid jobs: {}, or all",
-                    JobKind::ALL
-                        .iter()
-                        .map(|k| k.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    JobKind::join_all(JobKind::name)
                 )
             })?;
             if !kinds.contains(&kind) {

@@ -1,7 +1,8 @@
 //! What every benchmark starts with: a private PostgreSQL cluster in a temporary directory
-//! and an admin connection to it.
+//! and an admin connection to it, migrated databases in it, and the numbers it prints.
 #![allow(dead_code)]
 
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use usage_worker::config::{SchemaName, Settings};
 use usage_worker::db;
@@ -39,6 +40,31 @@ pub fn connect(url: &str) -> PgConnection {
 /// Applies the migrations in the worker's schema.
 pub fn migrate(conn: &mut PgConnection) {
     db::run_migrations(conn, &SchemaName::default()).expect("migrate");
+}
+
+impl BenchCluster {
+    /// Creates the database `name`, migrated, and connects to it.
+    pub fn migrated_database(&mut self, name: &str) -> PgConnection {
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create db");
+        let mut conn = connect(&self.pg.url(name));
+        migrate(&mut conn);
+        conn
+    }
+}
+
+/// A whole number from the environment variable `name`; `default` when unset or not one.
+pub fn env_number(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Three decimals: what the printed lines carry.
+pub fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Default settings pointing at `url`.

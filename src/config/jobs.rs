@@ -65,11 +65,7 @@ pub(super) fn validate_job_keys(jobs: &BTreeMap<String, JobSettings>) -> Result<
             format!("jobs.{name}"),
             format!(
                 "unknown job; expected one of: {}",
-                JobKind::ALL
-                    .iter()
-                    .map(|k| k.config_key())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                JobKind::join_all(JobKind::config_key)
             ),
         )),
         None => Ok(()),

@@ -28,9 +28,17 @@ fn load_toml(text: &str) -> Result<Settings, ConfigError> {
     Settings::load_with_env(Some(&path), Vec::new())
 }
 
-/// The key a refused configuration names; anything else (what the binary would not exit 78
-/// for with a named key) fails the test.
-fn refused_key(result: Result<Settings, ConfigError>) -> String {
+/// The key that refusing the configuration file `text` names; anything else (what the binary
+/// would not exit 78 for with a named key) fails the test, quoting the file.
+fn refused_key(text: &str) -> String {
+    match load_toml(text) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("{text:?}: expected a refused key, got {other:?}"),
+    }
+}
+
+/// The key a load refused.
+fn key_refused_by(result: Result<Settings, ConfigError>) -> String {
     match result {
         Err(ConfigError::Invalid { key, .. }) => key,
         other => panic!("expected a refused key, got {other:?}"),
@@ -129,7 +137,7 @@ fn a_schema_name_must_be_a_plain_identifier_of_the_workers_own() {
         &"u".repeat(64),
     ] {
         let result = load_env(&[("USAGE_WORKER__DATABASE__SCHEMA", bad)]);
-        assert_eq!(refused_key(result), "database.schema", "{bad:?}");
+        assert_eq!(key_refused_by(result), "database.schema", "{bad:?}");
     }
     for good in ["usage", "metering", "_books", "usage_2", &"u".repeat(63)] {
         let settings = load_env(&[("USAGE_WORKER__DATABASE__SCHEMA", good)]).unwrap();
@@ -165,14 +173,14 @@ fn the_error_text_names_the_key_and_the_expected_form() {
 #[test]
 fn a_misspelled_key_or_section_in_the_file_is_named_with_its_path() {
     assert_eq!(
-        refused_key(load_toml("[database]\npool_sise = 4\n")),
+        refused_key("[database]\npool_sise = 4\n"),
         "database.pool_sise"
     );
     assert_eq!(
-        refused_key(load_toml("[jobs.partitions]\nschedul = \"0 2 * * *\"\n")),
+        refused_key("[jobs.partitions]\nschedul = \"0 2 * * *\"\n"),
         "jobs.partitions.schedul"
     );
-    assert_eq!(refused_key(load_toml("[databse]\nurl = \"\"\n")), "databse");
+    assert_eq!(refused_key("[databse]\nurl = \"\"\n"), "databse");
     let error = load_toml("[mail.smtp]\nhots = \"x\"\n").unwrap_err();
     assert!(error.to_string().contains("unknown key"), "{error}");
 }
@@ -185,7 +193,7 @@ fn a_bad_cron_string_or_an_unknown_job_is_named() {
         "{error}"
     );
     assert_eq!(
-        refused_key(load_toml("[jobs.agregate]\nschedule = \"* * * * *\"\n")),
+        refused_key("[jobs.agregate]\nschedule = \"* * * * *\"\n"),
         "jobs.agregate"
     );
 }
@@ -199,11 +207,11 @@ fn a_threshold_out_of_range_in_a_list_names_the_list() {
         "{error}"
     );
     assert_eq!(
-        refused_key(load_toml("[alerts]\nthresholds = [80, 80]\n")),
+        refused_key("[alerts]\nthresholds = [80, 80]\n"),
         "alerts.thresholds"
     );
     assert_eq!(
-        refused_key(load_toml("[alerts]\nthresholds = []\n")),
+        refused_key("[alerts]\nthresholds = []\n"),
         "alerts.thresholds"
     );
 }
@@ -333,6 +341,6 @@ fn a_key_value_database_url_libpq_could_not_read_is_refused_without_quoting_it()
         let error = load_env(&[("USAGE_WORKER__DATABASE__URL", url)]).unwrap_err();
         let text = error.to_string();
         assert!(!text.contains("kv"), "{text}");
-        assert_eq!(refused_key(Err(error)), "database.url");
+        assert_eq!(key_refused_by(Err(error)), "database.url");
     }
 }

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Date, Text};
+use diesel::sql_types::{BigInt, Bool, Date, Nullable, Text};
 use serde::Serialize;
 use serde_json::json;
 
@@ -43,6 +43,40 @@ struct Breakdown {
     totals: Totals,
 }
 
+/// What a breakdown of the day's totals is by.
+#[derive(Clone, Copy)]
+enum Dimension {
+    /// Every event kind, most events first.
+    Kind,
+    /// The TOP_MODELS models with the most tokens (events without a model left out).
+    Model,
+}
+
+/// The day's totals per kind or per model; sums past 2^63-1 are clamped as in the totals.
+fn breakdown(
+    conn: &mut PgConnection,
+    day: NaiveDate,
+    by: Dimension,
+) -> Result<Vec<Breakdown>, JobError> {
+    let (column, rows, order, limit) = match by {
+        Dimension::Kind => ("kind", "", "sum(events)", None),
+        Dimension::Model => ("model", "AND model <> ''", "sum(tokens)", Some(TOP_MODELS)),
+    };
+    // `LIMIT NULL` is no limit.
+    let breakdown = diesel::sql_query(format!(
+        "SELECT {column} AS name, count(DISTINCT user_id) AS active_users,
+                LEAST(sum(events), 9223372036854775807)::bigint AS events,
+                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
+                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
+           FROM token_usage_daily WHERE day = $1 {rows}
+          GROUP BY {column} ORDER BY {order} DESC, {column} LIMIT $2"
+    ))
+    .bind::<Date, _>(day)
+    .bind::<Nullable<BigInt>, _>(limit)
+    .load(conn)?;
+    Ok(breakdown)
+}
+
 pub fn run(
     _ctx: &Ctx,
     conn: &mut PgConnection,
@@ -69,27 +103,8 @@ pub fn run(
     )
     .bind::<Date, _>(day)
     .get_result(conn)?;
-    let by_kind: Vec<Breakdown> = diesel::sql_query(
-        "SELECT kind AS name, count(DISTINCT user_id) AS active_users,
-                LEAST(sum(events), 9223372036854775807)::bigint AS events,
-                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
-                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
-           FROM token_usage_daily WHERE day = $1
-          GROUP BY kind ORDER BY sum(events) DESC, kind",
-    )
-    .bind::<Date, _>(day)
-    .load(conn)?;
-    let top_models: Vec<Breakdown> = diesel::sql_query(
-        "SELECT model AS name, count(DISTINCT user_id) AS active_users,
-                LEAST(sum(events), 9223372036854775807)::bigint AS events,
-                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
-                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
-           FROM token_usage_daily WHERE day = $1 AND model <> ''
-          GROUP BY model ORDER BY sum(tokens) DESC, model LIMIT $2",
-    )
-    .bind::<Date, _>(day)
-    .bind::<BigInt, _>(TOP_MODELS)
-    .load(conn)?;
+    let by_kind = breakdown(conn, day, Dimension::Kind)?;
+    let top_models = breakdown(conn, day, Dimension::Model)?;
     let watermark = watermark::read(conn)?;
 
     tracing::info!(

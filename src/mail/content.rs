@@ -121,11 +121,7 @@ pub fn format_amount(metric: &str, value: &BigDecimal) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
-
-    fn dec(text: &str) -> BigDecimal {
-        BigDecimal::from_str(text).unwrap()
-    }
+    use crate::format::tests::dec;
 
     #[test]
     fn amounts_carry_their_units() {

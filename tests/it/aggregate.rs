@@ -15,7 +15,7 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use proptest::prelude::*;
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
-use crate::support::books::{events_not_yet_aggregated, summary_differences};
+use crate::support::books::{assert_all_aggregated_exactly, summary_differences};
 use crate::support::{self, TestDb, at};
 
 fn date(text: &str) -> NaiveDate {
@@ -62,9 +62,9 @@ fn summary_tokens(db: &TestDb, user_id: i64, day: &str) -> i64 {
 #[test]
 fn new_events_are_added_once_and_a_second_run_changes_nothing() {
     let db = TestDb::alone();
+    db.add_user(1, "Europe/Berlin");
     db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'Europe/Berlin');
-         INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
+        "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
                                    completion_tokens, cost, created_at)
          VALUES (1, 'ai_response', 'chat', 'gpt-4o', 300, 100, 200, 0.00250000, '2026-11-22T23:15:00Z'),
                 (1, 'ai_response', 'chat', 'gpt-4o', 30, 10, 20, 0.00025000, '2026-11-22T23:45:00Z'),
@@ -91,9 +91,9 @@ fn new_events_are_added_once_and_a_second_run_changes_nothing() {
 #[test]
 fn an_event_dated_forty_days_ago_and_inserted_today_lands_in_its_own_day() {
     let db = TestDb::alone();
+    db.add_user(7, "America/New_York");
     db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (7, 'l@example.com', 'America/New_York');
-         INSERT INTO usage_events (user_id, kind, tokens, created_at)
+        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
          VALUES (7, 'ai_response', 50, '2026-11-23T09:00:00Z')",
     );
     let ctx = db.ctx();
@@ -114,10 +114,8 @@ fn an_event_dated_forty_days_ago_and_inserted_today_lands_in_its_own_day() {
 #[test]
 fn a_user_in_zone_mars_olympus_is_counted_in_utc_reported_once_and_others_are_unaffected() {
     let db = TestDb::alone();
-    db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (1, 'm@example.com', 'Mars/Olympus'),
-                                                        (2, 't@example.com', 'Asia/Tokyo')",
-    );
+    db.add_user(1, "Mars/Olympus");
+    db.add_user(2, "Asia/Tokyo");
     // Three transactions and a batch size of one: three aggregate transactions in one run.
     for _ in 0..3 {
         db.execute(
@@ -165,17 +163,16 @@ fn a_backlog_is_worked_through_in_bounded_transactions_without_splitting_one_ins
     assert_eq!(report.details["events"], 35);
     // The 25-event insert as one transaction, then 10 events in batches of at most 4.
     assert_eq!(report.details["transactions"], 1 + 3);
-    assert_eq!(events_not_yet_aggregated(&db), 0);
-    assert_eq!(summary_differences(&db), 0);
+    assert_all_aggregated_exactly(&db);
 }
 
 #[test]
 fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() {
     let db = TestDb::alone();
+    db.add_user(1, "UTC");
+    db.add_user(2, "Asia/Kolkata");
     db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'UTC'),
-                                                        (2, 'b@example.com', 'Asia/Kolkata');
-         INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
+        "INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
          VALUES (1, 'ai_response', 100, 1.25, '2026-11-22T10:00:00Z')",
     );
     let ctx = db.ctx();
@@ -230,17 +227,16 @@ fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() 
     assert_eq!(rerun.details["events"], 3);
     assert_eq!(summary_tokens(&db, 1, "2026-11-22"), 105);
     assert_eq!(summary_tokens(&db, 2, "2026-11-22"), 7);
-    assert_eq!(events_not_yet_aggregated(&db), 0);
-    assert_eq!(summary_differences(&db), 0);
+    assert_all_aggregated_exactly(&db);
 }
 
 #[test]
 fn rebuild_after_tampering_restores_the_exact_values_and_dry_run_only_reports() {
     let db = TestDb::alone();
+    db.add_user(1, "Europe/Berlin");
+    db.add_user(2, "America/Los_Angeles");
     db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (1, 'a@example.com', 'Europe/Berlin'),
-                                                        (2, 'b@example.com', 'America/Los_Angeles');
-         INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
+        "INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
          SELECT 1 + g % 2, 'ai_response', 'gpt-4o', g, g * 0.001, '2026-10-01T00:00:00Z'::timestamptz + g * interval '1 hour'
            FROM generate_series(0, 24 * 31) g",
     );
@@ -278,8 +274,7 @@ fn rebuild_after_tampering_restores_the_exact_values_and_dry_run_only_reports() 
     );
 
     aggregate(&ctx, &mut db.conn()).unwrap();
-    assert_eq!(events_not_yet_aggregated(&db), 0);
-    assert_eq!(summary_differences(&db), 0);
+    assert_all_aggregated_exactly(&db);
 }
 
 #[test]
@@ -429,11 +424,8 @@ fn insert_sql(events: &[EventSpec]) -> String {
 
 fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
     let db = TestDb::alone();
-    for (i, zone) in ZONES.iter().enumerate() {
-        db.execute(&format!(
-            "INSERT INTO users (id, email, timezone) VALUES ({}, 'u{i}@example.com', '{zone}')",
-            i + 1
-        ));
+    for (id, zone) in (1..).zip(ZONES) {
+        db.add_user(id, zone);
     }
     let ctx = db.ctx_with(|s| s.aggregate.batch_events = 7);
     let writers_done = Arc::new(AtomicBool::new(false));
@@ -474,8 +466,7 @@ fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
 
     // Every writer has finished, so one more run reaches every event.
     aggregate(&ctx, &mut db.conn()).unwrap();
-    assert_eq!(events_not_yet_aggregated(&db), 0);
-    assert_eq!(summary_differences(&db), 0);
+    assert_all_aggregated_exactly(&db);
     assert_eq!(
         db.count("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM token_usage_daily"),
         db.count("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM usage_events")
@@ -622,22 +613,20 @@ fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost(
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user2.csv");
-    let status = support::binary()
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .args([
-            "--export-csv",
-            "--from",
-            "2026-10-01",
-            "--to",
-            "2026-11-30",
-            "--user",
-            "2",
-        ])
-        .arg("--output")
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::stdout_of_success(
+        db.binary()
+            .args([
+                "--export-csv",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-11-30",
+                "--user",
+                "2",
+            ])
+            .arg("--output")
+            .arg(&path),
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.lines().skip(1).all(|l| l.starts_with("2,")), "{text}");

@@ -1,10 +1,9 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int2, Int4, Nullable, Text};
-use usage_worker::config::{HumanDuration, MailTransportKind, Settings, SmtpTls};
+use usage_worker::config::{MailTransportKind, Settings};
 use usage_worker::jobs::{Ctx, JobKind, JobReport, RunOpts};
 use usage_worker::mail::{self, Mailer, OutgoingEmail, SendError};
 
@@ -40,17 +39,21 @@ fn set_tokens(db: &TestDb, user: i64, start: &str, end: &str, tokens: i64) {
     ));
 }
 
-fn mail_settings(settings: &mut Settings, server: &SmtpServer) {
-    settings.mail.transport = Some(MailTransportKind::Smtp);
-    settings.mail.smtp.host = "127.0.0.1".into();
-    settings.mail.smtp.port = Some(server.port());
-    settings.mail.smtp.tls = SmtpTls::None;
-    settings.mail.smtp.timeout = HumanDuration(Duration::from_secs(5));
-    settings.mail.from = "Example Usage <usage@example.com>".into();
+/// A seeded database and a context that sends through a fresh SMTP server, with `change`
+/// applied to the settings.
+fn seeded_with_smtp_and(change: impl FnOnce(&mut Settings)) -> (TestDb, SmtpServer, Arc<Ctx>) {
+    let db = TestDb::new();
+    seed(&db);
+    let server = SmtpServer::start();
+    let ctx = db.ctx_with(|s| {
+        server.configure(&mut s.mail);
+        change(s);
+    });
+    (db, server, ctx)
 }
 
-fn smtp_ctx(db: &TestDb, server: &SmtpServer) -> Arc<Ctx> {
-    db.ctx_with(|s| mail_settings(s, server))
+fn seeded_with_smtp() -> (TestDb, SmtpServer, Arc<Ctx>) {
+    seeded_with_smtp_and(|_| {})
 }
 
 fn run(db: &TestDb, ctx: &Ctx, now: &str) -> JobReport {
@@ -99,10 +102,7 @@ fn subjects(server: &SmtpServer) -> Vec<String> {
 
 #[test]
 fn crossing_80_then_95_on_separate_runs_sends_two_emails_and_reruns_send_nothing() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
 
     set_tokens(&db, 1, NOV, DEC, 820);
     run(&db, &ctx, "2026-11-10T12:00:00Z");
@@ -138,10 +138,7 @@ fn crossing_80_then_95_on_separate_runs_sends_two_emails_and_reruns_send_nothing
 
 #[test]
 fn usage_jumping_straight_to_97_percent_sends_only_the_95_alert_and_supersedes_80() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
 
     set_tokens(&db, 2, NOV, DEC, 970);
     let report = run(&db, &ctx, "2026-11-10T12:00:00Z");
@@ -165,10 +162,7 @@ fn usage_jumping_straight_to_97_percent_sends_only_the_95_alert_and_supersedes_8
 
 #[test]
 fn a_new_period_arms_every_threshold_again() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
 
     set_tokens(&db, 2, NOV, DEC, 850);
     run(&db, &ctx, "2026-11-20T00:00:00Z");
@@ -193,10 +187,7 @@ fn a_new_period_arms_every_threshold_again() {
 #[test]
 fn with_the_smtp_server_down_for_several_runs_every_alert_is_delivered_exactly_once_when_it_is_back()
  {
-    let db = TestDb::new();
-    seed(&db);
-    let mut server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, mut server, ctx) = seeded_with_smtp();
     for user in 1..=3 {
         set_tokens(&db, user, NOV, DEC, 900);
     }
@@ -220,14 +211,8 @@ fn with_the_smtp_server_down_for_several_runs_every_alert_is_delivered_exactly_o
     run(&db, &ctx, "2026-11-10T14:00:00Z");
     run(&db, &ctx, "2026-11-11T14:00:00Z");
 
-    let mut recipients: Vec<String> = server
-        .received()
-        .iter()
-        .flat_map(|m| m.rcpt.clone())
-        .collect();
-    recipients.sort();
     assert_eq!(
-        recipients,
+        server.recipients(),
         vec!["ada@example.com", "bob@example.com", "cy@example.com"]
     );
     assert!(
@@ -239,11 +224,8 @@ fn with_the_smtp_server_down_for_several_runs_every_alert_is_delivered_exactly_o
 
 #[test]
 fn a_550_rejection_fails_that_alert_at_once_and_the_others_are_delivered() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
+    let (db, server, ctx) = seeded_with_smtp();
     server.reject("bob@example.com");
-    let ctx = smtp_ctx(&db, &server);
     for user in 1..=3 {
         set_tokens(&db, user, NOV, DEC, 900);
     }
@@ -252,13 +234,10 @@ fn a_550_rejection_fails_that_alert_at_once_and_the_others_are_delivered() {
     run(&db, &ctx, "2026-11-10T13:00:00Z");
 
     assert_eq!(report.details["failed"], 1);
-    let mut recipients: Vec<String> = server
-        .received()
-        .iter()
-        .flat_map(|m| m.rcpt.clone())
-        .collect();
-    recipients.sort();
-    assert_eq!(recipients, vec!["ada@example.com", "cy@example.com"]);
+    assert_eq!(
+        server.recipients(),
+        vec!["ada@example.com", "cy@example.com"]
+    );
     let bob = alerts(&db).into_iter().find(|r| r.user_id == 2).unwrap();
     assert_eq!(bob.status, "failed");
     assert_eq!(bob.attempts, 1);
@@ -282,16 +261,12 @@ impl Mailer for CrashAfterSend {
 
 #[test]
 fn a_crash_between_send_and_commit_leads_to_at_most_one_more_delivery_with_the_same_message_id() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
+    let (db, server, ctx) = seeded_with_smtp();
     set_tokens(&db, 1, NOV, DEC, 900);
-    let mut settings = db.settings();
-    mail_settings(&mut settings, &server);
     let crashing = Ctx::with_mailer(
-        Arc::new(settings.clone()),
+        ctx.settings.clone(),
         db.url.clone(),
-        Arc::new(CrashAfterSend(mail::from_settings(&settings.mail))),
+        Arc::new(CrashAfterSend(mail::from_settings(&ctx.settings.mail))),
     );
 
     let crashed = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -305,7 +280,6 @@ fn a_crash_between_send_and_commit_leads_to_at_most_one_more_delivery_with_the_s
     assert!(crashed.is_err());
     assert_eq!(statuses(&db), vec![(1, 80, "sending".to_string())]);
 
-    let ctx = smtp_ctx(&db, &server);
     // The lease (15 minutes) of the crashed run still holds: nothing is sent twice yet.
     run(&db, &ctx, "2026-11-10T12:05:00Z");
     assert_eq!(server.received().len(), 1);
@@ -321,10 +295,7 @@ fn a_crash_between_send_and_commit_leads_to_at_most_one_more_delivery_with_the_s
 
 #[test]
 fn an_opted_out_user_gets_suppressed_rows_and_no_email() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     db.execute("UPDATE users SET alerts_enabled = false WHERE id = 3");
     set_tokens(&db, 3, NOV, DEC, 990);
 
@@ -342,10 +313,7 @@ fn an_opted_out_user_gets_suppressed_rows_and_no_email() {
 
 #[test]
 fn a_user_who_opts_out_before_a_pending_alert_is_delivered_gets_no_email() {
-    let db = TestDb::new();
-    seed(&db);
-    let mut server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, mut server, ctx) = seeded_with_smtp();
     set_tokens(&db, 3, NOV, DEC, 850);
     server.stop();
     run(&db, &ctx, "2026-11-10T12:00:00Z");
@@ -360,10 +328,7 @@ fn a_user_who_opts_out_before_a_pending_alert_is_delivered_gets_no_email() {
 
 #[test]
 fn a_plan_upgraded_mid_period_below_80_percent_sends_no_new_email() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     // Ada was warned at 80 % of the free plan; Bob upgraded before any run noticed.
     set_tokens(&db, 1, NOV, DEC, 850);
     run(&db, &ctx, "2026-11-10T12:00:00Z");
@@ -379,10 +344,7 @@ fn a_plan_upgraded_mid_period_below_80_percent_sends_no_new_email() {
 
 #[test]
 fn unlimited_metrics_never_alert_and_kind_scoped_limits_use_that_kinds_totals() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     db.execute(&format!(
         "UPDATE users SET plan_id = 3 WHERE id = 1;
          INSERT INTO usage_periods (user_id, period, period_start, period_end, tokens, requests)
@@ -405,13 +367,7 @@ fn unlimited_metrics_never_alert_and_kind_scoped_limits_use_that_kinds_totals() 
 
 #[test]
 fn transient_failures_retry_with_backoff_and_give_up_after_max_attempts() {
-    let db = TestDb::new();
-    seed(&db);
-    let mut server = SmtpServer::start();
-    let ctx = db.ctx_with(|s| {
-        mail_settings(s, &server);
-        s.alerts.max_attempts = 3;
-    });
+    let (db, mut server, ctx) = seeded_with_smtp_and(|s| s.alerts.max_attempts = 3);
     set_tokens(&db, 1, NOV, DEC, 900);
     server.stop();
 
@@ -440,10 +396,7 @@ fn transient_failures_retry_with_backoff_and_give_up_after_max_attempts() {
 
 #[test]
 fn an_alert_undelivered_a_day_after_its_period_ended_expires() {
-    let db = TestDb::new();
-    seed(&db);
-    let mut server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, mut server, ctx) = seeded_with_smtp();
     set_tokens(&db, 1, NOV, DEC, 900);
     server.stop();
     run(&db, &ctx, "2026-11-30T23:00:00Z");
@@ -457,10 +410,7 @@ fn an_alert_undelivered_a_day_after_its_period_ended_expires() {
 
 #[test]
 fn an_invalid_address_fails_at_once_without_reaching_the_server() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     db.execute("UPDATE users SET email = 'bob at example dot com' WHERE id = 2");
     set_tokens(&db, 2, NOV, DEC, 900);
 
@@ -476,18 +426,15 @@ fn an_invalid_address_fails_at_once_without_reaching_the_server() {
 
 #[test]
 fn dry_run_lists_who_would_be_emailed_and_why_and_changes_nothing() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     set_tokens(&db, 1, NOV, DEC, 970);
-    let opts = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-
     let report = JobKind::Alerts
-        .run(&ctx, &mut db.conn(), at("2026-11-10T12:00:00Z"), &opts)
+        .run(
+            &ctx,
+            &mut db.conn(),
+            at("2026-11-10T12:00:00Z"),
+            &support::dry_run(),
+        )
         .unwrap();
 
     let lines: Vec<&str> = report.details["lines"]
@@ -539,17 +486,11 @@ fn the_file_transport_writes_one_eml_per_alert_and_a_rerun_adds_none() {
 
 #[test]
 fn no_more_messages_are_in_flight_at_once_than_the_smtp_pool_allows() {
-    let db = TestDb::new();
-    seed(&db);
+    let (db, server, ctx) = seeded_with_smtp_and(|s| s.mail.smtp.pool_size = 2);
     db.execute(
         "INSERT INTO users (id, email, name, plan_id)
          SELECT g, 'user' || g || '@example.com', 'User ' || g, 1 FROM generate_series(10, 29) g",
     );
-    let server = SmtpServer::start();
-    let ctx = db.ctx_with(|s| {
-        mail_settings(s, &server);
-        s.mail.smtp.pool_size = 2;
-    });
     for user in 10..30 {
         set_tokens(&db, user, NOV, DEC, 900);
     }
@@ -575,23 +516,16 @@ fn run_alerts_dry_run_on_the_command_line_prints_who_would_be_emailed() {
         ),
     );
 
-    let output = support::binary()
-        .args(["--config", config.to_str().unwrap()])
-        .args([
-            "--run",
-            "alerts",
-            "--dry-run",
-            "--at",
-            "2026-11-10T12:00:00Z",
-        ])
-        .output()
-        .unwrap();
-
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = support::stdout_of_success(
+        support::binary()
+            .args(["--config", config.to_str().unwrap()])
+            .args([
+                "--run",
+                "alerts",
+                "--dry-run",
+                "--at",
+                "2026-11-10T12:00:00Z",
+            ]),
     );
     assert!(
         stdout.contains("alerts: user 2 b***@example.com: would email: 95% of monthly tokens: 990 tokens of 1,000 tokens"),
@@ -604,10 +538,7 @@ fn run_alerts_dry_run_on_the_command_line_prints_who_would_be_emailed() {
 
 #[test]
 fn a_run_limited_to_one_user_decides_and_delivers_only_that_users_alerts() {
-    let db = TestDb::new();
-    seed(&db);
-    let server = SmtpServer::start();
-    let ctx = smtp_ctx(&db, &server);
+    let (db, server, ctx) = seeded_with_smtp();
     set_tokens(&db, 1, NOV, DEC, 900);
     set_tokens(&db, 2, NOV, DEC, 900);
     let only_bob = RunOpts {
@@ -620,10 +551,5 @@ fn a_run_limited_to_one_user_decides_and_delivers_only_that_users_alerts() {
         .unwrap();
 
     assert_eq!(statuses(&db), vec![(2, 80, "sent".to_string())]);
-    let recipients: Vec<String> = server
-        .received()
-        .iter()
-        .flat_map(|m| m.rcpt.clone())
-        .collect();
-    assert_eq!(recipients, vec!["bob@example.com"]);
+    assert_eq!(server.recipients(), vec!["bob@example.com"]);
 }

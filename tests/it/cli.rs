@@ -12,46 +12,44 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     (out.code, out.stdout, out.stderr)
 }
 
+/// `--check-config` with `args` and `envs`, which must exit 78: its stderr.
+fn check_config_refuses(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let (code, _, stderr) = run(&[&["--check-config"], args].concat(), envs);
+    assert_eq!(code, 78, "{stderr}");
+    stderr
+}
+
+/// `--check-config` with a configuration file holding `text`, which must exit 78: its stderr.
+fn check_config_refuses_file(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), text);
+    check_config_refuses(&["--config", path.to_str().unwrap()], &[])
+}
+
 #[test]
 fn a_misspelled_config_key_exits_78_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = config_file(
-        dir.path(),
+    let stderr = check_config_refuses_file(
         "[database]\nurl = \"postgres://x@localhost/db\"\npool_sise = 4\n",
     );
-    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("database.pool_sise"), "{stderr}");
 }
 
 #[test]
 fn a_misspelled_section_exits_78_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = config_file(
-        dir.path(),
-        "[databse]\nurl = \"postgres://x@localhost/db\"\n",
-    );
-    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(code, 78, "{stderr}");
+    let stderr = check_config_refuses_file("[databse]\nurl = \"postgres://x@localhost/db\"\n");
     assert!(stderr.contains("databse"), "{stderr}");
 }
 
 #[test]
 fn a_bad_cron_string_exits_78_naming_the_key_and_the_expected_form() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = config_file(dir.path(), "[jobs.partitions]\nschedule = \"61 * * * *\"\n");
-    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(code, 78, "{stderr}");
+    let stderr = check_config_refuses_file("[jobs.partitions]\nschedule = \"61 * * * *\"\n");
     assert!(stderr.contains("jobs.partitions.schedule"), "{stderr}");
     assert!(stderr.contains("*/15 * * * *"), "{stderr}");
 }
 
 #[test]
 fn an_unknown_job_section_exits_78_listing_the_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = config_file(dir.path(), "[jobs.agregate]\nschedule = \"* * * * *\"\n");
-    let (code, _, stderr) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(code, 78, "{stderr}");
+    let stderr = check_config_refuses_file("[jobs.agregate]\nschedule = \"* * * * *\"\n");
     assert!(
         stderr.contains("jobs.agregate") && stderr.contains("partitions"),
         "{stderr}"
@@ -60,21 +58,16 @@ fn an_unknown_job_section_exits_78_listing_the_jobs() {
 
 #[test]
 fn a_wrongly_typed_environment_value_exits_78_naming_the_key() {
-    let (code, _, stderr) = run(
-        &["--check-config"],
-        &[("USAGE_WORKER__DATABASE__POOL_SIZE", "many")],
-    );
-    assert_eq!(code, 78, "{stderr}");
+    let stderr = check_config_refuses(&[], &[("USAGE_WORKER__DATABASE__POOL_SIZE", "many")]);
     assert!(stderr.contains("database.pool_size"), "{stderr}");
 }
 
 #[test]
 fn a_bad_duration_exits_78_naming_the_key() {
-    let (code, _, stderr) = run(
-        &["--check-config"],
+    let stderr = check_config_refuses(
+        &[],
         &[("USAGE_WORKER__SCHEDULER__SHUTDOWN_GRACE", "30 fortnights")],
     );
-    assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("scheduler.shutdown_grace"), "{stderr}");
 }
 

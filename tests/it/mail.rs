@@ -2,17 +2,19 @@
 //! and the mail settings' validation.
 
 use usage_worker::config::{ConfigError, Settings};
-use usage_worker::mail::templates::{Templates, sample_content};
+use usage_worker::mail::templates::{AlertContent, Rendered, Templates, sample_content};
 use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
 
-use crate::support::at;
+use crate::support::{self, at};
+
+/// `content` in the built-in templates.
+fn render(content: &AlertContent) -> Rendered {
+    Templates::load(None).unwrap().render(content).unwrap()
+}
 
 #[test]
 fn the_built_in_alert_email_reads_as_intended() {
-    let rendered = Templates::load(None)
-        .unwrap()
-        .render(&sample_content())
-        .unwrap();
+    let rendered = render(&sample_content());
     insta::assert_snapshot!("subject", rendered.subject);
     insta::assert_snapshot!("text", rendered.text);
     insta::assert_snapshot!("html", rendered.html);
@@ -35,7 +37,7 @@ fn without_links_or_a_name_the_email_still_reads_well() {
     content.used = "19 requests".into();
     content.limit = "20 requests".into();
     content.remaining = "1 request".into();
-    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    let rendered = render(&content);
     insta::assert_snapshot!("subject_kind_scoped", rendered.subject);
     insta::assert_snapshot!("text_without_links", rendered.text);
 }
@@ -45,8 +47,7 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
     let mut content = sample_content();
     let hostile = "Eve\r\nBcc: victim@example.org\r\n<script>alert(1)</script>";
     content.name = hostile.into();
-    let templates = Templates::load(None).unwrap();
-    let rendered = templates.render(&content).unwrap();
+    let rendered = render(&content);
     assert!(
         rendered
             .html
@@ -84,10 +85,7 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
 
 #[test]
 fn an_unusable_address_is_an_invalid_address_error() {
-    let rendered = Templates::load(None)
-        .unwrap()
-        .render(&sample_content())
-        .unwrap();
+    let rendered = render(&sample_content());
     let error = mail::compose(
         &Settings::default().mail,
         "no address here",
@@ -101,14 +99,19 @@ fn an_unusable_address_is_an_invalid_address_error() {
     assert!(error.class.is_permanent());
 }
 
+/// A templates directory holding one template, `file`.
+fn templates_dir(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(file), text).unwrap();
+    dir
+}
+
 #[test]
 fn a_template_in_mail_templates_dir_replaces_the_built_in_one() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("quota_alert.subject.txt"),
+    let dir = templates_dir(
+        "quota_alert.subject.txt",
         "Heads up: {{ threshold }}% of your {{ metric_noun }} quota",
-    )
-    .unwrap();
+    );
     let rendered = Templates::load(Some(dir.path()))
         .unwrap()
         .render_sample()
@@ -119,62 +122,44 @@ fn a_template_in_mail_templates_dir_replaces_the_built_in_one() {
 
 fn load(toml: &str) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = support::config_file(dir.path(), toml);
     usage_worker::app::load_settings_with_env(Some(&path), Vec::new())
 }
 
-fn invalid_key(result: Result<Settings, ConfigError>) -> String {
-    match result {
+/// The key that refusing the configuration `toml` names; anything else fails, quoting it.
+fn invalid_key(toml: &str) -> String {
+    match load(toml) {
         Err(ConfigError::Invalid { key, .. }) => key,
-        other => panic!("expected an invalid key, got {other:?}"),
+        other => panic!("{toml:?}: expected an invalid key, got {other:?}"),
     }
 }
 
 #[test]
 fn a_broken_template_override_is_refused_at_startup_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("quota_alert.txt"),
-        "Hello {{ nmae }}, {% if %}",
-    )
-    .unwrap();
-    let key = invalid_key(load(&format!(
+    let dir = templates_dir("quota_alert.txt", "Hello {{ nmae }}, {% if %}");
+    let key = invalid_key(&format!(
         "[mail]\ntemplates_dir = \"{}\"\n",
         dir.path().display()
-    )));
+    ));
     assert_eq!(key, "mail.templates_dir");
 }
 
 #[test]
 fn mail_and_alert_settings_are_validated_naming_the_key() {
-    assert_eq!(
-        invalid_key(load(
-            "[mail.smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\n"
-        )),
-        "mail.smtp.tls"
-    );
+    for (toml, key) in [
+        (
+            "[mail.smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\n",
+            "mail.smtp.tls",
+        ),
+        ("[mail]\nfrom = \"not a mailbox\"\n", "mail.from"),
+        ("[mail]\ntransport = \"file\"\n", "mail.file.dir"),
+        ("[alerts]\nthresholds = [80, 120]\n", "alerts.thresholds"),
+        ("[alerts]\nmax_attempts = 0\n", "alerts.max_attempts"),
+        ("[mail.smtp]\npassword = \"secret\"\n", "mail.smtp.username"),
+    ] {
+        assert_eq!(invalid_key(toml), key, "{toml:?}");
+    }
     assert!(load("[mail.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n").is_ok());
-    assert_eq!(
-        invalid_key(load("[mail]\nfrom = \"not a mailbox\"\n")),
-        "mail.from"
-    );
-    assert_eq!(
-        invalid_key(load("[mail]\ntransport = \"file\"\n")),
-        "mail.file.dir"
-    );
-    assert_eq!(
-        invalid_key(load("[alerts]\nthresholds = [80, 120]\n")),
-        "alerts.thresholds"
-    );
-    assert_eq!(
-        invalid_key(load("[alerts]\nmax_attempts = 0\n")),
-        "alerts.max_attempts"
-    );
-    assert_eq!(
-        invalid_key(load("[mail.smtp]\npassword = \"secret\"\n")),
-        "mail.smtp.username"
-    );
 }
 
 #[test]
@@ -192,7 +177,7 @@ fn past_the_limit_the_email_says_the_quota_is_used_up() {
     content.percent = 112;
     content.used = "112,413 tokens".into();
     content.remaining = "0 tokens".into();
-    let rendered = Templates::load(None).unwrap().render(&content).unwrap();
+    let rendered = render(&content);
     insta::assert_snapshot!("subject_past_the_limit", rendered.subject);
     insta::assert_snapshot!("text_past_the_limit", rendered.text);
     insta::assert_snapshot!("html_past_the_limit", rendered.html);

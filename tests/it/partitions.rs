@@ -43,12 +43,8 @@ fn partitions_cover_the_current_month_and_three_ahead_and_a_rerun_changes_nothin
 #[test]
 fn dry_run_creates_nothing_but_reports_what_it_would_create() {
     let db = TestDb::new();
-    let opts = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-    let report = JobKind::Partitions
-        .run(&db.ctx(), &mut db.conn(), at("2027-01-15T00:00:00Z"), &opts)
+    let report = db
+        .dry_run_job(JobKind::Partitions, "2027-01-15T00:00:00Z")
         .unwrap();
     assert_eq!(report.details["created"].as_array().unwrap().len(), 4);
     assert!(partitions(&db).is_empty());

@@ -115,10 +115,9 @@ fn an_event_at_half_past_eleven_local_time_lands_in_that_local_day() {
     for (i, case) in DST_DAYS.iter().enumerate() {
         let zone: Tz = case.zone.parse().unwrap();
         let user = i as i64 + 1;
+        db.add_user(user, case.zone);
         db.execute(&format!(
-            "INSERT INTO users (id, email, timezone) VALUES ({user}, 'u{user}@example.com', '{}');
-             INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES ({user}, 'ai_response', 10, '{}')",
-            case.zone,
+            "INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES ({user}, 'ai_response', 10, '{}')",
             local(zone, case.day, 23, 30).to_rfc3339()
         ));
     }
@@ -137,90 +136,120 @@ fn an_event_at_half_past_eleven_local_time_lands_in_that_local_day() {
     }
 }
 
-fn month(
-    conn: &mut diesel::PgConnection,
-    zone: &str,
-    anchor: Option<i32>,
-    instant: &str,
-) -> (String, String) {
-    let b = sql_bounds(conn, zone, anchor, "month", at(instant));
-    let tz: Tz = zone.parse().unwrap();
-    assert_eq!(
-        b,
-        reference_bounds(tz, anchor.map(|a| a as u32), "month", at(instant)),
-        "chrono-tz disagrees"
-    );
-    (b.period_start.to_rfc3339(), b.period_end.to_rfc3339())
-}
+/// A monthly period to check: zone, anchor day, an instant, and the expected [start, end).
+type MonthCase = (&'static str, Option<i32>, &'static str, [&'static str; 2]);
 
-fn pair(a: &str, b: &str) -> (String, String) {
-    (at(a).to_rfc3339(), at(b).to_rfc3339())
+/// The monthly period holding each case's instant is the expected one, and chrono-tz agrees.
+fn assert_months(cases: &[MonthCase]) {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    for &(zone, anchor, instant, [start, end]) in cases {
+        let case = format!("{zone}, anchor {anchor:?}, at {instant}");
+        let b = sql_bounds(&mut conn, zone, anchor, "month", at(instant));
+        let tz: Tz = zone.parse().unwrap();
+        assert_eq!(
+            b,
+            reference_bounds(tz, anchor.map(|a| a as u32), "month", at(instant)),
+            "chrono-tz disagrees: {case}"
+        );
+        assert_eq!(
+            (b.period_start, b.period_end),
+            (at(start), at(end)),
+            "{case}"
+        );
+    }
 }
 
 #[test]
 fn anchor_day_31_clamps_to_the_last_day_of_february_in_common_and_leap_years() {
-    let db = TestDb::new();
-    let mut c = db.conn();
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2027-02-15T12:00:00Z"),
-        pair("2027-01-31T00:00:00Z", "2027-02-28T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2027-02-28T00:00:00Z"),
-        pair("2027-02-28T00:00:00Z", "2027-03-31T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2027-03-30T23:59:59Z"),
-        pair("2027-02-28T00:00:00Z", "2027-03-31T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2028-02-28T12:00:00Z"),
-        pair("2028-01-31T00:00:00Z", "2028-02-29T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2028-02-29T12:00:00Z"),
-        pair("2028-02-29T00:00:00Z", "2028-03-31T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(31), "2027-05-01T00:00:00Z"),
-        pair("2027-04-30T00:00:00Z", "2027-05-31T00:00:00Z")
-    );
-    // In the user's zone: Kolkata's 2028-02-29 00:00 is 2028-02-28 18:30 UTC.
-    assert_eq!(
-        month(&mut c, "Asia/Kolkata", Some(31), "2028-02-28T18:30:00Z"),
-        pair("2028-02-28T18:30:00Z", "2028-03-30T18:30:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "Asia/Kolkata", Some(31), "2028-02-28T18:29:59Z"),
-        pair("2028-01-30T18:30:00Z", "2028-02-28T18:30:00Z")
-    );
+    assert_months(&[
+        (
+            "UTC",
+            Some(31),
+            "2027-02-15T12:00:00Z",
+            ["2027-01-31T00:00:00Z", "2027-02-28T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(31),
+            "2027-02-28T00:00:00Z",
+            ["2027-02-28T00:00:00Z", "2027-03-31T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(31),
+            "2027-03-30T23:59:59Z",
+            ["2027-02-28T00:00:00Z", "2027-03-31T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(31),
+            "2028-02-28T12:00:00Z",
+            ["2028-01-31T00:00:00Z", "2028-02-29T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(31),
+            "2028-02-29T12:00:00Z",
+            ["2028-02-29T00:00:00Z", "2028-03-31T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(31),
+            "2027-05-01T00:00:00Z",
+            ["2027-04-30T00:00:00Z", "2027-05-31T00:00:00Z"],
+        ),
+        // In the user's zone: Kolkata's 2028-02-29 00:00 is 2028-02-28 18:30 UTC.
+        (
+            "Asia/Kolkata",
+            Some(31),
+            "2028-02-28T18:30:00Z",
+            ["2028-02-28T18:30:00Z", "2028-03-30T18:30:00Z"],
+        ),
+        (
+            "Asia/Kolkata",
+            Some(31),
+            "2028-02-28T18:29:59Z",
+            ["2028-01-30T18:30:00Z", "2028-02-28T18:30:00Z"],
+        ),
+    ]);
 }
 
 #[test]
 fn anchor_day_15_and_calendar_months_start_at_local_midnight() {
-    let db = TestDb::new();
-    let mut c = db.conn();
-    assert_eq!(
-        month(&mut c, "UTC", Some(15), "2027-02-14T23:59:59Z"),
-        pair("2027-01-15T00:00:00Z", "2027-02-15T00:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "UTC", Some(15), "2027-02-15T00:00:00Z"),
-        pair("2027-02-15T00:00:00Z", "2027-03-15T00:00:00Z")
-    );
-    // Berlin: the period holding the switch to summer time ends an hour earlier in UTC.
-    assert_eq!(
-        month(&mut c, "Europe/Berlin", Some(15), "2027-03-14T23:30:00Z"),
-        pair("2027-03-14T23:00:00Z", "2027-04-14T22:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "Europe/Berlin", None, "2026-11-30T23:30:00Z"),
-        pair("2026-11-30T23:00:00Z", "2026-12-31T23:00:00Z")
-    );
-    assert_eq!(
-        month(&mut c, "America/New_York", None, "2026-12-01T04:59:59Z"),
-        pair("2026-11-01T04:00:00Z", "2026-12-01T05:00:00Z")
-    );
+    assert_months(&[
+        (
+            "UTC",
+            Some(15),
+            "2027-02-14T23:59:59Z",
+            ["2027-01-15T00:00:00Z", "2027-02-15T00:00:00Z"],
+        ),
+        (
+            "UTC",
+            Some(15),
+            "2027-02-15T00:00:00Z",
+            ["2027-02-15T00:00:00Z", "2027-03-15T00:00:00Z"],
+        ),
+        // Berlin: the period holding the switch to summer time ends an hour earlier in UTC.
+        (
+            "Europe/Berlin",
+            Some(15),
+            "2027-03-14T23:30:00Z",
+            ["2027-03-14T23:00:00Z", "2027-04-14T22:00:00Z"],
+        ),
+        (
+            "Europe/Berlin",
+            None,
+            "2026-11-30T23:30:00Z",
+            ["2026-11-30T23:00:00Z", "2026-12-31T23:00:00Z"],
+        ),
+        (
+            "America/New_York",
+            None,
+            "2026-12-01T04:59:59Z",
+            ["2026-11-01T04:00:00Z", "2026-12-01T05:00:00Z"],
+        ),
+    ]);
 }
 
 #[test]

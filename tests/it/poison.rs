@@ -21,7 +21,7 @@ const LATER: &str = "2026-11-25T10:00:00Z";
 const NEXT_MONTH: &str = "2026-12-02T00:00:00Z";
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> Result<JobReport, JobError> {
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &RunOpts::default())
+    db.run_job(kind, now, &RunOpts::default())
 }
 
 /// Every job that reads events, as the daemon would run them: none may fail.
@@ -72,6 +72,15 @@ fn insert_bypassing_bounds(db: &TestDb, sql: &str) {
          END $$;
          COMMIT;"
     ));
+}
+
+/// Inserts `rows` of (user_id, kind, tokens, created_at) the way [`insert_bypassing_bounds`]
+/// does.
+fn insert_tokens_bypassing_bounds(db: &TestDb, rows: &str) {
+    insert_bypassing_bounds(
+        db,
+        &format!("INSERT INTO usage_events (user_id, kind, tokens, created_at) VALUES {rows}"),
+    );
 }
 
 /// Summary rows that differ from the raw sums of the counted events (below the watermark,
@@ -169,13 +178,12 @@ fn an_infinite_timestamp_from_before_the_bounds_is_set_aside_and_everyone_else_i
 fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_others_counted() {
     let db = TestDb::alone();
     // 6917529027641081856 = 2^62 + 2^61: one fits in a bigint, two do not.
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 6917529027641081856, '2026-11-22T08:00:00Z'),
-                (1, 'ai_response', 6917529027641081856, '2026-11-22T09:00:00Z'),
-                (1, 'ai_response', 5, '2026-11-22T10:00:00Z'),
-                (2, 'ai_response', 40, '2026-11-22T10:00:00Z')",
+        "(1, 'ai_response', 6917529027641081856, '2026-11-22T08:00:00Z'),
+         (1, 'ai_response', 6917529027641081856, '2026-11-22T09:00:00Z'),
+         (1, 'ai_response', 5, '2026-11-22T10:00:00Z'),
+         (2, 'ai_response', 40, '2026-11-22T10:00:00Z')",
     );
     let report = run(&db, JobKind::Aggregate, NOW).unwrap();
     assert_eq!(
@@ -200,11 +208,10 @@ fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_ot
     assert_eq!(summary_differences(&db), 0);
 
     // The next day's summary row has room, the month's quota period does not.
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 6917529027641081856, '2026-11-23T08:00:00Z'),
-                (2, 'ai_response', 2, '2026-11-23T08:00:00Z')",
+        "(1, 'ai_response', 6917529027641081856, '2026-11-23T08:00:00Z'),
+         (2, 'ai_response', 2, '2026-11-23T08:00:00Z')",
     );
     let report = run(&db, JobKind::Aggregate, NOW).unwrap();
     assert_eq!(
@@ -226,12 +233,11 @@ fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_ot
 #[test]
 fn partitions_leave_rows_that_break_a_bound_in_the_default_partition_and_report_them() {
     let db = TestDb::alone();
-    insert_bypassing_bounds(
+    insert_tokens_bypassing_bounds(
         &db,
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 2000000000000, '2027-02-10T00:00:00Z'),
-                (1, 'ai_response', 7, '2027-03-10T00:00:00Z'),
-                (1, 'ai_response', 7, 'infinity')",
+        "(1, 'ai_response', 2000000000000, '2027-02-10T00:00:00Z'),
+         (1, 'ai_response', 7, '2027-03-10T00:00:00Z'),
+         (1, 'ai_response', 7, 'infinity')",
     );
     let report = run(&db, JobKind::Partitions, "2027-01-15T00:00:00Z").unwrap();
     let created: Vec<String> = serde_json::from_value(report.details["created"].clone()).unwrap();
@@ -305,15 +311,7 @@ fn a_watermark_ahead_of_a_restored_cluster_stops_aggregate_and_the_rebase_counts
     );
     assert!(error.contains("current transaction id"), "{error}");
     assert!(error.contains("usage_rebase_watermark()"), "{error}");
-    let dry_run = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-    assert!(
-        JobKind::Aggregate
-            .run(&db.ctx(), &mut db.conn(), at(NOW), &dry_run)
-            .is_err()
-    );
+    assert!(db.dry_run_job(JobKind::Aggregate, NOW).is_err());
 
     // An application wrote after the restore: the rebase refuses rather than lose its event.
     db.execute(
@@ -462,13 +460,7 @@ fn status_and_metrics_report_the_quarantined_events() {
     );
     assert!(text.contains("usage_worker_events_quarantined{reason=\"daily_sum_overflow\"} 0"));
 
-    let out = support::binary()
-        .arg("--status")
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = support::stdout_of_success(db.binary().arg("--status"));
     assert!(
         stdout.contains("quarantined events: 1 (created_at_out_of_range 1)"),
         "{stdout}"
@@ -631,6 +623,9 @@ fn insert_sql(e: &Event) -> String {
     }
 }
 
+/// One amount of an event, as the summary sums it.
+type Amount = fn(&Event) -> i128;
+
 /// The tokens the stored row holds: usage_record stores at least prompt + completion.
 fn stored_tokens(e: &Event) -> i128 {
     if e.via_usage_record {
@@ -674,28 +669,19 @@ fn check_events(events: &[Event]) -> usize {
     assert_eq!(not_yet_aggregated(&db), 0);
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_quarantine"), 0);
     assert_eq!(summary_total(&db, "events"), accepted.len() as i128);
-    assert_eq!(
-        summary_total(&db, "tokens"),
-        accepted.iter().map(stored_tokens).sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "prompt_tokens"),
-        accepted
-            .iter()
-            .map(|e| i128::from(e.prompt_tokens))
-            .sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "messages"),
-        accepted
-            .iter()
-            .map(|e| i128::from(e.messages))
-            .sum::<i128>()
-    );
-    assert_eq!(
-        summary_total(&db, "bytes"),
-        accepted.iter().map(|e| i128::from(e.bytes)).sum::<i128>()
-    );
+    let amounts: [(&str, Amount); 4] = [
+        ("tokens", stored_tokens),
+        ("prompt_tokens", |e| i128::from(e.prompt_tokens)),
+        ("messages", |e| i128::from(e.messages)),
+        ("bytes", |e| i128::from(e.bytes)),
+    ];
+    for (column, amount) in amounts {
+        assert_eq!(
+            summary_total(&db, column),
+            accepted.iter().map(amount).sum::<i128>(),
+            "summary {column}"
+        );
+    }
     assert_eq!(summary_differences(&db), 0);
     for (kind, now) in [
         (JobKind::Partitions, NOW),

@@ -15,7 +15,7 @@ use crate::support::quota::add_new_events_to_periods;
 use crate::support::{TestDb, at};
 
 fn run(db: &TestDb, kind: JobKind, now: &str) -> serde_json::Value {
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &RunOpts::default())
+    db.run_job(kind, now, &RunOpts::default())
         .unwrap_or_else(|e| panic!("{kind} at {now}: {e}"))
         .details
 }

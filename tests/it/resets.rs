@@ -2,10 +2,11 @@
 //! reconciliation, manual resets, downtime, drift repair, and what applications read.
 
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Timestamptz};
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
+use usage_worker::quota_report::QuotaRow;
 
 use crate::support::quota::{PeriodRow, add_new_events_to_periods, periods, raw_sums};
 use crate::support::{self, TestDb, at};
@@ -15,19 +16,13 @@ fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport 
         user_id: user,
         ..RunOpts::default()
     };
-    kind.run(&db.ctx(), &mut db.conn(), at(now), &opts).unwrap()
+    db.run_job(kind, now, &opts).unwrap()
 }
 
 fn event(db: &TestDb, user: i64, kind: &str, tokens: i64, created_at: &str) {
     db.execute(&format!(
         "INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
          VALUES ({user}, '{kind}', {tokens}, {tokens} * 0.001, '{created_at}')"
-    ));
-}
-
-fn user(db: &TestDb, id: i64, zone: &str) {
-    db.execute(&format!(
-        "INSERT INTO users (id, email, timezone) VALUES ({id}, 'user{id}@example.com', '{zone}')"
     ));
 }
 
@@ -54,30 +49,21 @@ fn assert_tiled_and_exact(db: &TestDb, rows: &[PeriodRow]) {
 fn manual_reset_mid_day_then_rollover_gives_three_periods_without_gap_or_overlap_and_exact_totals()
 {
     let db = TestDb::new();
-    user(&db, 42, "UTC");
+    db.add_user(42, "UTC");
     event(&db, 42, "ai_response", 10, "2027-01-10T08:00:00Z");
     event(&db, 42, "ai_response", 20, "2027-01-10T12:00:00Z");
     add_new_events_to_periods(&mut db.conn());
 
     // Through the binary, as an operator would, so the run ledger records it.
-    let output = support::binary()
-        .args([
-            "--run",
-            "reset-daily",
-            "--user",
-            "42",
-            "--at",
-            "2027-01-10T13:00:00Z",
-            "--allow-future",
-        ])
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::stdout_of_success(db.binary().args([
+        "--run",
+        "reset-daily",
+        "--user",
+        "42",
+        "--at",
+        "2027-01-10T13:00:00Z",
+        "--allow-future",
+    ]));
     assert_eq!(
         db.count("SELECT count(*) AS n FROM job_runs WHERE job = 'reset-daily' AND trigger = 'manual' AND user_id = 42 AND status = 'succeeded'"),
         1
@@ -140,7 +126,7 @@ fn manual_reset_mid_day_then_rollover_gives_three_periods_without_gap_or_overlap
 #[test]
 fn manual_reset_moves_events_counted_after_the_reset_instant_into_the_new_period() {
     let db = TestDb::new();
-    user(&db, 7, "Europe/Berlin");
+    db.add_user(7, "Europe/Berlin");
     event(&db, 7, "ai_response", 10, "2027-01-10T08:00:00Z");
     event(&db, 7, "image_generation", 20, "2027-01-10T15:00:00Z");
     add_new_events_to_periods(&mut db.conn());
@@ -180,8 +166,8 @@ fn manual_reset_of_an_unknown_user_is_an_error_naming_the_user() {
 #[test]
 fn after_three_days_of_downtime_each_missed_day_is_closed_with_exact_totals() {
     let db = TestDb::new();
-    user(&db, 1, "Europe/Berlin");
-    user(&db, 2, "Europe/Berlin"); // inactive throughout
+    db.add_user(1, "Europe/Berlin");
+    db.add_user(2, "Europe/Berlin"); // inactive throughout
     event(&db, 1, "ai_response", 100, "2027-03-01T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
     // Down from here: nothing aggregated, nothing reset.
@@ -223,7 +209,7 @@ fn after_three_days_of_downtime_each_missed_day_is_closed_with_exact_totals() {
 #[test]
 fn reconciliation_repairs_a_tampered_period_total_and_reports_it() {
     let db = TestDb::new();
-    user(&db, 5, "UTC");
+    db.add_user(5, "UTC");
     event(&db, 5, "ai_response", 300, "2027-01-10T08:00:00Z");
     event(&db, 5, "file_upload", 0, "2027-01-10T09:00:00Z");
     add_new_events_to_periods(&mut db.conn());
@@ -266,8 +252,8 @@ fn reconciliation_repairs_a_tampered_period_total_and_reports_it() {
 #[test]
 fn a_user_with_an_unknown_time_zone_is_reset_in_utc_and_reported_while_the_others_go_on() {
     let db = TestDb::new();
-    user(&db, 1, "Europe/Berlin");
-    user(&db, 3, "Mars/Olympus_Mons");
+    db.add_user(1, "Europe/Berlin");
+    db.add_user(3, "Mars/Olympus_Mons");
     event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
     event(&db, 3, "ai_response", 1, "2027-01-10T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
@@ -286,15 +272,11 @@ fn a_user_with_an_unknown_time_zone_is_reset_in_utc_and_reported_while_the_other
 #[test]
 fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     let db = TestDb::new();
-    user(&db, 1, "UTC");
+    db.add_user(1, "UTC");
     event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
-    let opts = RunOpts {
-        dry_run: true,
-        ..RunOpts::default()
-    };
-    let report = JobKind::ResetDaily
-        .run(&db.ctx(), &mut db.conn(), at("2027-01-12T00:00:00Z"), &opts)
+    let report = db
+        .dry_run_job(JobKind::ResetDaily, "2027-01-12T00:00:00Z")
         .unwrap();
     assert_eq!(report.details["closed"], 2); // day 10, and its empty successor day 11
     assert_eq!(
@@ -304,41 +286,16 @@ fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_periods"), 2);
 }
 
-#[derive(QueryableByName, Debug)]
-struct Status {
-    #[diesel(sql_type = Text)]
-    metric: String,
-    #[diesel(sql_type = Text)]
-    period: String,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Numeric)]
-    used: BigDecimal,
-    #[diesel(sql_type = Nullable<Numeric>)]
-    limit_value: Option<BigDecimal>,
-    #[diesel(sql_type = Nullable<Numeric>)]
-    remaining: Option<BigDecimal>,
-    #[diesel(sql_type = Bool)]
-    unlimited: bool,
-    #[diesel(sql_type = Bool)]
-    exceeded: bool,
-    #[diesel(sql_type = Nullable<Numeric>)]
-    percent: Option<BigDecimal>,
-    #[diesel(sql_type = Timestamptz)]
-    period_start: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    period_end: DateTime<Utc>,
-}
-
-fn quota_status(db: &TestDb, user_id: i64, instant: &str) -> Vec<Status> {
-    diesel::sql_query("SELECT * FROM quota_status($1, $2)")
+/// `quota_status()` as `--usage` reads it (the display offset, unused here, as 0).
+fn quota_status(db: &TestDb, user_id: i64, instant: &str) -> Vec<QuotaRow> {
+    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset FROM quota_status($1, $2) q")
         .bind::<BigInt, _>(user_id)
         .bind::<Timestamptz, _>(at(instant))
         .load(&mut db.conn())
         .unwrap()
 }
 
-fn find<'a>(rows: &'a [Status], metric: &str, period: &str, kind: &str) -> &'a Status {
+fn find<'a>(rows: &'a [QuotaRow], metric: &str, period: &str, kind: &str) -> &'a QuotaRow {
     rows.iter()
         .find(|r| r.metric == metric && r.period == period && r.kind == kind)
         .unwrap_or_else(|| panic!("no {metric}/{period}/{kind:?} row in {rows:?}"))
@@ -348,10 +305,18 @@ fn num(n: i64) -> BigDecimal {
     BigDecimal::from(n)
 }
 
+fn used_limit_remaining(row: &QuotaRow) -> (BigDecimal, Option<BigDecimal>, Option<BigDecimal>) {
+    (
+        row.used.clone(),
+        row.limit_value.clone(),
+        row.remaining.clone(),
+    )
+}
+
 #[test]
 fn quota_status_of_a_user_without_events_shows_zero_usage_and_the_periods_in_the_users_zone() {
     let db = TestDb::new();
-    user(&db, 9, "America/New_York");
+    db.add_user(9, "America/New_York");
     let rows = quota_status(&db, 9, "2026-11-23T03:00:00Z"); // 22:00 on Nov 22 in New York
     assert_eq!(rows.len(), 10); // five metrics, day and month, over all kinds
     for row in &rows {
@@ -381,7 +346,7 @@ fn quota_status_reports_limits_remaining_and_unlimited_metrics_and_follows_a_pla
          INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
          VALUES (1, 'tokens', 'month', '', 1000), (2, 'tokens', 'month', '', 100000)",
     );
-    user(&db, 1, "UTC");
+    db.add_user(1, "UTC");
     db.execute("UPDATE users SET plan_id = 1 WHERE id = 1");
     event(&db, 1, "ai_response", 710, "2026-11-20T10:00:00Z");
     add_new_events_to_periods(&mut db.conn());
@@ -389,11 +354,7 @@ fn quota_status_reports_limits_remaining_and_unlimited_metrics_and_follows_a_pla
     let rows = quota_status(&db, 1, "2026-11-23T12:00:00Z");
     let tokens = find(&rows, "tokens", "month", "");
     assert_eq!(
-        (
-            tokens.used.clone(),
-            tokens.limit_value.clone(),
-            tokens.remaining.clone()
-        ),
+        used_limit_remaining(tokens),
         (num(710), Some(num(1000)), Some(num(290)))
     );
     assert!(!tokens.unlimited && !tokens.exceeded);
@@ -419,7 +380,7 @@ fn quota_status_checks_a_kind_scoped_limit_against_that_kind_only() {
          INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
          VALUES (1, 'requests', 'day', 'image_generation', 2)",
     );
-    user(&db, 1, "Asia/Kolkata");
+    db.add_user(1, "Asia/Kolkata");
     db.execute("UPDATE users SET plan_id = 1 WHERE id = 1");
     for _ in 0..3 {
         event(&db, 1, "image_generation", 0, "2026-11-23T05:00:00Z");
@@ -433,11 +394,7 @@ fn quota_status_checks_a_kind_scoped_limit_against_that_kind_only() {
     assert_eq!(rows.len(), 11);
     let images = find(&rows, "requests", "day", "image_generation");
     assert_eq!(
-        (
-            images.used.clone(),
-            images.limit_value.clone(),
-            images.remaining.clone()
-        ),
+        used_limit_remaining(images),
         (num(3), Some(num(2)), Some(num(0)))
     );
     assert!(images.exceeded);
@@ -471,19 +428,7 @@ fn usage_flag_shows_a_bar_per_limit_with_the_reset_instant_in_the_users_zone_and
         .from_local_datetime(&next_month.and_hms_opt(0, 0, 0).unwrap())
         .unwrap();
 
-    let run = |args: &[&str]| {
-        let out = support::binary()
-            .args(args)
-            .env("USAGE_WORKER__DATABASE__URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| support::stdout_of_success(db.binary().args(args));
     let table = run(&["--usage", "42"]);
     let line = table
         .lines()
@@ -520,11 +465,7 @@ fn usage_flag_shows_a_bar_per_limit_with_the_reset_instant_in_the_users_zone_and
     assert_eq!(tokens["remaining"], 28766);
     assert_eq!(tokens["resets_local"], resets.to_rfc3339());
 
-    let missing = support::binary()
-        .args(["--usage", "7"])
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("user 7"));
+    let missing = support::output_of(db.binary().args(["--usage", "7"]));
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("user 7"));
 }

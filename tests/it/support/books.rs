@@ -39,3 +39,13 @@ pub fn events_not_yet_aggregated(db: &TestDb) -> i64 {
           WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)",
     )
 }
+
+/// Every committed event is aggregated and the summary holds exactly their sums.
+pub fn assert_all_aggregated_exactly(db: &TestDb) {
+    assert_eq!(events_not_yet_aggregated(db), 0, "events left unaggregated");
+    assert_eq!(
+        summary_differences(db),
+        0,
+        "summary rows differ from the raw events"
+    );
+}

@@ -34,7 +34,7 @@ use diesel::sql_types::{BigInt, Bool};
 use usage_worker::config::{SchemaName, Settings};
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
-use usage_worker::jobs::{Ctx, JobKind};
+use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
 const TEMPLATE: &str = "uw_template";
 
@@ -227,6 +227,30 @@ impl TestDb {
         blocker
     }
 
+    /// Runs `kind` at `now` on this database, with default settings and `opts`.
+    pub fn run_job(&self, kind: JobKind, now: &str, opts: &RunOpts) -> Result<JobReport, JobError> {
+        kind.run(&self.ctx(), &mut self.conn(), at(now), opts)
+    }
+
+    /// Dry-runs `kind` at `now` on this database, with default settings.
+    pub fn dry_run_job(&self, kind: JobKind, now: &str) -> Result<JobReport, JobError> {
+        self.run_job(kind, now, &dry_run())
+    }
+
+    /// The `usage-worker` binary pointed at this database.
+    pub fn binary(&self) -> Command {
+        let mut command = binary();
+        command.env("USAGE_WORKER__DATABASE__URL", &self.url);
+        command
+    }
+
+    /// Inserts user `id` living in `zone`, with the address `user{id}@example.com`.
+    pub fn add_user(&self, id: i64, zone: &str) {
+        self.execute(&format!(
+            "INSERT INTO users (id, email, timezone) VALUES ({id}, 'user{id}@example.com', '{zone}')"
+        ));
+    }
+
     pub fn execute(&self, sql: &str) {
         self.conn()
             .batch_execute(sql)
@@ -245,6 +269,14 @@ pub fn ctx_for(url: &str) -> Arc<Ctx> {
     settings.database.url = url.to_string();
     settings.database.pool_size = 2;
     Arc::new(Ctx::new(Arc::new(settings), url.to_string()))
+}
+
+/// The options of a dry run: the job reports what it would do and changes nothing.
+pub fn dry_run() -> RunOpts {
+    RunOpts {
+        dry_run: true,
+        ..RunOpts::default()
+    }
 }
 
 /// Runs one query returning a single bigint column named `n`.
@@ -372,12 +404,24 @@ pub struct Out {
 
 /// Runs `command` to completion.
 pub fn output(mut command: Command) -> Out {
+    output_of(&mut command)
+}
+
+/// Runs `command` to completion.
+pub fn output_of(command: &mut Command) -> Out {
     let out = command.output().expect("run usage-worker");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `command` to completion; it must exit 0. Its stdout.
+pub fn stdout_of_success(command: &mut Command) -> String {
+    let out = output_of(command);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// Writes a config file into a fresh temporary directory.

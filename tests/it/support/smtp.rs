@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use usage_worker::config::{HumanDuration, MailSettings, MailTransportKind, SmtpTls};
+
 /// One message as the server received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -101,6 +103,28 @@ impl SmtpServer {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
+    }
+
+    /// Everyone a message was delivered to, sorted.
+    pub fn recipients(&self) -> Vec<String> {
+        let mut recipients: Vec<String> = self
+            .received()
+            .iter()
+            .flat_map(|m| m.rcpt.clone())
+            .collect();
+        recipients.sort();
+        recipients
+    }
+
+    /// Points the mail settings at this server: plain SMTP on 127.0.0.1, from an
+    /// `example.com` address (the domain of every Message-ID).
+    pub fn configure(&self, mail: &mut MailSettings) {
+        mail.transport = Some(MailTransportKind::Smtp);
+        mail.smtp.host = "127.0.0.1".into();
+        mail.smtp.port = Some(self.port);
+        mail.smtp.tls = SmtpTls::None;
+        mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
+        mail.from = "Example Usage <usage@example.com>".into();
     }
 
     /// Goes down: stops listening and drops every open connection.
