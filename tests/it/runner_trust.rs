@@ -130,20 +130,10 @@ fn a_rerun_right_after_kill_9_mid_statement_waits_for_the_orphaned_session_and_s
 
     let rerun = run_partitions(&db);
     let rerun_pid = rerun.id();
-    let rerun_running = format!(
-        "SELECT count(*) AS n FROM job_runs WHERE status = 'running' AND pid = {rerun_pid}"
-    );
     // The blocker stays until the rerun holds the job, so the orphan cannot finish on its own.
-    db.wait_for_count(&rerun_running, 1, Duration::from_secs(60));
+    db.wait_for_running_pid(rerun_pid);
     drop(blocker);
-    let out = rerun.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        !stdout.contains("already running") && !stderr.contains("already running"),
-        "a dead process was named as running:\n{stdout}\n{stderr}"
-    );
+    let stderr = support::rerun_succeeded(rerun).stderr;
     assert!(
         stderr.contains("ended process") && stderr.contains(&format!("pid {dead_pid}")),
         "the wait for the ended process's session is not logged:\n{stderr}"
@@ -316,26 +306,8 @@ async fn a_daemon_finding_the_other_running_the_same_tick_records_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_only_skipped_is_caught_up_at_the_next_start() {
     let db = TestDb::new();
-    let ctx = db.ctx_with(|settings| {
-        for kind in JobKind::ALL {
-            let entry = settings
-                .jobs
-                .entry(kind.config_key().to_string())
-                .or_default();
-            entry.schedule = Some(if *kind == JobKind::Partitions {
-                "0 2 * * *".to_string()
-            } else {
-                String::new()
-            });
-        }
-    });
-    let plans: Vec<_> = ctx
-        .settings
-        .job_plans()
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.schedule.is_some())
-        .collect();
+    let ctx = db.ctx_with(|settings| support::only_partitions(settings, "0 2 * * *"));
+    let plans = support::scheduled_plans(&ctx.settings);
     let tick = plans[0]
         .schedule
         .as_ref()

@@ -7,24 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::prelude::*;
 use tokio::sync::Notify;
-use usage_worker::config::{HumanDuration, Settings};
+use usage_worker::config::HumanDuration;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::ledger::{Identity, Trigger};
 use usage_worker::scheduler::{self, DaemonObserver, NoObserver, RunOutcome, RunRequest};
 
-use crate::support::TestDb;
-
-/// Settings where only `partitions` is scheduled, with the given cron string.
-fn only_partitions(settings: &mut Settings, schedule: &str) {
-    for kind in JobKind::ALL {
-        let entry = settings
-            .jobs
-            .entry(kind.config_key().to_string())
-            .or_default();
-        entry.schedule = Some(String::new());
-    }
-    settings.jobs.get_mut("partitions").unwrap().schedule = Some(schedule.to_string());
-}
+use crate::support::{TestDb, only_partitions, scheduled_plans};
 
 /// Wakes the test when the daemon is ready (its catch-up runs started) and when it stops.
 #[derive(Default)]
@@ -150,7 +138,7 @@ async fn after_three_days_of_downtime_catch_up_runs_a_job_once() {
     let db = TestDb::new();
     // Daily at 02:00; the last success was four days ago, so three ticks were missed.
     let ctx = db.ctx_with(|s| only_partitions(s, "0 2 * * *"));
-    let plans = ctx.settings.job_plans().unwrap();
+    let plans = scheduled_plans(&ctx.settings);
     let schedule = plans
         .iter()
         .find(|p| p.kind == JobKind::Partitions)
@@ -167,8 +155,7 @@ async fn after_three_days_of_downtime_catch_up_runs_a_job_once() {
     .execute(&mut db.conn())
     .unwrap();
 
-    let enabled: Vec<_> = plans.into_iter().filter(|p| p.schedule.is_some()).collect();
-    let requests = scheduler::catch_up_requests(&ctx, &enabled, now).await;
+    let requests = scheduler::catch_up_requests(&ctx, &plans, now).await;
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].scheduled_for, latest);
     assert_eq!(requests[0].trigger, Trigger::Catchup);
@@ -205,13 +192,7 @@ async fn catch_up_ignores_ticks_older_than_the_horizon() {
     let now = chrono::DateTime::parse_from_rfc3339("2027-01-20T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
-    let plans: Vec<_> = ctx
-        .settings
-        .job_plans()
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.schedule.is_some())
-        .collect();
+    let plans = scheduled_plans(&ctx.settings);
     assert!(
         scheduler::catch_up_requests(&ctx, &plans, now)
             .await

@@ -22,7 +22,7 @@ pub mod webhooks;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
-use usage_worker::config::{SchemaName, Settings};
+use usage_worker::config::{JobPlan, SchemaName, Settings};
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
@@ -217,6 +217,13 @@ impl TestDb {
         wait_for_count(|| self.count(sql), at_least, timeout)
     }
 
+    /// Waits until the process `pid` has recorded its run as running.
+    pub fn wait_for_running_pid(&self, pid: u32) {
+        let running =
+            format!("SELECT count(*) AS n FROM job_runs WHERE status = 'running' AND pid = {pid}");
+        self.wait_for_count(&running, 1, Duration::from_secs(60));
+    }
+
     /// A connection holding the lock that the `partitions` job waits for on its first
     /// query, keeping the job's run busy until the connection commits or is dropped.
     pub fn block_partitions_job(&self) -> PgConnection {
@@ -387,6 +394,27 @@ pub fn schedule_only(command: &mut Command, only: JobKind, schedule: &str) {
     }
 }
 
+/// Schedules `partitions` with `schedule` in `settings` and disables every other job.
+pub fn only_partitions(settings: &mut Settings, schedule: &str) {
+    for kind in JobKind::ALL {
+        let entry = settings
+            .jobs
+            .entry(kind.config_key().to_string())
+            .or_default();
+        entry.schedule = Some(if *kind == JobKind::Partitions {
+            schedule.to_string()
+        } else {
+            String::new()
+        });
+    }
+}
+
+/// The plans of the jobs `settings` schedules.
+pub fn scheduled_plans(settings: &Settings) -> Vec<JobPlan> {
+    let plans = settings.job_plans().expect("job plans of valid settings");
+    plans.into_iter().filter(|p| p.schedule.is_some()).collect()
+}
+
 /// The daemon on `url` with only `partitions` scheduled, every second.
 pub fn daemon_command(url: &str) -> Command {
     let mut command = binary();
@@ -422,6 +450,26 @@ pub fn stdout_of_success(command: &mut Command) -> String {
     let out = output_of(command);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     out.stdout
+}
+
+/// Waits for `rerun`, started after a run was killed: it must succeed without naming the killed
+/// process as still running.
+pub fn rerun_succeeded(rerun: Child) -> Out {
+    let out = rerun.wait_with_output().expect("wait for usage-worker");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("already running") && !stderr.contains("already running"),
+        "the killed process was named as running:\n{stdout}\n{stderr}"
+    );
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
 }
 
 /// Writes a config file into a fresh temporary directory.
