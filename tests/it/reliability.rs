@@ -83,34 +83,30 @@ fn binary_for(url: &str) -> Command {
 // Hostile and broken input
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn an_unparseable_at_is_a_usage_error_naming_the_value_and_the_form() {
-    let out = run({
-        let mut c = support::binary();
-        c.args(["--run", "partitions", "--at", "tomorrow"]);
-        c
-    });
-    assert_eq!(out.code, 2, "{}", out.stderr);
+/// The binary run with `args` exits 2 with every one of `named` in its stderr.
+fn assert_usage_error(args: &[&str], named: &[&str]) {
+    let mut command = support::binary();
+    command.args(args);
+    let out = run(command);
+    assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
     assert!(
-        out.stderr.contains("tomorrow") && out.stderr.contains("RFC 3339"),
-        "{}",
+        named.iter().all(|n| out.stderr.contains(n)),
+        "{args:?}: {named:?} not all named in:\n{}",
         out.stderr
     );
 }
 
 #[test]
-fn an_unknown_job_in_run_is_a_usage_error_naming_it_and_the_valid_jobs() {
-    let out = run({
-        let mut c = support::binary();
-        c.args(["--run", "partitions,agregate"]);
-        c
-    });
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("agregate") && out.stderr.contains("alerts"),
-        "{}",
-        out.stderr
+fn an_unparseable_at_is_a_usage_error_naming_the_value_and_the_form() {
+    assert_usage_error(
+        &["--run", "partitions", "--at", "tomorrow"],
+        &["tomorrow", "RFC 3339"],
     );
+}
+
+#[test]
+fn an_unknown_job_in_run_is_a_usage_error_naming_it_and_the_valid_jobs() {
+    assert_usage_error(&["--run", "partitions,agregate"], &["agregate", "alerts"]);
 }
 
 /// A wrong value in a few sections: `--check-config` exits 78 naming the key.

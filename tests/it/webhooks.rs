@@ -26,6 +26,18 @@ fn ctx(db: &TestDb, endpoints: Vec<WebhookEndpoint>) -> Arc<Ctx> {
     db.ctx_with(|s| webhook_settings(s, endpoints))
 }
 
+/// Seeds the webhook users and starts a receiver knowing `SECRET_A`; the settings deliver to it.
+fn one_receiver(db: &TestDb) -> (Receiver, Settings) {
+    seed_webhook_users(db);
+    let receiver = Receiver::start(&[SECRET_A], &[]);
+    let mut settings = db.settings();
+    webhook_settings(
+        &mut settings,
+        vec![receiver.endpoint(&[SECRET_A], 5 * SECOND)],
+    );
+    (receiver, settings)
+}
+
 fn run(db: &TestDb, ctx: &Ctx, now: &str) -> JobReport {
     JobKind::Alerts
         .run(ctx, &mut db.conn(), at(now), &RunOpts::default())
@@ -75,13 +87,7 @@ fn unix_now() -> i64 {
 #[test]
 fn thresholds_80_95_and_100_on_separate_runs_deliver_three_verified_events_each_once() {
     let db = TestDb::new();
-    seed_webhook_users(&db);
-    let receiver = Receiver::start(&[SECRET_A], &[]);
-    let mut settings = db.settings();
-    webhook_settings(
-        &mut settings,
-        vec![receiver.endpoint(&[SECRET_A], 5 * SECOND)],
-    );
+    let (receiver, settings) = one_receiver(&db);
     let mailer = Arc::new(MemoryMailer::new());
     let ctx = Ctx::with_mailer(Arc::new(settings), db.url.clone(), mailer.clone());
 
@@ -196,13 +202,7 @@ impl WebhookTransport for CrashAfterPost {
 #[test]
 fn a_crash_between_the_response_and_the_commit_resends_with_the_same_webhook_id() {
     let db = TestDb::new();
-    seed_webhook_users(&db);
-    let receiver = Receiver::start(&[SECRET_A], &[]);
-    let mut settings = db.settings();
-    webhook_settings(
-        &mut settings,
-        vec![receiver.endpoint(&[SECRET_A], 5 * SECOND)],
-    );
+    let (receiver, settings) = one_receiver(&db);
     let mut crashing = Ctx::with_mailer(
         Arc::new(settings.clone()),
         db.url.clone(),
