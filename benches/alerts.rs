@@ -32,26 +32,13 @@ const MONTH_START: &str = "2026-11-01T00:00:00Z";
 const MONTH_END: &str = "2026-12-01T00:00:00Z";
 const NOW: &str = "2026-11-20T12:00:00Z";
 
-fn env_number(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let users = env_number("USERS", 100_000);
-    let events_per_user = env_number("EVENTS_PER_USER", 10);
-    let naive_users = env_number("NAIVE_USERS", 10_000).min(users);
+    let users = common::env_number("USERS", 100_000);
+    let events_per_user = common::env_number("EVENTS_PER_USER", 10);
+    let naive_users = common::env_number("NAIVE_USERS", 10_000).min(users);
     let mut cluster = common::BenchCluster::start(Durability::Throwaway);
-    let pg = &cluster.pg;
-    let admin = &mut cluster.admin;
-    admin
-        .batch_execute("CREATE DATABASE bench")
-        .expect("create db");
-    let url = pg.url("bench");
-    let mut conn = common::connect(&url);
-    common::migrate(&mut conn);
+    let mut conn = cluster.migrated_database("bench");
+    let url = cluster.pg.url("bench");
 
     let load = Instant::now();
     conn.batch_execute(&format!(
@@ -87,7 +74,8 @@ fn main() {
     settings.mail.from = "usage@example.com".into();
     let default_pool = settings.mail.smtp.pool_size;
     settings.mail.smtp.pool_size =
-        u32::try_from(env_number("POOL_SIZE", i64::from(default_pool))).unwrap_or(default_pool);
+        u32::try_from(common::env_number("POOL_SIZE", i64::from(default_pool)))
+            .unwrap_or(default_pool);
     let ctx = Ctx::new(Arc::new(settings), url.clone());
 
     // Each timed attempt runs in a transaction that is rolled back, so all see the same data.

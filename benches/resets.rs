@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::{BenchCluster, round};
+
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +23,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 use serde_json::json;
-use usage_worker::embedded_pg::{Durability, EmbeddedPg};
+use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::quota_report::QuotaRow;
 
@@ -29,30 +31,22 @@ const EVENTS_PER_USER: i64 = 5;
 const STATUS_CALLS: usize = 5_000;
 
 fn main() {
-    let users: i64 = std::env::var("USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let users = common::env_number("USERS", 100_000);
     let mut cluster = common::BenchCluster::start(Durability::Throwaway);
-    let pg = &cluster.pg;
-    let admin = &mut cluster.admin;
-    admin
-        .batch_execute("CREATE DATABASE bench_job")
-        .expect("create db");
 
     let only = std::env::var("SCENARIO").unwrap_or_default();
     if only.is_empty() || only == "rollover" {
-        rollover(pg, admin, users);
+        rollover(&mut cluster, users);
     }
     if only.is_empty() || only == "status" {
-        status_latency(pg, admin, users);
+        status_latency(&mut cluster, users);
     }
 }
 
-fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
+fn rollover(cluster: &mut BenchCluster, users: i64) {
     let now: DateTime<Utc> = "2027-01-11T00:00:00Z".parse().expect("instant");
-    let mut conn = common::connect(&pg.url("bench_job"));
-    common::migrate(&mut conn);
+    let mut conn = cluster.migrated_database("bench_job");
+    let pg = &cluster.pg;
     let load = Instant::now();
     conn.batch_execute(&format!(
         "INSERT INTO plans (id, name) VALUES (1, 'free');
@@ -86,7 +80,8 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     conn.batch_execute("VACUUM ANALYZE usage_periods, usage_period_kind_totals, usage_events")
         .expect("vacuum");
     drop(conn);
-    admin
+    cluster
+        .admin
         .batch_execute("CREATE DATABASE bench_raw TEMPLATE bench_job")
         .expect("copy database");
 
@@ -165,12 +160,8 @@ fn rollover(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     );
 }
 
-fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
-    admin
-        .batch_execute("CREATE DATABASE bench_status")
-        .expect("create db");
-    let mut conn = common::connect(&pg.url("bench_status"));
-    common::migrate(&mut conn);
+fn status_latency(cluster: &mut BenchCluster, users: i64) {
+    let mut conn = cluster.migrated_database("bench_status");
     let load = Instant::now();
     // Zones with and without DST; months closed from 2024-12 to 2026-11, days for two weeks.
     conn.batch_execute(&format!(
@@ -209,7 +200,7 @@ fn status_latency(pg: &EmbeddedPg, admin: &mut PgConnection, users: i64) {
     .expect("load periods");
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     let load_s = load.elapsed().as_secs_f64();
-    let rows: i64 = count(&mut conn, "SELECT count(*) AS n FROM usage_periods");
+    let rows: i64 = common::count(&mut conn, "SELECT count(*) AS n FROM usage_periods");
 
     let mut calls = StatusCalls::new(users);
     // Warm the caches the way a running system has them.
@@ -318,19 +309,6 @@ fn function_search_path(conn: &mut PgConnection) -> String {
     .config
 }
 
-#[derive(QueryableByName)]
-struct N {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql)
-        .get_result::<N>(conn)
-        .expect("count")
-        .n
-}
-
 /// One call as an application makes it: every column of every row, decoded.
 fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
     diesel::sql_query("SELECT * FROM quota_status($1, $2)")
@@ -347,8 +325,4 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

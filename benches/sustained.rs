@@ -81,7 +81,7 @@ fn main() {
     }
     let max_lag = probe.join().expect("probe thread");
     let written = written.load(Ordering::Relaxed) as f64;
-    let backlog = count(
+    let backlog = common::count(
         &mut conn,
         "SELECT count(*) AS n FROM usage_events
           WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)",
@@ -205,17 +205,4 @@ fn probe_lag(url: &str, stop: &AtomicBool) -> f64 {
         std::thread::sleep(Duration::from_millis(100));
     }
     max_lag
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql)
-        .get_result::<Count>(conn)
-        .expect("count")
-        .n
 }

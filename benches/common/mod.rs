@@ -4,6 +4,8 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use usage_worker::config::{SchemaName, Settings};
 use usage_worker::db;
 use usage_worker::embedded_pg::{Durability, EmbeddedPg};
@@ -60,6 +62,20 @@ pub fn env_number(name: &str, default: i64) -> i64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Runs one query returning a single bigint column named `n`.
+pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
 }
 
 /// Three decimals: what the printed lines carry.
