@@ -15,6 +15,7 @@ use usage_worker::mail::MemoryMailer;
 use usage_worker::quota_report;
 use usage_worker::scheduler::{self, RunOutcome, RunRequest};
 
+use crate::support::quota::month_tokens;
 use crate::support::{TestDb, at};
 
 const NOW: &str = "2026-11-23T10:00:00Z";
@@ -288,12 +289,7 @@ fn usage_json_shows_the_reset_in_the_zone_postgresql_counted_the_period_in() {
             .unwrap()
             .unwrap();
         let json = report.to_json();
-        let tokens = json["limits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["metric"] == "tokens" && l["period"] == "month")
-            .unwrap();
+        let tokens = month_tokens(&json);
         let period_end: DateTime<Utc> =
             serde_json::from_value(tokens["period_end"].clone()).unwrap();
         assert_eq!(tokens["resets_local"], resets_local, "{zone}: {json}");

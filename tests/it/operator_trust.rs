@@ -229,14 +229,8 @@ fn a_password_from_the_configuration_is_added_to_a_key_value_url_and_to_a_url() 
 /// Environment for SMTP delivery to the test server.
 fn smtp_command(db: &TestDb, server: &SmtpServer) -> Command {
     let mut command = support::binary();
-    command
-        .env("USAGE_WORKER__DATABASE__URL", &db.url)
-        .env("USAGE_WORKER__MAIL__TRANSPORT", "smtp")
-        .env("USAGE_WORKER__MAIL__FROM", "Usage <usage@example.com>")
-        .env("USAGE_WORKER__MAIL__SMTP__HOST", "127.0.0.1")
-        .env("USAGE_WORKER__MAIL__SMTP__PORT", server.port().to_string())
-        .env("USAGE_WORKER__MAIL__SMTP__TLS", "none")
-        .env("USAGE_WORKER__MAIL__SMTP__TIMEOUT", "5s");
+    command.env("USAGE_WORKER__DATABASE__URL", &db.url);
+    server.configure_env(&mut command);
     command
 }
 

@@ -184,17 +184,6 @@ fn seed_hostile_users(db: &TestDb) {
     ));
 }
 
-/// Environment for SMTP delivery to the test server.
-fn smtp_env(command: &mut Command, server: &SmtpServer) {
-    command
-        .env("USAGE_WORKER__MAIL__TRANSPORT", "smtp")
-        .env("USAGE_WORKER__MAIL__FROM", "Usage <usage@example.com>")
-        .env("USAGE_WORKER__MAIL__SMTP__HOST", "127.0.0.1")
-        .env("USAGE_WORKER__MAIL__SMTP__PORT", server.port().to_string())
-        .env("USAGE_WORKER__MAIL__SMTP__TLS", "none")
-        .env("USAGE_WORKER__MAIL__SMTP__TIMEOUT", "5s");
-}
-
 #[test]
 fn an_unusable_address_fails_that_alert_only_and_a_hostile_name_cannot_add_headers_or_markup() {
     let db = TestDb::new();
@@ -203,7 +192,7 @@ fn an_unusable_address_fails_that_alert_only_and_a_hostile_name_cannot_add_heade
 
     let out = run({
         let mut c = binary_for(&url_with_password(&db));
-        smtp_env(&mut c, &server);
+        server.configure_env(&mut c);
         c.args(["--run", "alerts", "--at", "2026-11-10T12:00:00Z"]);
         c
     });
@@ -272,7 +261,7 @@ fn with_smtp_down_for_several_alert_runs_every_alert_is_delivered_once_after_rec
     server.stop();
 
     let mut command = binary_for(&url_with_password(&db));
-    smtp_env(&mut command, &server);
+    server.configure_env(&mut command);
     command
         .env(schedule_key(JobKind::Alerts), "* * * * * *")
         .env("USAGE_WORKER__ALERTS__BACKOFF_BASE", "1s")
@@ -406,7 +395,7 @@ fn two_daemons_every_job_every_second(seconds: u64) {
     let server = SmtpServer::start();
     let daemon = || {
         let mut command = binary_for(&url_with_password(&db));
-        smtp_env(&mut command, &server);
+        server.configure_env(&mut command);
         for kind in JobKind::ALL {
             command.env(schedule_key(*kind), "* * * * * *");
         }

@@ -8,7 +8,9 @@ use diesel::sql_types::{BigInt, Timestamptz};
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
 use usage_worker::quota_report::QuotaRow;
 
-use crate::support::quota::{PeriodRow, add_new_events_to_periods, periods, raw_sums};
+use crate::support::quota::{
+    PeriodRow, add_new_events_to_periods, month_tokens, periods, raw_sums,
+};
 use crate::support::{self, TestDb, at};
 
 fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport {
@@ -454,12 +456,7 @@ fn usage_flag_shows_a_bar_per_limit_with_the_reset_instant_in_the_users_zone_and
     );
 
     let json: serde_json::Value = serde_json::from_str(&run(&["--usage", "42", "--json"])).unwrap();
-    let tokens = json["limits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["metric"] == "tokens" && l["period"] == "month")
-        .unwrap();
+    let tokens = month_tokens(&json);
     assert_eq!(tokens["used"], 71234);
     assert_eq!(tokens["limit_value"], 100000);
     assert_eq!(tokens["remaining"], 28766);

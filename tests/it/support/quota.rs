@@ -160,3 +160,13 @@ pub fn raw_sums(
     .unwrap();
     (s.requests, s.tokens)
 }
+
+/// The monthly token limit in the JSON of a quota report (`--usage --json`).
+pub fn month_tokens(report: &serde_json::Value) -> &serde_json::Value {
+    report["limits"]
+        .as_array()
+        .expect("limits in the quota report")
+        .iter()
+        .find(|l| l["metric"] == "tokens" && l["period"] == "month")
+        .expect("a monthly token limit in the quota report")
+}

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -125,6 +126,17 @@ impl SmtpServer {
         mail.smtp.tls = SmtpTls::None;
         mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
         mail.from = "Example Usage <usage@example.com>".into();
+    }
+
+    /// Points the binary's environment at this server: plain SMTP on 127.0.0.1, a 5 s timeout.
+    pub fn configure_env(&self, command: &mut Command) {
+        command
+            .env("USAGE_WORKER__MAIL__TRANSPORT", "smtp")
+            .env("USAGE_WORKER__MAIL__FROM", "Usage <usage@example.com>")
+            .env("USAGE_WORKER__MAIL__SMTP__HOST", "127.0.0.1")
+            .env("USAGE_WORKER__MAIL__SMTP__PORT", self.port.to_string())
+            .env("USAGE_WORKER__MAIL__SMTP__TLS", "none")
+            .env("USAGE_WORKER__MAIL__SMTP__TIMEOUT", "5s");
     }
 
     /// Goes down: stops listening and drops every open connection.
