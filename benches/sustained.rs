@@ -142,17 +142,11 @@ fn write_events(url: &str, writer: i64, stop: &AtomicBool, written: &AtomicU64) 
     let mut batch = 0i64;
     while !stop.load(Ordering::Relaxed) {
         let seed = (batch * WRITERS as i64 + writer) * ROWS_PER_INSERT;
-        conn.batch_execute(&format!(
-            "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
-                                       completion_tokens, messages, bytes, cost, created_at)
-             SELECT 1 + (g * 7919) % {USERS},
-                    (ARRAY['ai_response', 'message_sent', 'file_upload', 'image_generation'])[1 + g % 4],
-                    (ARRAY['chat', 'prompt', ''])[1 + g % 3],
-                    (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', ''])[1 + (g / 4) % 4],
-                    g % 3000, g % 1000, g % 3000 - g % 1000, (g % 4 = 1)::int, (g % 7) * 1024,
-                    (g % 1000) * 0.00001, now()
-               FROM generate_series({seed}::bigint, {last}) g",
-            last = seed + ROWS_PER_INSERT - 1
+        conn.batch_execute(&common::insert_events_sql(
+            USERS,
+            seed,
+            ROWS_PER_INSERT,
+            "now()",
         ))
         .expect("insert events");
         written.fetch_add(ROWS_PER_INSERT as u64, Ordering::Relaxed);

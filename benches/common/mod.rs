@@ -78,6 +78,24 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
         .n
 }
 
+/// Inserts events numbered `first..first + n`, spread over `users` users and over kinds,
+/// request types and models, deterministically; `created_at` is an SQL expression of `g`.
+pub fn insert_events_sql(users: i64, first: i64, n: i64, created_at: &str) -> String {
+    format!(
+        "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
+                                   completion_tokens, messages, bytes, cost, created_at)
+         SELECT 1 + (g * 7919) % {users},
+                (ARRAY['ai_response', 'message_sent', 'file_upload', 'image_generation'])[1 + g % 4],
+                (ARRAY['chat', 'prompt', ''])[1 + g % 3],
+                (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', ''])[1 + (g / 4) % 4],
+                g % 3000, g % 1000, g % 3000 - g % 1000,
+                (g % 4 = 1)::int, (g % 7) * 1024, (g % 1000) * 0.00001,
+                {created_at}
+           FROM generate_series({first}::bigint, {last}) g",
+        last = first + n - 1
+    )
+}
+
 /// Three decimals: what the printed lines carry.
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
