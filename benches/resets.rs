@@ -173,29 +173,13 @@ fn status_latency(cluster: &mut BenchCluster, users: i64) {
          SELECT g, 'u' || g || '@example.com', 1,
                 (ARRAY['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata'])[1 + g % 4]
            FROM generate_series(1, {users}) AS g;
-         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
-                                    requests, tokens, closed_at)
-         SELECT u.id, 'month', b.period_start, b.period_end,
-                CASE WHEN m = 24 THEN 'open' ELSE 'closed' END,
-                CASE WHEN m = 24 THEN NULL ELSE 'rollover' END, 100, 5000,
-                CASE WHEN m = 24 THEN NULL ELSE b.period_end END
-           FROM users u
-          CROSS JOIN generate_series(0, 24) AS m
-          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'month',
-                        '2024-12-15T00:00:00Z'::timestamptz + make_interval(months => m)) b;
-         INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
-                                    requests, tokens, closed_at)
-         SELECT u.id, 'day', b.period_start, b.period_end,
-                CASE WHEN d = 14 THEN 'open' ELSE 'closed' END,
-                CASE WHEN d = 14 THEN NULL ELSE 'rollover' END, 5, 200,
-                CASE WHEN d = 14 THEN NULL ELSE b.period_end END
-           FROM users u
-          CROSS JOIN generate_series(0, 14) AS d
-          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, 'day',
-                        '2026-11-09T12:00:00Z'::timestamptz + make_interval(days => d)) b;
+         {months}
+         {days}
          INSERT INTO usage_period_kind_totals (user_id, period, period_start, kind, requests, tokens)
          SELECT user_id, period, period_start, 'image_generation', 3, 0
-           FROM usage_periods WHERE status = 'open';"
+           FROM usage_periods WHERE status = 'open';",
+        months = periods_sql("month", 24, "2024-12-15T00:00:00Z", 100, 5000),
+        days = periods_sql("day", 14, "2026-11-09T12:00:00Z", 5, 200),
     ))
     .expect("load periods");
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
@@ -284,6 +268,23 @@ impl StatusCalls {
             })
             .collect()
     }
+}
+
+/// Every user's `period`s from the one containing `first` on, `closed` of them closed
+/// by rollover and the next one open, each with `requests` and `tokens`.
+fn periods_sql(period: &str, closed: i64, first: &str, requests: i64, tokens: i64) -> String {
+    format!(
+        "INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
+                                    requests, tokens, closed_at)
+         SELECT u.id, '{period}', b.period_start, b.period_end,
+                CASE WHEN i = {closed} THEN 'open' ELSE 'closed' END,
+                CASE WHEN i = {closed} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
+                CASE WHEN i = {closed} THEN NULL ELSE b.period_end END
+           FROM users u
+          CROSS JOIN generate_series(0, {closed}) AS i
+          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, '{period}',
+                        '{first}'::timestamptz + make_interval({period}s => i)) b;"
+    )
 }
 
 fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
