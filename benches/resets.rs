@@ -310,9 +310,10 @@ fn function_search_path(conn: &mut PgConnection) -> String {
     .config
 }
 
-/// One call as an application makes it: every column of every row, decoded.
+/// One call as an application makes it: every column of every row, decoded (the display
+/// offset `--usage` adds is a constant here).
 fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
-    diesel::sql_query("SELECT * FROM quota_status($1, $2)")
+    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset FROM quota_status($1, $2) q")
         .bind::<BigInt, _>(user)
         .bind::<Timestamptz, _>(at)
         .load::<QuotaRow>(conn)
