@@ -65,14 +65,14 @@ fn quiet_cluster() -> &'static Cluster {
 }
 
 /// An exclusive `flock` on a file, released when dropped (also when the process dies).
-struct FileLock {
+pub(crate) struct FileLock {
     /// Closing the file releases the lock.
     _file: File,
 }
 
 impl FileLock {
     /// Blocks until this open file description holds the lock: threads and processes alike.
-    fn acquire(path: &Path) -> FileLock {
+    pub(crate) fn acquire(path: &Path) -> FileLock {
         let file = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         // SAFETY: flock on a file descriptor we own.
         while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {

@@ -4,7 +4,7 @@
 //! alerts job at it.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,34 +12,64 @@ use std::time::Duration;
 use secrecy::SecretString;
 use usage_worker::config::{HumanDuration, Settings, WebhookEndpoint};
 
-use super::TestDb;
+use super::{FileLock, TestDb};
 
 /// Two signing secrets (32 bytes each), as an operator would generate them.
 pub const SECRET_A: &str = "whsec_wvoerPOhKubOpYwMxQYEJZgoK+z6Jatfx3YAkZZTLZk=";
 pub const SECRET_B: &str = "whsec_S+J8LNtGW/tmQ+KApOD2XXHsZ2eyIy+korm0i7iaR0w=";
 
 const INSTALL_HINT: &str = "the webhook tests verify requests with the Python package \
-     `standardwebhooks`; install it with `python3 -m venv target/webhook-venv && \
+     `standardwebhooks`, which they install into target/webhook-venv on first use; that \
+     needs python3 with venv (`apt-get install python3-venv`) and the package index, or \
+     install it by hand: `python3 -m venv target/webhook-venv && \
      target/webhook-venv/bin/pip install standardwebhooks` (what .ci/run does)";
 
-/// The Python interpreter that has `standardwebhooks`: the venv `.ci/run` makes under
-/// `target/`, else `python3`. Panics with the install hint when there is none.
+fn has_package(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import standardwebhooks"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Python interpreter that has `standardwebhooks`: the venv under `target/` (made and
+/// filled here on first use, under a lock other test processes wait on), else `python3`.
+/// Panics with the install hint, naming the step that failed, when there is none.
 fn python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let venv =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/webhook-venv/bin/python3");
-        for candidate in [venv, PathBuf::from("python3")] {
-            let has_package = Command::new(&candidate)
-                .args(["-c", "import standardwebhooks"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if has_package {
-                return candidate;
-            }
+        let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+        let venv = target.join("webhook-venv");
+        let venv_python = venv.join("bin/python3");
+        if has_package(&venv_python) {
+            return venv_python;
         }
-        panic!("{INSTALL_HINT}");
+        if has_package(Path::new("python3")) {
+            return PathBuf::from("python3");
+        }
+        std::fs::create_dir_all(&target).expect("create target/");
+        let _lock = FileLock::acquire(&target.join("webhook-venv.lock"));
+        if !has_package(&venv_python) {
+            let run = |program: &Path, args: &[&str]| {
+                let status = Command::new(program).args(args).status();
+                assert!(
+                    status.as_ref().is_ok_and(|s| s.success()),
+                    "{} {}: {status:?}; {INSTALL_HINT}",
+                    program.display(),
+                    args.join(" ")
+                );
+            };
+            run(
+                Path::new("python3"),
+                &["-m", "venv", &venv.to_string_lossy()],
+            );
+            run(
+                &venv.join("bin/pip"),
+                &["install", "--quiet", "standardwebhooks"],
+            );
+        }
+        assert!(has_package(&venv_python), "{INSTALL_HINT}");
+        venv_python
     })
 }
 
