@@ -308,22 +308,11 @@ fn database(pg: &EmbeddedPg, admin: &mut PgConnection, set: &DataSet) -> (Arc<Ct
 /// Events number `first..first + n`: spread over users, the data set's days, kinds and
 /// models, deterministic.
 fn load_sql(set: &DataSet, first: i64, n: i64) -> String {
-    format!(
-        "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
-                                   completion_tokens, messages, bytes, cost, created_at)
-         SELECT 1 + (g * 7919) % {users},
-                (ARRAY['ai_response', 'message_sent', 'file_upload', 'image_generation'])[1 + g % 4],
-                (ARRAY['chat', 'prompt', ''])[1 + g % 3],
-                (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', ''])[1 + (g / 4) % 4],
-                g % 3000, g % 1000, g % 3000 - g % 1000,
-                (g % 4 = 1)::int, (g % 7) * 1024, (g % 1000) * 0.00001,
-                '{start}'::timestamptz + ((g * 104729) % ({days} * 86400)) * interval '1 second'
-           FROM generate_series({first}::bigint, {last}) g",
-        users = set.users,
-        start = set.start,
-        days = set.days,
-        last = first + n - 1
-    )
+    let created_at = format!(
+        "'{}'::timestamptz + ((g * 104729) % ({} * 86400)) * interval '1 second'",
+        set.start, set.days
+    );
+    common::insert_events_sql(set.users, first, n, &created_at)
 }
 
 /// The lower bound: the same sums, one statement per book, into empty tables with the keys
