@@ -14,7 +14,10 @@
 --           through usage_create_partition / usage_drop_partition; owns nothing and may
 --           create nothing in any schema
 --   writer  applications: record events (INSERT on usage_events, usage_record()) and read
---           quota (quota_status(), usage_summary())
+--           quota (quota_status(), usage_summary(), org_quota_status(), …)
+--   reader  usage_reader, NOLOGIN: grant it to the roles that read one organization's usage
+--           under row-level security (GRANT usage_reader TO app_readonly); it reads only the
+--           rows of the organization usage_current_org() names and can write nothing
 
 \set ON_ERROR_STOP on
 \if :{?schema}
@@ -59,6 +62,12 @@ BEGIN
             EXECUTE format('CREATE ROLE %I LOGIN', v_role);
         END IF;
     END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'usage_reader') THEN
+        CREATE ROLE usage_reader NOLOGIN;
+    END IF;
+    -- The daemon keeps every book: row-level security (which only usage_reader's policies
+    -- narrow) is not applied to it at all.
+    EXECUTE format('ALTER ROLE %I BYPASSRLS', v_worker);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I',
                    current_database(), v_owner, v_worker, v_writer);
 
@@ -66,7 +75,7 @@ BEGIN
     EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', v_schema, v_owner);
     EXECUTE format('ALTER SCHEMA %I OWNER TO %I', v_schema, v_owner);
     EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', v_schema);
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I', v_schema, v_worker, v_writer);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I, usage_reader', v_schema, v_worker, v_writer);
 
     -- The daemon: rows of every table, sequences, and the functions (among them the two
     -- partition functions, whose EXECUTE the migration revokes from PUBLIC). Default
@@ -92,9 +101,33 @@ BEGIN
                        v_schema, v_schema, v_schema, v_schema, v_schema, v_schema, v_writer);
         FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
                      WHERE p.pronamespace = v_schema::regnamespace
-                       AND p.proname IN ('usage_record', 'quota_status', 'usage_summary') LOOP
+                       AND p.proname IN ('usage_record', 'quota_status', 'usage_summary',
+                                         'org_quota_status', 'org_usage_summary',
+                                         'org_usage_by_member') LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
         END LOOP;
+        IF to_regclass(format('%I.organizations', v_schema)) IS NOT NULL THEN
+            -- usage_record() checks membership and claims idempotency keys.
+            EXECUTE format('GRANT SELECT ON %I.organizations, %I.organization_members,
+                                            %I.usage_settings TO %I',
+                           v_schema, v_schema, v_schema, v_writer);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.usage_idempotency_keys TO %I',
+                           v_schema, v_writer);
+            -- The reader: SELECT on the protected tables (row-level security narrows them to
+            -- one organization) and what the org_* functions read.
+            EXECUTE format('GRANT SELECT ON %I.usage_events, %I.token_usage_daily, %I.usage_periods,
+                                            %I.usage_period_kind_totals, %I.quota_alerts,
+                                            %I.organizations, %I.organization_members, %I.plans,
+                                            %I.plan_limits TO usage_reader',
+                           v_schema, v_schema, v_schema, v_schema, v_schema, v_schema, v_schema,
+                           v_schema, v_schema);
+            FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
+                         WHERE p.pronamespace = v_schema::regnamespace
+                           AND p.proname IN ('org_quota_status', 'org_usage_summary',
+                                             'org_usage_by_member', 'usage_current_org') LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO usage_reader', v_fn);
+            END LOOP;
+        END IF;
     ELSE
         RAISE NOTICE 'schema % has no tables yet: run usage-worker --migrate as %, then this file again to grant % its privileges',
               v_schema, v_owner, v_writer;

@@ -35,6 +35,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    organization_members (org_id, user_id) {
+        org_id -> Int8,
+        user_id -> Int8,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Int8,
+        name -> Text,
+        timezone -> Text,
+        plan_id -> Nullable<Int8>,
+        billing_anchor_day -> Nullable<Int2>,
+        alerts_enabled -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     plan_limits (plan_id, metric, period, kind) {
         plan_id -> Int8,
         metric -> Text,
@@ -70,6 +91,7 @@ diesel::table! {
     quota_alerts (id) {
         id -> Int8,
         user_id -> Int8,
+        org_id -> Int8,
         metric -> Text,
         period -> Text,
         kind -> Text,
@@ -105,6 +127,7 @@ diesel::table! {
         messages -> Int8,
         bytes -> Int8,
         cost -> Numeric,
+        org_id -> Nullable<Int8>,
     }
 }
 
@@ -149,12 +172,26 @@ diesel::table! {
         metadata -> Jsonb,
         created_at -> Timestamptz,
         recorded_xid -> Xid8,
+        org_id -> Nullable<Int8>,
     }
 }
 
 diesel::table! {
-    usage_period_kind_totals (user_id, period, period_start, kind) {
+    usage_idempotency_keys (org_id, scope_user_id, idempotency_key) {
+        org_id -> Int8,
         user_id -> Int8,
+        scope_user_id -> Int8,
+        idempotency_key -> Text,
+        event_id -> Int8,
+        event_created_at -> Timestamptz,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_period_kind_totals (user_id, org_id, period, period_start, kind) {
+        user_id -> Int8,
+        org_id -> Int8,
         period -> Text,
         period_start -> Timestamptz,
         kind -> Text,
@@ -167,8 +204,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_periods (user_id, period, period_start) {
+    usage_periods (user_id, org_id, period, period_start) {
         user_id -> Int8,
+        org_id -> Int8,
         period -> Text,
         period_start -> Timestamptz,
         period_end -> Timestamptz,
@@ -198,6 +236,14 @@ diesel::table! {
         reason -> Text,
         detail -> Text,
         quarantined_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_settings (singleton) {
+        singleton -> Bool,
+        idempotency_days -> Int4,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -248,6 +294,9 @@ diesel::table! {
 }
 
 diesel::joinable!(plan_limits -> plans (plan_id));
+diesel::joinable!(organization_members -> organizations (org_id));
+diesel::joinable!(organization_members -> users (user_id));
+diesel::joinable!(organizations -> plans (plan_id));
 diesel::joinable!(quota_alerts -> users (user_id));
 diesel::joinable!(users -> plans (plan_id));
 diesel::joinable!(webhook_deliveries -> quota_alerts (alert_id));
@@ -256,6 +305,8 @@ diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::allow_tables_to_appear_in_same_query!(
     aggregation_watermark,
     job_runs,
+    organization_members,
+    organizations,
     plan_limits,
     plans,
     prices,
@@ -263,9 +314,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     token_usage_daily,
     usage_events,
     usage_events_default,
+    usage_idempotency_keys,
     usage_period_kind_totals,
     usage_periods,
     usage_quarantine,
+    usage_settings,
     users,
     webhook_deliveries,
     webhook_endpoints,

@@ -35,7 +35,7 @@ fn set_tokens(db: &TestDb, user: i64, start: &str, end: &str, tokens: i64) {
     db.execute(&format!(
         "INSERT INTO usage_periods (user_id, period, period_start, period_end, tokens)
          VALUES ({user}, 'month', '{start}', '{end}', {tokens})
-         ON CONFLICT (user_id, period, period_start) DO UPDATE SET tokens = EXCLUDED.tokens"
+         ON CONFLICT (user_id, org_id, period, period_start) DO UPDATE SET tokens = EXCLUDED.tokens"
     ));
 }
 

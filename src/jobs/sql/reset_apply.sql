@@ -28,7 +28,7 @@ WITH totals AS (
            (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
     SELECT user_id, period, period_start, kind, requests, messages, tokens, bytes, cost
       FROM usage_closing_raw
-    ON CONFLICT (user_id, period, period_start, kind) DO UPDATE
+    ON CONFLICT (user_id, org_id, period, period_start, kind) DO UPDATE
        SET requests = EXCLUDED.requests, messages = EXCLUDED.messages, tokens = EXCLUDED.tokens,
            bytes = EXCLUDED.bytes, cost = EXCLUDED.cost
 )

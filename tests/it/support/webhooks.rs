@@ -205,7 +205,7 @@ pub fn set_november_tokens(db: &TestDb, user: i64, tokens: i64) {
     db.execute(&format!(
         "INSERT INTO usage_periods (user_id, period, period_start, period_end, tokens)
          VALUES ({user}, 'month', '2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z', {tokens})
-         ON CONFLICT (user_id, period, period_start) DO UPDATE SET tokens = EXCLUDED.tokens"
+         ON CONFLICT (user_id, org_id, period, period_start) DO UPDATE SET tokens = EXCLUDED.tokens"
     ));
 }
 
