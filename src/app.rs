@@ -209,6 +209,15 @@ pub async fn shutdown_signal() {
 }
 
 async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCode, AppError> {
+    if let Some(org) = cli.org
+        && let Some(kind) = kinds.iter().find(|kind| !kind.takes_org())
+    {
+        return Err(AppError::Usage(format!(
+            "--org {org} limits a manual reset (reset-daily, reset-monthly) to an organization; \
+             {} takes no --org",
+            kind.name()
+        )));
+    }
     let ctx2 = ctx.clone();
     tokio::task::spawn_blocking(move || catchup::prepare_database(&ctx2))
         .await
@@ -227,6 +236,7 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
             opts: RunOpts {
                 dry_run: cli.dry_run,
                 user_id: cli.user,
+                org_id: cli.org,
                 from: cli.from,
                 to: cli.to,
                 ..RunOpts::default()

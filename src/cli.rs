@@ -20,6 +20,7 @@ Examples:
                                                        what a reset at that instant would close
   usage-worker --status                                recent runs from the ledger
   usage-worker --run reset-daily --user 42             manual reset of user 42's current day
+  usage-worker --run reset-monthly --org 7            manual reset of organization 7's month
   usage-worker --usage 42                              user 42's quota: a bar per limit
   usage-worker --run aggregate --from 2026-10-01 --to 2026-10-31 --dry-run
                                                        rows of the token summary that differ from raw events
@@ -72,6 +73,11 @@ pub struct Cli {
     /// Limit a run or an export to one user id (manual resets, rebuilds, --export-csv).
     #[arg(long, value_name = "USER_ID", requires = "takes_range")]
     pub user: Option<i64>,
+
+    /// Limit a run to one organization id: manual resets of the organization's shared quota
+    /// (`--run reset-daily --org 7`).
+    #[arg(long, value_name = "ORG_ID", requires = "run", conflicts_with = "user")]
+    pub org: Option<i64>,
 
     /// First day of a range (YYYY-MM-DD): rebuilds (`--run aggregate`), --export-csv.
     #[arg(long, value_name = "DATE", requires = "takes_range")]

@@ -114,6 +114,11 @@ impl JobKind {
         }
     }
 
+    /// Whether `--org N` can limit a manual run of this job to one organization.
+    pub fn takes_org(self) -> bool {
+        matches!(self, JobKind::ResetDaily | JobKind::ResetMonthly)
+    }
+
     /// Second half of the advisory lock key that keeps runs of this job from overlapping.
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {

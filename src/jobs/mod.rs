@@ -107,6 +107,8 @@ pub struct RunOpts {
     pub dry_run: bool,
     /// Limit the run to one user (manual resets, rebuilds).
     pub user_id: Option<i64>,
+    /// Limit the run to one organization's shared quota (manual resets).
+    pub org_id: Option<i64>,
     /// A date range (rebuilds).
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
