@@ -222,6 +222,7 @@ pub fn run_migrations(
 }
 
 fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>, DbError> {
+    require_server_version(conn)?;
     create_schema(conn, schema)?;
     use_schema(conn, schema)?;
     adopt::adopt_public_layout(conn, schema, &embedded_versions()?)?;
@@ -232,6 +233,35 @@ fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<St
                 "{e} (in schema {schema}; run --migrate as the role that owns it, see deploy/roles.sql)"
             ))
         })
+}
+
+/// The oldest PostgreSQL the schema works on: it uses `UNIQUE NULLS NOT DISTINCT` and
+/// `security_invoker` views.
+const MIN_SERVER_VERSION_NUM: i32 = 150_000;
+
+/// Refuses an older server before any migration runs, instead of failing halfway with a
+/// syntax error.
+fn require_server_version(conn: &mut PgConnection) -> Result<(), DbError> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        num: i32,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    let version: Version = diesel::sql_query(
+        "SELECT current_setting('server_version_num')::int AS num, \
+                current_setting('server_version') AS text",
+    )
+    .get_result(conn)?;
+    if version.num < MIN_SERVER_VERSION_NUM {
+        return Err(DbError::Migration(format!(
+            "PostgreSQL {} is too old: the schema needs PostgreSQL 15 or later; upgrade the \
+             server (pg_upgrade) and run --migrate again",
+            version.text
+        )));
+    }
+    Ok(())
 }
 
 /// `CREATE SCHEMA` only when the schema is missing: that needs `CREATE` on the database,
