@@ -4,7 +4,7 @@
 use bigdecimal::{BigDecimal, RoundingMode, ToPrimitive, Zero};
 use chrono::{DateTime, FixedOffset};
 
-use super::templates::{AlertContent, single_line};
+use super::templates::{AlertContent, MemberUsage, OrganizationContent, single_line};
 use crate::format;
 
 /// What the database knows about one alert.
@@ -72,6 +72,56 @@ pub fn alert_content(
         timezone: facts.zone.clone(),
         upgrade_url: upgrade_url.map(str::to_string),
         preferences_url: preferences_url.map(str::to_string),
+        organization: None,
+    }
+}
+
+/// What the database knows about the organization of one alert on its quota.
+#[derive(Debug, Clone)]
+pub struct OrganizationFacts {
+    pub id: i64,
+    pub name: String,
+    /// The recipient's role in it now (`owner` or `admin`), or empty when unknown.
+    pub role: String,
+    /// The recipient's user id.
+    pub recipient: i64,
+    /// Its largest users of the alert's metric in the period, largest first.
+    pub top_members: Vec<MemberFacts>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberFacts {
+    pub user_id: i64,
+    pub name: String,
+    pub used: BigDecimal,
+}
+
+/// The organization part of an alert email on `metric`.
+pub fn organization_content(org: &OrganizationFacts, metric: &str) -> OrganizationContent {
+    let or_id = |name: &str, noun: &str, id: i64| {
+        let name = single_line(name);
+        if name.is_empty() {
+            format!("{noun} {id}")
+        } else {
+            name
+        }
+    };
+    OrganizationContent {
+        id: org.id,
+        name: or_id(&org.name, "organization", org.id),
+        role: match org.role.as_str() {
+            "" => "owner or admin".to_string(),
+            role => role.to_string(),
+        },
+        top_members: org
+            .top_members
+            .iter()
+            .map(|m| MemberUsage {
+                name: or_id(&m.name, "user", m.user_id),
+                used: format_amount(metric, &m.used),
+                you: m.user_id == org.recipient,
+            })
+            .collect(),
     }
 }
 
@@ -122,6 +172,40 @@ pub fn format_amount(metric: &str, value: &BigDecimal) -> String {
 mod tests {
     use super::*;
     use crate::format::tests::dec;
+
+    #[test]
+    fn an_organization_without_names_is_named_by_ids_and_the_recipient_is_you() {
+        let member = |user_id, name: &str, used| MemberFacts {
+            user_id,
+            name: name.into(),
+            used: dec(used),
+        };
+        let org = OrganizationFacts {
+            id: 7,
+            name: " \r\n".into(),
+            role: "admin".into(),
+            recipient: 3,
+            top_members: vec![member(5, "", "1200"), member(3, "Cy", "800")],
+        };
+        let content = organization_content(&org, "tokens");
+        assert_eq!(content.name, "organization 7");
+        assert_eq!(content.role, "admin");
+        assert_eq!(
+            content.top_members,
+            vec![
+                MemberUsage {
+                    name: "user 5".into(),
+                    used: "1,200 tokens".into(),
+                    you: false
+                },
+                MemberUsage {
+                    name: "Cy".into(),
+                    used: "800 tokens".into(),
+                    you: true
+                },
+            ]
+        );
+    }
 
     #[test]
     fn amounts_carry_their_units() {

@@ -1,5 +1,7 @@
 //! The alert email's subject, text and HTML bodies: minijinja templates compiled into the
-//! binary, each replaceable by a file of the same name in `mail.templates_dir`.
+//! binary, each replaceable by a file of the same name in `mail.templates_dir`. An alert on
+//! an organization's quota has templates of its own (`org_quota_alert.*`): it speaks of the
+//! organization, not of "your" quota, and overriding one set leaves the other as it is.
 //!
 //! The HTML template is auto-escaped (its name ends in `.html`), so a stored name such as
 //! `<script>` arrives as text. Control characters are removed from every value before
@@ -13,12 +15,24 @@ use serde::Serialize;
 pub const SUBJECT: &str = "quota_alert.subject.txt";
 pub const TEXT: &str = "quota_alert.txt";
 pub const HTML: &str = "quota_alert.html";
+pub const ORG_SUBJECT: &str = "org_quota_alert.subject.txt";
+pub const ORG_TEXT: &str = "org_quota_alert.txt";
+pub const ORG_HTML: &str = "org_quota_alert.html";
 
-const BUILT_IN: [(&str, &str); 3] = [
+/// The personal templates, then the organization's, each as subject, text, HTML.
+const BUILT_IN: [(&str, &str); 6] = [
     (SUBJECT, include_str!("templates/quota_alert.subject.txt")),
     (TEXT, include_str!("templates/quota_alert.txt")),
     (HTML, include_str!("templates/quota_alert.html")),
+    (
+        ORG_SUBJECT,
+        include_str!("templates/org_quota_alert.subject.txt"),
+    ),
+    (ORG_TEXT, include_str!("templates/org_quota_alert.txt")),
+    (ORG_HTML, include_str!("templates/org_quota_alert.html")),
 ];
+/// Where the organization's templates start in `BUILT_IN`.
+const ORG: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -61,6 +75,30 @@ pub struct AlertContent {
     pub timezone: String,
     pub upgrade_url: Option<String>,
     pub preferences_url: Option<String>,
+    /// Set for an alert on an organization's quota: it picks the `org_quota_alert.*` templates.
+    pub organization: Option<OrganizationContent>,
+}
+
+/// Whose quota an organization's alert is about, and who used it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OrganizationContent {
+    pub id: i64,
+    /// The organization's name, or `organization <id>` when it has none.
+    pub name: String,
+    /// What makes the recipient receive it: `owner` or `admin`.
+    pub role: String,
+    /// The members who used most of the metric in the period, largest first (at most three).
+    pub top_members: Vec<MemberUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberUsage {
+    /// The member's name, or `user <id>` when it has none.
+    pub name: String,
+    /// Their usage with its unit, e.g. `41,200 tokens`.
+    pub used: String,
+    /// Whether the member is the recipient (the templates then say "you").
+    pub you: bool,
 }
 
 /// A rendered email: one-line subject, text and HTML bodies.
@@ -73,7 +111,7 @@ pub struct Rendered {
 
 pub struct Templates {
     env: Environment<'static>,
-    origins: [String; 3],
+    origins: [String; 6],
 }
 
 impl Templates {
@@ -81,7 +119,7 @@ impl Templates {
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let mut origins: [String; 3] = Default::default();
+        let mut origins: [String; 6] = Default::default();
         for (i, (name, built_in)) in BUILT_IN.into_iter().enumerate() {
             let custom = dir.map(|d| d.join(name)).filter(|p| p.exists());
             let (source, origin) = match custom {
@@ -105,14 +143,26 @@ impl Templates {
         Ok(Templates { env, origins })
     }
 
-    /// Renders the three parts. Every string is stripped of control characters first.
+    /// Renders the three parts, with the organization's templates when the content has an
+    /// organization. Every string is stripped of control characters first.
     pub fn render(&self, content: &AlertContent) -> Result<Rendered, TemplateError> {
         let mut content = content.clone();
         content.name = single_line(&content.name);
         content.kind_label = single_line(&content.kind_label);
-        let subject = single_line(&self.render_one(0, SUBJECT, &content, None)?);
-        let text = self.render_one(1, TEXT, &content, Some(&subject))?;
-        let html = self.render_one(2, HTML, &content, Some(&subject))?;
+        if let Some(org) = content.organization.as_mut() {
+            org.name = single_line(&org.name);
+            for member in &mut org.top_members {
+                member.name = single_line(&member.name);
+            }
+        }
+        let first = if content.organization.is_some() {
+            ORG
+        } else {
+            0
+        };
+        let subject = single_line(&self.render_one(first, &content, None)?);
+        let text = self.render_one(first + 1, &content, Some(&subject))?;
+        let html = self.render_one(first + 2, &content, Some(&subject))?;
         Ok(Rendered {
             subject,
             text,
@@ -120,18 +170,20 @@ impl Templates {
         })
     }
 
-    /// Renders a fixed sample, so a broken override is found at startup, not at the first alert.
+    /// Renders fixed samples through both sets, so a broken override is found at startup,
+    /// not at the first alert; returns the personal one.
     pub fn render_sample(&self) -> Result<Rendered, TemplateError> {
+        self.render(&sample_org_content())?;
         self.render(&sample_content())
     }
 
     fn render_one(
         &self,
         index: usize,
-        name: &'static str,
         content: &AlertContent,
         subject: Option<&str>,
     ) -> Result<String, TemplateError> {
+        let name = BUILT_IN[index].0;
         let invalid = |e: minijinja::Error| TemplateError::Invalid {
             name,
             origin: self.origins[index].clone(),
@@ -163,6 +215,29 @@ pub fn sample_content() -> AlertContent {
         timezone: "Europe/Berlin".into(),
         upgrade_url: Some("https://example.com/billing".into()),
         preferences_url: Some("https://example.com/settings/notifications".into()),
+        organization: None,
+    }
+}
+
+/// The sample of an organization's alert: Ada, an owner, among its largest users.
+pub fn sample_org_content() -> AlertContent {
+    let member = |name: &str, used: &str, you: bool| MemberUsage {
+        name: name.into(),
+        used: used.into(),
+        you,
+    };
+    AlertContent {
+        organization: Some(OrganizationContent {
+            id: 7,
+            name: "Analytical Engines".into(),
+            role: "owner".into(),
+            top_members: vec![
+                member("Charles Babbage", "41,200 tokens", false),
+                member("Ada Lovelace", "30,050 tokens", true),
+                member("Mary Somerville", "12,000 tokens", false),
+            ],
+        }),
+        ..sample_content()
     }
 }
 

@@ -119,12 +119,16 @@ pub fn webhook_id(alert_id: i64, endpoint_key: &str) -> String {
     format!("msg_{alert_id}_{endpoint_key}")
 }
 
-/// The subject an alert is about. Organizations will be a second `type`.
+/// The subject an alert is about: `{"type": "user", "id": …}`, or
+/// `{"type": "organization", "id": …, "name": …}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Subject {
     #[serde(rename = "type")]
     pub subject_type: &'static str,
     pub id: i64,
+    /// The organization's name; absent for a user, whose payload stays as it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `data` of a `quota.threshold` or `quota.exhausted` event.
@@ -154,9 +158,18 @@ struct Envelope<'a> {
     data: &'a QuotaEventData,
 }
 
+/// Whose quota an alert is about.
+#[derive(Debug, Clone, Copy)]
+pub enum QuotaSubject<'a> {
+    /// A user's own quota.
+    User(i64),
+    /// An organization's shared quota.
+    Organization { id: i64, name: &'a str },
+}
+
 /// What one alert says, as stored.
 pub struct QuotaEventFacts<'a> {
-    pub user_id: i64,
+    pub subject: QuotaSubject<'a>,
     pub metric: &'a str,
     pub period: &'a str,
     pub kind: &'a str,
@@ -182,9 +195,17 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         Err(_) => (Tz::UTC, "UTC".to_string()),
     };
     let data = QuotaEventData {
-        subject: Subject {
-            subject_type: "user",
-            id: facts.user_id,
+        subject: match facts.subject {
+            QuotaSubject::User(id) => Subject {
+                subject_type: "user",
+                id,
+                name: None,
+            },
+            QuotaSubject::Organization { id, name } => Subject {
+                subject_type: "organization",
+                id,
+                name: Some(name.to_string()),
+            },
         },
         metric: facts.metric.to_string(),
         period: facts.period.to_string(),
@@ -385,7 +406,7 @@ mod tests {
         let used = "1000.50".parse().unwrap();
         let limit = "1000".parse().unwrap();
         let body = quota_event_body(&QuotaEventFacts {
-            user_id: 42,
+            subject: QuotaSubject::User(42),
             metric: "cost",
             period: "month",
             kind: "",
@@ -409,5 +430,33 @@ mod tests {
         assert_eq!(json["data"]["kind"], serde_json::Value::Null);
         assert_eq!(json["data"]["resets_at"], "2026-12-01T01:00:00+01:00");
         assert_eq!(json["data"]["timezone"], "Europe/Berlin");
+    }
+
+    #[test]
+    fn an_organizations_alert_names_the_organization_as_its_subject() {
+        let used = "820".parse().unwrap();
+        let limit = "1000".parse().unwrap();
+        let body = quota_event_body(&QuotaEventFacts {
+            subject: QuotaSubject::Organization {
+                id: 7,
+                name: "Acme \"Labs\"",
+            },
+            metric: "tokens",
+            period: "month",
+            kind: "",
+            threshold: 80,
+            used: &used,
+            limit: &limit,
+            period_start: "2026-11-01T00:00:00Z".parse().unwrap(),
+            period_end: "2026-12-01T00:00:00Z".parse().unwrap(),
+            timezone: "UTC",
+            decided_at: "2026-11-10T12:00:00Z".parse().unwrap(),
+        });
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            json["data"]["subject"],
+            serde_json::json!({"type": "organization", "id": 7, "name": "Acme \"Labs\""})
+        );
+        assert_eq!(json["type"], "quota.threshold");
     }
 }

@@ -5,8 +5,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int2, Int4, Nullable, Text};
 use usage_worker::config::{MailTransportKind, Settings};
 use usage_worker::jobs::{Ctx, JobKind, JobReport, RunOpts};
-use usage_worker::mail::{self, Mailer, OutgoingEmail, SendError};
+use usage_worker::mail;
 
+use crate::support::outbox::CrashAfterSend;
 use crate::support::smtp::SmtpServer;
 use crate::support::{self, TestDb, at};
 
@@ -242,21 +243,6 @@ fn a_550_rejection_fails_that_alert_at_once_and_the_others_are_delivered() {
     assert_eq!(bob.status, "failed");
     assert_eq!(bob.attempts, 1);
     assert_eq!(bob.error_class.as_deref(), Some("permanent"));
-}
-
-/// Sends through the real transport, then dies before the job can record the result.
-struct CrashAfterSend(Arc<dyn Mailer>);
-
-impl Mailer for CrashAfterSend {
-    fn transport(&self) -> &'static str {
-        "smtp"
-    }
-
-    fn send_all(&self, emails: &[OutgoingEmail]) -> Vec<Result<(), SendError>> {
-        let results = self.0.send_all(emails);
-        assert!(results.iter().all(Result::is_ok));
-        panic!("simulated crash between send and commit");
-    }
 }
 
 #[test]

@@ -1,30 +1,45 @@
-//! The Message-ID of an alert: derived from the alert's unique key alone, so every attempt
-//! to send one alert carries the same ID (a resend after a crash is recognisable as the same
-//! message), and injective, so no two alerts ever share one.
+//! The Message-ID of an alert: derived from the alert's unique key alone (its organization
+//! included), so every attempt to send one alert carries the same ID (a resend after a crash
+//! is recognisable as the same message), and injective, so no two alerts ever share one.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Timelike, Utc};
 
-/// `quota-alert.<user>.<metric>.<period>.<kind>.<period start>.<threshold>@<domain>`. No part
-/// contains a `.`, and each part is written injectively, so distinct keys give distinct IDs.
-pub fn alert_message_id(
-    user_id: i64,
-    metric: &str,
-    period: &str,
-    kind: &str,
-    period_start: DateTime<Utc>,
-    threshold: i16,
-    domain: &str,
-) -> String {
-    format!(
-        "quota-alert.{user_id}.{}.{}.{}.{}.{threshold}@{domain}",
-        name_part(metric),
-        name_part(period),
-        kind_part(kind),
-        instant_part(period_start)
-    )
+/// The unique key of one alert (`quota_alerts_once`).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertKey<'a> {
+    /// The recipient.
+    pub user_id: i64,
+    /// The organization whose quota it is; 0 for the recipient's personal quota.
+    pub org_id: i64,
+    pub metric: &'a str,
+    pub period: &'a str,
+    pub kind: &'a str,
+    pub period_start: DateTime<Utc>,
+    pub threshold: i16,
+}
+
+/// A personal alert: `quota-alert.<user>.<metric>.<period>.<kind>.<period start>.<threshold>@<domain>`,
+/// as it has always been. An organization's: `org-quota-alert.<org>.<user>.…` with the same
+/// parts after, so an alert to an owner about the organization never shares an ID with one
+/// about their own quota. No part contains a `.`, and each part is written injectively, so
+/// distinct keys give distinct IDs.
+pub fn alert_message_id(key: &AlertKey<'_>, domain: &str) -> String {
+    let rest = format!(
+        "{}.{}.{}.{}.{}.{}",
+        key.user_id,
+        name_part(key.metric),
+        name_part(key.period),
+        kind_part(key.kind),
+        instant_part(key.period_start),
+        key.threshold
+    );
+    match key.org_id {
+        0 => format!("quota-alert.{rest}@{domain}"),
+        org => format!("org-quota-alert.{org}.{rest}@{domain}"),
+    }
 }
 
 /// The limit over every kind (`''`) has always been written `all`, so the IDs of alerts
@@ -78,9 +93,20 @@ mod tests {
 
     use super::*;
 
+    fn sample(org_id: i64, kind: &str) -> AlertKey<'_> {
+        AlertKey {
+            user_id: 7,
+            org_id,
+            metric: "tokens",
+            period: "month",
+            kind,
+            period_start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+            threshold: 80,
+        }
+    }
+
     fn id(kind: &str) -> String {
-        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-        alert_message_id(7, "tokens", "month", kind, start, 80, "example.com")
+        alert_message_id(&sample(0, kind), "example.com")
     }
 
     #[test]
@@ -100,7 +126,15 @@ mod tests {
         );
     }
 
-    type Key = (i64, String, String, String, DateTime<Utc>, i16);
+    #[test]
+    fn an_organizations_alert_names_the_organization_and_the_recipient() {
+        assert_eq!(
+            alert_message_id(&sample(12, ""), "example.com"),
+            "org-quota-alert.12.7.tokens.month.all.20261101T000000Z.80@example.com"
+        );
+    }
+
+    type Key = (i64, i64, String, String, String, DateTime<Utc>, i16);
 
     /// Keys drawn from small, collision-prone pools: empty and look-alike names, dots, the
     /// escape prefix itself, starts a fraction of a second apart.
@@ -121,18 +155,21 @@ mod tests {
                     .unwrap_or_default()
             },
         );
-        (-2i64..3, text(), text(), text(), start, 79i16..82)
+        (-2i64..3, 0i64..3, text(), text(), text(), start, 79i16..82)
     }
 
     fn key_id(key: &Key) -> String {
-        let (user, metric, period, kind, start, threshold) = key;
+        let (user_id, org_id, metric, period, kind, period_start, threshold) = key;
         alert_message_id(
-            *user,
-            metric,
-            period,
-            kind,
-            *start,
-            *threshold,
+            &AlertKey {
+                user_id: *user_id,
+                org_id: *org_id,
+                metric,
+                period,
+                kind,
+                period_start: *period_start,
+                threshold: *threshold,
+            },
             "example.com",
         )
     }

@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::config::AlertChannel;
 use crate::jobs::{Ctx, JobError, RunOpts};
 use crate::mail::webhook::{
-    self, PostError, QuotaEventFacts, WebhookErrorClass, WebhookMessage, WebhookTarget,
+    self, PostError, QuotaEventFacts, QuotaSubject, WebhookErrorClass, WebhookMessage,
+    WebhookTarget,
 };
 
 mod overview;
@@ -101,7 +102,7 @@ pub(super) fn decide(
         diesel::sql_query(
             "UPDATE quota_alerts SET status = 'suppressed', updated_at = now()
               WHERE decided_at = $1 AND status = 'pending'
-                AND ($2::bigint IS NULL OR user_id = $2)",
+                AND ($2::bigint IS NULL OR (user_id = $2 AND org_id = 0))",
         )
         .bind::<Timestamptz, _>(now)
         .bind::<Nullable<BigInt>, _>(user_id)
@@ -123,6 +124,11 @@ struct ClaimedDelivery {
     endpoint_key: String,
     #[diesel(sql_type = BigInt)]
     user_id: i64,
+    /// The organization whose quota it is; 0 for the user's own.
+    #[diesel(sql_type = BigInt)]
+    org_id: i64,
+    #[diesel(sql_type = Text)]
+    org_name: String,
     #[diesel(sql_type = Text)]
     metric: String,
     #[diesel(sql_type = Text)]
@@ -141,6 +147,7 @@ struct ClaimedDelivery {
     limit_value: bigdecimal::BigDecimal,
     #[diesel(sql_type = Timestamptz)]
     decided_at: DateTime<Utc>,
+    /// The zone the period was counted in as stored: the organization's for its alerts.
     #[diesel(sql_type = Text)]
     timezone: String,
 }
@@ -150,7 +157,13 @@ impl ClaimedDelivery {
         WebhookMessage {
             webhook_id: self.webhook_id.clone(),
             body: webhook::quota_event_body(&QuotaEventFacts {
-                user_id: self.user_id,
+                subject: match self.org_id {
+                    0 => QuotaSubject::User(self.user_id),
+                    org => QuotaSubject::Organization {
+                        id: org,
+                        name: &self.org_name,
+                    },
+                },
                 metric: &self.metric,
                 period: &self.period,
                 kind: &self.kind,
@@ -307,6 +320,7 @@ fn record(
                     webhook.id = %delivery.webhook_id,
                     webhook.status = status,
                     user.id = delivery.user_id,
+                    org.id = delivery.org_id,
                     alert.threshold = delivery.threshold,
                     "quota alert webhook delivered"
                 );
@@ -319,6 +333,7 @@ fn record(
                     webhook.id = %delivery.webhook_id,
                     webhook.attempts = delivery.attempts,
                     user.id = delivery.user_id,
+                    org.id = delivery.org_id,
                     error.class = error.class.as_str(),
                     error = %error.message,
                     "quota alert webhook not delivered"

@@ -1,21 +1,27 @@
--- The alerts usage calls for right now: every open period of a user whose plan limits the
+-- The alerts usage calls for right now: every open period of a subject whose plan limits the
 -- metric (no plan_limits row = unlimited = never an alert), joined to each configured
 -- threshold its usage has reached: the plan's alert_thresholds, or alerts.thresholds when the
 -- plan has none. One set-based pass over the open periods.
 --
+-- A subject is a user's personal usage (period user_id = the user, org_id 0; the user is
+-- the recipient) or an organization's (period user_id 0, org_id = the organization; each
+-- owner and admin is a recipient, so an organization's threshold gives one row per
+-- recipient). Periods are matched on both columns: user id 0 is a legal user.
+--
 -- When several thresholds are reached, every one but the highest is `superseded`: only the
--- highest is sent. Users who turned alerts off get `suppressed` rows (a record, no email).
--- Nothing is alerted at zero usage, even against a limit of 0.
+-- highest is sent. Recipients who turned alerts off, and every recipient of an organization
+-- that did, get `suppressed` rows (a record, no email). Nothing is alerted at zero usage,
+-- even against a limit of 0.
 --
 -- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
--- $4 one user id, or NULL for everyone (--user).
-SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
+-- $4 one user id (that user's personal quota only), or NULL for everyone (--user).
+SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
        t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
             WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
             ELSE 'pending' END AS status
-  FROM (SELECT up.user_id, lim.metric, up.period, lim.kind, up.period_start, up.period_end,
-               lim.max_value, u.alerts_enabled, p.alert_thresholds,
+  FROM (SELECT s.recipient AS user_id, up.org_id, lim.metric, up.period, lim.kind,
+               up.period_start, up.period_end, lim.max_value, s.alerts_enabled, p.alert_thresholds,
                CASE WHEN lim.kind = '' THEN
                         CASE lim.metric WHEN 'requests' THEN up.requests::numeric
                                         WHEN 'messages' THEN up.messages::numeric
@@ -29,18 +35,26 @@ SELECT l.user_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
                                                   ELSE k.cost END, 0)
                END AS used
           FROM usage_periods up
-          JOIN users u ON u.id = up.user_id
-          JOIN plans p ON p.id = u.plan_id
-          JOIN plan_limits lim ON lim.plan_id = u.plan_id AND lim.period = up.period
+          JOIN (SELECT u.id AS period_user, 0::bigint AS period_org, u.plan_id, u.id AS recipient,
+                       u.alerts_enabled
+                  FROM users u
+                UNION ALL
+                SELECT 0, o.id, o.plan_id, r.id, o.alerts_enabled AND r.alerts_enabled
+                  FROM organizations o
+                  JOIN organization_members m ON m.org_id = o.id AND m.role IN ('owner', 'admin')
+                  JOIN users r ON r.id = m.user_id) s
+            ON s.period_user = up.user_id AND s.period_org = up.org_id
+          JOIN plans p ON p.id = s.plan_id
+          JOIN plan_limits lim ON lim.plan_id = s.plan_id AND lim.period = up.period
           LEFT JOIN usage_period_kind_totals k
-                 ON lim.kind <> '' AND k.user_id = up.user_id AND k.period = up.period
-                AND k.period_start = up.period_start AND k.kind = lim.kind
+                 ON lim.kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
+                AND k.period = up.period AND k.period_start = up.period_start AND k.kind = lim.kind
          WHERE up.status = 'open'
-           AND ($4::bigint IS NULL OR up.user_id = $4)
+           AND ($4::bigint IS NULL OR (up.user_id = $4 AND up.org_id = 0))
            AND up.period_start <= $1
            -- An open period that ended long ago (its reset has not run) would only expire.
            AND up.period_end > $1 - make_interval(secs => $3)) l
  CROSS JOIN unnest(COALESCE(l.alert_thresholds::int[], $2::int[])) AS t (threshold)
  WHERE l.used > 0
    AND l.used * 100 >= l.max_value * t.threshold
-WINDOW alert_key AS (PARTITION BY l.user_id, l.metric, l.period, l.kind, l.period_start)
+WINDOW alert_key AS (PARTITION BY l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start)

@@ -1,12 +1,13 @@
--- Records the alerts the candidates call for. The UNIQUE key (user, metric, period kind,
--- event kind, period start, threshold) with ON CONFLICT DO NOTHING makes this idempotent:
--- a threshold is decided once per period, however often the job runs. A new period has a
--- new period_start, so every threshold is armed again.
+-- Records the alerts the candidates call for. The UNIQUE key (recipient, organization or 0,
+-- metric, period kind, event kind, period start, threshold) with ON CONFLICT DO NOTHING makes
+-- this idempotent: a threshold is decided once per period and recipient, however often the
+-- job runs. A new period has a new period_start, so every threshold is armed again.
 -- $1 now; `candidates` is alerts_candidates.sql.
 , inserted AS (
-    INSERT INTO quota_alerts (user_id, metric, period, kind, period_start, period_end, threshold,
-                              used_value, limit_value, status, next_attempt_at, decided_at)
-    SELECT user_id, metric, period, kind, period_start, period_end, threshold,
+    INSERT INTO quota_alerts (user_id, org_id, metric, period, kind, period_start, period_end,
+                              threshold, used_value, limit_value, status, next_attempt_at,
+                              decided_at)
+    SELECT user_id, org_id, metric, period, kind, period_start, period_end, threshold,
            used_value, limit_value, status, $1, $1
       FROM candidates
     ON CONFLICT ON CONSTRAINT quota_alerts_once DO NOTHING

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
 use super::targets;
-use crate::jobs::alerts::{AlertStatus, Preview};
+use crate::jobs::alerts::Preview;
 use crate::jobs::{Ctx, JobError};
 use crate::mail::webhook;
 
@@ -22,15 +22,16 @@ pub(in crate::jobs::alerts) fn preview(
 ) -> Result<(Vec<String>, i64), JobError> {
     let targets = targets(ctx)?;
     let mut lines = Vec::new();
-    for c in candidates
-        .iter()
-        .filter(|c| c.status == AlertStatus::Pending)
-    {
+    for c in candidates.iter().filter(|c| c.carries_webhook) {
         let event = webhook::event_type(c.threshold, &c.used_value, &c.limit_value);
+        let subject = match c.org_id {
+            0 => format!("user {}", c.user_id),
+            org => format!("org {org}"),
+        };
         for target in targets.iter().filter(|t| t.endpoint.wants(event)) {
             lines.push(format!(
-                "webhook to {}: would send {event} for user {} ({}% of {} {})",
-                target.host, c.user_id, c.threshold, c.period, c.metric
+                "webhook to {}: would send {event} for {subject} ({}% of {} {})",
+                target.host, c.threshold, c.period, c.metric
             ));
         }
     }
@@ -38,7 +39,7 @@ pub(in crate::jobs::alerts) fn preview(
         "SELECT count(*) AS n FROM webhook_deliveries d JOIN quota_alerts a ON a.id = d.alert_id
           WHERE ((d.status = 'pending' AND d.next_attempt_at <= $1)
                  OR (d.status = 'sending' AND d.leased_until <= $1))
-            AND ($2::bigint IS NULL OR a.user_id = $2)",
+            AND ($2::bigint IS NULL OR (a.user_id = $2 AND a.org_id = 0))",
     )
     .bind::<Timestamptz, _>(now)
     .bind::<Nullable<BigInt>, _>(user_id)
