@@ -77,7 +77,7 @@ impl JobKind {
                 "closes ended monthly quota periods (calendar month or billing anchor day, user's zone), reconciled, and opens the next"
             }
             JobKind::Alerts => {
-                "emails users past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
+                "emails users (and organizations' owners and admins) past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
             }
             JobKind::Retention => {
                 "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"

@@ -49,7 +49,7 @@ pub fn description(settings: &Settings) -> String {
         .map(|t| format!("{t} %"))
         .collect();
     format!(
-        "emails users past {} of a limit, once per threshold per period, retrying failed sends",
+        "emails users (and organizations' owners and admins) past {} of a limit, once per threshold per period, retrying failed sends",
         thresholds.join("/")
     )
 }
