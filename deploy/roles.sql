@@ -62,8 +62,14 @@ BEGIN
             EXECUTE format('CREATE ROLE %I LOGIN', v_role);
         END IF;
     END LOOP;
+    -- Roles are cluster-wide: the same file run at once for two databases may both find it
+    -- missing, and the second CREATE then fails on the catalog's unique index.
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'usage_reader') THEN
-        CREATE ROLE usage_reader NOLOGIN;
+        BEGIN
+            CREATE ROLE usage_reader NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
     -- The daemon keeps every book: row-level security (which only usage_reader's policies
     -- narrow) is not applied to it at all.
