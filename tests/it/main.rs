@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod data_trust;
 mod docs;
+mod idempotency;
 mod mail;
 mod migrations;
 mod operator_trust;
