@@ -15,9 +15,18 @@
 --           create nothing in any schema
 --   writer  applications: record events (INSERT on usage_events, usage_record()) and read
 --           quota (quota_status(), usage_summary(), org_quota_status(), …)
---   reader  usage_reader, NOLOGIN: grant it to the roles that read one organization's usage
---           under row-level security (GRANT usage_reader TO app_readonly); it reads only the
---           rows of the organization usage_current_org() names and can write nothing
+--   reader  usage_reader, NOLOGIN, one per cluster whatever the other names: grant it to
+--           the roles that read one organization's usage under row-level security
+--           (GRANT usage_reader TO app_readonly). A member sees only the rows of the
+--           organization usage_current_org() names (by default the session's
+--           `SET usage.org_id = '2'`; none while unset or '0'), reads org_quota_status(),
+--           org_usage_summary() and org_usage_by_member() through the same policies, and
+--           writes nothing, even where a grant would allow it. Whoever may run SQL as it may
+--           set usage.org_id to any organization: for clients that are not trusted with
+--           that, usage_current_org() reads the organization from a signed JWT instead
+--           (docs/SCHEMA.md, "Organizations and row-level security"). Never grant it to
+--           the writer: the policies refuse a member of usage_reader every write to the
+--           usage tables (usage_record() included) and every other organization's rows.
 
 \set ON_ERROR_STOP on
 \if :{?schema}

@@ -13,6 +13,7 @@ mod idempotency;
 mod mail;
 mod migrations;
 mod operator_trust;
+mod org_security;
 mod outages;
 mod partitions;
 mod period_bounds;
