@@ -15,9 +15,18 @@
 --           create nothing in any schema
 --   writer  applications: record events (INSERT on usage_events, usage_record()) and read
 --           quota (quota_status(), usage_summary(), org_quota_status(), …)
---   reader  usage_reader, NOLOGIN: grant it to the roles that read one organization's usage
---           under row-level security (GRANT usage_reader TO app_readonly); it reads only the
---           rows of the organization usage_current_org() names and can write nothing
+--   reader  usage_reader, NOLOGIN, one per cluster whatever the other names: grant it to
+--           the roles that read one organization's usage under row-level security
+--           (GRANT usage_reader TO app_readonly). A member sees only the rows of the
+--           organization usage_current_org() names (by default the session's
+--           `SET usage.org_id = '2'`; none while unset or '0'), reads org_quota_status(),
+--           org_usage_summary() and org_usage_by_member() through the same policies, and
+--           writes nothing, even where a grant would allow it. Whoever may run SQL as it may
+--           set usage.org_id to any organization: for clients that are not trusted with
+--           that, usage_current_org() reads the organization from a signed JWT instead
+--           (docs/SCHEMA.md, "Organizations and row-level security"). Never grant it to
+--           the writer: the policies refuse a member of usage_reader every write to the
+--           usage tables (usage_record() included) and every other organization's rows.
 
 \set ON_ERROR_STOP on
 \if :{?schema}
@@ -62,8 +71,14 @@ BEGIN
             EXECUTE format('CREATE ROLE %I LOGIN', v_role);
         END IF;
     END LOOP;
+    -- Roles are cluster-wide: the same file run at once for two databases may both find it
+    -- missing, and the second CREATE then fails on the catalog's unique index.
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'usage_reader') THEN
-        CREATE ROLE usage_reader NOLOGIN;
+        BEGIN
+            CREATE ROLE usage_reader NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
     -- The daemon keeps every book: row-level security (which only usage_reader's policies
     -- narrow) is not applied to it at all.

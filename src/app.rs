@@ -180,6 +180,7 @@ fn dispatch(
 fn migrate(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
     let mut conn = ctx.connect()?;
     let applied = ctx.migrate(&mut conn)?;
+    db::store_settings(&mut conn, &ctx.settings.ingest)?;
     if applied.is_empty() {
         println!("schema is up to date");
     } else {

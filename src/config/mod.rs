@@ -11,6 +11,7 @@ mod alerts;
 mod database;
 mod duration;
 mod embedded;
+mod ingest;
 mod jobs;
 mod log;
 mod mail;
@@ -31,6 +32,7 @@ pub use alerts::{AlertSettings, Percent};
 pub use database::DatabaseSettings;
 pub use duration::HumanDuration;
 pub use embedded::{EmbeddedSettings, default_demo_dir};
+pub use ingest::IngestSettings;
 pub use jobs::{JobPlan, JobSettings, SchedulerSettings};
 pub use log::{LogFormat, LogSettings};
 pub use mail::{
@@ -82,6 +84,7 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub retention: RetentionSettings,
     pub aggregate: AggregateSettings,
+    pub ingest: IngestSettings,
     pub metrics: MetricsSettings,
 }
 
@@ -115,6 +118,7 @@ impl Settings {
         self.partitions.validate()?;
         self.retention.validate()?;
         self.aggregate.validate()?;
+        self.ingest.validate()?;
         self.embedded.validate()?;
         self.metrics.validate()?;
         self.mail.validate()?;

@@ -95,6 +95,18 @@ fn a_wrong_type_or_value_in_any_section_is_refused_naming_the_key() {
             "retention.lock_timeout",
         ),
         ("AGGREGATE__BATCH_EVENTS", "0", "aggregate.batch_events"),
+        ("INGEST__IDEMPOTENCY_DAYS", "0", "ingest.idempotency_days"),
+        (
+            "INGEST__IDEMPOTENCY_DAYS",
+            "3651",
+            "ingest.idempotency_days",
+        ),
+        ("INGEST__IDEMPOTENCY_DAYS", "-1", "ingest.idempotency_days"),
+        (
+            "INGEST__IDEMPOTENCY_DAYS",
+            "a week",
+            "ingest.idempotency_days",
+        ),
         ("METRICS__LISTEN", "not a socket", "metrics.listen"),
         ("MAIL__TRANSPORT", "pigeon", "mail.transport"),
         ("MAIL__FROM", "nobody at all", "mail.from"),

@@ -5,6 +5,7 @@
 
 mod adopt;
 pub mod schema;
+mod settings;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use secrecy::ExposeSecret;
 use crate::config::{ConfigError, SchemaName, Settings};
 use crate::conninfo::ConnInfo;
 use crate::redact::{redact_url, scrub_connection_secrets};
+
+pub use settings::store_settings;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

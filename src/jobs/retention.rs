@@ -7,6 +7,9 @@
 //! never deleted: the job stops short of them and reports them. Partitions are dropped by
 //! `usage_drop_partition`, which runs as the schema's owner (the daemon's role owns nothing)
 //! and checks again, under the drop's own locks, that nothing in them is unaggregated.
+//!
+//! The other tables are trimmed in batches by their own settings, among them the
+//! idempotency keys of `usage_record()` once older than `ingest.idempotency_days`.
 
 use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
@@ -125,7 +128,8 @@ pub fn run(
         }),
     );
     let mut other_rows = 0;
-    for rule in other_tables(settings, now) {
+    let idempotency_days = idempotency_window(conn)?;
+    for rule in other_tables(settings, now, idempotency_days) {
         opts.cancel.check()?;
         let deleted = if opts.dry_run {
             count_where(conn, &rule)?
@@ -290,15 +294,35 @@ struct DeleteRule {
     xid: Option<String>,
 }
 
+/// The window `usage_record()` remembers idempotency keys for (`ingest.idempotency_days`, as
+/// the worker last wrote it): keys older than it are taken over by a new event anyway, so
+/// deleting them changes no answer. None when `usage_settings` has no row: keys never expire.
+fn idempotency_window(conn: &mut PgConnection) -> Result<Option<i32>, JobError> {
+    #[derive(QueryableByName)]
+    struct Window {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        idempotency_days: i32,
+    }
+    let window: Option<Window> =
+        diesel::sql_query("SELECT idempotency_days FROM usage_settings WHERE singleton")
+            .get_result(conn)
+            .optional()?;
+    Ok(window.map(|w| w.idempotency_days))
+}
+
 /// The tables other than `usage_events`, each with its own retention setting.
-fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteRule> {
+fn other_tables(
+    settings: &RetentionSettings,
+    now: DateTime<Utc>,
+    idempotency_days: Option<i32>,
+) -> Vec<DeleteRule> {
     let rule = |table: &str, condition: &str, cutoff| DeleteRule {
         table: table.to_string(),
         condition: condition.to_string(),
         cutoff,
         xid: None,
     };
-    vec![
+    let mut rules = vec![
         // `day` is a local date; a day is dropped once it lies wholly before the cutoff date.
         rule(
             "token_usage_daily",
@@ -327,7 +351,15 @@ fn other_tables(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<DeleteR
             ),
             now - chrono::Duration::days(i64::from(settings.job_runs_days.get())),
         ),
-    ]
+    ];
+    if let Some(days) = idempotency_days {
+        rules.push(rule(
+            "usage_idempotency_keys",
+            "recorded_at < $1",
+            now - chrono::Duration::days(i64::from(days)),
+        ));
+    }
+    rules
 }
 
 fn count_where(conn: &mut PgConnection, rule: &DeleteRule) -> Result<i64, JobError> {

@@ -1,6 +1,6 @@
-//! Before the daemon schedules anything: the database is reachable and migrated, runs left
-//! `running` by crashed processes are marked abandoned, and each job whose latest tick was
-//! missed during downtime runs once.
+//! Before the daemon schedules anything: the database is reachable and migrated, holds the
+//! settings its functions read, runs left `running` by crashed processes are marked abandoned,
+//! and each job whose latest tick was missed during downtime runs once.
 
 use std::sync::Arc;
 
@@ -25,7 +25,8 @@ pub fn sweep_abandoned(conn: &mut PgConnection) -> Result<usize, DbError> {
     Ok(total)
 }
 
-/// Connects, migrates when configured, and sweeps runs abandoned by crashed processes.
+/// Connects, migrates when configured, writes `usage_settings` from the configuration, and
+/// sweeps runs abandoned by crashed processes.
 pub fn prepare_database(ctx: &Ctx) -> Result<(), DbError> {
     let mut conn = ctx.connect()?;
     if ctx.settings.database.migrate_on_start {
@@ -43,6 +44,7 @@ pub fn prepare_database(ctx: &Ctx) -> Result<(), DbError> {
             )));
         }
     }
+    db::store_settings(&mut conn, &ctx.settings.ingest)?;
     sweep_abandoned(&mut conn)?;
     Ok(())
 }

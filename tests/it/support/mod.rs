@@ -13,6 +13,7 @@
 
 pub mod books;
 pub mod daemon;
+pub mod docs;
 pub mod notify;
 pub mod outbox;
 pub mod quota;

@@ -1,6 +1,7 @@
 //! A database set up the way docs/OPERATIONS.md says: empty, then `deploy/roles.sql` run by a
 //! superuser with psql. Role names are cluster-wide and tests run in parallel, so each
-//! database has roles of its own (`<tag>_<pid>_owner`, …), passed to roles.sql as variables.
+//! database has roles of its own (`<tag>_<pid>_owner`, …), passed to roles.sql as variables;
+//! `usage_reader` is one per cluster, as roles.sql makes it.
 
 use std::process::Command;
 
@@ -21,6 +22,8 @@ pub struct RolesDb {
     pub owner: String,
     pub worker: String,
     pub writer: String,
+    /// A login role granted `usage_reader`, as an application's read-only role is.
+    pub reader: String,
 }
 
 impl RolesDb {
@@ -33,6 +36,7 @@ impl RolesDb {
             owner: format!("{prefix}_owner"),
             worker: format!("{prefix}_worker"),
             writer: format!("{prefix}_writer"),
+            reader: format!("{prefix}_reader"),
         };
         db::connect(&cluster().url("postgres"))
             .expect("connect to test cluster")
@@ -42,6 +46,13 @@ impl RolesDb {
             ))
             .expect("create database");
         roles.apply_roles_sql();
+        roles
+            .admin()
+            .batch_execute(&format!(
+                "CREATE ROLE {} LOGIN IN ROLE usage_reader",
+                roles.reader
+            ))
+            .expect("create the reader's login role");
         roles
     }
 
@@ -120,8 +131,8 @@ impl Drop for RolesDb {
                 self.dbname
             ));
             let _ = admin.batch_execute(&format!(
-                "DROP ROLE IF EXISTS {}, {}, {}",
-                self.owner, self.worker, self.writer
+                "DROP ROLE IF EXISTS {}, {}, {}, {}",
+                self.owner, self.worker, self.writer, self.reader
             ));
         }
     }
