@@ -270,7 +270,8 @@ pub fn tick_run(
 }
 
 /// Whether the job has succeeded for the tick `tick` or later: a cron or catch-up run
-/// scheduled at or after it, or a manual run started at or after it.
+/// scheduled at or after it, or a manual run started at or after it. A manual run limited to
+/// one user (`user_id`) or organization (`org_id` in its report) did not do the tick's work.
 pub fn succeeded_since(
     conn: &mut PgConnection,
     job: JobKind,
@@ -281,7 +282,8 @@ pub fn succeeded_since(
              SELECT 1 FROM job_runs
               WHERE job = $1 AND status = 'succeeded'
                 AND ((trigger <> 'manual' AND scheduled_for >= $2)
-                  OR (trigger = 'manual' AND user_id IS NULL AND started_at >= $2))
+                  OR (trigger = 'manual' AND user_id IS NULL AND started_at >= $2
+                      AND report->'details'->'org_id' IS NULL))
          ) AS value",
     )
     .bind::<Text, _>(job.name())

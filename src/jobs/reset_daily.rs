@@ -1,6 +1,7 @@
-//! `reset-daily`: closes every user's ended daily quota period at the user's own boundary,
-//! reconciled against the raw events, and opens the next one; with `--user`, a manual reset
-//! of that user's current period. See [`super::periods`].
+//! `reset-daily`: closes every ended daily quota period, users' and organizations', at
+//! its own boundary (the user's or the organization's zone and anchor), reconciled against
+//! the raw events, and opens the next one; with `--user` or `--org`, a manual reset of that
+//! user's or organization's current period. See [`super::periods`].
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;

@@ -1,24 +1,28 @@
 -- Reconciliation, step 3: where the recorded totals (of the period, kind = '', and per event
--- kind) differ from the raw events. Each row is one user, period, kind and metric.
+-- kind) differ from the raw events. Each row is one subject (user_id, org_id), period, kind
+-- and metric.
 WITH recorded AS (
-    SELECT up.user_id, up.period_start, ''::text AS kind,
+    SELECT up.user_id, up.org_id, up.period_start, ''::text AS kind,
            up.requests, up.messages, up.tokens, up.bytes, up.cost
       FROM usage_closing c
-      JOIN usage_periods up USING (user_id, period, period_start)
+      JOIN usage_periods up USING (user_id, org_id, period, period_start)
     UNION ALL
-    SELECT k.user_id, k.period_start, k.kind, k.requests, k.messages, k.tokens, k.bytes, k.cost
+    SELECT k.user_id, k.org_id, k.period_start, k.kind, k.requests, k.messages, k.tokens,
+           k.bytes, k.cost
       FROM usage_closing c
-      JOIN usage_period_kind_totals k USING (user_id, period, period_start)
+      JOIN usage_period_kind_totals k USING (user_id, org_id, period, period_start)
 ), actual AS (
-    SELECT user_id, period_start, kind, requests, messages, tokens, bytes, cost
+    SELECT user_id, org_id, period_start, kind, requests, messages, tokens, bytes, cost
       FROM usage_closing_raw
     UNION ALL
-    SELECT user_id, period_start, '', sum(requests), sum(messages), sum(tokens), sum(bytes), sum(cost)
+    SELECT user_id, org_id, period_start, '', sum(requests), sum(messages), sum(tokens),
+           sum(bytes), sum(cost)
       FROM usage_closing_raw
-     GROUP BY user_id, period_start
+     GROUP BY user_id, org_id, period_start
 ), differing AS (
     -- Only rows that differ somewhere are spread out into one row per metric.
     SELECT COALESCE(r.user_id, a.user_id) AS user_id,
+           COALESCE(r.org_id, a.org_id) AS org_id,
            COALESCE(r.period_start, a.period_start) AS period_start,
            COALESCE(r.kind, a.kind) AS kind,
            r.requests AS r_requests, r.messages AS r_messages, r.tokens AS r_tokens,
@@ -26,13 +30,14 @@ WITH recorded AS (
            a.requests AS a_requests, a.messages AS a_messages, a.tokens AS a_tokens,
            a.bytes AS a_bytes, a.cost AS a_cost
       FROM recorded r
-      FULL JOIN actual a ON a.user_id = r.user_id AND a.period_start = r.period_start AND a.kind = r.kind
+      FULL JOIN actual a ON a.user_id = r.user_id AND a.org_id = r.org_id
+                        AND a.period_start = r.period_start AND a.kind = r.kind
      WHERE (COALESCE(r.requests, 0), COALESCE(r.messages, 0), COALESCE(r.tokens, 0),
             COALESCE(r.bytes, 0), COALESCE(r.cost, 0))
            <> (COALESCE(a.requests, 0), COALESCE(a.messages, 0), COALESCE(a.tokens, 0),
                COALESCE(a.bytes, 0), COALESCE(a.cost, 0))
 )
-SELECT d.user_id, d.period_start, d.kind, v.metric, v.recorded, v.actual, v.actual - v.recorded AS delta
+SELECT d.user_id, d.org_id, d.period_start, d.kind, v.metric, v.recorded, v.actual, v.actual - v.recorded AS delta
   FROM differing d
  CROSS JOIN LATERAL (VALUES
        ('requests', COALESCE(d.r_requests, 0)::numeric, COALESCE(d.a_requests, 0)::numeric),
@@ -42,4 +47,4 @@ SELECT d.user_id, d.period_start, d.kind, v.metric, v.recorded, v.actual, v.actu
        ('cost',     COALESCE(d.r_cost, 0),              COALESCE(d.a_cost, 0))
        ) AS v (metric, recorded, actual)
  WHERE v.recorded <> v.actual
- ORDER BY 1, 2, 3, 4
+ ORDER BY 1, 2, 3, 4, 5

@@ -15,6 +15,7 @@ pub mod books;
 pub mod daemon;
 pub mod docs;
 pub mod notify;
+pub mod org_periods;
 pub mod outbox;
 pub mod quota;
 pub mod roles;

@@ -123,11 +123,12 @@ pub struct PeriodRow {
     pub cost: bigdecimal::BigDecimal,
 }
 
-/// A user's periods of one kind, oldest first.
+/// A user's personal periods of one kind (org_id 0), oldest first.
 pub fn periods(conn: &mut PgConnection, user_id: i64, period: &str) -> Vec<PeriodRow> {
     diesel::sql_query(
         "SELECT user_id, period_start, period_end, status, close_reason, requests, tokens, cost
-           FROM usage_periods WHERE user_id = $1 AND period = $2 ORDER BY period_start",
+           FROM usage_periods WHERE user_id = $1 AND org_id = 0 AND period = $2
+          ORDER BY period_start",
     )
     .bind::<BigInt, _>(user_id)
     .bind::<Text, _>(period)
@@ -135,7 +136,8 @@ pub fn periods(conn: &mut PgConnection, user_id: i64, period: &str) -> Vec<Perio
     .unwrap()
 }
 
-/// Sum of the raw events' tokens and count in [from, to) for one user.
+/// Sum of the raw events' tokens and count in [from, to) of one user's personal usage (events
+/// without an organization).
 pub fn raw_sums(
     conn: &mut PgConnection,
     user_id: i64,
@@ -151,7 +153,8 @@ pub fn raw_sums(
     }
     let s: Sums = diesel::sql_query(
         "SELECT count(*)::bigint AS requests, COALESCE(sum(tokens), 0)::bigint AS tokens
-           FROM usage_events WHERE user_id = $1 AND created_at >= $2 AND created_at < $3",
+           FROM usage_events
+          WHERE user_id = $1 AND org_id IS NULL AND created_at >= $2 AND created_at < $3",
     )
     .bind::<BigInt, _>(user_id)
     .bind::<Timestamptz, _>(from)
