@@ -71,10 +71,10 @@ impl JobKind {
                 "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
             }
             JobKind::ResetDaily => {
-                "closes ended daily quota periods at each user's local midnight, reconciled against raw events, and opens the next"
+                "closes ended daily quota periods at each user's or organization's local midnight, reconciled against raw events, and opens the next"
             }
             JobKind::ResetMonthly => {
-                "closes ended monthly quota periods (calendar month or billing anchor day, user's zone), reconciled, and opens the next"
+                "closes ended monthly quota periods (calendar month or billing anchor day, in the user's or organization's zone), reconciled, and opens the next"
             }
             JobKind::Alerts => {
                 "emails users (and organizations' owners and admins) past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
