@@ -18,6 +18,7 @@ pub mod quota;
 pub mod roles;
 pub mod smtp;
 pub mod webhooks;
+pub mod writers;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
