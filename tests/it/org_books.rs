@@ -280,3 +280,41 @@ fn rebuild_of_an_organizations_days_reproduces_the_same_rows() {
     );
     assert_all_aggregated_exactly(&db);
 }
+
+#[test]
+fn an_organization_with_an_unknown_zone_or_without_a_row_is_counted_in_utc_and_reported() {
+    let db = TestDb::alone();
+    db.add_user(1, "Asia/Tokyo");
+    add_organization(&db, 2, "Mars/Olympus", None, &[1]);
+    // 20:00 UTC on the 22nd: the 23rd in Tokyo, still the 22nd in UTC.
+    db.execute(
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         VALUES (1, 2, 'ai_response', 10, '2026-11-22T20:00:00Z'),
+                (1, 8, 'ai_response', 20, '2026-11-22T20:00:00Z'),
+                (1, NULL, 'ai_response', 30, '2026-11-22T20:00:00Z')",
+    );
+    let report = aggregate(&db);
+    assert_eq!(report.details["unknown_timezone_orgs"], 1);
+    assert_eq!(
+        report.details["unknown_timezone_org_ids"],
+        serde_json::json!([2])
+    );
+    assert_eq!(report.details["orgs_without_row"], 1);
+    assert_eq!(
+        report.details["org_ids_without_row"],
+        serde_json::json!([8])
+    );
+    assert_eq!(report.details["unknown_timezone_users"], 0);
+    assert!(
+        report
+            .summary
+            .contains("1 organization(s) with an unknown time zone"),
+        "{}",
+        report.summary
+    );
+    assert_eq!(summary_tokens(&db, 1, Some(2), "2026-11-22"), 10);
+    assert_eq!(summary_tokens(&db, 1, Some(8), "2026-11-22"), 20);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-23"), 30);
+    assert_all_aggregated_exactly(&db);
+    assert_subject_books_exact(&db);
+}
