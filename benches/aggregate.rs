@@ -3,9 +3,12 @@
 //! - `from_empty`: an empty watermark, against the raw lower bound of the same work: three
 //!   `INSERT … SELECT … GROUP BY` statements over the same events into empty tables (the daily
 //!   summary by user-local day, kind, request type and model; the usage per user, local day
-//!   and kind; the usage per user, local month and kind). Target ratio ≤ 1.5. Two data sets:
-//!   `30_days` (1,000,000 events of 10,000 users over 30 days) and `27_months` (1,350,000
-//!   events of 100 users over 27 months).
+//!   and kind; the usage per user, local month and kind). Target ratio ≤ 1.5. Three data sets:
+//!   `30_days` (1,000,000 events of 10,000 users over 30 days), `27_months` (1,350,000
+//!   events of 100 users over 27 months) and `30_days_orgs` (`30_days` with half the events
+//!   spent in 1,000 organizations in other zones, each user a member of two; the raw bound
+//!   then groups by organization and its local day too). Target for `30_days_orgs`: a ratio
+//!   at most 10 % above `30_days`'s, printed as `orgs_ratio` when both run.
 //! - `incremental`: 10,000 new events on top of 1,000,000 and of 10,000,000 aggregated ones.
 //!   Target: the two cost about the same (ratio < 2).
 //! - `backfill`: a 10,000,000-event backlog aggregated in bounded transactions: events per
@@ -13,8 +16,8 @@
 //!   and PostgreSQL's temporary file bytes (`pg_stat_database.temp_bytes`) during the run.
 //!
 //! `cargo bench --bench aggregate`. `UW_BENCH_SCALE` (default 1) multiplies every event
-//! count; `UW_BENCH_ONLY=30_days,27_months,backfill` picks scenarios (the incremental ratio
-//! needs `30_days` and `backfill`).
+//! count; `UW_BENCH_ONLY=30_days,30_days_orgs,27_months,backfill` picks scenarios (the
+//! incremental ratio needs `30_days` and `backfill`).
 
 mod common;
 
@@ -35,13 +38,16 @@ use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 /// Events per inserting transaction while loading: a backlog of many small writers.
 const LOAD_CHUNK: i64 = 10_000;
 const NEW_EVENTS: i64 = 10_000;
+/// Organizations of the `30_days_orgs` data set.
+const ORGS: i64 = 1_000;
 
-/// The events of one benchmark database: spread evenly over `users` and `months` months
-/// from `start`, deterministic.
+/// The events of one benchmark database: spread evenly over `users` and `days` days from
+/// `start`, deterministic; with `orgs` organizations, half the events are spent in them.
 struct DataSet {
     name: &'static str,
     events: i64,
     users: i64,
+    orgs: i64,
     start: &'static str,
     days: i64,
 }
@@ -63,17 +69,45 @@ fn main() {
     let admin = &mut cluster.admin;
 
     let mut small_incremental = None;
+    let mut personal_ratio = None;
     if wants("30_days") {
         let set = DataSet {
             name: "30_days",
             events: scaled(1_000_000.0),
             users: 10_000,
+            orgs: 0,
             start: "2026-10-01T00:00:00Z",
             days: 30,
         };
         let (ctx, mut conn) = database(pg, admin, &set);
-        from_empty(&ctx, &mut conn, &set);
+        personal_ratio = Some(from_empty(&ctx, &mut conn, &set));
         small_incremental = Some(incremental(&ctx, &mut conn, &set, set.events));
+        drop(conn);
+        drop_database(admin, set.name);
+    }
+    if wants("30_days_orgs") {
+        let set = DataSet {
+            name: "30_days_orgs",
+            events: scaled(1_000_000.0),
+            users: 10_000,
+            orgs: ORGS,
+            start: "2026-10-01T00:00:00Z",
+            days: 30,
+        };
+        let (ctx, mut conn) = database(pg, admin, &set);
+        let orgs_ratio = from_empty(&ctx, &mut conn, &set);
+        if let Some(personal) = personal_ratio {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "orgs_ratio",
+                    "personal_ratio": round(personal),
+                    "orgs_ratio": round(orgs_ratio),
+                    "relative": round(orgs_ratio / personal),
+                    "target": "relative <= 1.1",
+                })
+            );
+        }
         drop(conn);
         drop_database(admin, set.name);
     }
@@ -82,6 +116,7 @@ fn main() {
             name: "27_months",
             events: scaled(1_350_000.0),
             users: 100,
+            orgs: 0,
             start: "2024-08-01T00:00:00Z",
             days: 821,
         };
@@ -95,6 +130,7 @@ fn main() {
             name: "backfill",
             events: scaled(10_000_000.0),
             users: 10_000,
+            orgs: 0,
             start: "2026-10-01T00:00:00Z",
             days: 30,
         };
@@ -125,11 +161,16 @@ fn timed(f: impl FnOnce()) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// The raw lower bound, then the job on the same events from an empty watermark.
-fn from_empty(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) {
+/// The raw lower bound, then the job on the same events from an empty watermark; returns
+/// the ratio of the two.
+fn from_empty(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) -> f64 {
+    let raw = if set.orgs > 0 {
+        RAW_LOWER_BOUND_ORGS
+    } else {
+        RAW_LOWER_BOUND
+    };
     let raw_seconds = timed(|| {
-        conn.batch_execute(RAW_LOWER_BOUND)
-            .expect("raw lower bound");
+        conn.batch_execute(raw).expect("raw lower bound");
     });
     conn.batch_execute("DROP TABLE raw_daily, raw_day_kind, raw_month_kind")
         .expect("drop raw tables");
@@ -139,7 +180,7 @@ fn from_empty(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) {
         json!({
             "scenario": "from_empty",
             "data_set": set.name,
-            "events": set.events, "users": set.users, "days": set.days,
+            "events": set.events, "users": set.users, "orgs": set.orgs, "days": set.days,
             "aggregate_s": round(aggregate_seconds),
             "raw_three_insert_select_group_by_s": round(raw_seconds),
             "ratio": round(aggregate_seconds / raw_seconds),
@@ -148,6 +189,7 @@ fn from_empty(ctx: &Ctx, conn: &mut PgConnection, set: &DataSet) {
             "target": "ratio <= 1.5",
         })
     );
+    aggregate_seconds / raw_seconds
 }
 
 /// The backlog of `set` aggregated from an empty watermark, with memory and temp files.
@@ -287,6 +329,9 @@ fn database(pg: &EmbeddedPg, admin: &mut PgConnection, set: &DataSet) -> (Arc<Ct
         set.users
     ))
     .expect("users");
+    if set.orgs > 0 {
+        add_organizations(&mut conn, set);
+    }
     let started = Instant::now();
     let mut loaded = 0;
     while loaded < set.events {
@@ -305,14 +350,45 @@ fn database(pg: &EmbeddedPg, admin: &mut PgConnection, set: &DataSet) -> (Arc<Ct
     (ctx, conn)
 }
 
+/// Organizations in ten zones other than their members' (every third with a billing anchor);
+/// each user is a member of two of them.
+fn add_organizations(conn: &mut PgConnection, set: &DataSet) {
+    conn.batch_execute(&format!(
+        "INSERT INTO organizations (id, name, timezone, billing_anchor_day)
+         SELECT g, 'org ' || g,
+                (ARRAY['Asia/Singapore', 'America/Chicago', 'Europe/Paris', 'Asia/Kathmandu',
+                       'America/Denver', 'Pacific/Auckland', 'Africa/Lagos', 'America/St_Johns',
+                       'Europe/Helsinki', 'Asia/Dubai'])[1 + g % 10],
+                CASE WHEN g % 3 = 0 THEN 1 + g % 31 END
+           FROM generate_series(1, {orgs}) g;
+         INSERT INTO organization_members (org_id, user_id)
+         SELECT o, u
+           FROM generate_series(1, {users}) u
+          CROSS JOIN LATERAL (VALUES (1 + u % {orgs}), (1 + (u * 7) % {orgs})) m (o)
+         ON CONFLICT DO NOTHING",
+        orgs = set.orgs,
+        users = set.users
+    ))
+    .expect("organizations");
+}
+
 /// Events number `first..first + n`: spread over users, the data set's days, kinds and
-/// models, deterministic.
+/// models, deterministic; with organizations, half of them in one of the user's two.
 fn load_sql(set: &DataSet, first: i64, n: i64) -> String {
     let created_at = format!(
         "'{}'::timestamptz + ((g * 104729) % ({} * 86400)) * interval '1 second'",
         set.start, set.days
     );
-    common::insert_events_sql(set.users, first, n, &created_at)
+    let user = common::event_user_sql(set.users);
+    let org_id = if set.orgs > 0 {
+        format!(
+            "CASE (g / 3) % 4 WHEN 0 THEN 1 + {user} % {orgs} WHEN 1 THEN 1 + ({user} * 7) % {orgs} END",
+            orgs = set.orgs
+        )
+    } else {
+        "NULL".to_string()
+    };
+    common::insert_events_with_org_sql(set.users, first, n, &created_at, &org_id)
 }
 
 /// The lower bound: the same sums, one statement per book, into empty tables with the keys
@@ -344,3 +420,40 @@ const RAW_LOWER_BOUND: &str = "
       FROM usage_events e
       JOIN users u ON u.id = e.user_id
      GROUP BY 1, 2, 3;";
+
+/// The lower bound with organizations: the same three statements, each grouping by the
+/// event's subject (the organization, or the user for personal usage) and its local day.
+const RAW_LOWER_BOUND_ORGS: &str = "
+    CREATE TABLE raw_daily (LIKE token_usage_daily INCLUDING ALL);
+    INSERT INTO raw_daily (user_id, day, kind, request_type, model, org_id, events, tokens,
+                           prompt_tokens, completion_tokens, messages, bytes, cost)
+    SELECT e.user_id, (e.created_at AT TIME ZONE COALESCE(o.timezone, u.timezone))::date,
+           e.kind, e.request_type, e.model, e.org_id, count(*), sum(e.tokens),
+           sum(e.prompt_tokens), sum(e.completion_tokens), sum(e.messages), sum(e.bytes),
+           sum(e.cost)
+      FROM usage_events e
+      JOIN users u ON u.id = e.user_id
+      LEFT JOIN organizations o ON o.id = e.org_id
+     GROUP BY 1, 2, 3, 4, 5, 6;
+    CREATE TABLE raw_day_kind (user_id bigint, org_id bigint, day date, kind text,
+                               requests bigint, messages bigint, tokens bigint, bytes bigint,
+                               cost numeric, PRIMARY KEY (user_id, org_id, day, kind));
+    INSERT INTO raw_day_kind
+    SELECT CASE WHEN e.org_id IS NULL THEN e.user_id ELSE 0 END, COALESCE(e.org_id, 0),
+           (e.created_at AT TIME ZONE COALESCE(o.timezone, u.timezone))::date, e.kind,
+           count(*), sum(e.messages), sum(e.tokens), sum(e.bytes), sum(e.cost)
+      FROM usage_events e
+      JOIN users u ON u.id = e.user_id
+      LEFT JOIN organizations o ON o.id = e.org_id
+     GROUP BY 1, 2, 3, 4;
+    CREATE TABLE raw_month_kind (user_id bigint, org_id bigint, month date, kind text,
+                                 requests bigint, messages bigint, tokens bigint, bytes bigint,
+                                 cost numeric, PRIMARY KEY (user_id, org_id, month, kind));
+    INSERT INTO raw_month_kind
+    SELECT CASE WHEN e.org_id IS NULL THEN e.user_id ELSE 0 END, COALESCE(e.org_id, 0),
+           date_trunc('month', e.created_at AT TIME ZONE COALESCE(o.timezone, u.timezone))::date,
+           e.kind, count(*), sum(e.messages), sum(e.tokens), sum(e.bytes), sum(e.cost)
+      FROM usage_events e
+      JOIN users u ON u.id = e.user_id
+      LEFT JOIN organizations o ON o.id = e.org_id
+     GROUP BY 1, 2, 3, 4;";

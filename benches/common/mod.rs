@@ -80,11 +80,29 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 
 /// Inserts events numbered `first..first + n`, spread over `users` users and over kinds,
 /// request types and models, deterministically; `created_at` is an SQL expression of `g`.
+/// Personal usage only.
 pub fn insert_events_sql(users: i64, first: i64, n: i64, created_at: &str) -> String {
+    insert_events_with_org_sql(users, first, n, created_at, "NULL")
+}
+
+/// The user id of event `g` among `users` users, as an SQL expression.
+pub fn event_user_sql(users: i64) -> String {
+    format!("(1 + (g * 7919) % {users})")
+}
+
+/// [`insert_events_sql`] with `org_id`, an SQL expression of `g` (NULL: personal usage).
+pub fn insert_events_with_org_sql(
+    users: i64,
+    first: i64,
+    n: i64,
+    created_at: &str,
+    org_id: &str,
+) -> String {
     format!(
-        "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
-                                   completion_tokens, messages, bytes, cost, created_at)
-         SELECT 1 + (g * 7919) % {users},
+        "INSERT INTO usage_events (user_id, org_id, kind, request_type, model, tokens,
+                                   prompt_tokens, completion_tokens, messages, bytes, cost,
+                                   created_at)
+         SELECT {user}, {org_id},
                 (ARRAY['ai_response', 'message_sent', 'file_upload', 'image_generation'])[1 + g % 4],
                 (ARRAY['chat', 'prompt', ''])[1 + g % 3],
                 (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', ''])[1 + (g / 4) % 4],
@@ -92,6 +110,7 @@ pub fn insert_events_sql(users: i64, first: i64, n: i64, created_at: &str) -> St
                 (g % 4 = 1)::int, (g % 7) * 1024, (g % 1000) * 0.00001,
                 {created_at}
            FROM generate_series({first}::bigint, {last}) g",
+        user = event_user_sql(users),
         last = first + n - 1
     )
 }

@@ -1,11 +1,14 @@
--- The quota periods of organizations go through the same steps as users': the batch is
--- grouped by subject (a user's personal usage, or an organization's) and every period row is
--- keyed by (user_id, org_id).
--- The exact path: adds the events of the temporary table `usage_batch_exact` (user_id, period,
--- created_at, kind, messages, tokens, bytes, cost; one row per event and period kind) into the
--- periods that contain them, opening a period where none does, with bounds from
--- usage_period_bounds trimmed so it never overlaps a neighbour. Needs `usage_batch_users`
--- (user_id, zone, anchor). Returns the number of periods opened.
+-- The quota periods of organizations go through the same steps as users'. Every period row
+-- belongs to a subject (user_id, org_id): a user's personal usage (user, 0) or an
+-- organization's (0, org). An event with org_id NULL counts for (user_id, 0), one with an
+-- org_id for (0, org_id), in that subject's zone and billing anchor. Every temporary table
+-- and every join below is keyed by both columns: user id 0 is a legal application user id.
+
+-- The exact path: adds the events of the temporary table `usage_batch_exact` (user_id,
+-- org_id — the subject —, period, created_at, kind, messages, tokens, bytes, cost; one row
+-- per event and period kind) into the periods that contain them, opening a period where none
+-- does, with bounds from usage_period_bounds trimmed so it never overlaps a neighbour. Needs
+-- `usage_batch_subjects` (user_id, org_id, zone, anchor). Returns the number of periods opened.
 CREATE OR REPLACE FUNCTION usage_periods_add_exact() RETURNS bigint
 LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
@@ -17,59 +20,62 @@ BEGIN
         DROP TABLE IF EXISTS usage_batch_homeless;
         -- Events no period contains yet, one representative (the earliest) per local day.
         CREATE TEMP TABLE usage_batch_homeless ON COMMIT DROP AS
-        SELECT b.user_id, b.period, min(b.created_at) AS first_at
+        SELECT b.user_id, b.org_id, b.period, min(b.created_at) AS first_at
           FROM usage_batch_exact b
-          JOIN usage_batch_users z ON z.user_id = b.user_id
+          JOIN usage_batch_subjects z ON z.user_id = b.user_id AND z.org_id = b.org_id
          WHERE NOT EXISTS (SELECT 1 FROM usage_periods up
-                            WHERE up.user_id = b.user_id AND up.period = b.period
+                            WHERE up.user_id = b.user_id AND up.org_id = b.org_id
+                              AND up.period = b.period
                               AND up.period_start <= b.created_at AND up.period_end > b.created_at)
-         GROUP BY b.user_id, b.period, (b.created_at AT TIME ZONE z.zone)::date;
+         GROUP BY b.user_id, b.org_id, b.period, (b.created_at AT TIME ZONE z.zone)::date;
         EXIT WHEN NOT EXISTS (SELECT 1 FROM usage_batch_homeless);
 
         WITH bounded AS (
-            SELECT DISTINCT h.user_id, h.period,
+            SELECT DISTINCT h.user_id, h.org_id, h.period,
                    GREATEST(b.period_start, prev.period_end) AS period_start,
                    LEAST(b.period_end, nxt.period_start) AS period_end
               FROM usage_batch_homeless h
-              JOIN usage_batch_users z ON z.user_id = h.user_id
+              JOIN usage_batch_subjects z ON z.user_id = h.user_id AND z.org_id = h.org_id
              CROSS JOIN LATERAL usage_period_bounds(z.zone, z.anchor, h.period, h.first_at) b
               LEFT JOIN LATERAL (SELECT up.period_end FROM usage_periods up
-                                  WHERE up.user_id = h.user_id AND up.period = h.period
-                                    AND up.period_start <= h.first_at
+                                  WHERE up.user_id = h.user_id AND up.org_id = h.org_id
+                                    AND up.period = h.period AND up.period_start <= h.first_at
                                   ORDER BY up.period_start DESC LIMIT 1) prev ON true
               LEFT JOIN LATERAL (SELECT up.period_start FROM usage_periods up
-                                  WHERE up.user_id = h.user_id AND up.period = h.period
-                                    AND up.period_start > h.first_at
+                                  WHERE up.user_id = h.user_id AND up.org_id = h.org_id
+                                    AND up.period = h.period AND up.period_start > h.first_at
                                   ORDER BY up.period_start LIMIT 1) nxt ON true
         ), inserted AS (
-            INSERT INTO usage_periods (user_id, period, period_start, period_end)
-            SELECT user_id, period, period_start, period_end FROM bounded
+            INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end)
+            SELECT user_id, org_id, period, period_start, period_end FROM bounded
             ON CONFLICT DO NOTHING
             RETURNING 1
         )
         SELECT count(*) INTO added FROM inserted;
         IF added = 0 THEN
             -- Cannot happen while periods never overlap; refuse rather than miscount.
-            RAISE EXCEPTION 'usage_periods_add_batch: events of user % at % fit no period and none can be opened',
-                  (SELECT user_id FROM usage_batch_homeless LIMIT 1), (SELECT first_at FROM usage_batch_homeless LIMIT 1);
+            RAISE EXCEPTION 'usage_periods_add_batch: events of user % organization % at % fit no period and none can be opened',
+                  (SELECT user_id FROM usage_batch_homeless LIMIT 1),
+                  (SELECT org_id FROM usage_batch_homeless LIMIT 1),
+                  (SELECT first_at FROM usage_batch_homeless LIMIT 1);
         END IF;
         opened := opened + added;
     END LOOP;
 
     WITH located AS (
-        SELECT b.user_id, b.period, up.period_start, b.kind,
+        SELECT b.user_id, b.org_id, b.period, up.period_start, b.kind,
                count(*) AS requests, sum(b.messages) AS messages, sum(b.tokens) AS tokens,
                sum(b.bytes) AS bytes, sum(b.cost) AS cost
           FROM usage_batch_exact b
          CROSS JOIN LATERAL (SELECT up.period_start FROM usage_periods up
-                              WHERE up.user_id = b.user_id AND up.period = b.period
-                                AND up.period_start <= b.created_at
+                              WHERE up.user_id = b.user_id AND up.org_id = b.org_id
+                                AND up.period = b.period AND up.period_start <= b.created_at
                               ORDER BY up.period_start DESC LIMIT 1) up
-         GROUP BY 1, 2, 3, 4
+         GROUP BY 1, 2, 3, 4, 5
     ), per_kind AS (
         INSERT INTO usage_period_kind_totals AS t
-               (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
-        SELECT user_id, period, period_start, kind, requests, messages, tokens, bytes, cost
+               (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+        SELECT user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost
           FROM located
         ON CONFLICT (user_id, org_id, period, period_start, kind) DO UPDATE
            SET requests = t.requests + EXCLUDED.requests,
@@ -84,28 +90,33 @@ BEGIN
            tokens   = up.tokens + s.tokens,
            bytes    = up.bytes + s.bytes,
            cost     = up.cost + s.cost
-      FROM (SELECT user_id, period, period_start, sum(requests) AS requests, sum(messages) AS messages,
-                   sum(tokens) AS tokens, sum(bytes) AS bytes, sum(cost) AS cost
-              FROM located GROUP BY 1, 2, 3) s
-     WHERE up.user_id = s.user_id AND up.period = s.period AND up.period_start = s.period_start;
+      FROM (SELECT user_id, org_id, period, period_start, sum(requests) AS requests,
+                   sum(messages) AS messages, sum(tokens) AS tokens, sum(bytes) AS bytes,
+                   sum(cost) AS cost
+              FROM located GROUP BY 1, 2, 3, 4) s
+     WHERE up.user_id = s.user_id AND up.org_id = s.org_id AND up.period = s.period
+       AND up.period_start = s.period_start;
     DROP TABLE usage_batch_homeless;
     RETURN opened;
 END;
 $$;
 
 -- Adds the events of the temporary table `aggregate_batch` (one row per new event, filled by
--- the aggregate job in its transaction: user_id, kind, created_at, messages, tokens, bytes,
--- cost, ...) into the period rows that contain them, open or closed, opening a period where
--- none contains an event; returns the number of period rows opened.
+-- the aggregate job in its transaction: user_id, org_id, kind, created_at, messages, tokens,
+-- bytes, cost, ...) into the period rows of their subject that contain them, open or closed,
+-- opening a period where none contains an event; returns the number of period rows opened.
 --
--- 1. The batch is grouped by (user, local day, kind): one pass over the events.
--- 2. The natural period of each local day comes from usage_period_dates and
+-- 1. The subjects of the batch, with their zone and anchor: a user's (users row) for
+--    personal events, the organization's (organizations row) for events in one; an unknown
+--    zone or a missing row counts in UTC with calendar months.
+-- 2. The batch is grouped by (subject, local day, kind): one pass over the events.
+-- 3. The natural period of each local day comes from usage_period_dates and
 --    usage_local_midnight, once per distinct (zone, anchor, local day) and (zone, date).
--- 3. A span — a user's events in one natural period — is placed among the user's periods
---    near the batch with one window over both (no probe per row): inside the period that
---    contains its first event; or in a new period, the natural one trimmed by its
+-- 4. A span — a subject's events in one natural period — is placed among the subject's
+--    periods near the batch with one window over both (no probe per row): inside the period
+--    that contains its first event; or in a new period, the natural one trimmed by its
 --    neighbours; or, when a boundary cuts the span, by the exact per-event path.
--- 4. The span totals go into usage_periods (new periods inserted with them) and the
+-- 5. The span totals go into usage_periods (new periods inserted with them) and the
 --    grouped ones into usage_period_kind_totals.
 -- JIT is off: compiling these short statements costs more than running them.
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
@@ -113,31 +124,39 @@ LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     opened bigint := 0;
 BEGIN
-    DROP TABLE IF EXISTS usage_batch_users, usage_batch_days, usage_batch_natural,
+    DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_days, usage_batch_natural,
                          usage_batch_placed, usage_batch_exact;
-    -- Each zone name is checked once (the check is a subtransaction), not once per user.
-    CREATE TEMP TABLE usage_batch_users ON COMMIT DROP AS
-    WITH batch_users AS (
-        SELECT b.user_id, u.timezone, COALESCE(u.billing_anchor_day, 1) AS anchor
-          FROM (SELECT DISTINCT user_id FROM aggregate_batch) b
-          LEFT JOIN users u ON u.id = b.user_id
+    -- Each zone name is checked once (the check is a subtransaction), not once per subject.
+    CREATE TEMP TABLE usage_batch_subjects ON COMMIT DROP AS
+    WITH subjects AS (
+        SELECT DISTINCT CASE WHEN org_id IS NULL THEN user_id ELSE 0 END AS user_id,
+                        COALESCE(org_id, 0) AS org_id
+          FROM aggregate_batch
+    ), declared AS (
+        SELECT s.user_id, s.org_id, COALESCE(o.timezone, u.timezone) AS timezone,
+               COALESCE(o.billing_anchor_day, u.billing_anchor_day, 1) AS anchor
+          FROM subjects s
+          LEFT JOIN users u ON s.org_id = 0 AND u.id = s.user_id
+          LEFT JOIN organizations o ON s.org_id > 0 AND o.id = s.org_id
     ), zones AS (
         SELECT t.timezone, CASE WHEN usage_timezone_is_valid(t.timezone) THEN t.timezone ELSE 'UTC' END AS zone
-          FROM (SELECT DISTINCT timezone FROM batch_users) t
+          FROM (SELECT DISTINCT timezone FROM declared) t
     )
-    SELECT b.user_id, b.anchor, COALESCE(z.zone, 'UTC') AS zone
-      FROM batch_users b
-      LEFT JOIN zones z ON z.timezone = b.timezone;
-    ANALYZE usage_batch_users;
+    SELECT d.user_id, d.org_id, d.anchor, COALESCE(z.zone, 'UTC') AS zone
+      FROM declared d
+      LEFT JOIN zones z ON z.timezone = d.timezone;
+    ANALYZE usage_batch_subjects;
 
     CREATE TEMP TABLE usage_batch_days ON COMMIT DROP AS
-    SELECT b.user_id, z.zone, z.anchor, (b.created_at AT TIME ZONE z.zone)::date AS day, b.kind,
-           count(*) AS requests, sum(b.messages) AS messages, sum(b.tokens) AS tokens,
+    SELECT z.user_id, z.org_id, z.zone, z.anchor, (b.created_at AT TIME ZONE z.zone)::date AS day,
+           b.kind, count(*) AS requests, sum(b.messages) AS messages, sum(b.tokens) AS tokens,
            sum(b.bytes) AS bytes, sum(b.cost) AS cost,
            min(b.created_at) AS first_at, max(b.created_at) AS last_at
       FROM aggregate_batch b
-      JOIN usage_batch_users z ON z.user_id = b.user_id
-     GROUP BY 1, 2, 3, 4, 5;
+      JOIN usage_batch_subjects z
+        ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
+       AND z.org_id = COALESCE(b.org_id, 0)
+     GROUP BY 1, 2, 3, 4, 5, 6;
     ANALYZE usage_batch_days;
 
     -- The natural day and month period of each local day, by zone and anchor: the bounds
@@ -166,33 +185,34 @@ BEGIN
       JOIN midnights e ON e.zone = m.zone AND e.day = m.end_date;
     ANALYZE usage_batch_natural;
 
-    -- A span: a user's events of one natural period, with their totals.
+    -- A span: a subject's events of one natural period, with their totals.
     CREATE TEMP TABLE usage_batch_placed ON COMMIT DROP AS
     WITH spans AS (
-        SELECT d.user_id, n.period, n.period_start AS natural_start, n.period_end AS natural_end,
-               min(d.first_at) AS first_at, max(d.last_at) AS last_at,
+        SELECT d.user_id, d.org_id, n.period, n.period_start AS natural_start,
+               n.period_end AS natural_end, min(d.first_at) AS first_at, max(d.last_at) AS last_at,
                sum(d.requests) AS requests, sum(d.messages) AS messages, sum(d.tokens) AS tokens,
                sum(d.bytes) AS bytes, sum(d.cost) AS cost
           FROM usage_batch_days d
           JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
-         GROUP BY 1, 2, 3, 4
+         GROUP BY 1, 2, 3, 4, 5
     ), reach AS (
         -- A period is shorter than 32 days, so none starting earlier reaches the batch.
-        SELECT user_id, period, min(LEAST(natural_start, first_at)) - interval '32 days' AS low,
+        SELECT user_id, org_id, period,
+               min(LEAST(natural_start, first_at)) - interval '32 days' AS low,
                max(GREATEST(natural_end, last_at)) AS high
-          FROM spans GROUP BY 1, 2
+          FROM spans GROUP BY 1, 2, 3
     ), merged AS (
-        SELECT up.user_id, up.period, up.period_start AS at, 0 AS ord, up.period_start,
+        SELECT up.user_id, up.org_id, up.period, up.period_start AS at, 0 AS ord, up.period_start,
                up.period_end, NULL::timestamptz AS natural_start, NULL::timestamptz AS natural_end,
                NULL::timestamptz AS first_at, NULL::timestamptz AS last_at,
                NULL::numeric AS requests, NULL::numeric AS messages, NULL::numeric AS tokens,
                NULL::numeric AS bytes, NULL::numeric AS cost
           FROM reach r
-          JOIN usage_periods up ON up.user_id = r.user_id AND up.period = r.period
-           AND up.period_start >= r.low AND up.period_start <= r.high
+          JOIN usage_periods up ON up.user_id = r.user_id AND up.org_id = r.org_id
+           AND up.period = r.period AND up.period_start >= r.low AND up.period_start <= r.high
         UNION ALL
-        SELECT user_id, period, first_at, 1, NULL, NULL, natural_start, natural_end, first_at,
-               last_at, requests, messages, tokens, bytes, cost
+        SELECT user_id, org_id, period, first_at, 1, NULL, NULL, natural_start, natural_end,
+               first_at, last_at, requests, messages, tokens, bytes, cost
           FROM spans
     ), framed AS (
         -- Periods never overlap, so the greatest start and end before a span are those of
@@ -201,10 +221,11 @@ BEGIN
                max(m.period_end) OVER before AS prev_end,
                min(m.period_start) OVER after AS next_start
           FROM merged m
-        WINDOW before AS (PARTITION BY m.user_id, m.period ORDER BY m.at, m.ord ROWS UNBOUNDED PRECEDING),
+        WINDOW before AS (PARTITION BY m.user_id, m.org_id, m.period ORDER BY m.at, m.ord
+                          ROWS UNBOUNDED PRECEDING),
                -- Growing frames only, in both directions: a frame that shrinks from the
                -- front makes min() rescan the rest of the partition for every row.
-               after AS (PARTITION BY m.user_id, m.period ORDER BY m.at DESC, m.ord DESC
+               after AS (PARTITION BY m.user_id, m.org_id, m.period ORDER BY m.at DESC, m.ord DESC
                          ROWS UNBOUNDED PRECEDING)
     ), trimmed AS (
         SELECT f.*, GREATEST(f.natural_start, f.prev_end) AS open_start,
@@ -212,7 +233,7 @@ BEGIN
           FROM framed f
          WHERE f.ord = 1
     )
-    SELECT t.user_id, t.period, t.natural_start,
+    SELECT t.user_id, t.org_id, t.period, t.natural_start,
            CASE WHEN t.prev_end > t.last_at THEN 'located'
                 WHEN t.prev_end > t.first_at THEN 'exact'
                 WHEN t.first_at >= t.open_start AND t.last_at < t.open_end THEN 'open'
@@ -226,9 +247,9 @@ BEGIN
     -- New periods are inserted with their totals (one write per row). The ranges of new
     -- periods are disjoint and clear of every existing one: a conflict here would be a
     -- miscount, so it fails the transaction instead of being absorbed.
-    INSERT INTO usage_periods (user_id, period, period_start, period_end, requests, messages,
-                               tokens, bytes, cost)
-    SELECT user_id, period, period_start, period_end, requests, messages, tokens, bytes, cost
+    INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end, requests,
+                               messages, tokens, bytes, cost)
+    SELECT user_id, org_id, period, period_start, period_end, requests, messages, tokens, bytes, cost
       FROM usage_batch_placed
      WHERE placement = 'open';
     GET DIAGNOSTICS opened = ROW_COUNT;
@@ -238,31 +259,34 @@ BEGIN
            tokens   = up.tokens + s.tokens,
            bytes    = up.bytes + s.bytes,
            cost     = up.cost + s.cost
-      FROM (SELECT user_id, period, period_start, sum(requests) AS requests, sum(messages) AS messages,
-                   sum(tokens) AS tokens, sum(bytes) AS bytes, sum(cost) AS cost
-              FROM usage_batch_placed WHERE placement = 'located' GROUP BY 1, 2, 3) s
-     WHERE up.user_id = s.user_id AND up.period = s.period AND up.period_start = s.period_start;
+      FROM (SELECT user_id, org_id, period, period_start, sum(requests) AS requests,
+                   sum(messages) AS messages, sum(tokens) AS tokens, sum(bytes) AS bytes,
+                   sum(cost) AS cost
+              FROM usage_batch_placed WHERE placement = 'located' GROUP BY 1, 2, 3, 4) s
+     WHERE up.user_id = s.user_id AND up.org_id = s.org_id AND up.period = s.period
+       AND up.period_start = s.period_start;
 
     -- Per-kind totals: a day span of a new period is one row per kind as grouped; months and
     -- existing periods are summed and added.
     INSERT INTO usage_period_kind_totals
-           (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
-    SELECT d.user_id, 'day', p.period_start, d.kind, d.requests, d.messages, d.tokens, d.bytes, d.cost
+           (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, d.org_id, 'day', p.period_start, d.kind, d.requests, d.messages, d.tokens,
+           d.bytes, d.cost
       FROM usage_batch_days d
       JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
        AND n.period = 'day'
-      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.period = 'day'
-       AND p.natural_start = n.period_start AND p.placement = 'open';
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.org_id = d.org_id
+       AND p.period = 'day' AND p.natural_start = n.period_start AND p.placement = 'open';
     INSERT INTO usage_period_kind_totals AS t
-           (user_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
-    SELECT d.user_id, p.period, p.period_start, d.kind, sum(d.requests), sum(d.messages),
+           (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, d.org_id, p.period, p.period_start, d.kind, sum(d.requests), sum(d.messages),
            sum(d.tokens), sum(d.bytes), sum(d.cost)
       FROM usage_batch_days d
       JOIN usage_batch_natural n ON n.zone = d.zone AND n.anchor = d.anchor AND n.day = d.day
-      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.period = n.period
-       AND p.natural_start = n.period_start
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.org_id = d.org_id
+       AND p.period = n.period AND p.natural_start = n.period_start
        AND (p.placement = 'located' OR p.placement = 'open' AND p.period = 'month')
-     GROUP BY 1, 2, 3, 4
+     GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (user_id, org_id, period, period_start, kind) DO UPDATE
        SET requests = t.requests + EXCLUDED.requests,
            messages = t.messages + EXCLUDED.messages,
@@ -272,18 +296,22 @@ BEGIN
 
     IF EXISTS (SELECT 1 FROM usage_batch_placed WHERE placement = 'exact') THEN
         CREATE TEMP TABLE usage_batch_exact ON COMMIT DROP AS
-        SELECT b.user_id, n.period, b.created_at, b.kind, b.messages, b.tokens, b.bytes, b.cost
+        SELECT z.user_id, z.org_id, n.period, b.created_at, b.kind, b.messages, b.tokens,
+               b.bytes, b.cost
           FROM aggregate_batch b
-          JOIN usage_batch_users z ON z.user_id = b.user_id
+          JOIN usage_batch_subjects z
+            ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
+           AND z.org_id = COALESCE(b.org_id, 0)
           JOIN usage_batch_natural n ON n.zone = z.zone AND n.anchor = z.anchor
            AND n.day = (b.created_at AT TIME ZONE z.zone)::date
-          JOIN usage_batch_placed p ON p.user_id = b.user_id AND p.period = n.period
-           AND p.natural_start = n.period_start AND p.placement = 'exact'
-         WHERE b.user_id IN (SELECT user_id FROM usage_batch_placed WHERE placement = 'exact');
+          JOIN usage_batch_placed p ON p.user_id = z.user_id AND p.org_id = z.org_id
+           AND p.period = n.period AND p.natural_start = n.period_start AND p.placement = 'exact'
+         WHERE (z.user_id, z.org_id) IN (SELECT user_id, org_id FROM usage_batch_placed
+                                          WHERE placement = 'exact');
         opened := opened + usage_periods_add_exact();
     END IF;
 
-    DROP TABLE IF EXISTS usage_batch_users, usage_batch_days, usage_batch_natural,
+    DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_days, usage_batch_natural,
                          usage_batch_placed, usage_batch_exact;
     RETURN opened;
 END;

@@ -1,5 +1,7 @@
-//! `aggregate`: adds new usage events into the daily token summary (`token_usage_daily`),
-//! exactly once, and — given `--from`/`--to` — rebuilds days of that summary from raw events.
+//! `aggregate`: adds new usage events into the daily token summary (`token_usage_daily`) and
+//! the quota periods, exactly once, and — given `--from`/`--to` — rebuilds days of that
+//! summary from raw events. An event spent in an organization (`org_id`) counts on the
+//! organization's local day and in its periods; a personal one on the user's.
 //!
 //! Exactly-once rests on the watermark W (`aggregation_watermark.xid`): every event whose
 //! inserting transaction id is below W has been added, none at or above it. A transaction
@@ -62,10 +64,13 @@ struct Cut {
     cut: Option<String>,
 }
 
+/// A subject of the batch counted in UTC: a user (org_id 0) or an organization (user_id 0).
 #[derive(QueryableByName)]
 struct ZoneProblem {
     #[diesel(sql_type = BigInt)]
     user_id: i64,
+    #[diesel(sql_type = BigInt)]
+    org_id: i64,
     #[diesel(sql_type = Nullable<Text>)]
     declared_timezone: Option<String>,
     #[diesel(sql_type = Bool)]
@@ -144,14 +149,14 @@ fn aggregate_step(
 /// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
 /// that add the batch into other books (the quota periods) belong here, so they commit with
 /// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
-/// written, the users whose zone could not be used and the events set aside.
+/// written, the users and organizations whose zone could not be used and the events set aside.
 fn add_batch_to_summaries(
     conn: &mut PgConnection,
 ) -> Result<(u64, Vec<ZoneProblem>, Vec<SetAside>), JobError> {
     diesel::sql_query(ZONES_SQL).execute(conn)?;
     let problems: Vec<ZoneProblem> = diesel::sql_query(
-        "SELECT user_id, declared_timezone, missing FROM aggregate_zones
-          WHERE unknown OR missing ORDER BY user_id",
+        "SELECT user_id, org_id, declared_timezone, missing FROM aggregate_zones
+          WHERE unknown OR missing ORDER BY org_id, user_id",
     )
     .load(conn)?;
     let set_aside = quarantine::set_aside_uncountable(conn)?;
@@ -169,18 +174,22 @@ struct RunTally {
     transactions: u64,
     unknown_zone_users: BTreeSet<i64>,
     missing_users: BTreeSet<i64>,
+    unknown_zone_orgs: BTreeSet<i64>,
+    missing_orgs: BTreeSet<i64>,
     quarantined: Tally,
 }
 
 impl RunTally {
-    /// Counts one committed step; warns once per user with an unknown zone.
+    /// Counts one committed step; warns once per user or organization with an unknown zone.
     fn add(&mut self, step: Step) {
         self.transactions += 1;
         self.events += step.events;
         self.rows_written += step.rows_written;
         self.quarantined.add("aggregate", step.set_aside);
         for problem in step.zone_problems {
-            if problem.missing {
+            if problem.org_id > 0 {
+                self.add_org_problem(problem);
+            } else if problem.missing {
                 self.missing_users.insert(problem.user_id);
             } else if self.unknown_zone_users.insert(problem.user_id) {
                 tracing::warn!(
@@ -194,6 +203,20 @@ impl RunTally {
         }
     }
 
+    fn add_org_problem(&mut self, problem: ZoneProblem) {
+        if problem.missing {
+            self.missing_orgs.insert(problem.org_id);
+        } else if self.unknown_zone_orgs.insert(problem.org_id) {
+            tracing::warn!(
+                job.name = "aggregate",
+                org.id = problem.org_id,
+                org.timezone = problem.declared_timezone.as_deref().unwrap_or(""),
+                "unknown time zone; this organization's events are summarised by UTC day \
+                 (fix organizations.timezone, then rebuild the affected days)"
+            );
+        }
+    }
+
     fn into_report(self, from: u64, to: u64) -> JobReport {
         if !self.missing_users.is_empty() {
             tracing::warn!(
@@ -201,6 +224,15 @@ impl RunTally {
                 users.count = self.missing_users.len(),
                 users.first = ?self.missing_users.iter().take(10).collect::<Vec<_>>(),
                 "events of user ids without a users row; summarised by UTC day"
+            );
+        }
+        if !self.missing_orgs.is_empty() {
+            tracing::warn!(
+                job.name = "aggregate",
+                orgs.count = self.missing_orgs.len(),
+                orgs.first = ?self.missing_orgs.iter().take(10).collect::<Vec<_>>(),
+                "events of organization ids without an organizations row; summarised by UTC \
+                 day (add the organizations row, then rebuild the affected days)"
             );
         }
         let mut summary = format!(
@@ -211,6 +243,12 @@ impl RunTally {
             summary += &format!(
                 "; {} user(s) with an unknown time zone counted in UTC",
                 self.unknown_zone_users.len()
+            );
+        }
+        if !self.unknown_zone_orgs.is_empty() {
+            summary += &format!(
+                "; {} organization(s) with an unknown time zone counted in UTC",
+                self.unknown_zone_orgs.len()
             );
         }
         if self.quarantined.count() > 0 {
@@ -230,6 +268,10 @@ impl RunTally {
                 "unknown_timezone_users": self.unknown_zone_users.len(),
                 "unknown_timezone_user_ids": self.unknown_zone_users.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
                 "users_without_row": self.missing_users.len(),
+                "unknown_timezone_orgs": self.unknown_zone_orgs.len(),
+                "unknown_timezone_org_ids": self.unknown_zone_orgs.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
+                "orgs_without_row": self.missing_orgs.len(),
+                "org_ids_without_row": self.missing_orgs.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
                 "quarantined": self.quarantined.to_json(),
             }),
         )

@@ -4,9 +4,10 @@
 //! An event is set aside when its values can never be counted (`usage_event_problem`: a
 //! `created_at` outside the bounds, a NaN cost; rows from before those bounds) or when adding
 //! it would take a `token_usage_daily` sum or a `usage_periods` total past 2^63-1. The checks
-//! are set-based over the batch; the overflow ones cost one primary-key probe per summary row
-//! and per user of the batch, and the window queries that pick the culprits run only when a
-//! sum would overflow.
+//! are set-based over the batch; the overflow ones cost one key probe per summary row and
+//! per subject of the batch (a user's personal usage, or an organization's: period totals of
+//! an organization add up all its members), and the window queries that pick the culprits run
+//! only when a sum would overflow.
 
 use std::collections::{BTreeMap, BTreeSet};
 

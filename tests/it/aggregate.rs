@@ -3,8 +3,6 @@
 //! anywhere in the cluster holds the aggregation watermark back, and the assertions that
 //! every event is aggregated would depend on the other tests.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -16,6 +14,9 @@ use proptest::prelude::*;
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
 
 use crate::support::books::{assert_all_aggregated_exactly, summary_differences};
+use crate::support::writers::{
+    Spender, WriterStream, transactions, write_while_aggregating, writer_stream,
+};
 use crate::support::{self, TestDb, at};
 
 fn date(text: &str) -> NaiveDate {
@@ -328,22 +329,6 @@ fn user_without_range_and_half_ranges_are_refused_with_a_hint() {
     }
 }
 
-/// One generated event: user index, kind, model, amounts and minutes after the first day.
-#[derive(Debug, Clone)]
-struct EventSpec {
-    user: usize,
-    kind: usize,
-    model: usize,
-    prompt: i64,
-    completion: i64,
-    bytes: i64,
-    cost_cents: i64,
-    minute: i64,
-}
-
-/// A writer's stream: transactions of events; the flag says whether it is rolled back.
-type WriterStream = Vec<(Vec<EventSpec>, bool)>;
-
 const ZONES: &[&str] = &[
     "UTC",
     "Europe/Berlin",
@@ -354,72 +339,10 @@ const ZONES: &[&str] = &[
     "Pacific/Pago_Pago",
     "Mars/Olympus",
 ];
-const KINDS: &[&str] = &["ai_response", "message_sent", "file_upload"];
-const MODELS: &[&str] = &["", "gpt-4o", "claude-sonnet"];
 
-fn event_spec() -> impl Strategy<Value = EventSpec> {
-    (
-        0..ZONES.len() + 1, // the last index: a user id without a users row
-        0..KINDS.len(),
-        0..MODELS.len(),
-        0i64..5000,
-        0i64..5000,
-        0i64..10_000_000,
-        0i64..1000,
-        // 20 days from 2026-10-20 (both October/November clock changes), minute resolution.
-        0i64..20 * 24 * 60,
-    )
-        .prop_map(
-            |(user, kind, model, prompt, completion, bytes, cost_cents, minute)| EventSpec {
-                user,
-                kind,
-                model,
-                prompt,
-                completion,
-                bytes,
-                cost_cents,
-                minute,
-            },
-        )
-}
-
-fn writer_stream() -> impl Strategy<Value = WriterStream> {
-    prop::collection::vec(
-        (
-            prop::collection::vec(event_spec(), 1..6),
-            prop::bool::weighted(0.15),
-        ),
-        1..25,
-    )
-}
-
-fn insert_sql(events: &[EventSpec]) -> String {
-    let rows: Vec<String> = events
-        .iter()
-        .map(|e| {
-            format!(
-                "({}, '{}', 'chat', '{}', {}, {}, {}, {}, {}, {}.{:02}, \
-                 '2026-10-20T00:00:00Z'::timestamptz + interval '{} minutes')",
-                e.user + 1,
-                KINDS[e.kind],
-                MODELS[e.model],
-                e.prompt + e.completion,
-                e.prompt,
-                e.completion,
-                i64::from(e.kind == 1),
-                e.bytes,
-                e.cost_cents / 100,
-                e.cost_cents % 100,
-                e.minute
-            )
-        })
-        .collect();
-    format!(
-        "INSERT INTO usage_events (user_id, kind, request_type, model, tokens, prompt_tokens,
-                                   completion_tokens, messages, bytes, cost, created_at)
-         VALUES {}",
-        rows.join(", ")
-    )
+/// Users 1.. in ZONES, then a user id without a users row; all personal usage.
+fn spender(index: usize) -> Spender {
+    (index as i64 + 1, None)
 }
 
 fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
@@ -428,44 +351,11 @@ fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
         db.add_user(id, zone);
     }
     let ctx = db.ctx_with(|s| s.aggregate.batch_events = 7);
-    let writers_done = Arc::new(AtomicBool::new(false));
-    let aggregator = {
-        let ctx = ctx.clone();
-        let done = writers_done.clone();
-        let mut conn = db.conn();
-        thread::spawn(move || {
-            let mut runs = 0;
-            while !done.load(Ordering::SeqCst) || runs == 0 {
-                aggregate(&ctx, &mut conn).unwrap();
-                runs += 1;
-            }
-            runs
-        })
-    };
-    let writers: Vec<_> = streams
+    let writers = streams
         .into_iter()
-        .map(|stream| {
-            let mut conn = db.conn();
-            thread::spawn(move || {
-                for (events, rolled_back) in stream {
-                    conn.batch_execute("BEGIN").unwrap();
-                    for chunk in events.chunks(2) {
-                        conn.batch_execute(&insert_sql(chunk)).unwrap();
-                    }
-                    conn.batch_execute(if rolled_back { "ROLLBACK" } else { "COMMIT" })
-                        .unwrap();
-                }
-            })
-        })
+        .map(|stream| transactions(stream, spender))
         .collect();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    writers_done.store(true, Ordering::SeqCst);
-    assert!(aggregator.join().unwrap() >= 1);
-
-    // Every writer has finished, so one more run reaches every event.
-    aggregate(&ctx, &mut db.conn()).unwrap();
+    write_while_aggregating(&db, &ctx, NOW, writers);
     assert_all_aggregated_exactly(&db);
     assert_eq!(
         db.count("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM token_usage_daily"),
@@ -482,7 +372,7 @@ proptest! {
 
     #[test]
     fn summary_equals_raw_sums_for_every_user_and_day_with_concurrent_writers(
-        streams in prop::collection::vec(writer_stream(), 3..5)
+        streams in prop::collection::vec(writer_stream(ZONES.len() + 1, 20), 3..5)
     ) {
         conservation_holds_under_concurrent_writers(streams);
     }

@@ -14,6 +14,7 @@ mod mail;
 mod migrations;
 mod operator_trust;
 mod org_alerts;
+mod org_books;
 mod org_resets;
 mod org_security;
 mod outages;

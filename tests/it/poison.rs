@@ -12,7 +12,7 @@ use diesel::sql_types::Text;
 use proptest::prelude::*;
 use usage_worker::jobs::{JobError, JobKind, JobReport, RunOpts};
 
-use crate::support::{self, TestDb, at};
+use crate::support::{self, TestDb, at, org_books};
 
 const NOW: &str = "2026-11-23T10:00:00Z";
 /// Two days on: every daily period of the events below has ended.
@@ -228,6 +228,48 @@ fn two_token_counts_near_two_to_the_63_for_one_user_and_day_are_set_aside_and_ot
         ),
         42
     );
+}
+
+#[test]
+fn an_organizations_period_past_two_to_the_63_sets_aside_the_member_event_that_would_pass_it() {
+    let db = TestDb::alone();
+    db.execute("INSERT INTO organizations (id, timezone) VALUES (3, 'UTC')");
+    // Each member's daily row has room, the organization's periods (all members) do not; the
+    // same amount spent personally counts in the user's own periods.
+    insert_bypassing_bounds(
+        &db,
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         VALUES (1, 3, 'ai_response', 6917529027641081856, '2026-11-22T08:00:00Z'),
+                (2, 3, 'ai_response', 6917529027641081856, '2026-11-22T09:00:00Z'),
+                (2, 3, 'ai_response', 5, '2026-11-22T10:00:00Z'),
+                (1, NULL, 'ai_response', 6917529027641081856, '2026-11-22T10:00:00Z')",
+    );
+    let report = run(&db, JobKind::Aggregate, NOW).unwrap();
+    assert_eq!(
+        report.details["quarantined"]["reasons"]["period_sum_overflow"], 1,
+        "{}",
+        report.details
+    );
+    // Smallest first: the small event and the first large one are counted.
+    assert_eq!(
+        db.count("SELECT event_id AS n FROM usage_quarantine"),
+        db.count("SELECT max(id) AS n FROM usage_events WHERE org_id = 3 AND tokens > 5000")
+    );
+    assert_eq!(not_yet_aggregated(&db), 0);
+    for (user_id, org_id, tokens) in [(0, 3, 6917529027641081861), (1, 0, 6917529027641081856)] {
+        assert_eq!(
+            db.count(&format!(
+                "SELECT tokens AS n FROM usage_periods
+                  WHERE user_id = {user_id} AND org_id = {org_id} AND period = 'month'"
+            )),
+            tokens
+        );
+    }
+    assert_eq!(
+        db.count("SELECT sum(tokens)::bigint AS n FROM token_usage_daily WHERE org_id = 3"),
+        6917529027641081861
+    );
+    assert_eq!(org_books::period_differences(&db), 0);
 }
 
 #[test]

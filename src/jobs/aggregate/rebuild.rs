@@ -6,7 +6,10 @@
 //! good row by a smaller one. So a rebuild leaves alone every local day that began before
 //! the instant from which `usage_events` holds every event (`retention::events_horizon`):
 //! days gone in every zone are skipped, the days around that instant are checked user by
-//! user in the user's zone, and both are reported.
+//! user in the zone of each row (the organization's for a member's rows in one, the user's
+//! otherwise), and both are reported.
+//!
+//! `--user N` rebuilds N's rows, personal and in every organization.
 
 use std::io::{IsTerminal, Write};
 
@@ -36,6 +39,9 @@ const MAX_REBUILD_DAYS: u64 = 3700;
 struct Difference {
     #[diesel(sql_type = BigInt)]
     user_id: i64,
+    /// The organization of a member's row; `None` for a personal row.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    org_id: Option<i64>,
     #[diesel(sql_type = Text)]
     kind: String,
     #[diesel(sql_type = Text)]
@@ -334,7 +340,8 @@ struct PartialUser {
 /// What the rebuild of one day found.
 struct DayOutcome {
     differences: Vec<Difference>,
-    /// Users whose local day began before the events horizon: left as they were.
+    /// Users with rows whose local day (theirs, or their organization's) began before the
+    /// events horizon: those rows were left as they were.
     partial_users: Vec<i64>,
     watermark: u64,
 }
@@ -355,7 +362,8 @@ fn rebuild_day(
         .bind::<Nullable<Timestamptz>, _>(kept_from)
         .execute(conn)?;
     let partial: Vec<PartialUser> =
-        diesel::sql_query("SELECT user_id FROM rebuild_partial ORDER BY user_id").load(conn)?;
+        diesel::sql_query("SELECT DISTINCT user_id FROM rebuild_partial ORDER BY user_id")
+            .load(conn)?;
     diesel::sql_query(REBUILD_FRESH_SQL)
         .bind::<Date, _>(day)
         .bind::<Nullable<BigInt>, _>(opts.user_id)

@@ -1,8 +1,10 @@
--- The batch grouped as token_usage_daily is keyed (user, local day, kind, request_type,
--- model), summed in numeric so that no sum can fail here; the overflow checks read it before
--- aggregate_daily.sql adds it. first_at/last_at bound the events of each group in time.
+-- The batch grouped as token_usage_daily is keyed (user, organization, local day, kind,
+-- request_type, model), summed in numeric so that no sum can fail here; the overflow checks
+-- read it before aggregate_daily.sql adds it. The day is local to the event's subject: the
+-- organization's zone for usage in one, the user's own otherwise. first_at/last_at bound
+-- the events of each group in time.
 CREATE TEMP TABLE aggregate_groups ON COMMIT DROP AS
-SELECT b.user_id,
+SELECT b.user_id, b.org_id,
        (b.created_at AT TIME ZONE z.zone)::date AS day,
        b.kind, b.request_type, b.model,
        count(*) AS events,
@@ -11,5 +13,7 @@ SELECT b.user_id,
        sum(b.bytes) AS bytes, sum(b.cost) AS cost,
        min(b.created_at) AS first_at, max(b.created_at) AS last_at
   FROM aggregate_batch b
-  JOIN aggregate_zones z ON z.user_id = b.user_id
- GROUP BY 1, 2, 3, 4, 5
+  JOIN aggregate_zones z
+    ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
+   AND z.org_id = COALESCE(b.org_id, 0)
+ GROUP BY 1, 2, 3, 4, 5, 6

@@ -1,26 +1,29 @@
--- Users whose quota periods the batch could take past 2^63-1. Conservative and cheap: all of
--- a user's batch against the fullest period (day or month, any kind) that overlaps the
--- batch's events of that user; a period is at most 32 days long, which bounds the index
--- range read. `*_room` is what may still be added.
+-- Subjects (a user's personal usage: user_id, org_id 0; an organization's: 0, org_id) whose
+-- quota periods the batch could take past 2^63-1. Conservative and cheap: all of a subject's
+-- batch against its fullest period (day or month, any kind) that overlaps the batch's events
+-- of that subject; a period is at most 32 days long, which bounds the index range read.
+-- `*_room` is what may still be added.
 CREATE TEMP TABLE aggregate_overflow_period ON COMMIT DROP AS
-WITH batch_users AS (
-    SELECT user_id, min(first_at) AS first_at, max(last_at) AS last_at,
+WITH batch_subjects AS (
+    SELECT CASE WHEN org_id IS NULL THEN user_id ELSE 0 END AS user_id,
+           COALESCE(org_id, 0) AS org_id,
+           min(first_at) AS first_at, max(last_at) AS last_at,
            sum(tokens) AS tokens, sum(messages) AS messages, sum(bytes) AS bytes
       FROM aggregate_groups
-     GROUP BY user_id
+     GROUP BY 1, 2
 ), fullest AS (
-    SELECT u.user_id, u.tokens, u.messages, u.bytes,
+    SELECT s.user_id, s.org_id, s.tokens, s.messages, s.bytes,
            COALESCE(max(up.tokens), 0) AS period_tokens,
            COALESCE(max(up.messages), 0) AS period_messages,
            COALESCE(max(up.bytes), 0) AS period_bytes
-      FROM batch_users u
+      FROM batch_subjects s
       LEFT JOIN usage_periods up
-        ON up.user_id = u.user_id AND up.period IN ('day', 'month')
-       AND up.period_start > u.first_at - interval '32 days'
-       AND up.period_start <= u.last_at AND up.period_end > u.first_at
-     GROUP BY u.user_id, u.tokens, u.messages, u.bytes
+        ON up.user_id = s.user_id AND up.org_id = s.org_id AND up.period IN ('day', 'month')
+       AND up.period_start > s.first_at - interval '32 days'
+       AND up.period_start <= s.last_at AND up.period_end > s.first_at
+     GROUP BY s.user_id, s.org_id, s.tokens, s.messages, s.bytes
 )
-SELECT user_id,
+SELECT user_id, org_id,
        9223372036854775807 - period_tokens AS tokens_room,
        9223372036854775807 - period_messages AS messages_room,
        9223372036854775807 - period_bytes AS bytes_room

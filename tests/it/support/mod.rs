@@ -15,12 +15,14 @@ pub mod books;
 pub mod daemon;
 pub mod docs;
 pub mod notify;
+pub mod org_books;
 pub mod org_periods;
 pub mod outbox;
 pub mod quota;
 pub mod roles;
 pub mod smtp;
 pub mod webhooks;
+pub mod writers;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
