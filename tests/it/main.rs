@@ -12,6 +12,7 @@ mod docs;
 mod mail;
 mod migrations;
 mod operator_trust;
+mod org_cli;
 mod outages;
 mod partitions;
 mod period_bounds;

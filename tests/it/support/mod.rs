@@ -14,6 +14,7 @@
 pub mod books;
 pub mod daemon;
 pub mod notify;
+pub mod orgs;
 pub mod quota;
 pub mod roles;
 pub mod smtp;
