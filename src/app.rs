@@ -102,7 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         let mut conn = ctx.connect()?;
         ctx.migrate(&mut conn)?;
         if demo::load_demo_data(&mut conn)? {
-            eprintln!("demo: loaded plans, 1,000 users and 30 days of events");
+            eprintln!("demo: loaded plans, 1,000 users, 3 organizations and 30 days of events");
         }
     }
     dispatch(&cli, ctx, &runtime)

@@ -1,7 +1,8 @@
-//! Organizations on the command line: `--usage --org` and `--export-csv --org`. The books
-//! are written here as aggregation leaves them, so these tests read what the CLI shows, not
-//! how aggregation counts.
+//! Organizations on the command line: `--usage --org`, `--export-csv --org`, and the demo
+//! data set. The books are written here as aggregation leaves them, so these tests read what
+//! the CLI shows, not how aggregation counts.
 
+use usage_worker::demo;
 use usage_worker::export::{ExportScope, write_daily_csv};
 
 use crate::support::quota::month_tokens;
@@ -176,6 +177,81 @@ fn export_of_an_organization_writes_its_members_rows_with_org_id_last() {
     let file = std::fs::read_to_string(&path).unwrap();
     assert_eq!(file.lines().count(), 4, "{file}");
     assert!(file.lines().skip(1).all(|l| l.ends_with(",7")), "{file}");
+}
+
+#[test]
+fn demo_data_has_three_organizations_in_zones_of_their_own_with_every_role_and_shared_usage() {
+    let db = TestDb::new();
+    assert!(demo::load_demo_data(&mut db.conn()).unwrap());
+    let count = |sql: &str| db.count(sql);
+    assert_eq!(
+        count(
+            "SELECT count(DISTINCT timezone) AS n FROM organizations o
+              WHERE o.plan_id IS NOT NULL"
+        ),
+        3
+    );
+    for role in ["owner", "admin", "member"] {
+        assert_eq!(
+            count(&format!(
+                "SELECT count(DISTINCT org_id) AS n FROM organization_members WHERE role = '{role}'"
+            )),
+            3,
+            "{role}"
+        );
+    }
+    assert!(
+        count(
+            "SELECT count(DISTINCT u.timezone) AS n FROM organization_members m
+               JOIN users u ON u.id = m.user_id WHERE m.org_id = 1"
+        ) >= 5
+    );
+    assert!(
+        count(
+            "SELECT count(*) AS n FROM organization_members GROUP BY user_id ORDER BY 1 DESC LIMIT 1"
+        ) > 1,
+        "no user is in two organizations"
+    );
+    for org in 1..=3 {
+        assert!(
+            count(&format!(
+                "SELECT count(*) AS n FROM usage_events WHERE org_id = {org}"
+            )) > 100,
+            "organization {org} has no usage"
+        );
+    }
+    // Members spend some usage personally; everyone else only personally.
+    assert!(
+        count(
+            "SELECT count(*) AS n FROM usage_events e
+               JOIN organization_members m ON m.user_id = e.user_id WHERE e.org_id IS NULL"
+        ) > 100
+    );
+    // Acme's shared monthly token limit is past 80 % in its current month (its zone), so the
+    // alerts job has an organization to warn.
+    assert_eq!(
+        count(
+            "SELECT (sum(e.tokens) * 100 >= 80 * min(l.max_value))::int::bigint AS n
+               FROM organizations o
+               JOIN plan_limits l ON l.plan_id = o.plan_id AND l.metric = 'tokens' AND l.period = 'month'
+               CROSS JOIN LATERAL usage_period_bounds(o.timezone, o.billing_anchor_day, 'month', now()) b
+               JOIN usage_events e ON e.org_id = o.id AND e.created_at >= b.period_start
+                                  AND e.created_at < b.period_end
+              WHERE o.id = 1"
+        ),
+        1
+    );
+
+    support::stdout_of_success(
+        db.binary()
+            .args(["--run", "all"])
+            .env("USAGE_WORKER__MAIL__TRANSPORT", "log"),
+    );
+    let acme = support::stdout_of_success(db.binary().args(["--usage", "--org", "1"]));
+    assert!(
+        acme.starts_with("organization 1 \"Acme Robotics\"  plan team  zone Europe/Berlin"),
+        "{acme}"
+    );
 }
 
 #[test]
