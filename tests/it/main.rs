@@ -13,6 +13,7 @@ mod mail;
 mod migrations;
 mod operator_trust;
 mod org_cli;
+mod org_seed;
 mod outages;
 mod partitions;
 mod period_bounds;
