@@ -22,9 +22,9 @@ Examples:
                                                        what a reset at that instant would close
   usage-worker --status                                recent runs from the ledger
   usage-worker --run reset-daily --user 42             manual reset of user 42's current day
-  usage-worker --run reset-monthly --org 7            manual reset of organization 7's month
+  usage-worker --run reset-monthly --org 7             manual reset of organization 7's month
   usage-worker --usage 42                              user 42's quota: a bar per limit
-  usage-worker --usage --org 7                         organization 7's shared quota and its top members
+  usage-worker --usage --org 7                         organization 7's quota and top members
   usage-worker --run aggregate --from 2026-10-01 --to 2026-10-31 --dry-run
                                                        rows of the token summary that differ from raw events
   usage-worker --export-csv --from 2026-10-01 --to 2026-10-31 --output october.csv
