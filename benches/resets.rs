@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{BenchCluster, round};
+use common::{BenchCluster, next, percentiles, round};
 
 use std::time::Instant;
 
@@ -287,12 +287,6 @@ fn periods_sql(period: &str, closed: i64, first: &str, requests: i64, tokens: i6
     )
 }
 
-fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
-    json!({ "p50": round(pct(0.50)), "p99": round(pct(0.99)), "max": round(pct(1.0)) })
-}
-
 #[derive(QueryableByName)]
 struct Config {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -319,12 +313,4 @@ fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
         .load::<QuotaRow>(conn)
         .expect("quota_status")
         .len()
-}
-
-/// xorshift64: reproducible user ids without a dependency.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }

@@ -16,7 +16,7 @@ use crate::export::{ExportError, write_daily_csv};
 use crate::jobs::{self, Ctx, JobKind, RunOpts, quarantine};
 use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
-use crate::quota_report;
+use crate::quota_report::{self, Subject};
 use crate::redact::{mask_addresses, redact_url};
 use crate::scheduler::outcome::{RunOutcome, RunRequest};
 use crate::scheduler::{catchup, runner};
@@ -64,6 +64,7 @@ impl AppError {
 pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     cli.refuse_future_at(Utc::now()).map_err(AppError::Usage)?;
     cli.refuse_reversed_range().map_err(AppError::Usage)?;
+    cli.usage_subject().map_err(AppError::Usage)?;
     let mut settings = load_settings(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
 
@@ -101,7 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         let mut conn = ctx.connect()?;
         ctx.migrate(&mut conn)?;
         if demo::load_demo_data(&mut conn)? {
-            eprintln!("demo: loaded plans, 1,000 users and 30 days of events");
+            eprintln!("demo: loaded plans, 1,000 users, 3 organizations and 30 days of events");
         }
     }
     dispatch(&cli, ctx, &runtime)
@@ -164,8 +165,8 @@ fn dispatch(
     if cli.status {
         return status(&ctx, cli.limit);
     }
-    if let Some(user_id) = cli.usage {
-        return usage(&ctx, user_id, cli.json);
+    if let Some(subject) = cli.usage_subject().map_err(AppError::Usage)? {
+        return usage(&ctx, subject, cli.json);
     }
     if cli.export_csv {
         return export_csv(&ctx, cli);
@@ -355,15 +356,11 @@ fn job_description(kind: JobKind, settings: &Settings) -> String {
     }
 }
 
-fn usage(ctx: &Arc<Ctx>, user_id: i64, as_json: bool) -> Result<ExitCode, AppError> {
+fn usage(ctx: &Arc<Ctx>, subject: Subject, as_json: bool) -> Result<ExitCode, AppError> {
     let mut conn = ctx.connect()?;
-    let report = quota_report::load(&mut conn, user_id, Utc::now())
+    let report = quota_report::load_report(&mut conn, subject, Utc::now())
         .map_err(DbError::from)?
-        .ok_or_else(|| {
-            AppError::Usage(format!(
-                "user {user_id} is not in the users table; check the id given to --usage"
-            ))
-        })?;
+        .ok_or_else(|| AppError::Usage(subject.not_found()))?;
     if as_json {
         println!("{}", report.to_json());
     } else {
@@ -379,18 +376,18 @@ fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
         ));
     };
     let mut conn = ctx.connect()?;
-    let rows = match &cli.output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| AppError::Io(format!("cannot create {}: {e}", path.display())))?;
-            write_daily_csv(&mut conn, from, to, cli.user, std::io::BufWriter::new(file))
-        }
-        None => write_daily_csv(&mut conn, from, to, cli.user, std::io::stdout().lock()),
-    }
-    .map_err(|e| match e {
-        ExportError::Invalid(message) => AppError::Usage(message),
-        e => AppError::Io(e.to_string()),
-    })?;
+    let out: Box<dyn std::io::Write> = match &cli.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| AppError::Io(format!("cannot create {}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let rows =
+        write_daily_csv(&mut conn, from, to, cli.export_scope(), out).map_err(|e| match e {
+            ExportError::Invalid(message) => AppError::Usage(message),
+            e => AppError::Io(e.to_string()),
+        })?;
     if let Some(path) = &cli.output {
         eprintln!("exported {rows} row(s) to {}", path.display());
     }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use clap::{ArgGroup, Parser};
 
+use crate::export::ExportScope;
 use crate::jobs::JobKind;
+use crate::quota_report::Subject;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,11 +22,14 @@ Examples:
                                                        what a reset at that instant would close
   usage-worker --status                                recent runs from the ledger
   usage-worker --run reset-daily --user 42             manual reset of user 42's current day
-  usage-worker --run reset-monthly --org 7            manual reset of organization 7's month
+  usage-worker --run reset-monthly --org 7             manual reset of organization 7's month
   usage-worker --usage 42                              user 42's quota: a bar per limit
+  usage-worker --usage --org 7                         organization 7's quota and top members
   usage-worker --run aggregate --from 2026-10-01 --to 2026-10-31 --dry-run
                                                        rows of the token summary that differ from raw events
   usage-worker --export-csv --from 2026-10-01 --to 2026-10-31 --output october.csv
+  usage-worker --export-csv --from 2026-10-01 --to 2026-10-31 --org 7
+                                                       organization 7's rows only
   usage-worker                                         the daemon (as the systemd service runs it)
 
 Exit codes: 0 ok, 1 a job failed or was skipped, 2 usage error (also a future --at that would
@@ -38,7 +43,8 @@ close, expire or delete without --allow-future), 75 database unreachable, 78 bad
              aggregation, quota resets, alert emails, retention.",
     after_help = EXAMPLES,
     group(ArgGroup::new("action").args(["run", "check_config", "migrate", "list_jobs", "status", "usage", "export_csv"])),
-    group(ArgGroup::new("takes_range").args(["run", "export_csv"]).multiple(true))
+    group(ArgGroup::new("takes_range").args(["run", "export_csv"]).multiple(true)),
+    group(ArgGroup::new("takes_org").args(["run", "usage", "export_csv"]).multiple(true))
 )]
 pub struct Cli {
     /// Configuration file (default: /etc/usage-worker/config.toml when it exists).
@@ -74,9 +80,14 @@ pub struct Cli {
     #[arg(long, value_name = "USER_ID", requires = "takes_range")]
     pub user: Option<i64>,
 
-    /// Limit a run to one organization id: manual resets of the organization's shared quota
-    /// (`--run reset-daily --org 7`).
-    #[arg(long, value_name = "ORG_ID", requires = "run", conflicts_with = "user")]
+    /// One organization id: manual resets of the organization's shared quota
+    /// (`--run reset-daily --org 7`), its quota (`--usage --org 7`), its rows of --export-csv.
+    #[arg(
+        long,
+        value_name = "ORG_ID",
+        requires = "takes_org",
+        conflicts_with = "user"
+    )]
     pub org: Option<i64>,
 
     /// First day of a range (YYYY-MM-DD): rebuilds (`--run aggregate`), --export-csv.
@@ -87,8 +98,8 @@ pub struct Cli {
     #[arg(long, value_name = "DATE", requires = "takes_range")]
     pub to: Option<NaiveDate>,
 
-    /// Write the daily token summary of --from..--to (users' local days) as CSV with a
-    /// header row, then exit.
+    /// Write the daily token summary of --from..--to (users' local days; an organization's
+    /// days for usage in it) as CSV with a header row, then exit.
     #[arg(long, requires_all = ["from", "to"])]
     pub export_csv: bool,
 
@@ -113,9 +124,10 @@ pub struct Cli {
     pub status: bool,
 
     /// Show one user's quota state (what `quota_status()` returns): a bar per limit, usage,
-    /// and when each period resets in the user's time zone.
-    #[arg(long, value_name = "USER_ID")]
-    pub usage: Option<i64>,
+    /// and when each period resets in the user's time zone. `--usage --org ORG_ID`: an
+    /// organization's (`org_quota_status()`) and its members who used the most this month.
+    #[arg(long, value_name = "USER_ID", num_args = 0..=1)]
+    pub usage: Option<Option<i64>>,
 
     /// With `--usage`: print JSON (the same fields) instead of the table.
     #[arg(long, requires = "usage")]
@@ -131,6 +143,32 @@ pub struct Cli {
 pub const FUTURE_AT_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
 impl Cli {
+    /// Whose quota `--usage` shows: the user it names or the organization of `--org`, never
+    /// both and never neither. `None` without `--usage`.
+    pub fn usage_subject(&self) -> Result<Option<Subject>, String> {
+        match (self.usage, self.org) {
+            (None, _) => Ok(None),
+            (Some(Some(user)), None) => Ok(Some(Subject::User(user))),
+            (Some(None), Some(org)) => Ok(Some(Subject::Organization(org))),
+            (Some(Some(user)), Some(org)) => Err(format!(
+                "--usage {user} and --org {org} name two quotas; give a user id \
+                 (--usage {user}) or an organization (--usage --org {org})"
+            )),
+            (Some(None), None) => Err(
+                "--usage needs a user id (--usage 42) or an organization (--usage --org 7)".into(),
+            ),
+        }
+    }
+
+    /// Whose rows `--export-csv` writes: everyone's, one user's or one organization's.
+    pub fn export_scope(&self) -> ExportScope {
+        match (self.user, self.org) {
+            (Some(user), _) => ExportScope::User(user),
+            (None, Some(org)) => ExportScope::Organization(org),
+            (None, None) => ExportScope::All,
+        }
+    }
+
     /// Refuses a date range that ends before it starts (`--from` after `--to`).
     pub fn refuse_reversed_range(&self) -> Result<(), String> {
         match (self.from, self.to) {
@@ -228,9 +266,54 @@ mod tests {
     #[test]
     fn usage_takes_a_user_id_and_json_needs_usage() {
         let cli = Cli::try_parse_from(["usage-worker", "--usage", "42", "--json"]).unwrap();
-        assert_eq!((cli.usage, cli.json), (Some(42), true));
+        assert_eq!(cli.usage_subject(), Ok(Some(Subject::User(42))));
+        assert!(cli.json);
         assert!(Cli::try_parse_from(["usage-worker", "--json"]).is_err());
         assert!(Cli::try_parse_from(["usage-worker", "--usage", "42", "--status"]).is_err());
+    }
+
+    #[test]
+    fn usage_takes_a_user_id_or_an_organization_but_not_both_nor_neither() {
+        for args in [
+            &["--usage", "--org", "7"][..],
+            &["--org", "7", "--usage", "--json"],
+        ] {
+            assert_eq!(
+                cli(args).usage_subject(),
+                Ok(Some(Subject::Organization(7))),
+                "{args:?}"
+            );
+        }
+        let both = cli(&["--usage", "42", "--org", "7"])
+            .usage_subject()
+            .unwrap_err();
+        assert!(
+            both.contains("--usage 42") && both.contains("--usage --org 7"),
+            "{both}"
+        );
+        let neither = cli(&["--usage"]).usage_subject().unwrap_err();
+        assert!(neither.contains("needs a user id"), "{neither}");
+        assert_eq!(cli(&["--status"]).usage_subject(), Ok(None));
+    }
+
+    #[test]
+    fn org_goes_with_run_usage_or_export_csv_and_never_with_user() {
+        assert!(Cli::try_parse_from(["usage-worker", "--org", "7"]).is_err());
+        assert!(Cli::try_parse_from(["usage-worker", "--status", "--org", "7"]).is_err());
+        let range = ["--export-csv", "--from", "2026-10-01", "--to", "2026-10-31"];
+        let export = cli(&[&range[..], &["--org", "7"]].concat());
+        assert_eq!(export.export_scope(), ExportScope::Organization(7));
+        assert_eq!(cli(&range).export_scope(), ExportScope::All);
+        assert!(
+            Cli::try_parse_from(
+                ["usage-worker"]
+                    .iter()
+                    .chain(&range)
+                    .chain(&["--org", "7", "--user", "1"])
+            )
+            .is_err()
+        );
+        assert_eq!(cli(&["--run", "reset-daily", "--org", "7"]).org, Some(7));
     }
 
     #[test]

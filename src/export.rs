@@ -12,8 +12,9 @@ use diesel::sql_types::{BigInt, Date, Nullable, Text};
 /// Rows fetched from the cursor at a time.
 const FETCH_ROWS: usize = 5000;
 
-/// The header row: the columns of `token_usage_daily`, in its order.
-pub const CSV_HEADER: [&str; 12] = [
+/// The header row: the columns of `token_usage_daily`, in its order. `org_id` came last, after
+/// the first release of the export, so files read by column position keep their meaning.
+pub const CSV_HEADER: [&str; 13] = [
     "user_id",
     "day",
     "kind",
@@ -26,7 +27,18 @@ pub const CSV_HEADER: [&str; 12] = [
     "messages",
     "bytes",
     "cost",
+    "org_id",
 ];
+
+/// Whose summary rows an export writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportScope {
+    All,
+    /// One user's rows: personal usage and usage in any organization.
+    User(i64),
+    /// The rows of usage spent in one organization, by all its members.
+    Organization(i64),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -67,16 +79,19 @@ struct DailyRow {
     /// Exact decimal text, as stored.
     #[diesel(sql_type = Text)]
     cost: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    org_id: Option<i64>,
 }
 
-/// Writes the summary rows of local days `from..=to` (of one user or all), ordered by user
-/// and day, with a header row. Returns the number of data rows. The rows come from one
+/// Writes the summary rows of local days `from..=to` (of everyone, one user or one
+/// organization), ordered by user and day, with a header row; `org_id` is empty for personal
+/// usage. Returns the number of data rows. The rows come from one
 /// snapshot, so a concurrent aggregate run never splits the export.
 pub fn write_daily_csv<W: Write>(
     conn: &mut PgConnection,
     from: NaiveDate,
     to: NaiveDate,
-    user_id: Option<i64>,
+    scope: ExportScope,
     out: W,
 ) -> Result<u64, ExportError> {
     if from > to {
@@ -86,6 +101,11 @@ pub fn write_daily_csv<W: Write>(
     }
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(CSV_HEADER)?;
+    let (user_id, org_id) = match scope {
+        ExportScope::All => (None, None),
+        ExportScope::User(user) => (Some(user), None),
+        ExportScope::Organization(org) => (None, Some(org)),
+    };
     let mut rows = 0u64;
     conn.build_transaction()
         .read_only()
@@ -94,15 +114,17 @@ pub fn write_daily_csv<W: Write>(
             diesel::sql_query(
                 "DECLARE token_usage_export NO SCROLL CURSOR FOR
                  SELECT user_id, day, kind, request_type, model, events, tokens, prompt_tokens,
-                        completion_tokens, messages, bytes, cost::text AS cost
+                        completion_tokens, messages, bytes, cost::text AS cost, org_id
                    FROM token_usage_daily
                   WHERE day BETWEEN $1 AND $2
                     AND ($3::bigint IS NULL OR user_id = $3::bigint)
-                  ORDER BY user_id, day, kind, request_type, model",
+                    AND ($4::bigint IS NULL OR org_id = $4::bigint)
+                  ORDER BY user_id, day, kind, request_type, model, org_id NULLS FIRST",
             )
             .bind::<Date, _>(from)
             .bind::<Date, _>(to)
             .bind::<Nullable<BigInt>, _>(user_id)
+            .bind::<Nullable<BigInt>, _>(org_id)
             .execute(conn)?;
             loop {
                 let batch: Vec<DailyRow> =
@@ -122,6 +144,7 @@ pub fn write_daily_csv<W: Write>(
                         &row.messages.to_string(),
                         &row.bytes.to_string(),
                         &row.cost,
+                        &row.org_id.map_or(String::new(), |org| org.to_string()),
                     ])?;
                 }
                 rows += batch.len() as u64;

@@ -1,8 +1,11 @@
 //! `usage-worker --usage USER_ID [--json]`: one user's quota state as `quota_status()` returns
-//! it, as a table with a bar per limit or as JSON for scripts. Reset instants are shown on
-//! the user's clock as PostgreSQL computed the periods: in the zone it counted in, at the
-//! offset it gives that zone, so any zone spelling it accepts (`europe/berlin`, `UTC+3`) is
-//! shown as counted.
+//! it, as a table with a bar per limit or as JSON for scripts; `--usage --org ORG_ID`: an
+//! organization's shared quota (`org_quota_status()`) and the members who used the most of it
+//! this month. Reset instants are shown on the subject's clock as PostgreSQL computed the
+//! periods: in the zone it counted in, at the offset it gives that zone, so any zone spelling
+//! it accepts (`europe/berlin`, `UTC+3`) is shown as counted.
+
+mod members;
 
 use std::fmt::Write as _;
 
@@ -15,7 +18,9 @@ use serde_json::{Value, json};
 
 use crate::format;
 
-/// One row of `quota_status(user_id)`.
+pub use members::{MemberUsage, OrgMembers};
+
+/// One row of `quota_status(user_id)` or `org_quota_status(org_id)`.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct QuotaRow {
     #[diesel(sql_type = Text)]
@@ -46,11 +51,34 @@ pub struct QuotaRow {
     pub period_end_utc_offset: i32,
 }
 
-/// A user's quota state at one instant.
+/// Whose quota: a user's personal one, or an organization's shared by its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    User(i64),
+    Organization(i64),
+}
+
+impl Subject {
+    /// The usage error for a subject that is not in its table.
+    pub fn not_found(self) -> String {
+        match self {
+            Subject::User(id) => {
+                format!("user {id} is not in the users table; check the id given to --usage")
+            }
+            Subject::Organization(id) => format!(
+                "organization {id} is not in the organizations table; check the id given to --org"
+            ),
+        }
+    }
+}
+
+/// A user's or an organization's quota state at one instant.
 #[derive(Debug, Clone)]
 pub struct QuotaReport {
-    pub user_id: i64,
-    /// The zone as stored in `users.timezone`.
+    pub subject: Subject,
+    /// The organization's name (empty for a user: the table does not show users' names).
+    pub name: String,
+    /// The zone as stored in `users.timezone` or `organizations.timezone`.
     pub timezone: String,
     /// The zone the periods are computed in: `usage_timezone_or_utc(timezone)`, i.e. the
     /// stored one, or `UTC` when PostgreSQL does not know it.
@@ -60,10 +88,14 @@ pub struct QuotaReport {
     /// The zone's offset from UTC at `at`, in seconds east.
     pub at_utc_offset: i32,
     pub rows: Vec<QuotaRow>,
+    /// An organization's members with the most usage in its current month; `None` for a user.
+    pub members: Option<OrgMembers>,
 }
 
 #[derive(QueryableByName)]
-struct UserInfo {
+struct SubjectInfo {
+    #[diesel(sql_type = Text)]
+    name: String,
     #[diesel(sql_type = Text)]
     timezone: String,
     #[diesel(sql_type = Text)]
@@ -81,43 +113,83 @@ fn utc_offset_sql(instant: &str, zone: &str) -> String {
     )
 }
 
+/// Reads the quota state of `subject`; `None` when it is not in its table.
+pub fn load_report(
+    conn: &mut PgConnection,
+    subject: Subject,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<QuotaReport>> {
+    match subject {
+        Subject::User(id) => load(conn, id, at),
+        Subject::Organization(id) => load_org(conn, id, at),
+    }
+}
+
 /// Reads the user's quota state; `None` when the user is not in `users`.
 pub fn load(
     conn: &mut PgConnection,
     user_id: i64,
     at: DateTime<Utc>,
 ) -> QueryResult<Option<QuotaReport>> {
-    let user: Option<UserInfo> = diesel::sql_query(format!(
-        "SELECT u.timezone, z.zone, {} AS at_utc_offset, p.name AS plan
-           FROM users u
-          CROSS JOIN LATERAL (SELECT usage_timezone_or_utc(u.timezone) AS zone) z
-           LEFT JOIN plans p ON p.id = u.plan_id
-          WHERE u.id = $1",
+    load_subject(conn, Subject::User(user_id), at)
+}
+
+/// Reads an organization's quota state and its top members this month; `None` when the
+/// organization is not in `organizations`.
+pub fn load_org(
+    conn: &mut PgConnection,
+    org_id: i64,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<QuotaReport>> {
+    let Some(mut report) = load_subject(conn, Subject::Organization(org_id), at)? else {
+        return Ok(None);
+    };
+    report.members = members::load_top(conn, org_id, &report.zone, &report.rows)?;
+    Ok(Some(report))
+}
+
+fn load_subject(
+    conn: &mut PgConnection,
+    subject: Subject,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<QuotaReport>> {
+    let (id, table, name, status) = match subject {
+        Subject::User(id) => (id, "users", "''", "quota_status"),
+        Subject::Organization(id) => (id, "organizations", "s.name", "org_quota_status"),
+    };
+    let info: Option<SubjectInfo> = diesel::sql_query(format!(
+        "SELECT {name} AS name, s.timezone, z.zone, {} AS at_utc_offset, p.name AS plan
+           FROM {table} s
+          CROSS JOIN LATERAL (SELECT usage_timezone_or_utc(s.timezone) AS zone) z
+           LEFT JOIN plans p ON p.id = s.plan_id
+          WHERE s.id = $1",
         utc_offset_sql("$2::timestamptz", "z.zone")
     ))
-    .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(id)
     .bind::<Timestamptz, _>(at)
     .get_result(conn)
     .optional()?;
-    let Some(user) = user else {
+    let Some(info) = info else {
         return Ok(None);
     };
     let rows: Vec<QuotaRow> = diesel::sql_query(format!(
-        "SELECT q.*, {} AS period_end_utc_offset FROM quota_status($1, $2) q",
+        "SELECT q.*, {} AS period_end_utc_offset FROM {status}($1, $2) q",
         utc_offset_sql("q.period_end", "$3")
     ))
-    .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(id)
     .bind::<Timestamptz, _>(at)
-    .bind::<Text, _>(&user.zone)
+    .bind::<Text, _>(&info.zone)
     .load(conn)?;
     Ok(Some(QuotaReport {
-        user_id,
-        timezone: user.timezone,
-        zone: user.zone,
-        plan: user.plan,
+        subject,
+        name: info.name,
+        timezone: info.timezone,
+        zone: info.zone,
+        plan: info.plan,
         at,
-        at_utc_offset: user.at_utc_offset,
+        at_utc_offset: info.at_utc_offset,
         rows,
+        members: None,
     }))
 }
 
@@ -136,7 +208,16 @@ impl QuotaReport {
         format::local_time(row.period_end, row.period_end_utc_offset)
     }
 
-    /// The readable table: a bar per limit, usage and the reset instant in the user's zone.
+    /// `user 42` or `organization 7 "Acme"`.
+    fn heading(&self) -> String {
+        match self.subject {
+            Subject::User(id) => format!("user {id}"),
+            Subject::Organization(id) => format!("organization {id} {:?}", self.name),
+        }
+    }
+
+    /// The readable table: a bar per limit, usage and the reset instant in the subject's zone;
+    /// for an organization, then its top members.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let zone_note = if self.zone == self.timezone {
@@ -147,8 +228,8 @@ impl QuotaReport {
         let at = format::local_time(self.at, self.at_utc_offset);
         let _ = writeln!(
             out,
-            "user {}  plan {}  zone {}  at {} {}",
-            self.user_id,
+            "{}  plan {}  zone {}  at {} {}",
+            self.heading(),
             self.plan.as_deref().unwrap_or("(none)"),
             zone_note,
             at.format("%Y-%m-%d %H:%M:%S"),
@@ -192,10 +273,14 @@ impl QuotaReport {
                 }
             }
         }
+        if let Some(members) = &self.members {
+            members.write_table(&mut out, &self.zone);
+        }
         out
     }
 
-    /// The same fields as `quota_status()`, plus the reset instant in the user's zone.
+    /// The same fields as `quota_status()`, plus the reset instant in the subject's zone; for
+    /// an organization also its name and `top_members`.
     pub fn to_json(&self) -> Value {
         let limits: Vec<Value> = self
             .rows
@@ -217,14 +302,24 @@ impl QuotaReport {
                 })
             })
             .collect();
-        json!({
-            "user_id": self.user_id,
+        let mut report = json!({
             "timezone": self.timezone,
             "zone_used": self.zone,
             "plan": self.plan,
             "at": self.at,
             "limits": limits,
-        })
+        });
+        match self.subject {
+            Subject::User(id) => report["user_id"] = json!(id),
+            Subject::Organization(id) => {
+                report["org_id"] = json!(id);
+                report["name"] = json!(self.name);
+            }
+        }
+        if let Some(members) = &self.members {
+            report["top_members"] = members.to_json();
+        }
+        report
     }
 }
 
@@ -236,7 +331,7 @@ fn bar(percent: f64) -> String {
 }
 
 /// A JSON number: an integer when the value is whole, else a float.
-fn number(value: &BigDecimal) -> Value {
+pub(crate) fn number(value: &BigDecimal) -> Value {
     if value.is_integer()
         && let Some(i) = value.to_i64()
     {
@@ -246,7 +341,7 @@ fn number(value: &BigDecimal) -> Value {
 }
 
 /// `71,234`, or `12.35` for cost.
-fn format_amount(metric: &str, value: &BigDecimal) -> String {
+pub(crate) fn format_amount(metric: &str, value: &BigDecimal) -> String {
     if metric == "cost" {
         format::money(value)
     } else {
@@ -268,7 +363,8 @@ mod tests {
     fn usage_table_line(metric: &str, used: &BigDecimal) -> String {
         let at: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().unwrap();
         let report = QuotaReport {
-            user_id: 7,
+            subject: Subject::User(7),
+            name: String::new(),
             timezone: "UTC".into(),
             zone: "UTC".into(),
             plan: None,
@@ -288,6 +384,7 @@ mod tests {
                 period_end: at,
                 period_end_utc_offset: 0,
             }],
+            members: None,
         };
         report.to_table().lines().nth(1).unwrap().to_string()
     }

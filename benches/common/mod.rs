@@ -120,6 +120,21 @@ pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// p50, p99 and max of latency samples in milliseconds.
+pub fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    serde_json::json!({ "p50": round(pct(0.50)), "p99": round(pct(0.99)), "max": round(pct(1.0)) })
+}
+
+/// xorshift64: reproducible random ids without a dependency.
+pub fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// Default settings pointing at `url`.
 pub fn bench_settings(url: &str) -> Settings {
     let mut settings = Settings::default();

@@ -488,17 +488,17 @@ fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost(
         &mut db.conn(),
         date("2026-10-01"),
         date("2026-10-31"),
-        None,
+        usage_worker::export::ExportScope::All,
         &mut out,
     )
     .unwrap();
     assert_eq!(rows, 3);
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        "user_id,day,kind,request_type,model,events,tokens,prompt_tokens,completion_tokens,messages,bytes,cost\n\
-         1,2026-10-01,ai_response,chat,\"model, \"\"quoted\"\"\",2,100,0,0,0,0,0.12345678\n\
-         1,2026-10-02,message_sent,chat,,1,0,0,0,0,0,0\n\
-         2,2026-10-01,ai_response,,,1,5,0,0,0,0,1\n"
+        "user_id,day,kind,request_type,model,events,tokens,prompt_tokens,completion_tokens,messages,bytes,cost,org_id\n\
+         1,2026-10-01,ai_response,chat,\"model, \"\"quoted\"\"\",2,100,0,0,0,0,0.12345678,\n\
+         1,2026-10-02,message_sent,chat,,1,0,0,0,0,0,0,\n\
+         2,2026-10-01,ai_response,,,1,5,0,0,0,0,1,\n"
     );
 
     let dir = tempfile::tempdir().unwrap();

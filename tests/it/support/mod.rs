@@ -17,6 +17,7 @@ pub mod docs;
 pub mod notify;
 pub mod org_books;
 pub mod org_periods;
+pub mod orgs;
 pub mod outbox;
 pub mod quota;
 pub mod roles;
