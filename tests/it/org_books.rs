@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
 
 use crate::support::books::{assert_all_aggregated_exactly, summary_differences};
-use crate::support::org_books::{add_organization, assert_subject_books_exact};
+use crate::support::org_books::{add_organization_with_members, assert_subject_books_exact};
 use crate::support::writers::{
     Spender, WriterStream, transactions, write_while_aggregating, writer_stream,
 };
@@ -94,7 +94,7 @@ fn organizations_books_hold_under_concurrent_writers(streams: Vec<WriterStream>)
         db.add_user(*id, zone);
     }
     for (id, zone, anchor, members) in ORGS {
-        add_organization(&db, *id, zone, *anchor, members);
+        add_organization_with_members(&db, *id, zone, *anchor, members);
     }
     let ctx = db.ctx_with(|s| s.aggregate.batch_events = 7);
     let writers = streams
@@ -138,7 +138,7 @@ proptest! {
 fn a_late_event_in_an_organization_lands_on_the_organizations_local_day() {
     let db = TestDb::alone();
     db.add_user(7, "America/Los_Angeles");
-    add_organization(&db, 1, "Pacific/Kiritimati", Some(31), &[7]);
+    add_organization_with_members(&db, 1, "Pacific/Kiritimati", Some(31), &[7]);
     db.execute(
         "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
          VALUES (7, 1, 'ai_response', 50, '2026-11-23T09:00:00Z')",
@@ -176,7 +176,7 @@ fn a_personal_event_of_user_zero_and_an_organizations_event_never_mix() {
     let db = TestDb::alone();
     db.add_user(0, "Asia/Tokyo");
     db.add_user(5, "Europe/Berlin");
-    add_organization(&db, 3, "America/New_York", None, &[0, 5]);
+    add_organization_with_members(&db, 3, "America/New_York", None, &[0, 5]);
     // 20:00 UTC on the 22nd: the 23rd in Tokyo, the 22nd in New York.
     db.execute(
         "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
@@ -242,7 +242,7 @@ fn rebuild_of_an_organizations_days_reproduces_the_same_rows() {
     let db = TestDb::alone();
     db.add_user(1, "America/Los_Angeles");
     db.add_user(2, "Asia/Tokyo");
-    add_organization(&db, 4, "Asia/Kolkata", None, &[1, 2]);
+    add_organization_with_members(&db, 4, "Asia/Kolkata", None, &[1, 2]);
     // Every 37 minutes for four days, two events in three in the organization.
     db.execute(
         "INSERT INTO usage_events (user_id, org_id, kind, model, tokens, cost, created_at)
@@ -285,7 +285,7 @@ fn rebuild_of_an_organizations_days_reproduces_the_same_rows() {
 fn an_organization_with_an_unknown_zone_or_without_a_row_is_counted_in_utc_and_reported() {
     let db = TestDb::alone();
     db.add_user(1, "Asia/Tokyo");
-    add_organization(&db, 2, "Mars/Olympus", None, &[1]);
+    add_organization_with_members(&db, 2, "Mars/Olympus", None, &[1]);
     // 20:00 UTC on the 22nd: the 23rd in Tokyo, still the 22nd in UTC.
     db.execute(
         "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)

@@ -17,7 +17,7 @@ fn acme_with_usage_this_month(db: &TestDb) {
          INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
          VALUES (1, 'tokens', 'month', '', 100000)",
     );
-    db.add_organization(7, "Acme", "Asia/Kolkata", Some(1));
+    db.add_organization(7, "Acme", "Asia/Kolkata", None, Some(1));
     for (user, zone, role) in [
         (1, "America/New_York", "owner"),
         (2, "Europe/Berlin", "admin"),

@@ -10,9 +10,7 @@
 
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
 
-use crate::support::org_periods::{
-    add_member, add_org, event_in, open_org_period, org_periods, org_raw_sums,
-};
+use crate::support::org_periods::{event_in, open_org_period, org_periods, org_raw_sums};
 use crate::support::quota::{PeriodRow, add_new_events_to_periods, periods, raw_sums};
 use crate::support::{self, TestDb, at};
 
@@ -28,12 +26,12 @@ fn two_orgs(db: &TestDb) {
     db.add_user(0, "UTC");
     db.add_user(1, "Europe/Berlin");
     db.add_user(2, "America/New_York");
-    add_org(db, 1, "Asia/Tokyo", Some(15), Some(1));
-    add_org(db, 2, "America/Los_Angeles", None, Some(1));
-    add_member(db, 1, 0, "owner");
-    add_member(db, 1, 1, "member");
-    add_member(db, 2, 2, "owner");
-    add_member(db, 2, 1, "admin");
+    db.add_organization(1, "org 1", "Asia/Tokyo", Some(15), Some(1));
+    db.add_organization(2, "org 2", "America/Los_Angeles", None, Some(1));
+    db.add_member(1, 0, "owner");
+    db.add_member(1, 1, "member");
+    db.add_member(2, 2, "owner");
+    db.add_member(2, 1, "admin");
 }
 
 fn reset(db: &TestDb, kind: JobKind, now: &str) -> JobReport {
@@ -410,7 +408,7 @@ fn manual_reset_of_an_unknown_organization_fails_naming_it() {
 fn drift_and_unknown_zones_of_organizations_are_reported_by_organization() {
     let db = TestDb::new();
     two_orgs(&db);
-    add_org(&db, 3, "Mars/Olympus_Mons", None, None);
+    db.add_organization(3, "org 3", "Mars/Olympus_Mons", None, None);
     // 12:00 in Tokyo on 2027-01-10, whose day is 01-09 15:00Z to 01-10 15:00Z.
     event_in(&db, 1, Some(1), 10, "2027-01-10T03:00:00Z");
     event_in(&db, 1, Some(3), 1, "2027-01-10T03:00:00Z");

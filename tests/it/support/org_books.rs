@@ -145,17 +145,17 @@ pub fn assert_subject_books_exact(db: &TestDb) {
     );
 }
 
-/// Inserts organization `id` in `zone` with billing anchor `anchor` (None = calendar months)
-/// and `members` (user ids that have a users row) as plain members.
-pub fn add_organization(db: &TestDb, id: i64, zone: &str, anchor: Option<i32>, members: &[i64]) {
-    let anchor = anchor.map_or("NULL".to_string(), |a| a.to_string());
-    db.execute(&format!(
-        "INSERT INTO organizations (id, name, timezone, billing_anchor_day)
-         VALUES ({id}, 'org {id}', '{zone}', {anchor})"
-    ));
-    for user_id in members {
-        db.execute(&format!(
-            "INSERT INTO organization_members (org_id, user_id) VALUES ({id}, {user_id})"
-        ));
+/// Inserts organization `id` in `zone` with billing anchor `anchor` (None = calendar months),
+/// no plan, and `members` (user ids that have a users row) as plain members.
+pub fn add_organization_with_members(
+    db: &TestDb,
+    id: i64,
+    zone: &str,
+    anchor: Option<i32>,
+    members: &[i64],
+) {
+    db.add_organization(id, &format!("org {id}"), zone, anchor, None);
+    for &user_id in members {
+        db.add_member(id, user_id, "member");
     }
 }

@@ -8,23 +8,6 @@ use diesel::sql_types::{BigInt, Text, Timestamptz};
 use super::TestDb;
 use super::quota::PeriodRow;
 
-/// Inserts organization `id` in `zone` with a billing anchor (None = calendar month) and plan.
-pub fn add_org(db: &TestDb, id: i64, zone: &str, anchor: Option<i32>, plan: Option<i64>) {
-    let anchor = anchor.map_or("NULL".to_string(), |a| a.to_string());
-    let plan = plan.map_or("NULL".to_string(), |p| p.to_string());
-    db.execute(&format!(
-        "INSERT INTO organizations (id, name, timezone, billing_anchor_day, plan_id)
-         VALUES ({id}, 'org {id}', '{zone}', {anchor}, {plan})"
-    ));
-}
-
-/// Makes user `user` a member of organization `org` with `role` (owner, admin or member).
-pub fn add_member(db: &TestDb, org: i64, user: i64, role: &str) {
-    db.execute(&format!(
-        "INSERT INTO organization_members (org_id, user_id, role) VALUES ({org}, {user}, '{role}')"
-    ));
-}
-
 /// One `ai_response` event of `tokens` spent by `user` in organization `org` (None: personal).
 pub fn event_in(db: &TestDb, user: i64, org: Option<i64>, tokens: i64, created_at: &str) {
     let org = org.map_or("NULL".to_string(), |o| o.to_string());
