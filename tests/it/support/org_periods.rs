@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Text};
 
 use super::TestDb;
 use super::quota::PeriodRow;
@@ -51,21 +51,5 @@ pub fn org_raw_sums(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> (i64, i64) {
-    #[derive(QueryableByName)]
-    struct Sums {
-        #[diesel(sql_type = BigInt)]
-        requests: i64,
-        #[diesel(sql_type = BigInt)]
-        tokens: i64,
-    }
-    let s: Sums = diesel::sql_query(
-        "SELECT count(*)::bigint AS requests, COALESCE(sum(tokens), 0)::bigint AS tokens
-           FROM usage_events WHERE org_id = $1 AND created_at >= $2 AND created_at < $3",
-    )
-    .bind::<BigInt, _>(org)
-    .bind::<Timestamptz, _>(from)
-    .bind::<Timestamptz, _>(to)
-    .get_result(conn)
-    .unwrap();
-    (s.requests, s.tokens)
+    super::quota::raw_sums_where(conn, "org_id = $1", org, from, to)
 }

@@ -144,6 +144,18 @@ pub fn raw_sums(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> (i64, i64) {
+    raw_sums_where(conn, "user_id = $1 AND org_id IS NULL", user_id, from, to)
+}
+
+/// Count and token sum of the raw events in [from, to) that `condition` (on `$1` = `id`)
+/// selects: one subject's events.
+pub fn raw_sums_where(
+    conn: &mut PgConnection,
+    condition: &str,
+    id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> (i64, i64) {
     #[derive(QueryableByName)]
     struct Sums {
         #[diesel(sql_type = BigInt)]
@@ -151,12 +163,12 @@ pub fn raw_sums(
         #[diesel(sql_type = BigInt)]
         tokens: i64,
     }
-    let s: Sums = diesel::sql_query(
+    let s: Sums = diesel::sql_query(format!(
         "SELECT count(*)::bigint AS requests, COALESCE(sum(tokens), 0)::bigint AS tokens
            FROM usage_events
-          WHERE user_id = $1 AND org_id IS NULL AND created_at >= $2 AND created_at < $3",
-    )
-    .bind::<BigInt, _>(user_id)
+          WHERE {condition} AND created_at >= $2 AND created_at < $3"
+    ))
+    .bind::<BigInt, _>(id)
     .bind::<Timestamptz, _>(from)
     .bind::<Timestamptz, _>(to)
     .get_result(conn)
