@@ -139,8 +139,16 @@ BEGIN
             FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
                          WHERE p.pronamespace = v_schema::regnamespace
                            AND p.proname IN ('org_quota_status', 'org_usage_summary',
-                                             'org_usage_by_member', 'usage_current_org') LOOP
+                                             'org_usage_by_member', 'usage_current_org',
+                                             'usage_is_reader') LOOP
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO usage_reader', v_fn);
+            END LOOP;
+            -- The policies call these with the querying role's privileges: a database that
+            -- revokes EXECUTE from PUBLIC by default must still let the writer through them.
+            FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
+                         WHERE p.pronamespace = v_schema::regnamespace
+                           AND p.proname IN ('usage_current_org', 'usage_is_reader') LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
             END LOOP;
         END IF;
     ELSE

@@ -233,10 +233,11 @@ ALTER TABLE usage_period_kind_totals
         REFERENCES usage_periods (user_id, period, period_start) ON DELETE CASCADE;
 
 DELETE FROM token_usage_daily WHERE org_id IS NOT NULL;
-ALTER TABLE token_usage_daily DROP CONSTRAINT token_usage_daily_key;
-ALTER TABLE token_usage_daily DROP COLUMN org_id;
+ALTER TABLE token_usage_daily DROP CONSTRAINT token_usage_daily_pkey;
+ALTER TABLE token_usage_daily DROP COLUMN org_key, DROP COLUMN org_id;
 ALTER TABLE token_usage_daily ADD PRIMARY KEY (user_id, day, kind, request_type, model);
 
+ALTER TABLE usage_quarantine DROP COLUMN org_id;
 ALTER TABLE usage_events DROP COLUMN org_id;
 DROP TABLE organization_members;
 DROP TABLE organizations;

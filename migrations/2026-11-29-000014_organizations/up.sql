@@ -41,14 +41,19 @@ CREATE INDEX usage_events_org_created_idx ON usage_events (org_id, created_at)
 
 -- The daily summary keeps the organization: one row per (user, local day, kind,
 -- request_type, model, organization), NULL = personal. For usage in an organization `day` is
--- the date in the organization's time zone, so its days and its periods agree.
-ALTER TABLE token_usage_daily ADD COLUMN org_id bigint;
-ALTER TABLE token_usage_daily DROP CONSTRAINT token_usage_daily_pkey;
+-- the date in the organization's time zone, so its days and its periods agree. The key holds
+-- the organization as org_key (0 = personal): a primary key cannot hold a NULL, and a table
+-- with one stays usable as a logical replication source (replica identity).
 ALTER TABLE token_usage_daily
-    ADD CONSTRAINT token_usage_daily_key
-        UNIQUE NULLS NOT DISTINCT (user_id, day, kind, request_type, model, org_id);
+    ADD COLUMN org_id bigint,
+    ADD COLUMN org_key bigint GENERATED ALWAYS AS (COALESCE(org_id, 0)) STORED;
+ALTER TABLE token_usage_daily DROP CONSTRAINT token_usage_daily_pkey;
+ALTER TABLE token_usage_daily ADD PRIMARY KEY (user_id, day, kind, request_type, model, org_key);
 CREATE INDEX token_usage_daily_org_day_idx ON token_usage_daily (org_id, day)
     WHERE org_id IS NOT NULL;
+
+-- An event set aside keeps its organization: a corrected copy must be re-inserted with it.
+ALTER TABLE usage_quarantine ADD COLUMN org_id bigint;
 
 -- Quota periods of a subject: a user's personal usage (user_id, org_id 0) or an
 -- organization's (user_id 0, org_id).
@@ -131,12 +136,6 @@ DECLARE
     v_id     bigint;
     v_claim  bigint;
 BEGIN
-    IF p_org_id IS NOT NULL AND NOT EXISTS (
-           SELECT 1 FROM organization_members m WHERE m.org_id = p_org_id AND m.user_id = p_user_id) THEN
-        RAISE EXCEPTION 'usage_record: user % is not a member of organization %', p_user_id, p_org_id
-              USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'usage_record_org_member',
-                    HINT = 'add the user to organization_members, or record the usage as personal (p_org_id => NULL)';
-    END IF;
     IF v_cost IS NULL THEN
         SELECT p.per_event
              + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
@@ -179,6 +178,14 @@ BEGIN
                AND k.idempotency_key = p_idempotency_key;
             RETURN v_claim;
         END IF;
+    END IF;
+    -- After the claim: a retry whose user has left the organization since still gets its
+    -- event's id; a refusal here rolls the claim back with the call.
+    IF p_org_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM organization_members m WHERE m.org_id = p_org_id AND m.user_id = p_user_id) THEN
+        RAISE EXCEPTION 'usage_record: user % is not a member of organization %', p_user_id, p_org_id
+              USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'usage_record_org_member',
+                    HINT = 'add the user to organization_members, or record the usage as personal (p_org_id => NULL)';
     END IF;
     INSERT INTO usage_events (id, user_id, org_id, kind, request_type, model, tokens, prompt_tokens,
                               completion_tokens, messages, bytes, cost, metadata, created_at)

@@ -238,9 +238,9 @@ fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<St
         })
 }
 
-/// The oldest PostgreSQL the schema works on: it uses `UNIQUE NULLS NOT DISTINCT` and
-/// `security_invoker` views.
-const MIN_SERVER_VERSION_NUM: i32 = 150_000;
+/// The oldest PostgreSQL the schema works on: `client_connection_check_interval` and the
+/// `xid8` functions the aggregation's watermark relies on (PostgreSQL 13, 14).
+const MIN_SERVER_VERSION_NUM: i32 = 140_000;
 
 /// Refuses an older server before any migration runs, instead of failing halfway with a
 /// syntax error.
@@ -259,7 +259,7 @@ fn require_server_version(conn: &mut PgConnection) -> Result<(), DbError> {
     .get_result(conn)?;
     if version.num < MIN_SERVER_VERSION_NUM {
         return Err(DbError::Migration(format!(
-            "PostgreSQL {} is too old: the schema needs PostgreSQL 15 or later; upgrade the \
+            "PostgreSQL {} is too old: the schema needs PostgreSQL 14 or later; upgrade the \
              server (pg_upgrade) and run --migrate again",
             version.text
         )));

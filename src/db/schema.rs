@@ -114,7 +114,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    token_usage_daily (user_id, day, kind, request_type, model) {
+    token_usage_daily (user_id, day, kind, request_type, model, org_key) {
         user_id -> Int8,
         day -> Date,
         kind -> Text,
@@ -128,6 +128,7 @@ diesel::table! {
         bytes -> Int8,
         cost -> Numeric,
         org_id -> Nullable<Int8>,
+        org_key -> Int8,
     }
 }
 
@@ -232,6 +233,7 @@ diesel::table! {
         event_id -> Int8,
         created_at -> Timestamptz,
         user_id -> Int8,
+        org_id -> Nullable<Int8>,
         recorded_xid -> Xid8,
         reason -> Text,
         detail -> Text,

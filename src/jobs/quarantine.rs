@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use serde_json::json;
 
 use super::JobError;
@@ -38,6 +38,9 @@ pub struct SetAside {
     pub event_id: i64,
     #[diesel(sql_type = BigInt)]
     pub user_id: i64,
+    /// The organization the usage was spent in; None for personal usage.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub org_id: Option<i64>,
     #[diesel(sql_type = Text)]
     pub reason: String,
 }
@@ -62,13 +65,15 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
     }
     // An event passed again after usage_rebase_watermark keeps its first record.
     diesel::sql_query(
-        "INSERT INTO usage_quarantine (event_id, created_at, user_id, recorded_xid, reason, detail)
-         SELECT event_id, created_at, user_id, recorded_xid, reason, detail FROM aggregate_set_aside
+        "INSERT INTO usage_quarantine (event_id, created_at, user_id, org_id, recorded_xid, reason,
+                                       detail)
+         SELECT event_id, created_at, user_id, org_id, recorded_xid, reason, detail
+           FROM aggregate_set_aside
          ON CONFLICT (event_id, created_at) DO NOTHING",
     )
     .execute(conn)?;
     Ok(diesel::sql_query(
-        "SELECT event_id, user_id, reason FROM aggregate_set_aside ORDER BY event_id",
+        "SELECT event_id, user_id, org_id, reason FROM aggregate_set_aside ORDER BY event_id",
     )
     .load(conn)?)
 }
@@ -91,6 +96,7 @@ pub struct Tally {
     reasons: BTreeMap<String, u64>,
     event_ids: Vec<i64>,
     user_ids: BTreeSet<i64>,
+    org_ids: BTreeSet<i64>,
 }
 
 impl Tally {
@@ -109,6 +115,7 @@ impl Tally {
             events.reasons = ?reasons,
             events.ids = ?set_aside.iter().take(LIST_LIMIT).map(|e| e.event_id).collect::<Vec<_>>(),
             users.ids = ?set_aside.iter().map(|e| e.user_id).collect::<BTreeSet<_>>().into_iter().take(LIST_LIMIT).collect::<Vec<_>>(),
+            orgs.ids = ?set_aside.iter().filter_map(|e| e.org_id).collect::<BTreeSet<_>>().into_iter().take(LIST_LIMIT).collect::<Vec<_>>(),
             "events that cannot be counted were set aside into usage_quarantine; everyone else's \
              usage is counted (see docs/OPERATIONS.md, \"Quarantined events\")"
         );
@@ -121,6 +128,7 @@ impl Tally {
                 self.event_ids.push(event.event_id);
             }
             self.user_ids.insert(event.user_id);
+            self.org_ids.extend(event.org_id);
         }
     }
 
@@ -135,6 +143,7 @@ impl Tally {
             "reasons": self.reasons,
             "event_ids": self.event_ids,
             "user_ids": self.user_ids.iter().take(LIST_LIMIT).collect::<Vec<_>>(),
+            "org_ids": self.org_ids.iter().take(LIST_LIMIT).collect::<Vec<_>>(),
         })
     }
 }

@@ -222,6 +222,25 @@ fn an_organization_the_user_is_not_a_member_of_is_refused_by_name() {
 }
 
 #[test]
+fn a_retry_after_the_user_left_the_organization_still_returns_the_first_events_id() {
+    let db = db_with_members();
+    let mut conn = db.conn();
+    let first = record(&mut conn, 2, Some(2), "k-left", "2026-11-10T10:00:00Z").unwrap();
+    db.execute("DELETE FROM organization_members WHERE org_id = 2 AND user_id = 2");
+    let retry = record(&mut conn, 2, Some(2), "k-left", "2026-11-10T10:05:00Z")
+        .expect("a retry of a recorded key is answered, member or not");
+    assert_eq!(retry, first);
+    // A new key of the former member is refused, and leaves no key behind.
+    record(&mut conn, 2, Some(2), "k-new", "2026-11-10T10:06:00Z")
+        .expect_err("user 2 has left organization 2");
+    assert_eq!(db.count("SELECT count(*) AS n FROM usage_events"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_idempotency_keys"),
+        1
+    );
+}
+
+#[test]
 fn migrate_writes_the_window_and_a_bad_one_exits_78_naming_the_key() {
     let db = TestDb::new();
     let mut migrate = db.binary();

@@ -319,7 +319,9 @@ fn a_reader_writes_nothing_and_reads_no_partition_even_when_granted_it() {
     }
     assert_eq!(rows_of(&mut admin), before);
 
-    // Partitions carry no policy of their own: the reader has no grant on any of them.
+    // The reader has no grant on any partition; granted one (GRANT SELECT ON ALL TABLES
+    // does), it still reads only its organization's rows there: the default partition
+    // (policies from the migration) and one created since (from usage_create_partition).
     admin
         .batch_execute("SELECT usage.usage_create_partition('2026-11-01')")
         .unwrap();
@@ -329,6 +331,25 @@ fn a_reader_writes_nothing_and_reads_no_partition_even_when_granted_it() {
         assert!(
             refused.to_string().contains("permission denied"),
             "{sql}: {refused}"
+        );
+        admin
+            .batch_execute(&format!(
+                "GRANT SELECT ON usage.{partition} TO {}",
+                roles.reader
+            ))
+            .unwrap();
+        let all = n(
+            &mut admin,
+            &format!("SELECT count(*) AS n FROM usage.{partition}"),
+        );
+        let own = n(
+            &mut admin,
+            &format!("SELECT count(*) AS n FROM usage.{partition} WHERE org_id = 2"),
+        );
+        assert_eq!(n(&mut reader, &sql), own, "{partition} as the reader");
+        assert!(
+            partition == "usage_events_default" || all > own,
+            "{partition}: {all} rows"
         );
     }
     assert_eq!(

@@ -250,9 +250,14 @@ fn an_organizations_period_past_two_to_the_63_sets_aside_the_member_event_that_w
         "{}",
         report.details
     );
-    // Smallest first: the small event and the first large one are counted.
     assert_eq!(
-        db.count("SELECT event_id AS n FROM usage_quarantine"),
+        report.details["quarantined"]["org_ids"],
+        serde_json::json!([3])
+    );
+    // Smallest first: the small event and the first large one are counted. The set-aside row
+    // keeps the organization, for a corrected copy to be re-inserted with it.
+    assert_eq!(
+        db.count("SELECT event_id AS n FROM usage_quarantine WHERE org_id = 3"),
         db.count("SELECT max(id) AS n FROM usage_events WHERE org_id = 3 AND tokens > 5000")
     );
     assert_eq!(not_yet_aggregated(&db), 0);

@@ -1,8 +1,8 @@
 -- In each overflowing daily row, the batch's events are added smallest first; those from the
 -- one that would pass 2^63-1 on are set aside. Amounts are never negative, so the running
 -- sums only grow: the small events of the group are still counted.
-INSERT INTO aggregate_set_aside (event_id, created_at, user_id, recorded_xid, reason, detail)
-SELECT r.id, r.created_at, r.user_id, r.recorded_xid, 'daily_sum_overflow',
+INSERT INTO aggregate_set_aside (event_id, created_at, user_id, org_id, recorded_xid, reason, detail)
+SELECT r.id, r.created_at, r.user_id, r.org_id, r.recorded_xid, 'daily_sum_overflow',
        format('org_id=%s day=%s kind=%s request_type=%s model=%s tokens=%s prompt_tokens=%s completion_tokens=%s messages=%s bytes=%s',
               COALESCE(r.org_id::text, 'personal'), r.day, r.kind, r.request_type, r.model,
               r.tokens, r.prompt_tokens, r.completion_tokens, r.messages, r.bytes)

@@ -1,7 +1,7 @@
 -- For each subject of aggregate_overflow_period, the batch's events are added smallest
 -- first; those from the one that would exceed the room on are set aside.
-INSERT INTO aggregate_set_aside (event_id, created_at, user_id, recorded_xid, reason, detail)
-SELECT r.id, r.created_at, r.user_id, r.recorded_xid, 'period_sum_overflow',
+INSERT INTO aggregate_set_aside (event_id, created_at, user_id, org_id, recorded_xid, reason, detail)
+SELECT r.id, r.created_at, r.user_id, r.org_id, r.recorded_xid, 'period_sum_overflow',
        format('org_id=%s kind=%s created_at=%s tokens=%s messages=%s bytes=%s',
               COALESCE(r.org_id::text, 'personal'), r.kind, r.created_at, r.tokens, r.messages,
               r.bytes)

@@ -3,7 +3,7 @@
 -- batch. Later checks add the events that would overflow a sum to the same table, which the
 -- transaction copies into usage_quarantine as it advances the watermark.
 CREATE TEMP TABLE aggregate_set_aside ON COMMIT DROP AS
-SELECT b.id AS event_id, b.created_at, b.user_id, b.recorded_xid,
+SELECT b.id AS event_id, b.created_at, b.user_id, b.org_id, b.recorded_xid,
        usage_event_problem(b.created_at, b.cost) AS reason,
        format('kind=%s created_at=%s tokens=%s prompt_tokens=%s completion_tokens=%s messages=%s bytes=%s cost=%s',
               b.kind, b.created_at, b.tokens, b.prompt_tokens, b.completion_tokens, b.messages,

@@ -1,10 +1,10 @@
--- The largest users of each (organization, metric, event kind, period) in a batch of
+-- The largest users of each (organization, metric, event kind, period start and end) in a batch of
 -- organizations' alerts, at most three each, largest first: from the daily summary, whose
 -- days are the organization's local days, over the local days of the period. Past members
 -- keep their usage. `requests` counts events.
 -- $1 organization ids (bigint[]), $2 metrics (text[]), $3 event kinds ('' = all) (text[]),
 -- $4 period starts (timestamptz[]), $5 period ends (timestamptz[]): one entry per key.
-SELECT k.org_id, k.metric, k.kind, k.period_start, t.user_id, COALESCE(u.name, '') AS name, t.used
+SELECT k.org_id, k.metric, k.kind, k.period_start, k.period_end, t.user_id, COALESCE(u.name, '') AS name, t.used
   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
        AS k (org_id, metric, kind, period_start, period_end)
   JOIN organizations o ON o.id = k.org_id
@@ -30,4 +30,4 @@ SELECT k.org_id, k.metric, k.kind, k.period_start, t.user_id, COALESCE(u.name, '
         ORDER BY 2 DESC, d.user_id
         LIMIT 3) t
   LEFT JOIN users u ON u.id = t.user_id
- ORDER BY k.org_id, k.metric, k.kind, k.period_start, t.used DESC, t.user_id
+ ORDER BY k.org_id, k.metric, k.kind, k.period_start, k.period_end, t.used DESC, t.user_id

@@ -21,7 +21,7 @@ INSERT INTO token_usage_daily AS d
 SELECT user_id, day, kind, request_type, model, org_id, events, tokens, prompt_tokens,
        completion_tokens, messages, bytes, cost
   FROM rebuild_fresh
-ON CONFLICT (user_id, day, kind, request_type, model, org_id) DO UPDATE
+ON CONFLICT (user_id, day, kind, request_type, model, org_key) DO UPDATE
    SET events            = EXCLUDED.events,
        tokens            = EXCLUDED.tokens,
        prompt_tokens     = EXCLUDED.prompt_tokens,
