@@ -45,87 +45,89 @@ fn key_refused_by(result: Result<Settings, ConfigError>) -> String {
     }
 }
 
+/// A wrong value of each section's keys (environment form, value) and the key it must name.
+const WRONG_VALUES: &[(&str, &str, &str)] = &[
+    ("DATABASE__POOL_SIZE", "0", "database.pool_size"),
+    ("DATABASE__POOL_SIZE", "-3", "database.pool_size"),
+    ("DATABASE__POOL_SIZE", "many", "database.pool_size"),
+    (
+        "DATABASE__CONNECT_TIMEOUT",
+        "soon",
+        "database.connect_timeout",
+    ),
+    (
+        "DATABASE__MIGRATE_ON_START",
+        "perhaps",
+        "database.migrate_on_start",
+    ),
+    (
+        "JOBS__ALERTS__SCHEDULE",
+        "every day",
+        "jobs.alerts.schedule",
+    ),
+    ("JOBS__RETENTION__TIMEOUT", "-1h", "jobs.retention.timeout"),
+    ("JOBS__RETENTION__TIMEOUT", "0s", "jobs.retention.timeout"),
+    (
+        "SCHEDULER__CATCH_UP_HORIZON",
+        "a week",
+        "scheduler.catch_up_horizon",
+    ),
+    (
+        "SCHEDULER__SHUTDOWN_GRACE",
+        "30 fortnights",
+        "scheduler.shutdown_grace",
+    ),
+    ("LOG__LEVEL", "usage_worker=loudest", "log.level"),
+    ("LOG__FORMAT", "xml", "log.format"),
+    (
+        "PARTITIONS__MONTHS_AHEAD",
+        "many",
+        "partitions.months_ahead",
+    ),
+    ("PARTITIONS__MONTHS_AHEAD", "121", "partitions.months_ahead"),
+    ("RETENTION__EVENTS_MONTHS", "0", "retention.events_months"),
+    ("RETENTION__JOB_RUNS_DAYS", "0", "retention.job_runs_days"),
+    ("RETENTION__BATCH_SIZE", "0", "retention.batch_size"),
+    (
+        "RETENTION__LOCK_TIMEOUT",
+        "5 parsecs",
+        "retention.lock_timeout",
+    ),
+    ("AGGREGATE__BATCH_EVENTS", "0", "aggregate.batch_events"),
+    ("INGEST__IDEMPOTENCY_DAYS", "0", "ingest.idempotency_days"),
+    (
+        "INGEST__IDEMPOTENCY_DAYS",
+        "3651",
+        "ingest.idempotency_days",
+    ),
+    ("INGEST__IDEMPOTENCY_DAYS", "-1", "ingest.idempotency_days"),
+    (
+        "INGEST__IDEMPOTENCY_DAYS",
+        "a week",
+        "ingest.idempotency_days",
+    ),
+    ("METRICS__LISTEN", "not a socket", "metrics.listen"),
+    ("MAIL__TRANSPORT", "pigeon", "mail.transport"),
+    ("MAIL__FROM", "nobody at all", "mail.from"),
+    (
+        "MAIL__UPGRADE_URL",
+        "example.com/billing",
+        "mail.upgrade_url",
+    ),
+    ("MAIL__SMTP__PORT", "70000", "mail.smtp.port"),
+    ("MAIL__SMTP__TLS", "maybe", "mail.smtp.tls"),
+    ("MAIL__SMTP__POOL_SIZE", "0", "mail.smtp.pool_size"),
+    ("ALERTS__THRESHOLDS", "[80, 180]", "alerts.thresholds"),
+    ("ALERTS__MAX_ATTEMPTS", "0", "alerts.max_attempts"),
+    ("ALERTS__BACKOFF_BASE", "fast", "alerts.backoff_base"),
+    ("ALERTS__BACKOFF_MAX", "1s", "alerts.backoff_max"),
+    ("ALERTS__BATCH_SIZE", "0", "alerts.batch_size"),
+];
+
 #[test]
 fn a_wrong_type_or_value_in_any_section_is_refused_naming_the_key() {
-    let cases: &[(&str, &str, &str)] = &[
-        ("DATABASE__POOL_SIZE", "0", "database.pool_size"),
-        ("DATABASE__POOL_SIZE", "-3", "database.pool_size"),
-        ("DATABASE__POOL_SIZE", "many", "database.pool_size"),
-        (
-            "DATABASE__CONNECT_TIMEOUT",
-            "soon",
-            "database.connect_timeout",
-        ),
-        (
-            "DATABASE__MIGRATE_ON_START",
-            "perhaps",
-            "database.migrate_on_start",
-        ),
-        (
-            "JOBS__ALERTS__SCHEDULE",
-            "every day",
-            "jobs.alerts.schedule",
-        ),
-        ("JOBS__RETENTION__TIMEOUT", "-1h", "jobs.retention.timeout"),
-        ("JOBS__RETENTION__TIMEOUT", "0s", "jobs.retention.timeout"),
-        (
-            "SCHEDULER__CATCH_UP_HORIZON",
-            "a week",
-            "scheduler.catch_up_horizon",
-        ),
-        (
-            "SCHEDULER__SHUTDOWN_GRACE",
-            "30 fortnights",
-            "scheduler.shutdown_grace",
-        ),
-        ("LOG__LEVEL", "usage_worker=loudest", "log.level"),
-        ("LOG__FORMAT", "xml", "log.format"),
-        (
-            "PARTITIONS__MONTHS_AHEAD",
-            "many",
-            "partitions.months_ahead",
-        ),
-        ("PARTITIONS__MONTHS_AHEAD", "121", "partitions.months_ahead"),
-        ("RETENTION__EVENTS_MONTHS", "0", "retention.events_months"),
-        ("RETENTION__JOB_RUNS_DAYS", "0", "retention.job_runs_days"),
-        ("RETENTION__BATCH_SIZE", "0", "retention.batch_size"),
-        (
-            "RETENTION__LOCK_TIMEOUT",
-            "5 parsecs",
-            "retention.lock_timeout",
-        ),
-        ("AGGREGATE__BATCH_EVENTS", "0", "aggregate.batch_events"),
-        ("INGEST__IDEMPOTENCY_DAYS", "0", "ingest.idempotency_days"),
-        (
-            "INGEST__IDEMPOTENCY_DAYS",
-            "3651",
-            "ingest.idempotency_days",
-        ),
-        ("INGEST__IDEMPOTENCY_DAYS", "-1", "ingest.idempotency_days"),
-        (
-            "INGEST__IDEMPOTENCY_DAYS",
-            "a week",
-            "ingest.idempotency_days",
-        ),
-        ("METRICS__LISTEN", "not a socket", "metrics.listen"),
-        ("MAIL__TRANSPORT", "pigeon", "mail.transport"),
-        ("MAIL__FROM", "nobody at all", "mail.from"),
-        (
-            "MAIL__UPGRADE_URL",
-            "example.com/billing",
-            "mail.upgrade_url",
-        ),
-        ("MAIL__SMTP__PORT", "70000", "mail.smtp.port"),
-        ("MAIL__SMTP__TLS", "maybe", "mail.smtp.tls"),
-        ("MAIL__SMTP__POOL_SIZE", "0", "mail.smtp.pool_size"),
-        ("ALERTS__THRESHOLDS", "[80, 180]", "alerts.thresholds"),
-        ("ALERTS__MAX_ATTEMPTS", "0", "alerts.max_attempts"),
-        ("ALERTS__BACKOFF_BASE", "fast", "alerts.backoff_base"),
-        ("ALERTS__BACKOFF_MAX", "1s", "alerts.backoff_max"),
-        ("ALERTS__BATCH_SIZE", "0", "alerts.batch_size"),
-    ];
     let mut failures = Vec::new();
-    for (key, value, named) in cases {
+    for (key, value, named) in WRONG_VALUES {
         let result = load_env(&[(&format!("USAGE_WORKER__{key}"), value)]);
         match result {
             Err(ConfigError::Invalid { key: got, .. }) if got == *named => {}
