@@ -318,6 +318,46 @@ fn the_email_names_the_organization_its_largest_users_and_the_recipient_as_you()
 }
 
 #[test]
+fn a_day_and_a_month_alert_starting_together_each_name_the_largest_users_of_their_own_period() {
+    let (db, server, ctx) = seeded_with_smtp();
+    // Acme's day and month both start at New York's midnight of 1 November: the two alerts
+    // share organization, metric, kind and start, and differ only in their period.
+    db.execute(&format!(
+        "INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+         VALUES (1, 'tokens', 'day', '', 100);
+         INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end, tokens)
+         VALUES (0, 7, 'day', '{NOV}', '2026-11-02T05:00:00Z', 100);
+         INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, org_id)
+         VALUES (3, '2026-11-01', 'ai_response', '', '', 1, 100, 7),
+                (2, '2026-11-02', 'ai_response', '', '', 1, 850, 7)"
+    ));
+    set_org_tokens(&db, 7, NOV, DEC, 950);
+
+    run(&db, &ctx, "2026-11-01T20:00:00Z");
+
+    let to_ada: Vec<String> = server
+        .received()
+        .iter()
+        .filter(|m| m.rcpt == ["ada@example.com"])
+        .map(|m| unfolded(&m.data))
+        .collect();
+    assert_eq!(to_ada.len(), 2, "a day and a month alert: {to_ada:?}");
+    let daily = to_ada.iter().find(|t| t.contains("daily token quota"));
+    let monthly = to_ada.iter().find(|t| t.contains("monthly token quota"));
+    let (Some(daily), Some(monthly)) = (daily, monthly) else {
+        panic!("one daily and one monthly email: {to_ada:?}");
+    };
+    assert!(
+        daily.contains("Largest users in this period: Cy (100 tokens)."),
+        "{daily}"
+    );
+    assert!(
+        monthly.contains("Largest users in this period: Bob (850 tokens), Cy (100 tokens)."),
+        "{monthly}"
+    );
+}
+
+#[test]
 fn the_built_in_organization_alert_email_reads_as_intended() {
     let rendered = Templates::load(None)
         .unwrap()
