@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int2, Text};
@@ -11,8 +12,9 @@ use usage_worker::jobs::{Ctx, JobKind, JobReport, RunOpts};
 use usage_worker::mail;
 use usage_worker::mail::templates::{Templates, sample_org_content};
 
-use crate::support::outbox::{CrashAfterSend, RecordingWebhooks, unfolded, unreachable_endpoint};
+use crate::support::outbox::{CrashAfterSend, unfolded};
 use crate::support::smtp::SmtpServer;
+use crate::support::webhooks::{Receiver, SECRET_A};
 use crate::support::{self, TestDb, at};
 
 /// November 2026 in New York (EDT until the 1st at 02:00, then EST).
@@ -438,16 +440,15 @@ fn dry_run_lists_the_organization_and_each_recipient_and_changes_nothing() {
 #[test]
 fn an_organizations_threshold_is_one_webhook_event_naming_the_organization() {
     let (db, server, _) = seeded_with_smtp();
-    let hooks = Arc::new(RecordingWebhooks::default());
+    let receiver = Receiver::start(&[SECRET_A], &[]);
     let mut settings = db.settings();
     server.configure(&mut settings.mail);
-    settings.alerts.webhooks = vec![unreachable_endpoint()];
-    let mut ctx = Ctx::with_mailer(
+    settings.alerts.webhooks = vec![receiver.endpoint(&[SECRET_A], Duration::from_secs(5))];
+    let ctx = Ctx::with_mailer(
         Arc::new(settings.clone()),
         db.url.clone(),
         mail::from_settings(&settings.mail),
     );
-    ctx.webhooks = hooks.clone();
     set_org_tokens(&db, 7, NOV, DEC, 850);
 
     run(&db, &ctx, "2026-11-10T12:00:00Z");
@@ -462,12 +463,15 @@ fn an_organizations_threshold_is_one_webhook_event_naming_the_organization() {
         server.recipients(),
         vec!["ada@example.com", "bob@example.com", "eve@example.com"]
     );
-    let bodies = hooks.bodies();
-    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    // Received over HTTP and verified by the standardwebhooks package.
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].verified, "{requests:?}");
+    let data = &requests[0].body["data"];
     assert_eq!(
-        bodies[0]["data"]["subject"],
+        data["subject"],
         serde_json::json!({"type": "organization", "id": 7, "name": "Acme"})
     );
-    assert_eq!(bodies[0]["data"]["timezone"], "America/New_York");
-    assert_eq!(bodies[0]["data"]["resets_at"], "2026-12-01T00:00:00-05:00");
+    assert_eq!(data["timezone"], "America/New_York");
+    assert_eq!(data["resets_at"], "2026-12-01T00:00:00-05:00");
 }
