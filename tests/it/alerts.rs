@@ -423,12 +423,7 @@ fn dry_run_lists_who_would_be_emailed_and_why_and_changes_nothing() {
         )
         .unwrap();
 
-    let lines: Vec<&str> = report.details["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let lines = support::report_lines(&report);
     assert_eq!(
         lines,
         vec![

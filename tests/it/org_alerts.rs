@@ -407,12 +407,7 @@ fn dry_run_lists_the_organization_and_each_recipient_and_changes_nothing() {
         )
         .unwrap();
 
-    let lines: Vec<&str> = report.details["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let lines = support::report_lines(&report);
     let what = "monthly tokens: 970 tokens of 1,000 tokens in the period from 2026-11-01 04:00Z";
     assert_eq!(
         lines,

@@ -284,6 +284,16 @@ pub fn ctx_for(url: &str) -> Arc<Ctx> {
     Arc::new(Ctx::new(Arc::new(settings), url.to_string()))
 }
 
+/// The `lines` a dry run reports (what it would do, one line each).
+pub fn report_lines(report: &JobReport) -> Vec<&str> {
+    report.details["lines"]
+        .as_array()
+        .expect("a dry-run report lists its lines")
+        .iter()
+        .map(|l| l.as_str().expect("a line of text"))
+        .collect()
+}
+
 /// The options of a dry run: the job reports what it would do and changes nothing.
 pub fn dry_run() -> RunOpts {
     RunOpts {
