@@ -8,14 +8,16 @@ use super::ConfigError;
 #[serde(deny_unknown_fields, default)]
 pub struct AggregateSettings {
     /// Most events added to the summary per transaction; a backlog takes several. One
-    /// inserting transaction's events are never split, so a batch may exceed this.
+    /// inserting transaction's events are never split, so a batch may exceed this. Larger
+    /// batches add more events per second (each summary row is written once per batch, not
+    /// once per transaction that touches it); smaller ones keep each transaction short.
     pub batch_events: i64,
 }
 
 impl Default for AggregateSettings {
     fn default() -> Self {
         AggregateSettings {
-            batch_events: 200_000,
+            batch_events: 1_000_000,
         }
     }
 }

@@ -125,7 +125,7 @@ fn aggregate_step(
         if cut.first.is_some() {
             // A batch's grouping and sorting fit in memory instead of spilling to disk.
             conn.batch_execute(
-                "SET LOCAL work_mem = '64MB';
+                "SET LOCAL work_mem = '256MB';
                  DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
             )?;
             let events = diesel::sql_query(BATCH_SQL)
@@ -153,7 +153,11 @@ fn aggregate_step(
 fn add_batch_to_summaries(
     conn: &mut PgConnection,
 ) -> Result<(u64, Vec<ZoneProblem>, Vec<SetAside>), JobError> {
+    // Statistics of the batch and its subjects, so that the statements below join and group
+    // them in memory (hash joins on the subject, not sorts of the whole batch).
+    conn.batch_execute("ANALYZE aggregate_batch")?;
     diesel::sql_query(ZONES_SQL).execute(conn)?;
+    conn.batch_execute("ANALYZE aggregate_zones")?;
     let problems: Vec<ZoneProblem> = diesel::sql_query(
         "SELECT user_id, org_id, declared_timezone, missing FROM aggregate_zones
           WHERE unknown OR missing ORDER BY org_id, user_id",

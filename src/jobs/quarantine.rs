@@ -54,7 +54,7 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
                               pg_temp.aggregate_overflow_daily, pg_temp.aggregate_overflow_period",
     )?;
     conn.batch_execute(SET_ASIDE_SQL)?;
-    diesel::sql_query(GROUPS_SQL).execute(conn)?;
+    group_batch(conn)?;
     if diesel::sql_query(OVERFLOW_DAILY_SQL).execute(conn)? > 0 {
         diesel::sql_query(OVERFLOW_DAILY_SET_ASIDE_SQL).execute(conn)?;
         regroup(conn)?;
@@ -78,6 +78,13 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
     .load(conn)?)
 }
 
+/// Groups the batch into `aggregate_groups`, with statistics for the statements that read it.
+fn group_batch(conn: &mut PgConnection) -> Result<(), JobError> {
+    diesel::sql_query(GROUPS_SQL).execute(conn)?;
+    conn.batch_execute("ANALYZE aggregate_groups")?;
+    Ok(())
+}
+
 /// Takes the events set aside so far out of the batch and groups what is left again.
 fn regroup(conn: &mut PgConnection) -> Result<(), JobError> {
     conn.batch_execute(
@@ -85,7 +92,7 @@ fn regroup(conn: &mut PgConnection) -> Result<(), JobError> {
           WHERE b.id = s.event_id AND b.created_at = s.created_at;
          DROP TABLE aggregate_groups;",
     )?;
-    diesel::sql_query(GROUPS_SQL).execute(conn)?;
+    group_batch(conn)?;
     Ok(())
 }
 

@@ -167,7 +167,7 @@ fn aggregate_killed_mid_run_on_200k_events_is_abandoned_and_an_immediate_rerun_c
     eprintln!("killed after {at_kill} of 200000 events");
 }
 
-/// A million events in batches of 200,000 (the default), killed wherever the run is once the
+/// A million events in batches of 200,000, killed wherever the run is once the
 /// first batch has committed (its statements are short, so the killed session has often ended
 /// before the rerun looks); run with
 /// `cargo test --test it -- --ignored --nocapture crash::`.

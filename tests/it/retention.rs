@@ -393,3 +393,35 @@ fn the_drop_function_refuses_a_partition_with_an_unaggregated_event_and_any_othe
         3
     );
 }
+
+/// Per-kind totals have no foreign key (its per-row check cost more than the row): deleting
+/// periods by hand, in one statement, takes exactly their per-kind rows with them.
+#[test]
+fn periods_deleted_by_hand_take_their_per_kind_totals_and_no_others() {
+    let db = TestDb::new();
+    db.execute(
+        "INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end)
+         VALUES (1, 0, 'day', '2025-01-13', '2025-01-14'), (1, 0, 'day', '2025-01-14', '2025-01-15'),
+                (0, 7, 'day', '2025-01-13', '2025-01-14');
+         INSERT INTO usage_period_kind_totals (user_id, org_id, period, period_start, kind, requests)
+         VALUES (1, 0, 'day', '2025-01-13', 'ai_response', 1), (1, 0, 'day', '2025-01-13', 'file_upload', 1),
+                (1, 0, 'day', '2025-01-14', 'ai_response', 1), (0, 7, 'day', '2025-01-13', 'ai_response', 1);
+         DELETE FROM usage_periods WHERE period_start < '2025-01-14' AND org_id = 0;",
+    );
+    let left = |sql: &str| {
+        db.count(&format!(
+            "SELECT count(*) AS n FROM usage_period_kind_totals WHERE {sql}"
+        ))
+    };
+    assert_eq!(left("user_id = 1 AND period_start = '2025-01-13'"), 0);
+    assert_eq!(
+        left("user_id = 1 AND period_start = '2025-01-14'"),
+        1,
+        "a later period keeps its rows"
+    );
+    assert_eq!(
+        left("org_id = 7"),
+        1,
+        "the organization's period of the same start keeps its row"
+    );
+}

@@ -8,7 +8,6 @@ INSERT INTO token_usage_daily AS d
 SELECT g.user_id, g.day, g.kind, g.request_type, g.model, g.org_id, g.events, g.tokens,
        g.prompt_tokens, g.completion_tokens, g.messages, g.bytes, g.cost
   FROM aggregate_groups g
- ORDER BY 1, 2, 3, 4, 5, 6
 ON CONFLICT (user_id, day, kind, request_type, model, org_key) DO UPDATE
    SET events            = d.events + EXCLUDED.events,
        tokens            = d.tokens + EXCLUDED.tokens,

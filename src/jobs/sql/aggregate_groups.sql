@@ -1,5 +1,6 @@
 -- The batch grouped as token_usage_daily is keyed (user, organization, local day, kind,
--- request_type, model), summed in numeric so that no sum can fail here; the overflow checks
+-- request_type, model), summed in numeric (messages, at most 2^31 - 1 each, in bigint: no
+-- transaction holds 2^32 events) so that no sum can fail here; the overflow checks
 -- read it before aggregate_daily.sql adds it. The day is local to the event's subject: the
 -- organization's zone for usage in one, the user's own otherwise. first_at/last_at bound
 -- the events of each group in time.
@@ -9,7 +10,7 @@ SELECT b.user_id, b.org_id,
        b.kind, b.request_type, b.model,
        count(*) AS events,
        sum(b.tokens) AS tokens, sum(b.prompt_tokens) AS prompt_tokens,
-       sum(b.completion_tokens) AS completion_tokens, sum(b.messages::numeric) AS messages,
+       sum(b.completion_tokens) AS completion_tokens, sum(b.messages) AS messages,
        sum(b.bytes) AS bytes, sum(b.cost) AS cost,
        min(b.created_at) AS first_at, max(b.created_at) AS last_at
   FROM aggregate_batch b

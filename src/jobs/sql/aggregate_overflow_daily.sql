@@ -13,5 +13,5 @@ SELECT g.user_id, g.org_id, g.day, g.kind, g.request_type, g.model,
  WHERE COALESCE(d.tokens, 0) + g.tokens > 9223372036854775807
     OR COALESCE(d.prompt_tokens, 0) + g.prompt_tokens > 9223372036854775807
     OR COALESCE(d.completion_tokens, 0) + g.completion_tokens > 9223372036854775807
-    OR COALESCE(d.messages, 0) + g.messages > 9223372036854775807
+    OR COALESCE(d.messages, 0)::numeric + g.messages > 9223372036854775807
     OR COALESCE(d.bytes, 0) + g.bytes > 9223372036854775807

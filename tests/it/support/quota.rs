@@ -86,15 +86,20 @@ pub fn reference_bounds(
 }
 
 /// Adds every committed event not yet counted into the periods that contain them, the way
-/// the aggregate transaction does: the new events go into `aggregate_batch`, then
-/// `usage_periods_add_batch()`, then the watermark moves past them.
+/// the aggregate transaction does: the new events go into `aggregate_batch`, its subjects'
+/// zones into `aggregate_zones` and its groups into `aggregate_groups` (the job's own SQL),
+/// then `usage_periods_add_batch()`, then the watermark moves past them.
 pub fn add_new_events_to_periods(conn: &mut PgConnection) {
     conn.transaction(|conn| {
         conn.batch_execute(
             "CREATE TEMP TABLE aggregate_batch ON COMMIT DROP AS
                  SELECT * FROM usage_events
-                  WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark);
-             SELECT usage_periods_add_batch();
+                  WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark);",
+        )?;
+        conn.batch_execute(include_str!("../../../src/jobs/sql/aggregate_zones.sql"))?;
+        conn.batch_execute(include_str!("../../../src/jobs/sql/aggregate_groups.sql"))?;
+        conn.batch_execute(
+            "SELECT usage_periods_add_batch();
              UPDATE aggregation_watermark
                 SET xid = GREATEST(xid, (SELECT (max(recorded_xid::text::bigint) + 1)::text::xid8
                                            FROM aggregate_batch));",

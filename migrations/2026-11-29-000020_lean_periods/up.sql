@@ -1,0 +1,284 @@
+-- The period step of `aggregate` at the cost of the rows it writes.
+--
+-- 1. Per-kind totals follow their period without a per-row foreign-key check: that check
+--    cost more than writing the row. The worker writes a period's per-kind rows in the
+--    transaction that writes the period; when periods are deleted (retention, by hand) one
+--    statement-level trigger deletes their per-kind rows with them, as ON DELETE CASCADE did.
+-- 2. usage_periods_add_batch() reads the batch as the job has already grouped it
+--    (`aggregate_groups`, days local to each subject's zone from `aggregate_zones`) instead
+--    of grouping the raw events a second time, and places spans with no period near them
+--    in their natural period directly: the window over existing periods runs only for the
+--    subjects that have periods near the batch.
+
+ALTER TABLE usage_period_kind_totals DROP CONSTRAINT usage_period_kind_totals_period_fkey;
+
+-- The per-kind rows of deleted periods go with them. The table is named through the
+-- trigger's own schema, so no temporary table can stand in for it.
+CREATE FUNCTION usage_periods_delete_kind_totals() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'DELETE FROM %I.usage_period_kind_totals k
+          USING deleted_periods d
+          WHERE k.user_id = d.user_id AND k.org_id = d.org_id AND k.period = d.period
+            AND k.period_start = d.period_start', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER usage_periods_delete_kind_totals
+    AFTER DELETE ON usage_periods
+    REFERENCING OLD TABLE AS deleted_periods
+    FOR EACH STATEMENT EXECUTE FUNCTION usage_periods_delete_kind_totals();
+
+-- Adds the batch of the aggregate transaction into the period rows of its subjects that
+-- contain its events, open or closed, opening a period where none contains an event;
+-- returns the number of period rows opened. Reads three temporary tables the job fills:
+--   aggregate_zones  (user_id, org_id, zone): each subject of the batch — a user's personal
+--                    usage (user, 0) or an organization's (0, org) — and the zone its days
+--                    are counted in (UTC when unknown);
+--   aggregate_groups (user_id, org_id, day, kind, ..., events, messages, tokens, bytes, cost,
+--                    first_at, last_at): the batch grouped by user, organization (NULL when
+--                    personal), local day of the subject and kind (and more);
+--   aggregate_batch  (one row per event): read only where a period boundary cuts a span.
+--
+-- 1. The subjects with their billing anchor; the groups summed per subject, local day and
+--    kind; the natural day and month of each local day, once per (zone, anchor, day).
+-- 2. A span — a subject's events in one natural period — goes into its natural period,
+--    opened, when the subject has no period of that kind near the batch (the common case,
+--    no window); otherwise it is placed among those periods with one window over both:
+--    inside the period that contains its first event; or in a new period, the natural one
+--    trimmed by its neighbours; or, when a boundary cuts the span, by the exact per-event
+--    path (usage_periods_add_exact).
+-- 3. New periods are inserted with their totals and per-kind rows; totals of existing ones
+--    are added.
+-- JIT is off: compiling these short statements costs more than running them.
+CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
+LANGUAGE plpgsql SET jit = off AS $$
+DECLARE
+    opened bigint := 0;
+BEGIN
+    DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
+                         usage_batch_days, usage_batch_spans, usage_batch_near,
+                         usage_batch_placed, usage_batch_exact;
+    CREATE TEMP TABLE usage_batch_subjects ON COMMIT DROP AS
+    SELECT z.user_id, z.org_id, z.zone,
+           COALESCE(o.billing_anchor_day, u.billing_anchor_day, 1) AS anchor
+      FROM aggregate_zones z
+      LEFT JOIN users u ON z.org_id = 0 AND u.id = z.user_id
+      LEFT JOIN organizations o ON z.org_id > 0 AND o.id = z.org_id;
+    ANALYZE usage_batch_subjects;
+
+    -- The batch per subject, local day and kind. The overflow checks of the job have kept
+    -- every sum of the batch within bigint.
+    CREATE TEMP TABLE usage_batch_kinds ON COMMIT DROP AS
+    SELECT s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind, sum(g.events) AS requests,
+           sum(g.messages)::bigint AS messages, sum(g.tokens::bigint)::bigint AS tokens,
+           sum(g.bytes::bigint)::bigint AS bytes, sum(g.cost) AS cost,
+           min(g.first_at) AS first_at, max(g.last_at) AS last_at
+      FROM aggregate_groups g
+      JOIN usage_batch_subjects s
+        ON s.user_id = CASE WHEN g.org_id IS NULL THEN g.user_id ELSE 0 END
+       AND s.org_id = COALESCE(g.org_id, 0)
+     GROUP BY 1, 2, 3, 4, 5, 6;
+    ANALYZE usage_batch_kinds;
+
+    -- The natural day and month of each local day, by zone and anchor: the bounds
+    -- usage_period_bounds gives for the day's first instant, from the same parts.
+    CREATE TEMP TABLE usage_batch_natural ON COMMIT DROP AS
+    WITH days AS (
+        SELECT DISTINCT zone, anchor, day FROM usage_batch_kinds
+    ), months AS (
+        SELECT k.zone, k.anchor, k.day, m.start_date, m.end_date
+          FROM days k
+         CROSS JOIN LATERAL usage_period_dates(k.day, k.anchor, 'month') m
+    ), midnights AS (
+        SELECT x.zone, x.day, usage_local_midnight(x.day, x.zone) AS at
+          FROM (SELECT zone, day FROM days UNION SELECT zone, day + 1 FROM days
+                UNION SELECT zone, start_date FROM months UNION SELECT zone, end_date FROM months) x
+    )
+    SELECT m.zone, m.anchor, m.day, ds.at AS day_start, de.at AS day_end,
+           ms.at AS month_start, me.at AS month_end
+      FROM months m
+      JOIN midnights ds ON ds.zone = m.zone AND ds.day = m.day
+      JOIN midnights de ON de.zone = m.zone AND de.day = m.day + 1
+      JOIN midnights ms ON ms.zone = m.zone AND ms.day = m.start_date
+      JOIN midnights me ON me.zone = m.zone AND me.day = m.end_date;
+    ANALYZE usage_batch_natural;
+
+    -- The same rows with their day's natural periods.
+    CREATE TEMP TABLE usage_batch_days ON COMMIT DROP AS
+    SELECT k.user_id, k.org_id, k.day, k.kind, n.day_start, n.day_end, n.month_start,
+           n.month_end, k.requests, k.messages, k.tokens, k.bytes, k.cost, k.first_at, k.last_at
+      FROM usage_batch_kinds k
+      JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day;
+    ANALYZE usage_batch_days;
+
+    -- A span: a subject's events of one natural period, with their totals.
+    CREATE TEMP TABLE usage_batch_spans ON COMMIT DROP AS
+    SELECT user_id, org_id, 'day' AS period, day_start AS natural_start, day_end AS natural_end,
+           min(first_at) AS first_at, max(last_at) AS last_at, sum(requests) AS requests,
+           sum(messages) AS messages, sum(tokens) AS tokens, sum(bytes) AS bytes,
+           sum(cost) AS cost
+      FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
+    UNION ALL
+    SELECT user_id, org_id, 'month', month_start, month_end, min(first_at), max(last_at),
+           sum(requests), sum(messages), sum(tokens), sum(bytes), sum(cost)
+      FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5;
+    ANALYZE usage_batch_spans;
+
+    -- The existing periods near the spans of each subject and period kind. A period is
+    -- shorter than 32 days, so none starting earlier reaches the batch.
+    CREATE TEMP TABLE usage_batch_near ON COMMIT DROP AS
+    WITH reach AS (
+        SELECT user_id, org_id, period,
+               min(LEAST(natural_start, first_at)) - interval '32 days' AS low,
+               max(GREATEST(natural_end, last_at)) AS high
+          FROM usage_batch_spans GROUP BY 1, 2, 3
+    )
+    SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end
+      FROM reach r
+      JOIN usage_periods up ON up.user_id = r.user_id AND up.org_id = r.org_id
+       AND up.period = r.period AND up.period_start >= r.low AND up.period_start <= r.high;
+    ANALYZE usage_batch_near;
+
+    CREATE TEMP TABLE usage_batch_placed ON COMMIT DROP AS
+    WITH lone AS (
+        -- No period near: the span's natural period, which no other span of it overlaps.
+        SELECT s.*
+          FROM usage_batch_spans s
+         WHERE NOT EXISTS (SELECT 1 FROM usage_batch_near n
+                            WHERE n.user_id = s.user_id AND n.org_id = s.org_id
+                              AND n.period = s.period)
+    ), merged AS (
+        SELECT n.user_id, n.org_id, n.period, n.period_start AS at, 0 AS ord, n.period_start,
+               n.period_end, NULL::timestamptz AS natural_start, NULL::timestamptz AS natural_end,
+               NULL::timestamptz AS first_at, NULL::timestamptz AS last_at,
+               NULL::numeric AS requests, NULL::numeric AS messages, NULL::numeric AS tokens,
+               NULL::numeric AS bytes, NULL::numeric AS cost
+          FROM usage_batch_near n
+        UNION ALL
+        SELECT s.user_id, s.org_id, s.period, s.first_at, 1, NULL, NULL, s.natural_start,
+               s.natural_end, s.first_at, s.last_at, s.requests, s.messages, s.tokens, s.bytes,
+               s.cost
+          FROM usage_batch_spans s
+         WHERE EXISTS (SELECT 1 FROM usage_batch_near n
+                        WHERE n.user_id = s.user_id AND n.org_id = s.org_id
+                          AND n.period = s.period)
+    ), framed AS (
+        -- Periods never overlap, so the greatest start and end before a span are those of
+        -- the period that starts last before it.
+        SELECT m.*, max(m.period_start) OVER before AS prev_start,
+               max(m.period_end) OVER before AS prev_end,
+               min(m.period_start) OVER after AS next_start
+          FROM merged m
+        WINDOW before AS (PARTITION BY m.user_id, m.org_id, m.period ORDER BY m.at, m.ord
+                          ROWS UNBOUNDED PRECEDING),
+               -- Growing frames only, in both directions: a frame that shrinks from the
+               -- front makes min() rescan the rest of the partition for every row.
+               after AS (PARTITION BY m.user_id, m.org_id, m.period ORDER BY m.at DESC, m.ord DESC
+                         ROWS UNBOUNDED PRECEDING)
+    ), trimmed AS (
+        SELECT f.*, GREATEST(f.natural_start, f.prev_end) AS open_start,
+               LEAST(f.natural_end, f.next_start) AS open_end
+          FROM framed f
+         WHERE f.ord = 1
+    )
+    SELECT l.user_id, l.org_id, l.period, l.natural_start,
+           CASE WHEN l.first_at >= l.natural_start AND l.last_at < l.natural_end THEN 'open'
+                ELSE 'exact' END AS placement,
+           l.natural_start AS period_start, l.natural_end AS period_end,
+           l.requests, l.messages, l.tokens, l.bytes, l.cost
+      FROM lone l
+    UNION ALL
+    SELECT t.user_id, t.org_id, t.period, t.natural_start,
+           CASE WHEN t.prev_end > t.last_at THEN 'located'
+                WHEN t.prev_end > t.first_at THEN 'exact'
+                WHEN t.first_at >= t.open_start AND t.last_at < t.open_end THEN 'open'
+                ELSE 'exact' END,
+           CASE WHEN t.prev_end > t.first_at THEN t.prev_start ELSE t.open_start END,
+           CASE WHEN t.prev_end > t.first_at THEN t.prev_end ELSE t.open_end END,
+           t.requests, t.messages, t.tokens, t.bytes, t.cost
+      FROM trimmed t;
+    ANALYZE usage_batch_placed;
+
+    -- New periods are inserted with their totals (one write per row). The ranges of new
+    -- periods are disjoint and clear of every existing one: a conflict here would be a
+    -- miscount, so it fails the transaction instead of being absorbed.
+    INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end, requests,
+                               messages, tokens, bytes, cost)
+    SELECT user_id, org_id, period, period_start, period_end, requests, messages, tokens, bytes, cost
+      FROM usage_batch_placed
+     WHERE placement = 'open'
+     ORDER BY 1, 2, 3, 4;
+    GET DIAGNOSTICS opened = ROW_COUNT;
+    UPDATE usage_periods up
+       SET requests = up.requests + s.requests,
+           messages = up.messages + s.messages,
+           tokens   = up.tokens + s.tokens,
+           bytes    = up.bytes + s.bytes,
+           cost     = up.cost + s.cost
+      FROM (SELECT user_id, org_id, period, period_start, sum(requests) AS requests,
+                   sum(messages) AS messages, sum(tokens) AS tokens, sum(bytes) AS bytes,
+                   sum(cost) AS cost
+              FROM usage_batch_placed WHERE placement = 'located' GROUP BY 1, 2, 3, 4) s
+     WHERE up.user_id = s.user_id AND up.org_id = s.org_id AND up.period = s.period
+       AND up.period_start = s.period_start;
+
+    -- Per-kind rows of new periods: a new day period holds one local day (or, trimmed by a
+    -- neighbour, part of one), so its rows are the batch's days as grouped; a new month
+    -- sums its days.
+    INSERT INTO usage_period_kind_totals
+           (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, d.org_id, 'day', p.period_start, d.kind, d.requests, d.messages, d.tokens,
+           d.bytes, d.cost
+      FROM usage_batch_days d
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.org_id = d.org_id
+       AND p.period = 'day' AND p.natural_start = d.day_start AND p.placement = 'open'
+    UNION ALL
+    SELECT d.user_id, d.org_id, 'month', p.period_start, d.kind, sum(d.requests),
+           sum(d.messages), sum(d.tokens), sum(d.bytes), sum(d.cost)
+      FROM usage_batch_days d
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.org_id = d.org_id
+       AND p.period = 'month' AND p.natural_start = d.month_start AND p.placement = 'open'
+     GROUP BY 1, 2, 3, 4, 5;
+    -- Existing periods: the batch's per-kind sums are added.
+    INSERT INTO usage_period_kind_totals AS t
+           (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, d.org_id, p.period, p.period_start, d.kind, sum(d.requests),
+           sum(d.messages), sum(d.tokens), sum(d.bytes), sum(d.cost)
+      FROM usage_batch_days d
+      JOIN usage_batch_placed p ON p.user_id = d.user_id AND p.org_id = d.org_id
+       AND p.placement = 'located'
+       AND p.natural_start = CASE p.period WHEN 'day' THEN d.day_start ELSE d.month_start END
+     GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (user_id, org_id, period, period_start, kind) DO UPDATE
+       SET requests = t.requests + EXCLUDED.requests,
+           messages = t.messages + EXCLUDED.messages,
+           tokens   = t.tokens + EXCLUDED.tokens,
+           bytes    = t.bytes + EXCLUDED.bytes,
+           cost     = t.cost + EXCLUDED.cost;
+
+    IF EXISTS (SELECT 1 FROM usage_batch_placed WHERE placement = 'exact') THEN
+        CREATE TEMP TABLE usage_batch_exact ON COMMIT DROP AS
+        SELECT z.user_id, z.org_id, p.period, b.created_at, b.kind, b.messages, b.tokens,
+               b.bytes, b.cost
+          FROM aggregate_batch b
+          JOIN usage_batch_subjects z
+            ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
+           AND z.org_id = COALESCE(b.org_id, 0)
+          JOIN usage_batch_natural n ON n.zone = z.zone AND n.anchor = z.anchor
+           AND n.day = (b.created_at AT TIME ZONE z.zone)::date
+          JOIN usage_batch_placed p ON p.user_id = z.user_id AND p.org_id = z.org_id
+           AND p.placement = 'exact'
+           AND p.natural_start = CASE p.period WHEN 'day' THEN n.day_start ELSE n.month_start END
+         WHERE (z.user_id, z.org_id) IN (SELECT user_id, org_id FROM usage_batch_placed
+                                          WHERE placement = 'exact');
+        opened := opened + usage_periods_add_exact();
+    END IF;
+
+    DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
+                         usage_batch_days, usage_batch_spans, usage_batch_near,
+                         usage_batch_placed, usage_batch_exact;
+    RETURN opened;
+END;
+$$;
