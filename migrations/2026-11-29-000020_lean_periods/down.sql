@@ -1,5 +1,8 @@
 -- Back to the period step of 2026-11-29-000015_org_periods and the foreign key of the
 -- per-kind totals (per-kind rows whose period is gone are dropped first).
+ALTER TABLE token_usage_daily RESET (fillfactor);
+ALTER TABLE usage_periods RESET (fillfactor);
+ALTER TABLE usage_period_kind_totals RESET (fillfactor);
 DROP TRIGGER usage_periods_delete_kind_totals ON usage_periods;
 DROP FUNCTION usage_periods_delete_kind_totals();
 DELETE FROM usage_period_kind_totals k
