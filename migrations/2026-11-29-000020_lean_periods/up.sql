@@ -66,7 +66,7 @@ DECLARE
 BEGIN
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
                          usage_batch_days, usage_batch_spans, usage_batch_near,
-                         usage_batch_placed, usage_batch_exact;
+                         usage_batch_placed, usage_batch_indirect, usage_batch_exact;
     CREATE TEMP TABLE usage_batch_subjects ON COMMIT DROP AS
     SELECT z.user_id, z.org_id, z.zone,
            COALESCE(o.billing_anchor_day, u.billing_anchor_day, 1) AS anchor
@@ -120,43 +120,58 @@ BEGIN
       JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day;
     ANALYZE usage_batch_days;
 
-    -- A span: a subject's events of one natural period, with their totals.
-    CREATE TEMP TABLE usage_batch_spans ON COMMIT DROP AS
-    SELECT user_id, org_id, 'day' AS period, day_start AS natural_start, day_end AS natural_end,
-           min(first_at) AS first_at, max(last_at) AS last_at, sum(requests) AS requests,
-           sum(messages) AS messages, sum(tokens) AS tokens, sum(bytes) AS bytes,
-           sum(cost) AS cost
-      FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT user_id, org_id, 'month', month_start, month_end, min(first_at), max(last_at),
-           sum(requests), sum(messages), sum(tokens), sum(bytes), sum(cost)
-      FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5;
-    ANALYZE usage_batch_spans;
-
-    -- The existing periods near the spans of each subject and period kind. A period is
-    -- shorter than 32 days, so none starting earlier reaches the batch.
+    -- The existing periods near the batch, per subject and period kind. A period is shorter
+    -- than 32 days, so none starting earlier reaches the batch.
     CREATE TEMP TABLE usage_batch_near ON COMMIT DROP AS
     WITH reach AS (
-        SELECT user_id, org_id, period,
-               min(LEAST(natural_start, first_at)) - interval '32 days' AS low,
-               max(GREATEST(natural_end, last_at)) AS high
-          FROM usage_batch_spans GROUP BY 1, 2, 3
+        SELECT user_id, org_id, min(LEAST(day_start, first_at)) - interval '32 days' AS day_low,
+               max(GREATEST(day_end, last_at)) AS day_high,
+               min(LEAST(month_start, first_at)) - interval '32 days' AS month_low,
+               max(GREATEST(month_end, last_at)) AS month_high
+          FROM usage_batch_days GROUP BY 1, 2
     )
     SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end
       FROM reach r
       JOIN usage_periods up ON up.user_id = r.user_id AND up.org_id = r.org_id
-       AND up.period = r.period AND up.period_start >= r.low AND up.period_start <= r.high;
+       AND up.period = 'day' AND up.period_start >= r.day_low AND up.period_start <= r.day_high
+    UNION ALL
+    SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end
+      FROM reach r
+      JOIN usage_periods up ON up.user_id = r.user_id AND up.org_id = r.org_id
+       AND up.period = 'month' AND up.period_start >= r.month_low
+       AND up.period_start <= r.month_high;
     ANALYZE usage_batch_near;
 
+    -- A span: a subject's events of one natural period, with their totals, and the way it is
+    -- placed: `direct` — no period of the subject near it, its events within the natural
+    -- bounds: the natural period, opened (no other span of the subject overlaps it);
+    -- `near` — placed among the periods near it (below); `exact` — no period near, but
+    -- events outside the natural bounds (a clock change across midnight): per event.
+    CREATE TEMP TABLE usage_batch_spans ON COMMIT DROP AS
+    WITH sums AS (
+        SELECT user_id, org_id, 'day' AS period, day_start AS natural_start,
+               day_end AS natural_end, min(first_at) AS first_at, max(last_at) AS last_at,
+               sum(requests) AS requests, sum(messages) AS messages, sum(tokens) AS tokens,
+               sum(bytes) AS bytes, sum(cost) AS cost
+          FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        SELECT user_id, org_id, 'month', month_start, month_end, min(first_at), max(last_at),
+               sum(requests), sum(messages), sum(tokens), sum(bytes), sum(cost)
+          FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
+    )
+    SELECT s.*,
+           CASE WHEN EXISTS (SELECT 1 FROM usage_batch_near n
+                              WHERE n.user_id = s.user_id AND n.org_id = s.org_id
+                                AND n.period = s.period) THEN 'near'
+                WHEN s.first_at >= s.natural_start AND s.last_at < s.natural_end THEN 'direct'
+                ELSE 'exact' END AS way
+      FROM sums s;
+    ANALYZE usage_batch_spans;
+
+    -- Where the spans that are not `direct` go (usually none, in a first import): the
+    -- window over each subject's nearby periods and spans, or the per-event path.
     CREATE TEMP TABLE usage_batch_placed ON COMMIT DROP AS
-    WITH lone AS (
-        -- No period near: the span's natural period, which no other span of it overlaps.
-        SELECT s.*
-          FROM usage_batch_spans s
-         WHERE NOT EXISTS (SELECT 1 FROM usage_batch_near n
-                            WHERE n.user_id = s.user_id AND n.org_id = s.org_id
-                              AND n.period = s.period)
-    ), merged AS (
+    WITH merged AS (
         SELECT n.user_id, n.org_id, n.period, n.period_start AS at, 0 AS ord, n.period_start,
                n.period_end, NULL::timestamptz AS natural_start, NULL::timestamptz AS natural_end,
                NULL::timestamptz AS first_at, NULL::timestamptz AS last_at,
@@ -168,9 +183,7 @@ BEGIN
                s.natural_end, s.first_at, s.last_at, s.requests, s.messages, s.tokens, s.bytes,
                s.cost
           FROM usage_batch_spans s
-         WHERE EXISTS (SELECT 1 FROM usage_batch_near n
-                        WHERE n.user_id = s.user_id AND n.org_id = s.org_id
-                          AND n.period = s.period)
+         WHERE s.way = 'near'
     ), framed AS (
         -- Periods never overlap, so the greatest start and end before a span are those of
         -- the period that starts last before it.
@@ -190,22 +203,20 @@ BEGIN
           FROM framed f
          WHERE f.ord = 1
     )
-    SELECT l.user_id, l.org_id, l.period, l.natural_start,
-           CASE WHEN l.first_at >= l.natural_start AND l.last_at < l.natural_end THEN 'open'
-                ELSE 'exact' END AS placement,
-           l.natural_start AS period_start, l.natural_end AS period_end,
-           l.requests, l.messages, l.tokens, l.bytes, l.cost
-      FROM lone l
-    UNION ALL
     SELECT t.user_id, t.org_id, t.period, t.natural_start,
            CASE WHEN t.prev_end > t.last_at THEN 'located'
                 WHEN t.prev_end > t.first_at THEN 'exact'
                 WHEN t.first_at >= t.open_start AND t.last_at < t.open_end THEN 'open'
-                ELSE 'exact' END,
-           CASE WHEN t.prev_end > t.first_at THEN t.prev_start ELSE t.open_start END,
-           CASE WHEN t.prev_end > t.first_at THEN t.prev_end ELSE t.open_end END,
+                ELSE 'exact' END AS placement,
+           CASE WHEN t.prev_end > t.first_at THEN t.prev_start ELSE t.open_start END AS period_start,
+           CASE WHEN t.prev_end > t.first_at THEN t.prev_end ELSE t.open_end END AS period_end,
            t.requests, t.messages, t.tokens, t.bytes, t.cost
-      FROM trimmed t;
+      FROM trimmed t
+    UNION ALL
+    SELECT s.user_id, s.org_id, s.period, s.natural_start, 'exact', s.natural_start,
+           s.natural_end, s.requests, s.messages, s.tokens, s.bytes, s.cost
+      FROM usage_batch_spans s
+     WHERE s.way = 'exact';
     ANALYZE usage_batch_placed;
 
     -- New periods are inserted with their totals (one write per row). The ranges of new
@@ -213,6 +224,11 @@ BEGIN
     -- miscount, so it fails the transaction instead of being absorbed.
     INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end, requests,
                                messages, tokens, bytes, cost)
+    SELECT user_id, org_id, period, natural_start, natural_end, requests, messages, tokens,
+           bytes, cost
+      FROM usage_batch_spans
+     WHERE way = 'direct'
+    UNION ALL
     SELECT user_id, org_id, period, period_start, period_end, requests, messages, tokens, bytes, cost
       FROM usage_batch_placed
      WHERE placement = 'open'
@@ -231,11 +247,31 @@ BEGIN
      WHERE up.user_id = s.user_id AND up.org_id = s.org_id AND up.period = s.period
        AND up.period_start = s.period_start;
 
-    -- Per-kind rows of new periods: a new day period holds one local day (or, trimmed by a
-    -- neighbour, part of one), so its rows are the batch's days as grouped; a new month
-    -- sums its days.
+    -- Per-kind rows of new periods. A direct day period holds exactly its local day, so its
+    -- rows are the batch's days as grouped; a direct month sums its days. Every day belongs
+    -- to one day span and one month span, so "direct" is "none of the few others".
+    CREATE TEMP TABLE usage_batch_indirect ON COMMIT DROP AS
+    SELECT user_id, org_id, period, natural_start FROM usage_batch_spans WHERE way <> 'direct';
+    ANALYZE usage_batch_indirect;
     INSERT INTO usage_period_kind_totals
            (user_id, org_id, period, period_start, kind, requests, messages, tokens, bytes, cost)
+    SELECT d.user_id, d.org_id, 'day', d.day_start, d.kind, d.requests, d.messages, d.tokens,
+           d.bytes, d.cost
+      FROM usage_batch_days d
+     WHERE NOT EXISTS (SELECT 1 FROM usage_batch_indirect i
+                        WHERE i.user_id = d.user_id AND i.org_id = d.org_id
+                          AND i.period = 'day' AND i.natural_start = d.day_start)
+    UNION ALL
+    SELECT d.user_id, d.org_id, 'month', d.month_start, d.kind, sum(d.requests),
+           sum(d.messages), sum(d.tokens), sum(d.bytes), sum(d.cost)
+      FROM usage_batch_days d
+     WHERE NOT EXISTS (SELECT 1 FROM usage_batch_indirect i
+                        WHERE i.user_id = d.user_id AND i.org_id = d.org_id
+                          AND i.period = 'month' AND i.natural_start = d.month_start)
+     GROUP BY 1, 2, 3, 4, 5
+    UNION ALL
+    -- New periods placed among existing ones: a day period holds one local day, or part
+    -- of one.
     SELECT d.user_id, d.org_id, 'day', p.period_start, d.kind, d.requests, d.messages, d.tokens,
            d.bytes, d.cost
       FROM usage_batch_days d
@@ -304,7 +340,7 @@ BEGIN
 
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
                          usage_batch_days, usage_batch_spans, usage_batch_near,
-                         usage_batch_placed, usage_batch_exact;
+                         usage_batch_placed, usage_batch_indirect, usage_batch_exact;
     RETURN opened;
 END;
 $$;
