@@ -17,7 +17,7 @@ pub struct AggregateSettings {
 impl Default for AggregateSettings {
     fn default() -> Self {
         AggregateSettings {
-            batch_events: 1_000_000,
+            batch_events: 2_000_000,
         }
     }
 }

@@ -30,6 +30,8 @@ const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
 const ZONES_SQL: &str = include_str!("sql/aggregate_zones.sql");
 const DAILY_SQL: &str = include_str!("sql/aggregate_daily.sql");
+const DAILY_INCREASE_SQL: &str = include_str!("sql/aggregate_daily_increase.sql");
+const DAILY_RESTORE_SQL: &str = include_str!("sql/aggregate_daily_restore.sql");
 
 /// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
 const REPORT_LIST_LIMIT: usize = 100;
@@ -164,10 +166,36 @@ fn add_batch_to_summaries(
     )
     .load(conn)?;
     let set_aside = quarantine::set_aside_uncountable(conn)?;
-    let rows = diesel::sql_query(DAILY_SQL).execute(conn)?;
+    let rows = add_groups_to_daily(conn)?;
     // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
     diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
     Ok((rows as u64, problems, set_aside))
+}
+
+/// Adds `aggregate_groups` into `token_usage_daily`: new rows inserted, the rows listed in
+/// `aggregate_daily_existing` increased, and any of those deleted meanwhile written again.
+/// Returns the summary rows written.
+fn add_groups_to_daily(conn: &mut PgConnection) -> Result<u64, JobError> {
+    #[derive(QueryableByName)]
+    struct Listed {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let inserted = diesel::sql_query(DAILY_SQL).execute(conn)?;
+    let increased = diesel::sql_query(DAILY_INCREASE_SQL).execute(conn)?;
+    let listed = diesel::sql_query("SELECT count(*) AS n FROM aggregate_daily_existing")
+        .get_result::<Listed>(conn)?
+        .n;
+    let mut restored = 0;
+    if (increased as i64) < listed {
+        restored = diesel::sql_query(DAILY_RESTORE_SQL).execute(conn)?;
+        tracing::warn!(
+            job.name = "aggregate",
+            rows.count = restored,
+            "summary rows deleted while this transaction added to them were written again"
+        );
+    }
+    Ok((inserted + increased + restored) as u64)
 }
 
 /// What the transactions of one incremental run did, for its report.

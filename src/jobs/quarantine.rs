@@ -21,6 +21,7 @@ use super::JobError;
 
 const SET_ASIDE_SQL: &str = include_str!("sql/aggregate_set_aside.sql");
 const GROUPS_SQL: &str = include_str!("sql/aggregate_groups.sql");
+const DAILY_EXISTING_SQL: &str = include_str!("sql/aggregate_daily_existing.sql");
 const OVERFLOW_DAILY_SQL: &str = include_str!("sql/aggregate_overflow_daily.sql");
 const OVERFLOW_DAILY_SET_ASIDE_SQL: &str =
     include_str!("sql/aggregate_overflow_daily_set_aside.sql");
@@ -47,11 +48,13 @@ pub struct SetAside {
 
 /// Removes from `aggregate_batch` every event that cannot be counted, records it in
 /// `usage_quarantine` and returns it. Needs `aggregate_zones`; leaves `aggregate_groups`
-/// (the batch grouped as `token_usage_daily` is keyed) for `aggregate_daily.sql`.
+/// (the batch grouped as `token_usage_daily` is keyed) and `aggregate_daily_existing` (the
+/// summary rows those groups add to) for `aggregate_daily.sql`.
 pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, JobError> {
     conn.batch_execute(
         "DROP TABLE IF EXISTS pg_temp.aggregate_set_aside, pg_temp.aggregate_groups,
-                              pg_temp.aggregate_overflow_daily, pg_temp.aggregate_overflow_period",
+                              pg_temp.aggregate_daily_existing, pg_temp.aggregate_overflow_daily,
+                              pg_temp.aggregate_overflow_period",
     )?;
     conn.batch_execute(SET_ASIDE_SQL)?;
     group_batch(conn)?;
@@ -78,10 +81,16 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
     .load(conn)?)
 }
 
-/// Groups the batch into `aggregate_groups`, with statistics for the statements that read it.
+/// Groups the batch into `aggregate_groups` and lists the summary rows the groups add to
+/// (`aggregate_daily_existing`), with statistics for the statements that read them.
 fn group_batch(conn: &mut PgConnection) -> Result<(), JobError> {
     diesel::sql_query(GROUPS_SQL).execute(conn)?;
-    conn.batch_execute("ANALYZE aggregate_groups")?;
+    conn.batch_execute(
+        "ANALYZE aggregate_groups;
+         DROP TABLE IF EXISTS pg_temp.aggregate_daily_existing;",
+    )?;
+    diesel::sql_query(DAILY_EXISTING_SQL).execute(conn)?;
+    conn.batch_execute("ANALYZE aggregate_daily_existing")?;
     Ok(())
 }
 

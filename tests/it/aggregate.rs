@@ -521,3 +521,56 @@ fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost(
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.lines().skip(1).all(|l| l.starts_with("2,")), "{text}");
 }
+
+/// A summary row deleted (retention, or by hand) while the aggregate transaction is adding to
+/// it: the transaction waits for the delete, finds the row gone and writes it again, so the
+/// new events are counted and nothing is added twice.
+#[test]
+fn a_summary_row_deleted_while_aggregate_adds_to_it_is_written_again_with_the_new_events() {
+    let db = TestDb::alone();
+    let ctx = db.ctx();
+    db.execute(
+        "INSERT INTO users (id, email) VALUES (1, 'a@example.com');
+         INSERT INTO usage_events (user_id, kind, tokens, created_at)
+         VALUES (1, 'ai_response', 100, '2026-11-20T10:00:00Z');",
+    );
+    aggregate(&ctx, &mut db.conn()).unwrap();
+    db.execute(
+        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
+         VALUES (1, 'ai_response', 7, '2026-11-20T11:00:00Z'), (1, 'file_upload', 5, '2026-11-20T11:00:00Z');",
+    );
+    // The delete holds the row's lock until it commits; aggregate lists the row, then waits.
+    let mut deleter = db.conn();
+    deleter
+        .batch_execute(
+            "BEGIN; DELETE FROM token_usage_daily WHERE user_id = 1 AND kind = 'ai_response';",
+        )
+        .unwrap();
+    let worker = {
+        let ctx = ctx.clone();
+        let mut conn = db.conn();
+        thread::spawn(move || aggregate(&ctx, &mut conn))
+    };
+    let waiting = support::wait_until(Duration::from_secs(30), || {
+        db.count(
+            "SELECT count(*) AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ) > 0
+    });
+    deleter.batch_execute("COMMIT").unwrap();
+    assert!(waiting, "aggregate never waited for the deleted row");
+    worker.join().unwrap().unwrap();
+    assert_eq!(
+        db.count(
+            "SELECT tokens AS n FROM token_usage_daily WHERE user_id = 1 AND kind = 'ai_response'"
+        ),
+        7,
+        "the deleted row comes back holding the new event only"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT tokens AS n FROM token_usage_daily WHERE user_id = 1 AND kind = 'file_upload'"
+        ),
+        5
+    );
+}
