@@ -169,7 +169,7 @@ fn add_batch_to_summaries(
     let rows = add_groups_to_daily(conn)?;
     // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
     diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
-    Ok((rows as u64, problems, set_aside))
+    Ok((rows, problems, set_aside))
 }
 
 /// Adds `aggregate_groups` into `token_usage_daily`: new rows inserted, the rows listed in
