@@ -78,7 +78,7 @@ BEGIN
     -- The batch per subject, local day and kind. The overflow checks of the job have kept
     -- every sum of the batch within bigint.
     CREATE TEMP TABLE usage_batch_kinds ON COMMIT DROP AS
-    SELECT s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind, sum(g.events) AS requests,
+    SELECT s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind, sum(g.events)::bigint AS requests,
            sum(g.messages)::bigint AS messages, sum(g.tokens::bigint)::bigint AS tokens,
            sum(g.bytes::bigint)::bigint AS bytes, sum(g.cost) AS cost,
            min(g.first_at) AS first_at, max(g.last_at) AS last_at
