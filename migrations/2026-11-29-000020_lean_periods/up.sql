@@ -58,9 +58,10 @@ CREATE TRIGGER usage_periods_delete_kind_totals
 --    path (usage_periods_add_exact).
 -- 3. New periods are inserted with their totals and per-kind rows; totals of existing ones
 --    are added.
--- JIT is off: compiling these short statements costs more than running them.
+-- JIT is off: compiling these short statements costs more than running them. The temporary
+-- tables are analyzed for their sizes and keys, from a small sample.
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
-LANGUAGE plpgsql SET jit = off AS $$
+LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 AS $$
 DECLARE
     opened bigint := 0;
 BEGIN

@@ -125,9 +125,11 @@ fn aggregate_step(
             (_, Some(c)) => parse_xid(c)?,
         };
         if cut.first.is_some() {
-            // A batch's grouping and sorting fit in memory instead of spilling to disk.
+            // A batch's grouping and sorting fit in memory instead of spilling to disk. The
+            // temporary tables are analyzed for their sizes and keys: a small sample will do.
             conn.batch_execute(
                 "SET LOCAL work_mem = '256MB';
+                 SET LOCAL default_statistics_target = 10;
                  DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
             )?;
             let events = diesel::sql_query(BATCH_SQL)
