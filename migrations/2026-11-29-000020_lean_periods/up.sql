@@ -61,13 +61,14 @@ CREATE TRIGGER usage_periods_delete_kind_totals
 -- JIT is off: compiling these short statements costs more than running them. The temporary
 -- tables are analyzed for their sizes and keys, from a small sample.
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
-LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 AS $$
+LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 SET enable_mergejoin = off AS $$
 DECLARE
     opened bigint := 0;
 BEGIN
+    DROP VIEW IF EXISTS usage_batch_days;
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
-                         usage_batch_days, usage_batch_spans, usage_batch_near,
-                         usage_batch_placed, usage_batch_indirect, usage_batch_exact;
+                         usage_batch_spans, usage_batch_near, usage_batch_placed,
+                         usage_batch_indirect, usage_batch_exact;
     CREATE TEMP TABLE usage_batch_subjects ON COMMIT DROP AS
     SELECT z.user_id, z.org_id, z.zone,
            COALESCE(o.billing_anchor_day, u.billing_anchor_day, 1) AS anchor
@@ -113,13 +114,13 @@ BEGIN
       JOIN midnights me ON me.zone = m.zone AND me.day = m.end_date;
     ANALYZE usage_batch_natural;
 
-    -- The same rows with their day's natural periods.
-    CREATE TEMP TABLE usage_batch_days ON COMMIT DROP AS
+    -- The same rows with their day's natural periods: a view, joined where it is read (the
+    -- natural table is small), dropped before the function returns.
+    CREATE TEMP VIEW usage_batch_days AS
     SELECT k.user_id, k.org_id, k.day, k.kind, n.day_start, n.day_end, n.month_start,
            n.month_end, k.requests, k.messages, k.tokens, k.bytes, k.cost, k.first_at, k.last_at
       FROM usage_batch_kinds k
       JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day;
-    ANALYZE usage_batch_days;
 
     -- The existing periods near the batch, per subject and period kind. A period is shorter
     -- than 32 days, so none starting earlier reaches the batch.
@@ -339,9 +340,10 @@ BEGIN
         opened := opened + usage_periods_add_exact();
     END IF;
 
+    DROP VIEW IF EXISTS usage_batch_days;
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
-                         usage_batch_days, usage_batch_spans, usage_batch_near,
-                         usage_batch_placed, usage_batch_indirect, usage_batch_exact;
+                         usage_batch_spans, usage_batch_near, usage_batch_placed,
+                         usage_batch_indirect, usage_batch_exact;
     RETURN opened;
 END;
 $$;
