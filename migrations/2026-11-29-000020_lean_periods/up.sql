@@ -162,12 +162,12 @@ BEGIN
           FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
     )
     SELECT s.*,
-           CASE WHEN EXISTS (SELECT 1 FROM usage_batch_near n
-                              WHERE n.user_id = s.user_id AND n.org_id = s.org_id
-                                AND n.period = s.period) THEN 'near'
+           CASE WHEN n.user_id IS NOT NULL THEN 'near'
                 WHEN s.first_at >= s.natural_start AND s.last_at < s.natural_end THEN 'direct'
                 ELSE 'exact' END AS way
-      FROM sums s;
+      FROM sums s
+      LEFT JOIN (SELECT DISTINCT user_id, org_id, period FROM usage_batch_near) n
+        ON n.user_id = s.user_id AND n.org_id = s.org_id AND n.period = s.period;
     ANALYZE usage_batch_spans;
 
     -- Where the spans that are not `direct` go (usually none, in a first import): the
