@@ -65,7 +65,7 @@ LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 SET enable_mer
 DECLARE
     opened bigint := 0;
 BEGIN
-    DROP VIEW IF EXISTS usage_batch_days;
+    DROP VIEW IF EXISTS usage_batch_days, usage_batch_day_totals;
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
                          usage_batch_spans, usage_batch_near, usage_batch_placed,
                          usage_batch_indirect, usage_batch_exact;
@@ -77,10 +77,12 @@ BEGIN
       LEFT JOIN organizations o ON z.org_id > 0 AND o.id = z.org_id;
     ANALYZE usage_batch_subjects;
 
-    -- The batch per subject, local day and kind. The overflow checks of the job have kept
-    -- every sum of the batch within bigint.
+    -- The batch per subject, local day and kind, and per subject and local day (`day_total`,
+    -- kind NULL), in one pass. The overflow checks of the job have kept every sum of the
+    -- batch within bigint.
     CREATE TEMP TABLE usage_batch_kinds ON COMMIT DROP AS
-    SELECT s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind, sum(g.events)::bigint AS requests,
+    SELECT s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind,
+           GROUPING(g.kind) = 1 AS day_total, sum(g.events)::bigint AS requests,
            sum(g.messages)::bigint AS messages, sum(g.tokens::bigint)::bigint AS tokens,
            sum(g.bytes::bigint)::bigint AS bytes, sum(g.cost) AS cost,
            min(g.first_at) AS first_at, max(g.last_at) AS last_at
@@ -88,14 +90,15 @@ BEGIN
       JOIN usage_batch_subjects s
         ON s.user_id = CASE WHEN g.org_id IS NULL THEN g.user_id ELSE 0 END
        AND s.org_id = COALESCE(g.org_id, 0)
-     GROUP BY 1, 2, 3, 4, 5, 6;
+     GROUP BY GROUPING SETS ((s.user_id, s.org_id, s.zone, s.anchor, g.day, g.kind),
+                             (s.user_id, s.org_id, s.zone, s.anchor, g.day));
     ANALYZE usage_batch_kinds;
 
     -- The natural day and month of each local day, by zone and anchor: the bounds
     -- usage_period_bounds gives for the day's first instant, from the same parts.
     CREATE TEMP TABLE usage_batch_natural ON COMMIT DROP AS
     WITH days AS (
-        SELECT DISTINCT zone, anchor, day FROM usage_batch_kinds
+        SELECT DISTINCT zone, anchor, day FROM usage_batch_kinds WHERE day_total
     ), months AS (
         SELECT k.zone, k.anchor, k.day, m.start_date, m.end_date
           FROM days k
@@ -114,13 +117,21 @@ BEGIN
       JOIN midnights me ON me.zone = m.zone AND me.day = m.end_date;
     ANALYZE usage_batch_natural;
 
-    -- The same rows with their day's natural periods: a view, joined where it is read (the
-    -- natural table is small), dropped before the function returns.
+    -- The same rows with their day's natural periods: views, joined where they are read (the
+    -- natural table is small), dropped before the function returns. usage_batch_days has a
+    -- row per subject, day and kind; usage_batch_day_totals one per subject and day.
     CREATE TEMP VIEW usage_batch_days AS
     SELECT k.user_id, k.org_id, k.day, k.kind, n.day_start, n.day_end, n.month_start,
            n.month_end, k.requests, k.messages, k.tokens, k.bytes, k.cost, k.first_at, k.last_at
       FROM usage_batch_kinds k
-      JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day;
+      JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day
+     WHERE NOT k.day_total;
+    CREATE TEMP VIEW usage_batch_day_totals AS
+    SELECT k.user_id, k.org_id, k.day, n.day_start, n.day_end, n.month_start, n.month_end,
+           k.requests, k.messages, k.tokens, k.bytes, k.cost, k.first_at, k.last_at
+      FROM usage_batch_kinds k
+      JOIN usage_batch_natural n ON n.zone = k.zone AND n.anchor = k.anchor AND n.day = k.day
+     WHERE k.day_total;
 
     -- The existing periods near the batch, per subject and period kind. A period is shorter
     -- than 32 days, so none starting earlier reaches the batch.
@@ -130,7 +141,7 @@ BEGIN
                max(GREATEST(day_end, last_at)) AS day_high,
                min(LEAST(month_start, first_at)) - interval '32 days' AS month_low,
                max(GREATEST(month_end, last_at)) AS month_high
-          FROM usage_batch_days GROUP BY 1, 2
+          FROM usage_batch_day_totals GROUP BY 1, 2
     )
     SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end
       FROM reach r
@@ -152,14 +163,14 @@ BEGIN
     CREATE TEMP TABLE usage_batch_spans ON COMMIT DROP AS
     WITH sums AS (
         SELECT user_id, org_id, 'day' AS period, day_start AS natural_start,
-               day_end AS natural_end, min(first_at) AS first_at, max(last_at) AS last_at,
-               sum(requests) AS requests, sum(messages) AS messages, sum(tokens) AS tokens,
-               sum(bytes) AS bytes, sum(cost) AS cost
-          FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
+               day_end AS natural_end, first_at, last_at, requests::numeric AS requests,
+               messages::numeric AS messages, tokens::numeric AS tokens,
+               bytes::numeric AS bytes, cost
+          FROM usage_batch_day_totals
         UNION ALL
         SELECT user_id, org_id, 'month', month_start, month_end, min(first_at), max(last_at),
                sum(requests), sum(messages), sum(tokens), sum(bytes), sum(cost)
-          FROM usage_batch_days GROUP BY 1, 2, 3, 4, 5
+          FROM usage_batch_day_totals GROUP BY 1, 2, 3, 4, 5
     )
     SELECT s.*,
            CASE WHEN n.user_id IS NOT NULL THEN 'near'
@@ -340,7 +351,7 @@ BEGIN
         opened := opened + usage_periods_add_exact();
     END IF;
 
-    DROP VIEW IF EXISTS usage_batch_days;
+    DROP VIEW IF EXISTS usage_batch_days, usage_batch_day_totals;
     DROP TABLE IF EXISTS usage_batch_subjects, usage_batch_kinds, usage_batch_natural,
                          usage_batch_spans, usage_batch_near, usage_batch_placed,
                          usage_batch_indirect, usage_batch_exact;
