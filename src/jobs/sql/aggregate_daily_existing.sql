@@ -1,12 +1,11 @@
--- The token_usage_daily rows the batch adds to: where each is (ctid), what it holds and what
--- its group adds (add_*). One probe of the summary's primary key per group (org_key is
--- COALESCE(org_id, 0)). The overflow check reads it, and aggregate_daily*.sql insert the
--- groups it lacks and increase the rows it lists, found again by ctid and key. Only this
--- transaction adds to the summary (the watermark row is locked); a row deleted meanwhile
--- (retention, by hand) is written again by aggregate_daily_restore.sql. Made again whenever
--- the batch is grouped again.
+-- The token_usage_daily rows the batch adds to: what each holds and what its group adds
+-- (add_*). One probe of the summary's primary key per group (org_key is COALESCE(org_id,
+-- 0)). The overflow check reads it, and aggregate_daily*.sql insert the groups it lacks and
+-- increase the rows it lists, found again by key. Only this transaction adds to the summary
+-- (the watermark row is locked); a row deleted meanwhile (retention, by hand) is written
+-- again by aggregate_daily_restore.sql. Made again whenever the batch is grouped again.
 CREATE TEMP TABLE aggregate_daily_existing ON COMMIT DROP AS
-SELECT d.ctid AS row_ctid, g.user_id, g.org_id, g.day, g.kind, g.request_type, g.model,
+SELECT g.user_id, g.org_id, g.day, g.kind, g.request_type, g.model,
        d.tokens, d.prompt_tokens, d.completion_tokens, d.messages, d.bytes,
        g.events AS add_events, g.tokens AS add_tokens, g.prompt_tokens AS add_prompt_tokens,
        g.completion_tokens AS add_completion_tokens, g.messages AS add_messages,

@@ -1,6 +1,6 @@
--- The summary rows aggregate_daily_existing lists, increased by their groups, each found
--- by its ctid and checked by its key. Returns the number of rows increased: fewer than
--- listed means a row was deleted meanwhile (aggregate_daily_restore.sql writes it again).
+-- The summary rows aggregate_daily_existing lists, increased by their groups, each found by
+-- its key. Returns the number of rows increased: fewer than listed means a row was deleted
+-- meanwhile (aggregate_daily_restore.sql writes it again).
 UPDATE token_usage_daily d
    SET events            = d.events + x.add_events,
        tokens            = d.tokens + x.add_tokens,
@@ -10,7 +10,6 @@ UPDATE token_usage_daily d
        bytes             = d.bytes + x.add_bytes,
        cost              = d.cost + x.add_cost
   FROM aggregate_daily_existing x
- WHERE d.ctid = x.row_ctid
-   AND d.user_id = x.user_id AND d.day = x.day AND d.kind = x.kind
+ WHERE d.user_id = x.user_id AND d.day = x.day AND d.kind = x.kind
    AND d.request_type = x.request_type AND d.model = x.model
    AND d.org_key = COALESCE(x.org_id, 0)
