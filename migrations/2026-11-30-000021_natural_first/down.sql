@@ -1,4 +1,7 @@
--- Back to the period step of 2026-11-29-000020_lean_periods.
+-- Back to the period step and the open-period index of 2026-11-29-000020_lean_periods.
+
+DROP INDEX usage_periods_open_end_idx;
+CREATE INDEX usage_periods_open_end_idx ON usage_periods (period, period_end) WHERE status = 'open';
 
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
 LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 SET enable_mergejoin = off AS $$

@@ -6,7 +6,13 @@
 --    inserted as they are classified; only the others are kept in `usage_batch_spans`.
 -- 3. New periods are inserted in the order the sums come in (already the primary key's),
 --    not sorted again.
+-- 4. The index of open periods (resets and alerts read it) is keyed by their end alone, a
+--    narrower key that new periods are cheaper to insert into; the period kind a reset
+--    wants is read from the row.
 -- The inputs and the result are those of 2026-11-29-000020_lean_periods.
+
+DROP INDEX usage_periods_open_end_idx;
+CREATE INDEX usage_periods_open_end_idx ON usage_periods (period_end) WHERE status = 'open';
 
 CREATE OR REPLACE FUNCTION usage_periods_add_batch() RETURNS bigint
 LANGUAGE plpgsql SET jit = off SET default_statistics_target = 10 SET enable_mergejoin = off AS $$
