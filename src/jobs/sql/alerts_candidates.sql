@@ -6,7 +6,11 @@
 -- A subject is a user's personal usage (period user_id = the user, org_id 0; the user is
 -- the recipient) or an organization's (period user_id 0, org_id = the organization; each
 -- owner and admin is a recipient, so an organization's threshold gives one row per
--- recipient). Periods are matched on both columns: user id 0 is a legal user.
+-- recipient). Periods are matched on both columns: user id 0 is a legal user. The two kinds
+-- of subject are read in two branches, each joining its periods to its own tables, so that
+-- the planner sees the real number of recipients (a UNION ALL of users and members joined to
+-- the periods afterwards hid it, and the periods were joined in nested loops). An open period
+-- that ended long ago (its reset has not run) would only expire: it is left out.
 --
 -- When several thresholds are reached, every one but the highest is `superseded`: only the
 -- highest is sent. Recipients who turned alerts off, and every recipient of an organization
@@ -20,8 +24,8 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
             WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
             ELSE 'pending' END AS status
-  FROM (SELECT s.recipient AS user_id, up.org_id, lim.metric, up.period, lim.kind,
-               up.period_start, up.period_end, lim.max_value, s.alerts_enabled, p.alert_thresholds,
+  FROM (SELECT up.recipient AS user_id, up.org_id, lim.metric, up.period, lim.kind,
+               up.period_start, up.period_end, lim.max_value, up.alerts_enabled, p.alert_thresholds,
                CASE WHEN lim.kind = '' THEN
                         CASE lim.metric WHEN 'requests' THEN up.requests::numeric
                                         WHEN 'messages' THEN up.messages::numeric
@@ -34,26 +38,31 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
                                                   WHEN 'bytes'    THEN k.bytes::numeric
                                                   ELSE k.cost END, 0)
                END AS used
-          FROM usage_periods up
-          JOIN (SELECT u.id AS period_user, 0::bigint AS period_org, u.plan_id, u.id AS recipient,
-                       u.alerts_enabled
-                  FROM users u
+          FROM (SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
+                       up.requests, up.messages, up.tokens, up.bytes, up.cost, u.plan_id,
+                       u.id AS recipient, u.alerts_enabled
+                  FROM usage_periods up
+                  JOIN users u ON u.id = up.user_id
+                 WHERE up.org_id = 0
+                   AND ($4::bigint IS NULL OR up.user_id = $4)
+                   AND up.status = 'open' AND up.period_start <= $1
+                   AND up.period_end > $1 - make_interval(secs => $3)
                 UNION ALL
-                SELECT 0, o.id, o.plan_id, r.id, o.alerts_enabled AND r.alerts_enabled
-                  FROM organizations o
+                SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
+                       up.requests, up.messages, up.tokens, up.bytes, up.cost, o.plan_id,
+                       r.id, o.alerts_enabled AND r.alerts_enabled
+                  FROM usage_periods up
+                  JOIN organizations o ON o.id = up.org_id
                   JOIN organization_members m ON m.org_id = o.id AND m.role IN ('owner', 'admin')
-                  JOIN users r ON r.id = m.user_id) s
-            ON s.period_user = up.user_id AND s.period_org = up.org_id
-          JOIN plans p ON p.id = s.plan_id
-          JOIN plan_limits lim ON lim.plan_id = s.plan_id AND lim.period = up.period
+                  JOIN users r ON r.id = m.user_id
+                 WHERE up.user_id = 0 AND up.org_id > 0 AND $4::bigint IS NULL
+                   AND up.status = 'open' AND up.period_start <= $1
+                   AND up.period_end > $1 - make_interval(secs => $3)) up
+          JOIN plans p ON p.id = up.plan_id
+          JOIN plan_limits lim ON lim.plan_id = up.plan_id AND lim.period = up.period
           LEFT JOIN usage_period_kind_totals k
                  ON lim.kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
-                AND k.period = up.period AND k.period_start = up.period_start AND k.kind = lim.kind
-         WHERE up.status = 'open'
-           AND ($4::bigint IS NULL OR (up.user_id = $4 AND up.org_id = 0))
-           AND up.period_start <= $1
-           -- An open period that ended long ago (its reset has not run) would only expire.
-           AND up.period_end > $1 - make_interval(secs => $3)) l
+                AND k.period = up.period AND k.period_start = up.period_start AND k.kind = lim.kind) l
  CROSS JOIN unnest(COALESCE(l.alert_thresholds::int[], $2::int[])) AS t (threshold)
  WHERE l.used > 0
    AND l.used * 100 >= l.max_value * t.threshold
