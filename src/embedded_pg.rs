@@ -396,11 +396,39 @@ fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
 /// Puts the child in its own session, so a terminal's Ctrl-C does not reach it.
 fn detach(command: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid, close_range and fcntl are async-signal-safe and touch no memory of the
+    // parent.
     unsafe {
         command.pre_exec(|| {
             libc::setsid();
+            close_inherited_descriptors_on_exec();
             Ok(())
         });
+    }
+}
+
+/// Marks every descriptor above standard error close-on-exec. The server outlives this
+/// process, and a pipe it inherited by accident (a test runner's, a wrapper's such as
+/// `faketime`, which waits for its write end to close) would keep whoever reads it waiting
+/// for as long as the server runs. Async-signal-safe: called between fork and exec.
+fn close_inherited_descriptors_on_exec() {
+    // SAFETY: plain system calls on descriptor numbers; none of them touches memory.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Kernels before 5.11: one descriptor at a time, up to the usual limit.
+        for fd in 3..4096 {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }

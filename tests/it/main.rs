@@ -5,6 +5,7 @@ mod support;
 
 mod aggregate;
 mod alerts;
+mod calendar;
 mod cli;
 mod crash;
 mod data_trust;

@@ -25,13 +25,16 @@ fn run_on(url: &str, args: &[&str]) -> Out {
     support::output(command)
 }
 
-/// User 1 in UTC with today's daily period open and a pending alert on it.
+/// User 1 with today's daily period open, in a zone where it is about noon now: the period
+/// stays open for hours, whenever the test runs.
 fn seed_open_day(db: &TestDb) {
-    db.execute(
-        "INSERT INTO users (id, email, timezone) VALUES (1, 'ada@example.com', 'UTC');
+    let zone = support::clock::zone_at_local_noon(db);
+    db.execute(&format!(
+        "INSERT INTO users (id, email, timezone) VALUES (1, 'ada@example.com', '{zone}');
          INSERT INTO usage_periods (user_id, period, period_start, period_end)
-              VALUES (1, 'day', date_trunc('day', now()), date_trunc('day', now()) + interval '1 day');",
-    );
+              SELECT 1, 'day', period_start, period_end
+                FROM usage_period_bounds('{zone}', NULL, 'day', now());"
+    ));
 }
 
 fn open_days(db: &TestDb) -> i64 {

@@ -165,12 +165,10 @@ fn the_smtp_password_never_appears_in_check_config_output_or_debug_output() {
     }
 }
 
-const NOV: &str = "2026-11-01T00:00:00Z";
-const DEC: &str = "2026-12-01T00:00:00Z";
-
-/// Plan `free` allows 1,000 tokens a month. Ada is ordinary, Nat's address is unusable and
-/// Eve's name tries to add a header and markup. All three are at 90 %.
-fn seed_hostile_users(db: &TestDb) {
+/// Three users on a 1,000-token monthly plan, each 900 tokens into the month period
+/// `start`..`end`: Ada, a user with an unusable address, and Eve, whose name tries to add a
+/// header and markup.
+fn seed_hostile_users(db: &TestDb, start: &str, end: &str) {
     db.execute(&format!(
         "INSERT INTO plans (id, name) VALUES (1, 'free');
          INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
@@ -180,14 +178,14 @@ fn seed_hostile_users(db: &TestDb) {
              (2, 'not-an-address', 'Nat', 'UTC', 1),
              (3, 'eve@example.com', E'Eve\\r\\nBcc: victim@example.org\\r\\n<script>alert(1)</script>', 'UTC', 1);
          INSERT INTO usage_periods (user_id, period, period_start, period_end, tokens)
-              SELECT id, 'month', '{NOV}', '{DEC}', 900 FROM users;"
+              SELECT id, 'month', '{start}', '{end}', 900 FROM users;"
     ));
 }
 
 #[test]
 fn an_unusable_address_fails_that_alert_only_and_a_hostile_name_cannot_add_headers_or_markup() {
     let db = TestDb::new();
-    seed_hostile_users(&db);
+    seed_hostile_users(&db, "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
     let server = SmtpServer::start();
 
     let out = run({
@@ -255,7 +253,9 @@ fn stop(daemon: Daemon) -> String {
 #[test]
 fn with_smtp_down_for_several_alert_runs_every_alert_is_delivered_once_after_recovery() {
     let db = TestDb::new();
-    seed_hostile_users(&db);
+    // The daemon runs at the real clock: the period is the one open now.
+    let (start, end) = support::clock::month_around_now(&db);
+    seed_hostile_users(&db, &start, &end);
     db.execute("UPDATE users SET email = 'nat@example.com', name = 'Nat' WHERE id <> 1");
     let mut server = SmtpServer::start();
     server.stop();

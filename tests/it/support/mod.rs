@@ -10,8 +10,21 @@
 //! cluster-wide, so any transaction open elsewhere in the cluster (another test's writer, even
 //! in another database) holds back the aggregation watermark, and advisory locks show in the
 //! cluster-wide `pg_locks`.
+//!
+//! # Where dates come from
+//!
+//! A test is right on any day it runs, so the calendar never decides its outcome:
+//! - A test that seeds fixed dates (`'2026-11-10T12:00:00Z'`) runs every job and asks every
+//!   question at a fixed instant too: `run_job(kind, "2026-11-10T12:00:00Z", ..)`, `--at` for
+//!   the binary, `p_at` for the SQL functions. A fixed date never meets the real clock.
+//! - A test that runs at the real clock (a daemon, `--run` without `--at`, a function without
+//!   `p_at`) takes every date it seeds from the database's `now()`, through [`clock`], never
+//!   from a constant: such a test is otherwise right this month and wrong the next.
+//!
+//! Both kinds pass with the clock moved (faketime; see the README's developer section).
 
 pub mod books;
+pub mod clock;
 pub mod daemon;
 pub mod docs;
 pub mod notify;
@@ -94,8 +107,7 @@ impl FileLock {
 }
 
 fn start_shared_cluster(suffix: &str) -> Cluster {
-    // SAFETY: getppid has no preconditions.
-    let owner = unsafe { libc::getppid() } as u32;
+    let owner = test_runner_pid();
     let exe = std::env::current_exe().expect("test binary path");
     let stem = exe
         .file_stem()
@@ -122,6 +134,29 @@ fn start_shared_cluster(suffix: &str) -> Cluster {
     ensure_template(&cluster);
     drop(start_lock);
     cluster
+}
+
+/// The process that runs the tests (cargo or nextest): the parent, or, when the tests run
+/// under a wrapper such as `faketime` (a cargo target runner), the wrapper's parent. Every test
+/// process nextest starts then shares one cluster, as without the wrapper.
+fn test_runner_pid() -> u32 {
+    // SAFETY: getppid has no preconditions.
+    let mut pid = unsafe { libc::getppid() } as u32;
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "faketime")
+    {
+        // The fourth field of /proc/PID/stat, after the parenthesised command name.
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = &stat[stat.rfind(')')? + 1..];
+                after_name.split_whitespace().nth(1)?.parse().ok()
+            });
+        match parent {
+            Some(parent) => pid = parent,
+            None => break,
+        }
+    }
+    pid
 }
 
 fn ensure_template(cluster: &Cluster) {
