@@ -97,7 +97,8 @@ fn main() {
         });
         started.elapsed()
     });
-    let raw = alerts::decide_sql()
+    let raw = alerts::DECIDE_STATEMENTS
+        .join(";\n")
         .replace("$1", &format!("'{NOW}'::timestamptz"))
         .replace("$2", "'{80,95}'::int[]")
         .replace("$3", "86400::float8")

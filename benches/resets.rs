@@ -24,6 +24,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 use serde_json::json;
 use usage_worker::embedded_pg::Durability;
+use usage_worker::jobs::aggregate::{self, Limit};
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 use usage_worker::quota_report::QuotaRow;
 
@@ -65,23 +66,12 @@ fn rollover(cluster: &mut BenchCluster, users: i64) {
     conn.batch_execute("ANALYZE").expect("analyze");
     let load_s = load.elapsed().as_secs_f64();
 
-    // The aggregate step: every event into its day and month period, from the batch, its
-    // subjects' zones and its groups as the job makes them (those are not timed).
-    let mut add_s = 0.0;
-    conn.transaction(|c| {
-        c.batch_execute(
-            "CREATE TEMP TABLE aggregate_batch ON COMMIT DROP AS SELECT * FROM usage_events",
-        )?;
-        c.batch_execute(include_str!("../src/jobs/sql/aggregate_zones.sql"))?;
-        c.batch_execute(include_str!("../src/jobs/sql/aggregate_groups.sql"))?;
-        let add = Instant::now();
-        c.batch_execute("SELECT usage_periods_add_batch()")?;
-        add_s = add.elapsed().as_secs_f64();
-        Ok::<_, diesel::result::Error>(())
-    })
-    .expect("add batch");
-    conn.batch_execute("UPDATE aggregation_watermark SET xid = pg_current_xact_id()")
-        .expect("watermark");
+    // The aggregate transaction: every event into the daily summary and into its day and
+    // month period; the period step's own time is reported.
+    let (step, _) =
+        aggregate::transaction(&mut conn, i64::MAX, Limit::Horizon { also_below: None })
+            .expect("aggregate");
+    let add_s = step.period_step.as_secs_f64();
     conn.batch_execute("VACUUM ANALYZE usage_periods, usage_period_kind_totals, usage_events")
         .expect("vacuum");
     drop(conn);

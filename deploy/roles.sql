@@ -121,6 +121,13 @@ BEGIN
                                          'org_usage_by_member') LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
         END LOOP;
+        -- quota_status() and the org_* functions read a subject through this view, with the
+        -- caller's rights (row-level security on users hides every user from a reader).
+        IF to_regclass(format('%I.usage_subjects', v_schema)) IS NOT NULL THEN
+            EXECUTE format('GRANT SELECT ON %I.usage_subjects TO %I, usage_reader',
+                           v_schema, v_writer);
+            EXECUTE format('GRANT SELECT ON %I.users TO usage_reader', v_schema);
+        END IF;
         IF to_regclass(format('%I.organizations', v_schema)) IS NOT NULL THEN
             -- usage_record() checks membership and claims idempotency keys.
             EXECUTE format('GRANT SELECT ON %I.organizations, %I.organization_members,

@@ -16,11 +16,12 @@ use crate::export::{ExportError, write_daily_csv};
 use crate::jobs::{self, Ctx, JobKind, RunOpts, quarantine};
 use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
-use crate::quota_report::{self, Subject};
+use crate::quota_report;
 use crate::redact::{mask_addresses, redact_url};
 use crate::scheduler::outcome::{RunOutcome, RunRequest};
 use crate::scheduler::{catchup, runner};
 use crate::service::ServiceError;
+use crate::subject::Subject;
 
 /// Exit codes (sysexits.h where one fits).
 pub mod exit {
@@ -360,7 +361,7 @@ fn usage(ctx: &Arc<Ctx>, subject: Subject, as_json: bool) -> Result<ExitCode, Ap
     let mut conn = ctx.connect()?;
     let report = quota_report::load_report(&mut conn, subject, Utc::now())
         .map_err(DbError::from)?
-        .ok_or_else(|| AppError::Usage(subject.not_found()))?;
+        .ok_or_else(|| AppError::Usage(subject.not_found("--usage")))?;
     if as_json {
         println!("{}", report.to_json());
     } else {

@@ -7,7 +7,7 @@ use clap::{ArgGroup, Parser};
 
 use crate::export::ExportScope;
 use crate::jobs::JobKind;
-use crate::quota_report::Subject;
+use crate::subject::Subject;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -149,7 +149,7 @@ impl Cli {
         match (self.usage, self.org) {
             (None, _) => Ok(None),
             (Some(Some(user)), None) => Ok(Some(Subject::User(user))),
-            (Some(None), Some(org)) => Ok(Some(Subject::Organization(org))),
+            (Some(None), Some(org)) => Ok(Some(Subject::Org(org))),
             (Some(Some(user)), Some(org)) => Err(format!(
                 "--usage {user} and --org {org} name two quotas; give a user id \
                  (--usage {user}) or an organization (--usage --org {org})"
@@ -280,7 +280,7 @@ mod tests {
         ] {
             assert_eq!(
                 cli(args).usage_subject(),
-                Ok(Some(Subject::Organization(7))),
+                Ok(Some(Subject::Org(7))),
                 "{args:?}"
             );
         }

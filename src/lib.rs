@@ -8,8 +8,8 @@
 //! Modules are layered, bottom to top; a module imports only modules of its own layer or
 //! below, never one above (a test below enforces it):
 //!
-//! 1. `job_kind`, `conninfo`, `redact`, `format`, `schedule`, `embedded_pg`: job identity and
-//!    leaf helpers
+//! 1. `job_kind`, `subject`, `conninfo`, `redact`, `format`, `schedule`, `embedded_pg`: job
+//!    identity, whose books (`Subject`) and leaf helpers
 //! 2. `config`: settings, parsing and validation only
 //! 3. `logging`
 //! 4. `db`
@@ -40,6 +40,7 @@ pub mod redact;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
+pub mod subject;
 
 #[cfg(test)]
 mod layer_tests {
@@ -50,6 +51,7 @@ mod layer_tests {
     const LAYERS: &[&[&str]] = &[
         &[
             "job_kind",
+            "subject",
             "conninfo",
             "redact",
             "format",

@@ -17,6 +17,10 @@ use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Numeric, Text, Timestamptz
 use serde_json::{Value, json};
 
 use crate::format;
+use crate::subject::Subject;
+
+const SUBJECT_SQL: &str = include_str!("quota_report/sql/subject.sql");
+const STATUS_SQL: &str = include_str!("quota_report/sql/status.sql");
 
 pub use members::{MemberUsage, OrgMembers};
 
@@ -49,27 +53,6 @@ pub struct QuotaRow {
     /// column: computed beside it, in the zone the periods were counted in).
     #[diesel(sql_type = Int4)]
     pub period_end_utc_offset: i32,
-}
-
-/// Whose quota: a user's personal one, or an organization's shared by its members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject {
-    User(i64),
-    Organization(i64),
-}
-
-impl Subject {
-    /// The usage error for a subject that is not in its table.
-    pub fn not_found(self) -> String {
-        match self {
-            Subject::User(id) => {
-                format!("user {id} is not in the users table; check the id given to --usage")
-            }
-            Subject::Organization(id) => format!(
-                "organization {id} is not in the organizations table; check the id given to --org"
-            ),
-        }
-    }
 }
 
 /// A user's or an organization's quota state at one instant.
@@ -106,13 +89,6 @@ struct SubjectInfo {
     plan: Option<String>,
 }
 
-/// Seconds east of UTC of zone `$Z` at instant `$T`, as PostgreSQL computes local times.
-fn utc_offset_sql(instant: &str, zone: &str) -> String {
-    format!(
-        "EXTRACT(EPOCH FROM ({instant} AT TIME ZONE {zone}) - ({instant} AT TIME ZONE 'UTC'))::int"
-    )
-}
-
 /// Reads the quota state of `subject`; `None` when it is not in its table.
 pub fn load_report(
     conn: &mut PgConnection,
@@ -121,7 +97,7 @@ pub fn load_report(
 ) -> QueryResult<Option<QuotaReport>> {
     match subject {
         Subject::User(id) => load(conn, id, at),
-        Subject::Organization(id) => load_org(conn, id, at),
+        Subject::Org(id) => load_org(conn, id, at),
     }
 }
 
@@ -141,7 +117,7 @@ pub fn load_org(
     org_id: i64,
     at: DateTime<Utc>,
 ) -> QueryResult<Option<QuotaReport>> {
-    let Some(mut report) = load_subject(conn, Subject::Organization(org_id), at)? else {
+    let Some(mut report) = load_subject(conn, Subject::Org(org_id), at)? else {
         return Ok(None);
     };
     report.members = members::load_top(conn, org_id, &report.zone, &report.rows)?;
@@ -153,33 +129,22 @@ fn load_subject(
     subject: Subject,
     at: DateTime<Utc>,
 ) -> QueryResult<Option<QuotaReport>> {
-    let (id, table, name, status) = match subject {
-        Subject::User(id) => (id, "users", "''", "quota_status"),
-        Subject::Organization(id) => (id, "organizations", "s.name", "org_quota_status"),
-    };
-    let info: Option<SubjectInfo> = diesel::sql_query(format!(
-        "SELECT {name} AS name, s.timezone, z.zone, {} AS at_utc_offset, p.name AS plan
-           FROM {table} s
-          CROSS JOIN LATERAL (SELECT usage_timezone_or_utc(s.timezone) AS zone) z
-           LEFT JOIN plans p ON p.id = s.plan_id
-          WHERE s.id = $1",
-        utc_offset_sql("$2::timestamptz", "z.zone")
-    ))
-    .bind::<BigInt, _>(id)
-    .bind::<Timestamptz, _>(at)
-    .get_result(conn)
-    .optional()?;
+    let (user_id, org_id) = subject.key();
+    let info: Option<SubjectInfo> = diesel::sql_query(SUBJECT_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(org_id)
+        .bind::<Timestamptz, _>(at)
+        .get_result(conn)
+        .optional()?;
     let Some(info) = info else {
         return Ok(None);
     };
-    let rows: Vec<QuotaRow> = diesel::sql_query(format!(
-        "SELECT q.*, {} AS period_end_utc_offset FROM {status}($1, $2) q",
-        utc_offset_sql("q.period_end", "$3")
-    ))
-    .bind::<BigInt, _>(id)
-    .bind::<Timestamptz, _>(at)
-    .bind::<Text, _>(&info.zone)
-    .load(conn)?;
+    let rows: Vec<QuotaRow> = diesel::sql_query(STATUS_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(org_id)
+        .bind::<Timestamptz, _>(at)
+        .bind::<Text, _>(&info.zone)
+        .load(conn)?;
     Ok(Some(QuotaReport {
         subject,
         name: info.name,
@@ -212,7 +177,7 @@ impl QuotaReport {
     fn heading(&self) -> String {
         match self.subject {
             Subject::User(id) => format!("user {id}"),
-            Subject::Organization(id) => format!("organization {id} {:?}", self.name),
+            Subject::Org(id) => format!("organization {id} {:?}", self.name),
         }
     }
 
@@ -311,7 +276,7 @@ impl QuotaReport {
         });
         match self.subject {
             Subject::User(id) => report["user_id"] = json!(id),
-            Subject::Organization(id) => {
+            Subject::Org(id) => {
                 report["org_id"] = json!(id);
                 report["name"] = json!(self.name);
             }

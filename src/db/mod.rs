@@ -229,13 +229,17 @@ fn migrate_locked(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<St
     create_schema(conn, schema)?;
     use_schema(conn, schema)?;
     adopt::adopt_public_layout(conn, schema, &embedded_versions()?)?;
-    conn.run_pending_migrations(MIGRATIONS)
+    use_migration_path(conn, schema)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(|v| v.to_string()).collect())
         .map_err(|e| {
             DbError::Migration(format!(
                 "{e} (in schema {schema}; run --migrate as the role that owns it, see deploy/roles.sql)"
             ))
-        })
+        });
+    use_schema(conn, schema)?;
+    applied
 }
 
 /// The oldest PostgreSQL the schema works on: `client_connection_check_interval` and the
@@ -296,8 +300,16 @@ fn embedded_versions() -> Result<Vec<String>, DbError> {
         .collect())
 }
 
-/// Reverts every migration (tests of the down scripts).
-pub fn revert_all_migrations(conn: &mut PgConnection) -> Result<(), DbError> {
+/// The `search_path` migrations run with: the schema, then pg_temp. Functions written with
+/// `SET search_path FROM CURRENT` (sql/functions) keep it, so that no object of a caller's
+/// path, nor a temporary table, can stand in for one of ours.
+pub fn use_migration_path(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<()> {
+    conn.batch_execute(&format!("SET search_path TO \"{schema}\", pg_temp"))
+}
+
+/// Reverts every migration of `schema` (tests of the down scripts).
+pub fn revert_all_migrations(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), DbError> {
+    use_migration_path(conn, schema)?;
     conn.revert_all_migrations(MIGRATIONS)
         .map(|_| ())
         .map_err(|e| DbError::Migration(e.to_string()))

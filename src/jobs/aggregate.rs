@@ -28,7 +28,7 @@ use super::{Ctx, JobError, JobReport, RunOpts};
 
 const CUT_SQL: &str = include_str!("sql/aggregate_cut.sql");
 const BATCH_SQL: &str = include_str!("sql/aggregate_batch.sql");
-const ZONES_SQL: &str = include_str!("sql/aggregate_zones.sql");
+const SUBJECTS_SQL: &str = include_str!("sql/aggregate_subjects.sql");
 const DAILY_SQL: &str = include_str!("sql/aggregate_daily.sql");
 const DAILY_INCREASE_SQL: &str = include_str!("sql/aggregate_daily_increase.sql");
 const DAILY_RESTORE_SQL: &str = include_str!("sql/aggregate_daily_restore.sql");
@@ -36,6 +36,7 @@ const DAILY_RESTORE_SQL: &str = include_str!("sql/aggregate_daily_restore.sql");
 /// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
 const REPORT_LIST_LIMIT: usize = 100;
 
+mod period_step;
 mod rebuild;
 
 pub fn run(
@@ -67,7 +68,7 @@ struct Cut {
 }
 
 /// A subject of the batch counted in UTC: a user (org_id 0) or an organization (user_id 0).
-#[derive(QueryableByName)]
+#[derive(QueryableByName, Debug)]
 struct ZoneProblem {
     #[diesel(sql_type = BigInt)]
     user_id: i64,
@@ -79,36 +80,61 @@ struct ZoneProblem {
     missing: bool,
 }
 
-/// What one committed aggregate transaction did.
-struct Step {
-    from: u64,
-    to: u64,
-    events: u64,
-    rows_written: u64,
-    zone_problems: Vec<ZoneProblem>,
-    set_aside: Vec<SetAside>,
-    /// The watermark reached the run's target: nothing older is left.
-    caught_up: bool,
+/// Which events one aggregate transaction may add: those with `recorded_xid` below the
+/// limit, and never beyond what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Below the xmin of the transaction's snapshot (every transaction below it has ended, so
+    /// no event below it can still appear), and below `also_below` when given: the job, whose
+    /// run stops at its first transaction's horizon.
+    Horizon { also_below: Option<u64> },
+    /// Below this transaction id, whatever is still open in the cluster. Only where no
+    /// transaction that could still insert events into this database is open: a test or a
+    /// benchmark on a database of its own, which other databases' open transactions must not
+    /// hold back.
+    Below(u64),
 }
 
-/// One bounded transaction: the events of [W, U) into the summary, watermark to U.
-fn aggregate_step(
+/// What one committed aggregate transaction did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// The watermark before and after.
+    pub from: u64,
+    pub to: u64,
+    /// Events added (those set aside are not).
+    pub events: u64,
+    pub rows_written: u64,
+    pub periods_opened: u64,
+    /// Time spent adding the batch into the quota periods (the period step).
+    pub period_step: std::time::Duration,
+    zone_problems: Vec<ZoneProblem>,
+    set_aside: Vec<SetAside>,
+    /// The watermark reached the limit: nothing older is left.
+    pub caught_up: bool,
+}
+
+/// The aggregate transaction: the events of [W, U) into the daily summary and the quota
+/// periods, the watermark to U, all or nothing. U is at most `limit` and leaves about
+/// `batch_events` events in the batch (never splitting one inserting transaction). Returns
+/// what it did and the snapshot's horizon. The job, the tests and the benchmarks all add
+/// events through it.
+pub fn transaction(
     conn: &mut PgConnection,
     batch_events: i64,
-    target: Option<u64>,
+    limit: Limit,
 ) -> Result<(Step, u64), JobError> {
     conn.transaction(|conn| {
         let from = watermark::lock(conn)?.xid;
         let horizon = snapshot_xmin(conn)?;
-        let limit = target.map_or(horizon, |t| t.min(horizon));
+        let limit = match limit {
+            Limit::Horizon { also_below } => also_below.map_or(horizon, |t| t.min(horizon)),
+            Limit::Below(xid) => xid,
+        };
         let mut step = Step {
             from,
             to: from,
-            events: 0,
-            rows_written: 0,
-            zone_problems: Vec::new(),
-            set_aside: Vec::new(),
             caught_up: true,
+            ..Step::default()
         };
         if limit <= from {
             return Ok((step, horizon));
@@ -130,18 +156,14 @@ fn aggregate_step(
             conn.batch_execute(
                 "SET LOCAL work_mem = '256MB';
                  SET LOCAL default_statistics_target = 10;
-                 DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_zones",
+                 DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_subjects",
             )?;
             let events = diesel::sql_query(BATCH_SQL)
                 .bind::<Text, _>(from.to_string())
                 .bind::<Text, _>(to.to_string())
                 .execute(conn)?;
             step.events = events as u64;
-            let (rows, problems, set_aside) = add_batch_to_summaries(conn)?;
-            step.events -= set_aside.len() as u64;
-            step.rows_written = rows;
-            step.zone_problems = problems;
-            step.set_aside = set_aside;
+            add_batch(conn, &mut step)?;
         }
         watermark::store(conn, to)?;
         step.to = to;
@@ -151,27 +173,27 @@ fn aggregate_step(
 }
 
 /// Everything the batch (`aggregate_batch`) feeds, in the aggregate transaction: statements
-/// that add the batch into other books (the quota periods) belong here, so they commit with
-/// the summary and the watermark. Runs only for a non-empty batch. Returns the summary rows
-/// written, the users and organizations whose zone could not be used and the events set aside.
-fn add_batch_to_summaries(
-    conn: &mut PgConnection,
-) -> Result<(u64, Vec<ZoneProblem>, Vec<SetAside>), JobError> {
+/// that add the batch into other books belong here, so they commit with the summary and the
+/// watermark. Runs only for a non-empty batch. Records in `step` the summary rows written,
+/// the users and organizations whose zone could not be used and the events set aside.
+fn add_batch(conn: &mut PgConnection, step: &mut Step) -> Result<(), JobError> {
     // Statistics of the batch and its subjects, so that the statements below join and group
     // them in memory (hash joins on the subject, not sorts of the whole batch).
     conn.batch_execute("ANALYZE aggregate_batch")?;
-    diesel::sql_query(ZONES_SQL).execute(conn)?;
-    conn.batch_execute("ANALYZE aggregate_zones")?;
-    let problems: Vec<ZoneProblem> = diesel::sql_query(
-        "SELECT user_id, org_id, declared_timezone, missing FROM aggregate_zones
+    diesel::sql_query(SUBJECTS_SQL).execute(conn)?;
+    conn.batch_execute("ANALYZE aggregate_subjects")?;
+    step.zone_problems = diesel::sql_query(
+        "SELECT user_id, org_id, declared_timezone, missing FROM aggregate_subjects
           WHERE unknown OR missing ORDER BY org_id, user_id",
     )
     .load(conn)?;
-    let set_aside = quarantine::set_aside_uncountable(conn)?;
-    let rows = add_groups_to_daily(conn)?;
-    // The quota periods containing the events (opened where missing): see usage_periods_add_batch.
-    diesel::sql_query("SELECT usage_periods_add_batch()").execute(conn)?;
-    Ok((rows, problems, set_aside))
+    step.set_aside = quarantine::set_aside_uncountable(conn)?;
+    step.events -= step.set_aside.len() as u64;
+    step.rows_written = add_groups_to_daily(conn)?;
+    let started = std::time::Instant::now();
+    step.periods_opened = period_step::add_batch_to_periods(conn)?;
+    step.period_step = started.elapsed();
+    Ok(())
 }
 
 /// Adds `aggregate_groups` into `token_usage_daily`: new rows inserted, the rows listed in
@@ -327,7 +349,8 @@ fn aggregate_new_events(
     let mut target = None;
     let last_watermark = loop {
         opts.cancel.check()?;
-        let (step, horizon) = aggregate_step(conn, batch_events, target)?;
+        let (step, horizon) =
+            transaction(conn, batch_events, Limit::Horizon { also_below: target })?;
         // The run stops at the horizon of its first transaction, so it ends under constant load.
         target.get_or_insert(horizon);
         first_watermark.get_or_insert(step.from);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Timestamptz};
 use serde_json::json;
@@ -54,34 +54,28 @@ pub fn description(settings: &Settings) -> String {
     )
 }
 
-fn candidates_then(statement: &str) -> String {
-    format!("WITH candidates AS ({CANDIDATES_SQL})\n{statement}")
-}
-
-/// Runs `statement` after the candidates it reads: $1 now, $2 thresholds int[],
-/// $3 expire_after seconds, $4 a user id (that user's personal quota) or NULL.
-fn load_after_candidates<Row>(
+/// Makes `alert_candidates` (alerts_candidates.sql), which the deciding statement and the
+/// dry run read: $1 now, $2 thresholds int[], $3 expire_after seconds, $4 a user id (that
+/// user's personal quota) or NULL. Inside a transaction: the table goes at its end.
+fn make_candidates(
     ctx: &Ctx,
     conn: &mut PgConnection,
-    statement: &str,
     now: DateTime<Utc>,
     user_id: Option<i64>,
-) -> QueryResult<Vec<Row>>
-where
-    Row: QueryableByName<Pg> + 'static,
-{
+) -> QueryResult<usize> {
     let settings = &ctx.settings.alerts;
     let thresholds: Vec<i32> = settings
         .thresholds
         .iter()
         .map(|t| i32::from(t.get()))
         .collect();
-    diesel::sql_query(candidates_then(statement))
+    diesel::sql_query("DROP TABLE IF EXISTS alert_candidates").execute(conn)?;
+    diesel::sql_query(CANDIDATES_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<Array<Integer>, _>(thresholds)
         .bind::<Double, _>(settings.expire_after.0.as_secs_f64())
         .bind::<Nullable<BigInt>, _>(user_id)
-        .load(conn)
+        .execute(conn)
 }
 
 /// The deciding step alone: records every alert usage calls for at `now` (for one user's
@@ -94,17 +88,18 @@ pub fn decide(
     user_id: Option<i64>,
 ) -> Result<BTreeMap<AlertStatus, i64>, JobError> {
     conn.transaction(|conn| {
-        let decided: Vec<StatusCount> = load_after_candidates(ctx, conn, DECIDE_SQL, now, user_id)?;
+        make_candidates(ctx, conn, now, user_id)?;
+        let decided: Vec<StatusCount> = diesel::sql_query(DECIDE_SQL)
+            .bind::<Timestamptz, _>(now)
+            .load(conn)?;
         webhooks::decide(ctx, conn, now, user_id)?;
         Ok(decided.into_iter().map(|c| (c.status, c.n)).collect())
     })
 }
 
-/// The deciding statement's text ($1 now, $2 thresholds int[], $3 expire_after seconds,
-/// $4 a user id or NULL).
-pub fn decide_sql() -> String {
-    candidates_then(DECIDE_SQL)
-}
+/// The deciding statements' text, in order: the candidates ($1 now, $2 thresholds int[],
+/// $3 expire_after seconds, $4 a user id or NULL), then the insert of the alerts ($1 now).
+pub const DECIDE_STATEMENTS: [&str; 2] = [CANDIDATES_SQL, DECIDE_SQL];
 
 pub fn run(
     ctx: &Ctx,

@@ -10,8 +10,6 @@
 mod manual;
 mod tally;
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -19,6 +17,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 
 use super::{Ctx, JobError, JobReport, RunOpts};
+use crate::subject::Subject;
 use tally::{CloseTally, ClosedBatch, Drift, UnknownZone};
 
 /// Periods closed per transaction (aggregate waits for each one, a few seconds at most); a
@@ -45,69 +44,6 @@ impl QuotaPeriod {
         match self {
             QuotaPeriod::Day => "day",
             QuotaPeriod::Month => "month",
-        }
-    }
-}
-
-/// Whose quota a period counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Subject {
-    /// A user's personal usage (events without an organization).
-    User(i64),
-    /// An organization's shared quota (events spent in it by any member).
-    Org(i64),
-}
-
-impl Subject {
-    /// The subject of a period row keyed (user_id, org_id).
-    pub fn of_row(user_id: i64, org_id: i64) -> Subject {
-        if org_id > 0 {
-            Subject::Org(org_id)
-        } else {
-            Subject::User(user_id)
-        }
-    }
-
-    /// The (user_id, org_id) key of the subject's period rows.
-    pub fn key(self) -> (i64, i64) {
-        match self {
-            Subject::User(id) => (id, 0),
-            Subject::Org(id) => (0, id),
-        }
-    }
-
-    /// The key and id that name the subject in a run report: `user_id` or `org_id`. A manual
-    /// run's ledger row carries the user in `job_runs.user_id`; the organization is only here.
-    pub fn report_key(self) -> (&'static str, i64) {
-        match self {
-            Subject::User(id) => ("user_id", id),
-            Subject::Org(id) => ("org_id", id),
-        }
-    }
-
-    /// For log fields: the user id, absent for an organization.
-    pub fn user_id(self) -> Option<i64> {
-        match self {
-            Subject::User(id) => Some(id),
-            Subject::Org(_) => None,
-        }
-    }
-
-    /// For log fields: the organization id, absent for a user.
-    pub fn org_id(self) -> Option<i64> {
-        match self {
-            Subject::User(_) => None,
-            Subject::Org(id) => Some(id),
-        }
-    }
-}
-
-/// `user 42` or `org 7`, as reports and errors name them.
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Subject::User(id) => write!(f, "user {id}"),
-            Subject::Org(id) => write!(f, "org {id}"),
         }
     }
 }

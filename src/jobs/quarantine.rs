@@ -20,6 +20,8 @@ use serde_json::json;
 use super::JobError;
 
 const SET_ASIDE_SQL: &str = include_str!("sql/aggregate_set_aside.sql");
+const LEAVE_SQL: &str = include_str!("sql/aggregate_set_aside_leave.sql");
+const QUARANTINE_SQL: &str = include_str!("sql/aggregate_quarantine.sql");
 const GROUPS_SQL: &str = include_str!("sql/aggregate_groups.sql");
 const DAILY_EXISTING_SQL: &str = include_str!("sql/aggregate_daily_existing.sql");
 const OVERFLOW_DAILY_SQL: &str = include_str!("sql/aggregate_overflow_daily.sql");
@@ -47,7 +49,7 @@ pub struct SetAside {
 }
 
 /// Removes from `aggregate_batch` every event that cannot be counted, records it in
-/// `usage_quarantine` and returns it. Needs `aggregate_zones`; leaves `aggregate_groups`
+/// `usage_quarantine` and returns it. Needs `aggregate_subjects`; leaves `aggregate_groups`
 /// (the batch grouped as `token_usage_daily` is keyed) and `aggregate_daily_existing` (the
 /// summary rows those groups add to) for `aggregate_daily.sql`.
 pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, JobError> {
@@ -56,7 +58,8 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
                               pg_temp.aggregate_daily_existing, pg_temp.aggregate_overflow_daily,
                               pg_temp.aggregate_overflow_period",
     )?;
-    conn.batch_execute(SET_ASIDE_SQL)?;
+    diesel::sql_query(SET_ASIDE_SQL).execute(conn)?;
+    diesel::sql_query(LEAVE_SQL).execute(conn)?;
     group_batch(conn)?;
     if diesel::sql_query(OVERFLOW_DAILY_SQL).execute(conn)? > 0 {
         diesel::sql_query(OVERFLOW_DAILY_SET_ASIDE_SQL).execute(conn)?;
@@ -66,15 +69,7 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
         diesel::sql_query(OVERFLOW_PERIOD_SET_ASIDE_SQL).execute(conn)?;
         regroup(conn)?;
     }
-    // An event passed again after usage_rebase_watermark keeps its first record.
-    diesel::sql_query(
-        "INSERT INTO usage_quarantine (event_id, created_at, user_id, org_id, recorded_xid, reason,
-                                       detail)
-         SELECT event_id, created_at, user_id, org_id, recorded_xid, reason, detail
-           FROM aggregate_set_aside
-         ON CONFLICT (event_id, created_at) DO NOTHING",
-    )
-    .execute(conn)?;
+    diesel::sql_query(QUARANTINE_SQL).execute(conn)?;
     Ok(diesel::sql_query(
         "SELECT event_id, user_id, org_id, reason FROM aggregate_set_aside ORDER BY event_id",
     )
@@ -85,10 +80,8 @@ pub fn set_aside_uncountable(conn: &mut PgConnection) -> Result<Vec<SetAside>, J
 /// (`aggregate_daily_existing`), with statistics for the statements that read them.
 fn group_batch(conn: &mut PgConnection) -> Result<(), JobError> {
     diesel::sql_query(GROUPS_SQL).execute(conn)?;
-    conn.batch_execute(
-        "ANALYZE aggregate_groups;
-         DROP TABLE IF EXISTS pg_temp.aggregate_daily_existing;",
-    )?;
+    conn.batch_execute("ANALYZE aggregate_groups")?;
+    conn.batch_execute("DROP TABLE IF EXISTS pg_temp.aggregate_daily_existing")?;
     diesel::sql_query(DAILY_EXISTING_SQL).execute(conn)?;
     conn.batch_execute("ANALYZE aggregate_daily_existing")?;
     Ok(())
@@ -96,11 +89,8 @@ fn group_batch(conn: &mut PgConnection) -> Result<(), JobError> {
 
 /// Takes the events set aside so far out of the batch and groups what is left again.
 fn regroup(conn: &mut PgConnection) -> Result<(), JobError> {
-    conn.batch_execute(
-        "DELETE FROM aggregate_batch b USING aggregate_set_aside s
-          WHERE b.id = s.event_id AND b.created_at = s.created_at;
-         DROP TABLE aggregate_groups;",
-    )?;
+    diesel::sql_query(LEAVE_SQL).execute(conn)?;
+    conn.batch_execute("DROP TABLE aggregate_groups")?;
     group_batch(conn)?;
     Ok(())
 }

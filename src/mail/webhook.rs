@@ -14,6 +14,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::{AlertSettings, ConfigError, SecretBytes, WebhookEndpoint};
+use crate::subject::Subject;
 
 mod http;
 
@@ -119,10 +120,10 @@ pub fn webhook_id(alert_id: i64, endpoint_key: &str) -> String {
     format!("msg_{alert_id}_{endpoint_key}")
 }
 
-/// The subject an alert is about: `{"type": "user", "id": …}`, or
+/// The subject an alert is about, as its payload says: `{"type": "user", "id": …}`, or
 /// `{"type": "organization", "id": …, "name": …}`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Subject {
+pub struct SubjectPayload {
     #[serde(rename = "type")]
     pub subject_type: &'static str,
     pub id: i64,
@@ -134,7 +135,7 @@ pub struct Subject {
 /// `data` of a `quota.threshold` or `quota.exhausted` event.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuotaEventData {
-    pub subject: Subject,
+    pub subject: SubjectPayload,
     pub metric: String,
     pub period: String,
     /// `null`: the limit over all event kinds.
@@ -158,18 +159,11 @@ struct Envelope<'a> {
     data: &'a QuotaEventData,
 }
 
-/// Whose quota an alert is about.
-#[derive(Debug, Clone, Copy)]
-pub enum QuotaSubject<'a> {
-    /// A user's own quota.
-    User(i64),
-    /// An organization's shared quota.
-    Organization { id: i64, name: &'a str },
-}
-
 /// What one alert says, as stored.
 pub struct QuotaEventFacts<'a> {
-    pub subject: QuotaSubject<'a>,
+    pub subject: Subject,
+    /// The organization's name; ignored for a user.
+    pub subject_name: &'a str,
     pub metric: &'a str,
     pub period: &'a str,
     pub kind: &'a str,
@@ -195,17 +189,13 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         Err(_) => (Tz::UTC, "UTC".to_string()),
     };
     let data = QuotaEventData {
-        subject: match facts.subject {
-            QuotaSubject::User(id) => Subject {
-                subject_type: "user",
-                id,
-                name: None,
-            },
-            QuotaSubject::Organization { id, name } => Subject {
-                subject_type: "organization",
-                id,
-                name: Some(name.to_string()),
-            },
+        subject: SubjectPayload {
+            subject_type: facts.subject.kind_name(),
+            id: facts.subject.report_key().1,
+            name: facts
+                .subject
+                .org_id()
+                .map(|_| facts.subject_name.to_string()),
         },
         metric: facts.metric.to_string(),
         period: facts.period.to_string(),
@@ -406,7 +396,8 @@ mod tests {
         let used = "1000.50".parse().unwrap();
         let limit = "1000".parse().unwrap();
         let body = quota_event_body(&QuotaEventFacts {
-            subject: QuotaSubject::User(42),
+            subject: Subject::User(42),
+            subject_name: "",
             metric: "cost",
             period: "month",
             kind: "",
@@ -437,10 +428,8 @@ mod tests {
         let used = "820".parse().unwrap();
         let limit = "1000".parse().unwrap();
         let body = quota_event_body(&QuotaEventFacts {
-            subject: QuotaSubject::Organization {
-                id: 7,
-                name: "Acme \"Labs\"",
-            },
+            subject: Subject::Org(7),
+            subject_name: "Acme \"Labs\"",
             metric: "tokens",
             period: "month",
             kind: "",

@@ -9,6 +9,7 @@ mod calendar;
 mod cli;
 mod crash;
 mod data_trust;
+mod definitions;
 mod docs;
 mod idempotency;
 mod mail;

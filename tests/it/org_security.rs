@@ -121,7 +121,7 @@ fn function_rows(conn: &mut PgConnection, org: Option<i64>) -> Vec<String> {
                 "true",
             ),
             (
-                format!("usage_subject_status(0, {org}, 'UTC', NULL, 1, '2026-11-10T12:00:00Z')"),
+                format!("usage_subject_status(0, {org}, '2026-11-10T12:00:00Z')"),
                 "used > 0",
             ),
         ],
@@ -135,11 +135,11 @@ fn function_rows(conn: &mut PgConnection, org: Option<i64>) -> Vec<String> {
                 "true",
             ),
             (
-                "usage_subject_status(1, 0, 'UTC', NULL, 1, '2026-11-10T12:00:00Z')".into(),
+                "usage_subject_status(1, 0, '2026-11-10T12:00:00Z')".into(),
                 "used > 0",
             ),
             (
-                "usage_subject_status(0, 0, 'UTC', NULL, 1, '2026-11-10T12:00:00Z')".into(),
+                "usage_subject_status(0, 0, '2026-11-10T12:00:00Z')".into(),
                 "used > 0",
             ),
         ],
@@ -173,6 +173,16 @@ fn a_reader_sees_exactly_its_organizations_rows_and_nothing_without_one() {
         .map(|(table, _, rows)| format!("{table}: {rows}/0"))
         .collect();
     assert_eq!(visible(&mut two, 2), expected);
+    // Of the subjects (usage_subjects), its organization only: no user at all.
+    assert_eq!(n(&mut two, "SELECT count(*) AS n FROM users"), 0);
+    assert_eq!(
+        n(
+            &mut two,
+            "SELECT count(*) AS n FROM usage_subjects WHERE user_id = 0 AND org_id = 2"
+        ),
+        1
+    );
+    assert_eq!(n(&mut two, "SELECT count(*) AS n FROM usage_subjects"), 1);
     assert_eq!(
         n(
             &mut two,

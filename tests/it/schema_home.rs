@@ -13,59 +13,7 @@ use usage_worker::db;
 use usage_worker::jobs::{JobKind, RunOpts};
 
 use crate::support::roles::{RolesDb, creatable_by, owned_by};
-use crate::support::{self, binary, cluster, dump, output, schedule_key, wait_until};
-
-/// An empty database of this test's own (no migrations), dropped at the end.
-struct EmptyDb {
-    name: String,
-}
-
-impl EmptyDb {
-    fn new(tag: &str) -> EmptyDb {
-        let name = format!("{tag}_{}", std::process::id());
-        db::connect(&cluster().url("postgres"))
-            .unwrap()
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
-            .unwrap();
-        EmptyDb { name }
-    }
-
-    fn url(&self) -> String {
-        cluster().url(&self.name)
-    }
-
-    /// A superuser connection with PostgreSQL's default search_path, as the application has.
-    fn admin(&self) -> PgConnection {
-        db::connect(&self.url()).unwrap()
-    }
-
-    /// The binary on this database, every schedule disabled, with extra environment.
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> support::Out {
-        let mut command = binary();
-        command
-            .env("USAGE_WORKER__DATABASE__URL", self.url())
-            .env("USAGE_WORKER__MAIL__TRANSPORT", "log")
-            .args(args);
-        for kind in JobKind::ALL {
-            command.env(schedule_key(*kind), "");
-        }
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        output(command)
-    }
-}
-
-impl Drop for EmptyDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = db::connect(&cluster().url("postgres")) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
+use crate::support::{self, EmptyDb, dump, wait_until};
 
 /// What a typical web application already has in `public`, with rows.
 const APPLICATION_OBJECTS: &str = "

@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Int2, Nullable, Numeric, Text, Timestamptz
 use serde_json::json;
 
 use super::status::AlertStatus;
-use super::{PREVIEW_SQL, load_after_candidates, webhooks};
+use super::{PREVIEW_SQL, make_candidates, webhooks};
 use crate::db::Count;
 use crate::jobs::{Ctx, JobError, JobReport};
 use crate::mail;
@@ -109,7 +109,11 @@ pub(super) fn preview(
     now: DateTime<Utc>,
     user_id: Option<i64>,
 ) -> Result<JobReport, JobError> {
-    let candidates: Vec<Preview> = load_after_candidates(ctx, conn, PREVIEW_SQL, now, user_id)?;
+    // Changes nothing: the candidates' table goes with the rolled back transaction.
+    let candidates: Vec<Preview> = crate::db::rolled_back(conn, |conn| {
+        make_candidates(ctx, conn, now, user_id)?;
+        diesel::sql_query(PREVIEW_SQL).load(conn)
+    })?;
     let due: Count = diesel::sql_query(
         "SELECT count(*) AS n FROM quota_alerts
           WHERE ((status = 'pending' AND next_attempt_at <= $1)

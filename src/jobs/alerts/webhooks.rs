@@ -18,9 +18,9 @@ use serde_json::json;
 use crate::config::AlertChannel;
 use crate::jobs::{Ctx, JobError, RunOpts};
 use crate::mail::webhook::{
-    self, PostError, QuotaEventFacts, QuotaSubject, WebhookErrorClass, WebhookMessage,
-    WebhookTarget,
+    self, PostError, QuotaEventFacts, WebhookErrorClass, WebhookMessage, WebhookTarget,
 };
+use crate::subject::Subject;
 
 mod overview;
 
@@ -157,13 +157,8 @@ impl ClaimedDelivery {
         WebhookMessage {
             webhook_id: self.webhook_id.clone(),
             body: webhook::quota_event_body(&QuotaEventFacts {
-                subject: match self.org_id {
-                    0 => QuotaSubject::User(self.user_id),
-                    org => QuotaSubject::Organization {
-                        id: org,
-                        name: &self.org_name,
-                    },
-                },
+                subject: Subject::of_row(self.user_id, self.org_id),
+                subject_name: &self.org_name,
                 metric: &self.metric,
                 period: &self.period,
                 kind: &self.kind,

@@ -9,8 +9,15 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use serde_json::json;
 
 use super::tally::warn_unknown_zone;
-use super::{APPLY_SQL, QuotaPeriod, RAW_SQL, Subject, lock_out_aggregation};
+use super::{APPLY_SQL, QuotaPeriod, RAW_SQL, lock_out_aggregation};
 use crate::jobs::{JobError, JobReport};
+use crate::subject::Subject;
+
+const SUBJECT_SQL: &str = include_str!("../sql/manual_subject.sql");
+const PERIOD_CONTAINING_SQL: &str = include_str!("../sql/manual_period_containing.sql");
+const OPEN_SQL: &str = include_str!("../sql/manual_open.sql");
+const END_SQL: &str = include_str!("../sql/manual_end.sql");
+const CLOSING_SQL: &str = include_str!("../sql/manual_closing.sql");
 
 /// The zone, billing anchor and plan of a user or organization.
 #[derive(QueryableByName)]
@@ -135,29 +142,13 @@ fn split_report(
 /// The subject's zone, anchor and plan; refuses an id that is not in `users` or
 /// `organizations`, and warns when the zone is unknown.
 fn subject_settings(conn: &mut PgConnection, subject: Subject) -> Result<Settings, JobError> {
-    let (sql, id, missing) = match subject {
-        Subject::User(id) => (
-            "SELECT timezone, billing_anchor_day::int AS anchor, plan_id,
-                    usage_timezone_is_valid(timezone) AS known_zone
-               FROM users WHERE id = $1",
-            id,
-            format!("user {id} is not in the users table; check the id given to --user"),
-        ),
-        Subject::Org(id) => (
-            "SELECT timezone, billing_anchor_day::int AS anchor, plan_id,
-                    usage_timezone_is_valid(timezone) AS known_zone
-               FROM organizations WHERE id = $1",
-            id,
-            format!(
-                "organization {id} is not in the organizations table; check the id given to --org"
-            ),
-        ),
-    };
-    let settings: Option<Settings> = diesel::sql_query(sql)
-        .bind::<BigInt, _>(id)
+    let (user_id, org_id) = subject.key();
+    let settings: Option<Settings> = diesel::sql_query(SUBJECT_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(org_id)
         .get_result(conn)
         .optional()?;
-    let settings = settings.ok_or(JobError::Invalid(missing))?;
+    let settings = settings.ok_or_else(|| JobError::Invalid(subject.not_found("--user")))?;
     if !settings.known_zone {
         warn_unknown_zone(subject, None);
     }
@@ -174,27 +165,14 @@ fn period_containing(
     now: DateTime<Utc>,
 ) -> QueryResult<PeriodRow> {
     let (user_id, org_id) = subject.key();
-    diesel::sql_query(
-        "SELECT COALESCE(cur.period_start, GREATEST(b.period_start, prev.period_end)) AS period_start,
-                COALESCE(cur.period_end, LEAST(b.period_end, nxt.period_start)) AS period_end,
-                COALESCE(cur.status, 'missing') AS status
-           FROM usage_period_bounds($4, $5, $2, $3) b
-           LEFT JOIN usage_periods cur ON cur.user_id = $1 AND cur.org_id = $6 AND cur.period = $2
-                 AND cur.period_start <= $3 AND cur.period_end > $3
-           LEFT JOIN LATERAL (SELECT max(up.period_end) AS period_end FROM usage_periods up
-                               WHERE up.user_id = $1 AND up.org_id = $6 AND up.period = $2
-                                 AND up.period_end <= $3) prev ON true
-           LEFT JOIN LATERAL (SELECT min(up.period_start) AS period_start FROM usage_periods up
-                               WHERE up.user_id = $1 AND up.org_id = $6 AND up.period = $2
-                                 AND up.period_start > $3) nxt ON true",
-    )
-    .bind::<BigInt, _>(user_id)
-    .bind::<Text, _>(period.as_str())
-    .bind::<Timestamptz, _>(now)
-    .bind::<Text, _>(&settings.timezone)
-    .bind::<Nullable<Integer>, _>(settings.anchor)
-    .bind::<BigInt, _>(org_id)
-    .get_result(conn)
+    diesel::sql_query(PERIOD_CONTAINING_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<Text, _>(period.as_str())
+        .bind::<Timestamptz, _>(now)
+        .bind::<Text, _>(&settings.timezone)
+        .bind::<Nullable<Integer>, _>(settings.anchor)
+        .bind::<BigInt, _>(org_id)
+        .get_result(conn)
 }
 
 /// Ends `current` at `now` (reason `manual`) and opens its remainder as a new period, both
@@ -210,52 +188,37 @@ fn split_period(
     let p = period.as_str();
     let (user_id, org_id) = subject.key();
     let insert = |conn: &mut PgConnection, start: DateTime<Utc>, end: DateTime<Utc>| {
-        diesel::sql_query(
-            "INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(org_id)
-        .bind::<Text, _>(p)
-        .bind::<Timestamptz, _>(start)
-        .bind::<Timestamptz, _>(end)
-        .execute(conn)
+        diesel::sql_query(OPEN_SQL)
+            .bind::<BigInt, _>(user_id)
+            .bind::<BigInt, _>(org_id)
+            .bind::<Text, _>(p)
+            .bind::<Timestamptz, _>(start)
+            .bind::<Timestamptz, _>(end)
+            .execute(conn)
     };
     if current.status == "missing" {
         insert(conn, current.period_start, current.period_end)?;
     }
-    diesel::sql_query(
-        "UPDATE usage_periods SET period_end = $4
-          WHERE user_id = $1 AND org_id = $2 AND period = $3 AND period_start = $5",
-    )
-    .bind::<BigInt, _>(user_id)
-    .bind::<BigInt, _>(org_id)
-    .bind::<Text, _>(p)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Timestamptz, _>(current.period_start)
-    .execute(conn)?;
+    diesel::sql_query(END_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(org_id)
+        .bind::<Text, _>(p)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Timestamptz, _>(current.period_start)
+        .execute(conn)?;
     insert(conn, now, current.period_end)?;
-    // Both halves are reconciled: events already counted in the old period that belong
-    // after `now` move to the new one. The columns are those reset_due.sql gives.
-    diesel::sql_query(
-        "CREATE TEMP TABLE usage_closing ON COMMIT DROP AS
-         SELECT $1::bigint AS user_id, $2::bigint AS org_id, $3::text AS period, v.period_start,
-                v.period_end, v.close_reason, $7::text AS zone, $8::int AS anchor,
-                $9::bigint AS plan_id
-           FROM (VALUES ($5::timestamptz, $4::timestamptz, 'manual'::text),
-                        ($4::timestamptz, $6::timestamptz, NULL::text))
-                AS v (period_start, period_end, close_reason)",
-    )
-    .bind::<BigInt, _>(user_id)
-    .bind::<BigInt, _>(org_id)
-    .bind::<Text, _>(p)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Timestamptz, _>(current.period_start)
-    .bind::<Timestamptz, _>(current.period_end)
-    .bind::<Text, _>(&settings.timezone)
-    .bind::<Nullable<Integer>, _>(settings.anchor)
-    .bind::<Nullable<BigInt>, _>(settings.plan_id)
-    .execute(conn)?;
+    // Both halves are reconciled.
+    diesel::sql_query(CLOSING_SQL)
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(org_id)
+        .bind::<Text, _>(p)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Timestamptz, _>(current.period_start)
+        .bind::<Timestamptz, _>(current.period_end)
+        .bind::<Text, _>(&settings.timezone)
+        .bind::<Nullable<Integer>, _>(settings.anchor)
+        .bind::<Nullable<BigInt>, _>(settings.plan_id)
+        .execute(conn)?;
     diesel::sql_query(RAW_SQL).execute(conn)?;
     diesel::sql_query(APPLY_SQL)
         .bind::<Timestamptz, _>(now)

@@ -8,8 +8,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Numeric, Text, Timestamptz};
 use serde_json::json;
 
-use super::{QuotaPeriod, Subject};
+use super::QuotaPeriod;
 use crate::jobs::JobReport;
+use crate::subject::Subject;
 
 /// Drift warnings logged one by one per run; the rest are counted.
 const DRIFT_WARNINGS_LOGGED: usize = 100;

@@ -1,11 +1,11 @@
--- The batch grouped as token_usage_daily is keyed (user, organization, local day, kind,
--- request_type, model), summed in numeric (messages, at most 2^31 - 1 each, in bigint: no
--- transaction holds 2^32 events) so that no sum can fail here; the overflow checks
--- read it before aggregate_daily.sql adds it. The day is local to the event's subject: the
--- organization's zone for usage in one, the user's own otherwise. first_at/last_at bound
--- the events of each group in time.
+-- aggregate_groups: the batch grouped as token_usage_daily is keyed (user, organization,
+-- local day, kind, request_type, model), with the subject of each group. The day is local to
+-- the subject: the organization's zone for usage in one, the user's own otherwise
+-- (aggregate_subjects). Sums in numeric (messages in bigint: no transaction holds 2^32
+-- events), so that no sum can fail here; the overflow checks read it before
+-- aggregate_daily.sql adds it. first_at/last_at bound the events of each group in time.
 CREATE TEMP TABLE aggregate_groups ON COMMIT DROP AS
-SELECT b.user_id, b.org_id,
+SELECT b.user_id, b.org_id, b.subject_user_id, b.subject_org_id,
        (b.created_at AT TIME ZONE z.zone)::date AS day,
        b.kind, b.request_type, b.model,
        count(*) AS events,
@@ -14,7 +14,5 @@ SELECT b.user_id, b.org_id,
        sum(b.bytes) AS bytes, sum(b.cost) AS cost,
        min(b.created_at) AS first_at, max(b.created_at) AS last_at
   FROM aggregate_batch b
-  JOIN aggregate_zones z
-    ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
-   AND z.org_id = COALESCE(b.org_id, 0)
- GROUP BY 1, 2, 3, 4, 5, 6
+  JOIN aggregate_subjects z ON z.user_id = b.subject_user_id AND z.org_id = b.subject_org_id
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8

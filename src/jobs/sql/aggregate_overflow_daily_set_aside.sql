@@ -18,9 +18,8 @@ SELECT r.id, r.created_at, r.user_id, r.org_id, r.recorded_xid, 'daily_sum_overf
           JOIN aggregate_batch b
             ON b.user_id = o.user_id AND b.org_id IS NOT DISTINCT FROM o.org_id
            AND b.kind = o.kind AND b.request_type = o.request_type AND b.model = o.model
-          JOIN aggregate_zones z
-            ON z.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
-           AND z.org_id = COALESCE(b.org_id, 0)
+          JOIN aggregate_subjects z
+            ON z.user_id = b.subject_user_id AND z.org_id = b.subject_org_id
          WHERE (b.created_at AT TIME ZONE z.zone)::date = o.day
         WINDOW w AS (PARTITION BY o.user_id, o.org_id, o.day, o.kind, o.request_type, o.model
                      ORDER BY b.tokens::numeric + b.prompt_tokens + b.completion_tokens

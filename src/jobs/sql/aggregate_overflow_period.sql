@@ -5,9 +5,7 @@
 -- `*_room` is what may still be added.
 CREATE TEMP TABLE aggregate_overflow_period ON COMMIT DROP AS
 WITH batch_subjects AS (
-    SELECT CASE WHEN org_id IS NULL THEN user_id ELSE 0 END AS user_id,
-           COALESCE(org_id, 0) AS org_id,
-           min(first_at) AS first_at, max(last_at) AS last_at,
+    SELECT subject_user_id AS user_id, subject_org_id AS org_id, min(first_at) AS first_at, max(last_at) AS last_at,
            sum(tokens) AS tokens, sum(messages) AS messages, sum(bytes) AS bytes
       FROM aggregate_groups
      GROUP BY 1, 2

@@ -11,9 +11,7 @@ SELECT r.id, r.created_at, r.user_id, r.org_id, r.recorded_xid, 'period_sum_over
                sum(b.messages::numeric) OVER w AS messages_run,
                sum(b.bytes) OVER w AS bytes_run
           FROM aggregate_overflow_period o
-          JOIN aggregate_batch b
-            ON o.user_id = CASE WHEN b.org_id IS NULL THEN b.user_id ELSE 0 END
-           AND o.org_id = COALESCE(b.org_id, 0)
+          JOIN aggregate_batch b ON b.subject_user_id = o.user_id AND b.subject_org_id = o.org_id
         WINDOW w AS (PARTITION BY o.user_id, o.org_id
                      ORDER BY b.tokens::numeric + b.messages + b.bytes, b.id
                      ROWS UNBOUNDED PRECEDING)) r

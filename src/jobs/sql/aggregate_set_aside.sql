@@ -1,7 +1,8 @@
--- Events of the batch that can never be counted (usage_event_problem: created_at outside the
--- bounds, NaN cost; rows from before those bounds) go to `aggregate_set_aside` and leave the
--- batch. Later checks add the events that would overflow a sum to the same table, which the
--- transaction copies into usage_quarantine as it advances the watermark.
+-- aggregate_set_aside: the events of the batch that can never be counted
+-- (usage_event_problem: created_at outside the bounds, NaN cost; rows from before those
+-- bounds); aggregate_set_aside_leave.sql takes them out of the batch. Later checks add the
+-- events that would overflow a sum, and aggregate_quarantine.sql copies them all into
+-- usage_quarantine as the transaction advances the watermark.
 CREATE TEMP TABLE aggregate_set_aside ON COMMIT DROP AS
 SELECT b.id AS event_id, b.created_at, b.user_id, b.org_id, b.recorded_xid,
        usage_event_problem(b.created_at, b.cost) AS reason,
@@ -9,8 +10,4 @@ SELECT b.id AS event_id, b.created_at, b.user_id, b.org_id, b.recorded_xid,
               b.kind, b.created_at, b.tokens, b.prompt_tokens, b.completion_tokens, b.messages,
               b.bytes, b.cost) AS detail
   FROM aggregate_batch b
- WHERE usage_event_problem(b.created_at, b.cost) IS NOT NULL;
-
-DELETE FROM aggregate_batch b
- USING aggregate_set_aside s
- WHERE b.id = s.event_id AND b.created_at = s.created_at;
+ WHERE usage_event_problem(b.created_at, b.cost) IS NOT NULL

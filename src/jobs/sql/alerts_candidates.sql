@@ -1,15 +1,16 @@
--- The alerts usage calls for right now: every open period of a subject whose plan limits the
--- metric (no plan_limits row = unlimited = never an alert), joined to each configured
--- threshold its usage has reached: the plan's alert_thresholds, or alerts.thresholds when the
--- plan has none. One set-based pass over the open periods.
+-- alert_candidates: the alerts usage calls for right now: every open period of a subject
+-- whose plan limits the metric (no plan_limits row = unlimited = never an alert), joined to
+-- each configured threshold its usage has reached: the plan's alert_thresholds, or
+-- alerts.thresholds when the plan has none. One set-based pass over the open periods.
 --
 -- A subject is a user's personal usage (period user_id = the user, org_id 0; the user is
 -- the recipient) or an organization's (period user_id 0, org_id = the organization; each
 -- owner and admin is a recipient, so an organization's threshold gives one row per
--- recipient). Periods are matched on both columns: user id 0 is a legal user. The two kinds
--- of subject are read in two branches, each joining its periods to its own tables, so that
--- the planner sees the real number of recipients (a UNION ALL of users and members joined to
--- the periods afterwards hid it, and the periods were joined in nested loops). An open period
+-- recipient); plan and alert setting are the subject's (usage_subjects). Periods are matched
+-- on both columns: user id 0 is a legal user. The two kinds of subject are read in two
+-- branches, each joining its periods to its subjects and recipients, so that the planner
+-- sees the real number of recipients (a UNION ALL of recipients joined to the periods
+-- afterwards hid it, and the periods were joined in nested loops). An open period
 -- that ended long ago (its reset has not run) would only expire: it is left out.
 --
 -- When several thresholds are reached, every one but the highest is `superseded`: only the
@@ -18,7 +19,9 @@
 -- even against a limit of 0.
 --
 -- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
--- $4 one user id (that user's personal quota only), or NULL for everyone (--user).
+-- $4 one user id (that user's personal quota only), or NULL for everyone (--user). Read by
+-- alerts_decide.sql and alerts_preview.sql.
+CREATE TEMP TABLE alert_candidates ON COMMIT DROP AS
 SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
        t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
@@ -39,21 +42,21 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
                                                   ELSE k.cost END, 0)
                END AS used
           FROM (SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
-                       up.requests, up.messages, up.tokens, up.bytes, up.cost, u.plan_id,
-                       u.id AS recipient, u.alerts_enabled
+                       up.requests, up.messages, up.tokens, up.bytes, up.cost, s.plan_id,
+                       s.user_id AS recipient, s.alerts_enabled
                   FROM usage_periods up
-                  JOIN users u ON u.id = up.user_id
+                  JOIN usage_subjects s ON s.user_id = up.user_id AND s.org_id = 0
                  WHERE up.org_id = 0
                    AND ($4::bigint IS NULL OR up.user_id = $4)
                    AND up.status = 'open' AND up.period_start <= $1
                    AND up.period_end > $1 - make_interval(secs => $3)
                 UNION ALL
                 SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
-                       up.requests, up.messages, up.tokens, up.bytes, up.cost, o.plan_id,
-                       r.id, o.alerts_enabled AND r.alerts_enabled
+                       up.requests, up.messages, up.tokens, up.bytes, up.cost, s.plan_id,
+                       r.id, s.alerts_enabled AND r.alerts_enabled
                   FROM usage_periods up
-                  JOIN organizations o ON o.id = up.org_id
-                  JOIN organization_members m ON m.org_id = o.id AND m.role IN ('owner', 'admin')
+                  JOIN usage_subjects s ON s.user_id = 0 AND s.org_id = up.org_id
+                  JOIN organization_members m ON m.org_id = s.org_id AND m.role IN ('owner', 'admin')
                   JOIN users r ON r.id = m.user_id
                  WHERE up.user_id = 0 AND up.org_id > 0 AND $4::bigint IS NULL
                    AND up.status = 'open' AND up.period_start <= $1

@@ -3,7 +3,7 @@
 -- the alert its webhooks would go with: every personal one to be sent, and one per
 -- organization's threshold never decided before (the first recipient to be emailed), as
 -- webhooks_decide.sql chooses.
--- $1 now; `candidates` is alerts_candidates.sql.
+-- Reads alert_candidates (alerts_candidates.sql).
 SELECT c.user_id, c.org_id, u.email, COALESCE(o.name, '') AS org_name,
        COALESCE(o.alerts_enabled, true) AS org_alerts_enabled,
        COALESCE(m.role, '') AS role, c.metric, c.period, c.kind, c.period_start, c.threshold,
@@ -18,7 +18,7 @@ SELECT c.user_id, c.org_id, u.email, COALESCE(o.name, '') AS org_name,
                                    AND b.period = c.period AND b.kind = c.kind
                                    AND b.period_start = c.period_start
                                    AND b.threshold = c.threshold))) AS carries_webhook
-  FROM candidates c
+  FROM alert_candidates c
   JOIN users u ON u.id = c.user_id
   LEFT JOIN organizations o ON o.id = c.org_id
   LEFT JOIN organization_members m ON m.org_id = c.org_id AND m.user_id = c.user_id

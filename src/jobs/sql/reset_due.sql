@@ -3,7 +3,8 @@
 -- A period belongs to a user's personal usage (user_id, org_id 0) or to an organization
 -- (user_id 0, org_id); user id 0 is a legal user, so rows are always keyed by both. The
 -- batch goes into the temporary table the next steps read, with its subject's zone, anchor
--- and plan (NULL zone: no users or organizations row, counted as UTC); close_reason NULL
+-- and plan (usage_subjects; NULL zone: no users or organizations row, counted as UTC);
+-- close_reason NULL
 -- would mean "reconcile only, stay open" (used by manual resets for the new period).
 CREATE TEMP TABLE usage_closing ON COMMIT DROP AS
 WITH due AS (
@@ -18,9 +19,6 @@ WITH due AS (
 )
 SELECT d.user_id, d.org_id, d.period, d.period_start, d.period_end,
        'rollover'::text AS close_reason,
-       CASE WHEN d.org_id = 0 THEN u.timezone ELSE o.timezone END AS zone,
-       CASE WHEN d.org_id = 0 THEN u.billing_anchor_day ELSE o.billing_anchor_day END::int AS anchor,
-       CASE WHEN d.org_id = 0 THEN u.plan_id ELSE o.plan_id END AS plan_id
+       su.timezone AS zone, su.billing_anchor_day::int AS anchor, su.plan_id
   FROM due d
-  LEFT JOIN users u ON d.org_id = 0 AND u.id = d.user_id
-  LEFT JOIN organizations o ON o.id = d.org_id
+  LEFT JOIN usage_subjects su ON su.user_id = d.user_id AND su.org_id = d.org_id

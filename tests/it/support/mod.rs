@@ -26,6 +26,7 @@
 pub mod books;
 pub mod clock;
 pub mod daemon;
+pub mod definitions;
 pub mod docs;
 pub mod notify;
 pub mod org_books;
@@ -190,6 +191,8 @@ fn ensure_template(cluster: &Cluster) {
 /// A fresh, migrated database for one test.
 pub struct TestDb {
     pub url: String,
+    /// The database's name.
+    pub name: String,
     /// Held by [`TestDb::alone`] databases until the test ends.
     _alone: Option<FileLock>,
 }
@@ -220,6 +223,7 @@ impl TestDb {
             .expect("create test database");
         TestDb {
             url: cluster.url(&name),
+            name,
             _alone: alone,
         }
     }
@@ -528,4 +532,61 @@ pub fn config_file(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config file");
     path
+}
+
+/// An empty database of this test's own (no migrations), dropped at the end.
+pub struct EmptyDb {
+    pub name: String,
+}
+
+impl EmptyDb {
+    pub fn new(tag: &str) -> EmptyDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{tag}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        db::connect(&cluster().url("postgres"))
+            .unwrap()
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .unwrap();
+        EmptyDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        cluster().url(&self.name)
+    }
+
+    /// A superuser connection with PostgreSQL's default search_path, as the application has.
+    pub fn admin(&self) -> PgConnection {
+        db::connect(&self.url()).unwrap()
+    }
+
+    /// The binary on this database, every schedule disabled, with extra environment.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut command = binary();
+        command
+            .env("USAGE_WORKER__DATABASE__URL", self.url())
+            .env("USAGE_WORKER__MAIL__TRANSPORT", "log")
+            .args(args);
+        for kind in JobKind::ALL {
+            command.env(schedule_key(*kind), "");
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        output(command)
+    }
+}
+
+impl Drop for EmptyDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = db::connect(&cluster().url("postgres")) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }

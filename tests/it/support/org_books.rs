@@ -6,9 +6,9 @@ use super::TestDb;
 
 /// The counted events (below the watermark, not set aside) with their subject.
 const COUNTED_EVENTS: &str = "
-    SELECT CASE WHEN e.org_id IS NULL THEN e.user_id ELSE 0 END AS subject_user,
-           COALESCE(e.org_id, 0) AS subject_org, e.*
+    SELECT s.user_id AS subject_user, s.org_id AS subject_org, e.*
       FROM usage_events e
+     CROSS JOIN LATERAL usage_event_subject(e.user_id, e.org_id) s
      WHERE e.recorded_xid < (SELECT xid FROM aggregation_watermark)
        AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
                         WHERE q.event_id = e.id AND q.created_at = e.created_at)";

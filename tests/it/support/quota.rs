@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Numeric, Text, Timestamptz};
+use usage_worker::jobs::aggregate::{self, Limit};
 
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -85,27 +85,25 @@ pub fn reference_bounds(
     }
 }
 
-/// Adds every committed event not yet counted into the periods that contain them, the way
-/// the aggregate transaction does: the new events go into `aggregate_batch`, its subjects'
-/// zones into `aggregate_zones` and its groups into `aggregate_groups` (the job's own SQL),
-/// then `usage_periods_add_batch()`, then the watermark moves past them.
+/// Adds every committed event of this database not yet counted, through the aggregate
+/// transaction itself, in one batch. Not bounded by the cluster's oldest open transaction as
+/// the job is: another test's, in another database, must not hold this one back, and no
+/// transaction of this test is open while it runs.
 pub fn add_new_events_to_periods(conn: &mut PgConnection) {
-    conn.transaction(|conn| {
-        conn.batch_execute(
-            "CREATE TEMP TABLE aggregate_batch ON COMMIT DROP AS
-                 SELECT * FROM usage_events
-                  WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark);",
-        )?;
-        conn.batch_execute(include_str!("../../../src/jobs/sql/aggregate_zones.sql"))?;
-        conn.batch_execute(include_str!("../../../src/jobs/sql/aggregate_groups.sql"))?;
-        conn.batch_execute(
-            "SELECT usage_periods_add_batch();
-             UPDATE aggregation_watermark
-                SET xid = GREATEST(xid, (SELECT (max(recorded_xid::text::bigint) + 1)::text::xid8
-                                           FROM aggregate_batch));",
-        )
-    })
+    #[derive(QueryableByName)]
+    struct Next {
+        #[diesel(sql_type = Nullable<Text>)]
+        xid: Option<String>,
+    }
+    let next = diesel::sql_query(
+        "SELECT (max(recorded_xid::text::numeric) + 1)::text AS xid FROM usage_events",
+    )
+    .get_result::<Next>(conn)
     .unwrap();
+    let Some(limit) = next.xid.map(|x| x.parse::<u64>().unwrap()) else {
+        return;
+    };
+    aggregate::transaction(conn, i64::MAX, Limit::Below(limit)).unwrap();
 }
 
 #[derive(QueryableByName, Debug, Clone, PartialEq)]

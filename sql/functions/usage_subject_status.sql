@@ -1,0 +1,91 @@
+-- usage_subject_status(user_id, org_id, at): the quota state of one subject (a user's
+-- personal usage: (user, 0); an organization's: (0, org)) at `at`, the body of quota_status()
+-- and org_quota_status(). One row per metric and period kind over all event kinds, and one
+-- per kind-scoped limit of the subject's plan: what was used in the period containing `at`
+-- (the subject's open or closed period, or, where none has events yet, its natural period
+-- after any earlier one), the limit (NULL: unlimited), what remains and the period's bounds.
+-- No row when the subject is not in usage_subjects.
+CREATE OR REPLACE FUNCTION usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamptz)
+RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    c_start    timestamptz;
+    c_end      timestamptz;
+    c_requests bigint;
+    c_messages bigint;
+    c_tokens   bigint;
+    c_bytes    bigint;
+    c_cost     numeric;
+    b          record;
+    per    text;
+    p_from timestamptz;
+    p_to   timestamptz;
+    known  boolean;
+    p_tz     text;
+    p_anchor integer;
+    p_plan   bigint;
+BEGIN
+    SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
+      FROM usage_subjects su
+     WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
+        -- The latest period starting at or before `at`: the current one if it has not ended.
+        SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
+          INTO c_start, c_end, c_requests, c_messages, c_tokens, c_bytes, c_cost
+          FROM usage_periods up
+         WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = per
+           AND up.period_start <= p_at
+         ORDER BY up.period_start DESC
+         LIMIT 1;
+        known := FOUND AND c_end > p_at;
+        IF known THEN
+            p_from := c_start;
+            p_to := c_end;
+        ELSE
+            -- No events yet in this period: its natural bounds, after any earlier period.
+            b := usage_period_bounds(p_tz, p_anchor, per, p_at);
+            SELECT t.period_start, t.period_end INTO p_from, p_to
+              FROM usage_period_between(b.period_start, b.period_end, c_end, NULL) t;
+        END IF;
+        -- The five totals over all kinds, then one row per kind-scoped limit: UNION ALL and one
+        -- small sort, no de-duplication.
+        RETURN QUERY
+        SELECT x.metric, per, x.kind, x.used, x.limit_value,
+               CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
+               x.limit_value IS NULL,
+               COALESCE(x.used >= x.limit_value, false),
+               CASE WHEN x.limit_value IS NULL THEN NULL
+                    WHEN x.limit_value = 0 THEN 100::numeric
+                    ELSE round(x.used * 100 / x.limit_value, 2) END,
+               p_from, p_to
+          FROM (SELECT m.metric, ''::text AS kind,
+                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END AS used,
+                       l.max_value AS limit_value
+                  FROM (VALUES ('bytes', c_bytes::numeric), ('cost', c_cost),
+                               ('messages', c_messages::numeric), ('requests', c_requests::numeric),
+                               ('tokens', c_tokens::numeric)) AS m (metric, used)
+                  LEFT JOIN plan_limits l
+                    ON l.plan_id = p_plan AND l.period = per AND l.kind = '' AND l.metric = m.metric
+                UNION ALL
+                SELECT l.metric, l.kind,
+                       COALESCE(CASE l.metric WHEN 'requests' THEN k.requests::numeric
+                                              WHEN 'messages' THEN k.messages::numeric
+                                              WHEN 'tokens' THEN k.tokens::numeric
+                                              WHEN 'bytes' THEN k.bytes::numeric
+                                              ELSE k.cost END, 0),
+                       l.max_value
+                  FROM plan_limits l
+                  LEFT JOIN usage_period_kind_totals k
+                    ON known AND k.user_id = p_user_id AND k.org_id = p_org_id AND k.period = per
+                   AND k.period_start = p_from AND k.kind = l.kind
+                 WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
+         ORDER BY x.metric, x.kind;
+    END LOOP;
+END;
+$$;

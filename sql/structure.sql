@@ -1,0 +1,2038 @@
+-- The schema the migrations build (schema usage), as pg_dump --schema-only --no-owner prints it. Written by `UW_UPDATE_STRUCTURE=1 cargo test --test it definitions::` (or scripts/sql-migration); never edited by hand.
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: usage; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA usage;
+
+
+--
+-- Name: org_quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    -- Organization ids are positive: (0, 0) would be user 0's personal usage.
+    SELECT * FROM usage_subject_status(0, p_org_id, p_at) WHERE p_org_id > 0
+$$;
+
+
+--
+-- Name: org_usage_by_member(bigint, date, date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.org_usage_by_member(p_org_id bigint, p_from date, p_to date) RETURNS TABLE(user_id bigint, events bigint, tokens bigint, prompt_tokens bigint, completion_tokens bigint, messages bigint, bytes bigint, cost numeric)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    SELECT d.user_id, sum(d.events)::bigint, sum(d.tokens)::bigint, sum(d.prompt_tokens)::bigint,
+           sum(d.completion_tokens)::bigint, sum(d.messages)::bigint, sum(d.bytes)::bigint,
+           sum(d.cost)
+      FROM usage_subject_days(0, p_org_id, p_from, p_to) d
+     WHERE p_org_id > 0  -- (0, 0) would be user 0's personal usage
+     GROUP BY d.user_id
+     ORDER BY sum(d.tokens) DESC, d.user_id;
+$$;
+
+
+--
+-- Name: org_usage_summary(bigint, text, date, date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.org_usage_summary(p_org_id bigint, p_granularity text, p_from date, p_to date) RETURNS TABLE(period_start date, events bigint, tokens bigint, prompt_tokens bigint, completion_tokens bigint, messages bigint, bytes bigint, cost numeric)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    -- Organization ids are positive: (0, 0) would be user 0's personal usage.
+    SELECT * FROM usage_subject_summary(0, p_org_id, p_granularity, p_from, p_to)
+     WHERE p_org_id > 0
+$$;
+
+
+--
+-- Name: quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    SELECT * FROM usage_subject_status(p_user_id, 0, p_at)
+$$;
+
+
+--
+-- Name: usage_create_partition(date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_create_partition(p_month date) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+DECLARE
+    v_name text;
+    v_from timestamptz;
+    v_to   timestamptz;
+BEGIN
+    IF p_month IS NULL OR p_month <> date_trunc('month', p_month)::date
+       OR p_month < '1990-01-01' OR p_month >= '2200-01-01' THEN
+        RAISE EXCEPTION 'usage_create_partition: % is not the first day of a month from 1990 to 2199', p_month
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_name := 'usage_events_' || to_char(p_month, 'YYYY_MM');
+    v_from := p_month::timestamp AT TIME ZONE 'UTC';
+    v_to := (p_month + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+    LOCK TABLE ONLY usage_events IN SHARE ROW EXCLUSIVE MODE;
+    LOCK TABLE usage_events_default IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'usage_events'::regclass AND c.relname = v_name) THEN
+        RETURN false;
+    END IF;
+    -- For plpgsql_check, which cannot see a table this function creates: its shape.
+    PERFORM 'PRAGMA:TABLE: usage_events_moving (LIKE usage_events)';
+    CREATE TEMP TABLE usage_events_moving ON COMMIT DROP AS
+    WITH moved AS (
+        DELETE FROM usage_events_default
+         WHERE created_at >= v_from AND created_at < v_to
+     RETURNING *)
+    SELECT * FROM moved;
+    EXECUTE format('CREATE TABLE %I PARTITION OF usage_events FOR VALUES FROM (%L) TO (%L)',
+                   v_name, v_from, v_to);
+    PERFORM usage_partition_policies(format('%I', v_name)::regclass);
+    INSERT INTO usage_events SELECT * FROM pg_temp.usage_events_moving;
+    DROP TABLE pg_temp.usage_events_moving;
+    RETURN true;
+END;
+$$;
+
+
+--
+-- Name: usage_current_org(); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_current_org() RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT NULLIF(current_setting('usage.org_id', true), '')::bigint
+$$;
+
+
+--
+-- Name: usage_drop_partition(text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_drop_partition(p_partition text, p_before timestamp with time zone) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'usage', 'pg_temp'
+    AS $_$
+DECLARE
+    v_month     date;
+    v_rel       regclass;
+    v_bound     text;
+    v_watermark xid8;
+    v_pending   boolean;
+BEGIN
+    IF p_partition IS NULL OR p_partition !~ '^usage_events_[0-9]{4}_(0[1-9]|1[0-2])$' THEN
+        RAISE EXCEPTION 'usage_drop_partition: "%" is not the name of a monthly partition of usage_events (usage_events_YYYY_MM)', p_partition
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_month := to_date(substr(p_partition, 14), 'YYYY_MM');
+    SELECT c.oid::regclass, pg_get_expr(c.relpartbound, c.oid) INTO v_rel, v_bound
+      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+     WHERE i.inhparent = 'usage_events'::regclass AND c.relname = p_partition;
+    IF v_rel IS NULL THEN
+        RAISE EXCEPTION 'usage_drop_partition: % is not a partition of usage_events', p_partition
+              USING ERRCODE = 'undefined_table';
+    END IF;
+    -- Both sides printed by this session, in its time zone and date style.
+    IF v_bound <> format('FOR VALUES FROM (%L) TO (%L)',
+                         v_month::timestamp AT TIME ZONE 'UTC',
+                         (v_month + interval '1 month')::timestamp AT TIME ZONE 'UTC') THEN
+        RAISE EXCEPTION 'usage_drop_partition: % has bounds % rather than its month''s', p_partition, v_bound
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_before IS NULL OR (v_month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > p_before THEN
+        RAISE EXCEPTION 'usage_drop_partition: % ends after %', p_partition, p_before
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_rel);
+    SELECT xid INTO v_watermark FROM aggregation_watermark;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE recorded_xid >= $1)', v_rel)
+       INTO v_pending USING coalesce(v_watermark, '0'::xid8);
+    IF v_pending THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('ALTER TABLE usage_events DETACH PARTITION %s', v_rel);
+    EXECUTE format('DROP TABLE %s', v_rel);
+    RETURN true;
+END;
+$_$;
+
+
+--
+-- Name: usage_event_problem(timestamp with time zone, numeric); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_event_problem(created_at timestamp with time zone, cost numeric) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN NOT (created_at >= '1990-01-01 00:00:00+00'::timestamptz
+                  AND created_at < '2200-01-01 00:00:00+00'::timestamptz)
+            THEN 'created_at_out_of_range'
+        WHEN cost = 'NaN'::numeric THEN 'cost_not_a_number'
+    END
+$$;
+
+
+--
+-- Name: usage_event_subject(bigint, bigint); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_event_subject(p_user_id bigint, p_org_id bigint) RETURNS TABLE(user_id bigint, org_id bigint)
+    LANGUAGE sql IMMUTABLE ROWS 1 PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN p_org_id IS NULL THEN p_user_id ELSE 0 END, COALESCE(p_org_id, 0)
+$$;
+
+
+--
+-- Name: usage_is_reader(); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_is_reader() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT COALESCE(pg_has_role(current_user, to_regrole('usage_reader'), 'MEMBER'), false)
+$$;
+
+
+--
+-- Name: usage_local_midnight(date, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_local_midnight(d date, tz text) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    later   timestamptz := d::timestamp AT TIME ZONE tz;
+    day_before timestamptz := later - interval '1 day';
+    earlier timestamptz := (d::timestamp - ((day_before AT TIME ZONE tz) - (day_before AT TIME ZONE 'UTC')))
+                           AT TIME ZONE 'UTC';
+BEGIN
+    IF earlier < later AND (earlier AT TIME ZONE tz) = d::timestamp THEN
+        RETURN earlier;
+    END IF;
+    RETURN later;
+END;
+$$;
+
+
+--
+-- Name: usage_partition_policies(regclass); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_partition_policies(p_table regclass) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
+    EXECUTE format('CREATE POLICY usage_not_reader ON %s
+                        USING (NOT (SELECT usage_is_reader()))
+                        WITH CHECK (NOT (SELECT usage_is_reader()))', p_table);
+    EXECUTE format('CREATE POLICY usage_reader_own_org ON %s FOR SELECT
+                        USING (org_id > 0 AND org_id = (SELECT usage_current_org()))', p_table);
+END;
+$$;
+
+
+--
+-- Name: usage_period_between(timestamp with time zone, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_period_between(p_natural_start timestamp with time zone, p_natural_end timestamp with time zone, p_prev_end timestamp with time zone, p_next_start timestamp with time zone) RETURNS TABLE(period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE sql IMMUTABLE ROWS 1 PARALLEL SAFE
+    AS $$
+    SELECT GREATEST(p_natural_start, p_prev_end), LEAST(p_natural_end, p_next_start)
+$$;
+
+
+--
+-- Name: usage_period_bounds(text, integer, text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_period_bounds(tz text, anchor_day integer, period text, at timestamp with time zone, OUT period_start timestamp with time zone, OUT period_end timestamp with time zone) RETURNS record
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    zone  text := CASE WHEN usage_timezone_is_valid(tz) THEN tz ELSE 'UTC' END;
+    dates record;
+BEGIN
+    IF anchor_day IS NOT NULL AND anchor_day NOT BETWEEN 1 AND 31 THEN
+        RAISE EXCEPTION 'billing anchor day % is out of range; expected 1..31 or NULL', anchor_day
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF at IS NULL THEN
+        RETURN;
+    END IF;
+    dates := usage_period_dates((at AT TIME ZONE zone)::date, anchor_day, period);
+    period_start := usage_local_midnight(dates.start_date, zone);
+    period_end := usage_local_midnight(dates.end_date, zone);
+    -- A clock change straddling midnight can put `at` outside the bounds of its local date:
+    -- it then belongs to the neighbouring period.
+    IF at < period_start THEN
+        dates := usage_period_dates(dates.start_date - 1, anchor_day, period);
+    ELSIF at >= period_end THEN
+        dates := usage_period_dates(dates.end_date, anchor_day, period);
+    ELSE
+        RETURN;
+    END IF;
+    period_start := usage_local_midnight(dates.start_date, zone);
+    period_end := usage_local_midnight(dates.end_date, zone);
+END;
+$$;
+
+
+--
+-- Name: usage_period_dates(date, integer, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_period_dates(d date, anchor_day integer, period text, OUT start_date date, OUT end_date date) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    a    int := COALESCE(anchor_day, 1);
+    m    date := date_trunc('month', d)::date;
+    next date;
+BEGIN
+    IF period = 'day' THEN
+        start_date := d;
+        end_date := d + 1;
+    ELSIF period = 'month' THEN
+        -- (m + 1 month) - m is the month's length in days.
+        start_date := m + (LEAST(a, (m + interval '1 month')::date - m) - 1);
+        IF start_date > d THEN
+            m := (m - interval '1 month')::date;
+            start_date := m + (LEAST(a, (m + interval '1 month')::date - m) - 1);
+        END IF;
+        next := (m + interval '1 month')::date;
+        end_date := next + (LEAST(a, (next + interval '1 month')::date - next) - 1);
+    ELSE
+        RAISE EXCEPTION 'unknown period "%"; expected day or month', period
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: usage_periods_delete_kind_totals(); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_periods_delete_kind_totals() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format(
+        'DELETE FROM %I.usage_period_kind_totals k
+          USING deleted_periods d
+          WHERE k.user_id = d.user_id AND k.org_id = d.org_id AND k.period = d.period
+            AND k.period_start = d.period_start', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: usage_rebase_watermark(boolean); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_rebase_watermark(p_force boolean DEFAULT false) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+DECLARE
+    v_old     xid8;
+    v_current xid8 := pg_current_xact_id();
+    v_new     bigint;
+    v_counted bigint;
+    v_pending bigint;
+    v_bounds  record;
+    v_saved   text[] := '{}'::text[];
+BEGIN
+    SELECT xid INTO v_old FROM aggregation_watermark FOR UPDATE;
+    IF NOT FOUND OR v_old <= v_current THEN
+        RETURN 0;
+    END IF;
+    -- Writers wait until the renumbering commits.
+    LOCK TABLE usage_events IN EXCLUSIVE MODE;
+    IF NOT p_force THEN
+        SELECT count(*) INTO v_new
+          FROM usage_events e
+         WHERE e.recorded_xid < v_current
+           AND e.xmin::text = (e.recorded_xid::text::numeric % 4294967296)::text;
+        IF v_new > 0 THEN
+            RAISE EXCEPTION 'usage_rebase_watermark: % event(s) below transaction id % look written since the restore; renumbering would take them for counted ones', v_new, v_current
+                  USING ERRCODE = 'object_not_in_prerequisite_state',
+                        HINT = 'Stop the writers, delete or re-insert those events after the rebase, or call usage_rebase_watermark(p_force => true) if they are restored rows.';
+        END IF;
+    END IF;
+    FOR v_bounds IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+                     WHERE conrelid = 'usage_events'::regclass AND contype = 'c' AND NOT convalidated
+    LOOP
+        EXECUTE format('ALTER TABLE usage_events DROP CONSTRAINT %I', v_bounds.conname);
+        v_saved := v_saved || format('ALTER TABLE usage_events ADD CONSTRAINT %I %s', v_bounds.conname, v_bounds.def);
+    END LOOP;
+    UPDATE usage_events SET recorded_xid = '0' WHERE recorded_xid < v_old AND recorded_xid <> '0';
+    GET DIAGNOSTICS v_counted = ROW_COUNT;
+    UPDATE usage_events SET recorded_xid = v_current WHERE recorded_xid >= v_old;
+    GET DIAGNOSTICS v_pending = ROW_COUNT;
+    FOR i IN 1 .. coalesce(array_length(v_saved, 1), 0) LOOP
+        EXECUTE v_saved[i];
+    END LOOP;
+    UPDATE usage_quarantine SET recorded_xid = '0' WHERE recorded_xid < v_old;
+    UPDATE usage_quarantine SET recorded_xid = v_current WHERE recorded_xid >= v_old;
+    UPDATE aggregation_watermark SET xid = v_current, updated_at = clock_timestamp();
+    RAISE NOTICE 'usage_rebase_watermark: watermark % -> %; % counted event(s) renumbered to 0, % not yet counted to %',
+          v_old, v_current, v_counted, v_pending, v_current;
+    RETURN v_counted + v_pending;
+END;
+$$;
+
+
+--
+-- Name: usage_record(bigint, text, bigint, bigint, bigint, integer, bigint, numeric, text, text, jsonb, timestamp with time zone, bigint, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_record(p_user_id bigint, p_kind text, p_tokens bigint DEFAULT 0, p_prompt_tokens bigint DEFAULT 0, p_completion_tokens bigint DEFAULT 0, p_messages integer DEFAULT 0, p_bytes bigint DEFAULT 0, p_cost numeric DEFAULT NULL::numeric, p_request_type text DEFAULT ''::text, p_model text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_created_at timestamp with time zone DEFAULT now(), p_org_id bigint DEFAULT NULL::bigint, p_idempotency_key text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+DECLARE
+    v_tokens bigint := LEAST(GREATEST(COALESCE(p_tokens, 0)::numeric,
+                                      COALESCE(p_prompt_tokens, 0)::numeric
+                                      + COALESCE(p_completion_tokens, 0)::numeric),
+                             9223372036854775807);
+    v_cost   numeric := p_cost;
+    v_id     bigint;
+    v_claim  bigint;
+BEGIN
+    IF v_cost IS NULL THEN
+        SELECT p.per_event
+             + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
+             + COALESCE(p_completion_tokens, 0) * p.per_1k_completion_tokens / 1000
+             + GREATEST(v_tokens - COALESCE(p_prompt_tokens, 0)::numeric
+                        - COALESCE(p_completion_tokens, 0)::numeric, 0)
+               * p.per_1k_tokens / 1000
+             + COALESCE(p_bytes, 0) * p.per_mb / 1048576
+          INTO v_cost
+          FROM prices p
+         WHERE p.kind = p_kind
+           AND p.model IN (COALESCE(p_model, ''), '')
+           AND p.valid_from <= p_created_at
+         ORDER BY (p.model = '') ASC, p.valid_from DESC
+         LIMIT 1;
+    END IF;
+    -- Within numeric(20, 8) but past the bounds, so usage_events_cost_in_range (or
+    -- _not_negative) refuses it; NaN stays NaN, which the bound refuses as well.
+    IF v_cost <> 'NaN'::numeric THEN
+        v_cost := GREATEST(LEAST(v_cost, 100000000000), -1);
+    END IF;
+    v_id := nextval('usage_events_id_seq');
+    IF p_idempotency_key IS NOT NULL THEN
+        -- Claim the key for this event. A concurrent call with the same key waits here for
+        -- the first to commit, then finds the key taken; a key older than the window is
+        -- taken over. Either way exactly one event carries the key.
+        INSERT INTO usage_idempotency_keys AS k
+               (org_id, user_id, idempotency_key, event_id, event_created_at)
+        VALUES (COALESCE(p_org_id, 0), p_user_id, p_idempotency_key, v_id, p_created_at)
+        ON CONFLICT (org_id, scope_user_id, idempotency_key) DO UPDATE
+           SET user_id = EXCLUDED.user_id, event_id = EXCLUDED.event_id,
+               event_created_at = EXCLUDED.event_created_at, recorded_at = now()
+         WHERE k.recorded_at < now() - make_interval(days => (SELECT s.idempotency_days FROM usage_settings s))
+        RETURNING k.event_id INTO v_claim;
+        IF v_claim IS NULL THEN
+            SELECT k.event_id INTO v_claim
+              FROM usage_idempotency_keys k
+             WHERE k.org_id = COALESCE(p_org_id, 0)
+               AND k.scope_user_id = CASE WHEN p_org_id IS NULL THEN p_user_id ELSE 0 END
+               AND k.idempotency_key = p_idempotency_key;
+            RETURN v_claim;
+        END IF;
+    END IF;
+    -- After the claim: a retry whose user has left the organization since still gets its
+    -- event's id; a refusal here rolls the claim back with the call.
+    IF p_org_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM organization_members m WHERE m.org_id = p_org_id AND m.user_id = p_user_id) THEN
+        RAISE EXCEPTION 'usage_record: user % is not a member of organization %', p_user_id, p_org_id
+              USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'usage_record_org_member',
+                    HINT = 'add the user to organization_members, or record the usage as personal (p_org_id => NULL)';
+    END IF;
+    INSERT INTO usage_events (id, user_id, org_id, kind, request_type, model, tokens, prompt_tokens,
+                              completion_tokens, messages, bytes, cost, metadata, created_at)
+    VALUES (v_id, p_user_id, p_org_id, p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
+            v_tokens, COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
+            COALESCE(p_messages, 0), COALESCE(p_bytes, 0), COALESCE(v_cost, 0),
+            COALESCE(p_metadata, '{}'), p_created_at);
+    RETURN v_id;
+END;
+$$;
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: token_usage_daily; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.token_usage_daily (
+    user_id bigint NOT NULL,
+    day date NOT NULL,
+    kind text NOT NULL,
+    request_type text NOT NULL,
+    model text NOT NULL,
+    events bigint DEFAULT 0 NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    messages bigint DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric DEFAULT 0 NOT NULL,
+    org_id bigint,
+    org_key bigint GENERATED ALWAYS AS (COALESCE(org_id, (0)::bigint)) STORED NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: usage_subject_days(bigint, bigint, date, date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_subject_days(p_user_id bigint, p_org_id bigint, p_from date, p_to date) RETURNS SETOF usage.token_usage_daily
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT d.* FROM token_usage_daily d
+     WHERE p_org_id = 0 AND d.user_id = p_user_id AND d.org_id IS NULL
+       AND d.day BETWEEN p_from AND p_to
+    UNION ALL
+    SELECT d.* FROM token_usage_daily d
+     WHERE p_org_id > 0 AND d.org_id = p_org_id
+       AND d.day BETWEEN p_from AND p_to
+$$;
+
+
+--
+-- Name: usage_subject_status(bigint, bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    AS $$
+#variable_conflict use_column
+DECLARE
+    c_start    timestamptz;
+    c_end      timestamptz;
+    c_requests bigint;
+    c_messages bigint;
+    c_tokens   bigint;
+    c_bytes    bigint;
+    c_cost     numeric;
+    b          record;
+    per    text;
+    p_from timestamptz;
+    p_to   timestamptz;
+    known  boolean;
+    p_tz     text;
+    p_anchor integer;
+    p_plan   bigint;
+BEGIN
+    SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
+      FROM usage_subjects su
+     WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
+        -- The latest period starting at or before `at`: the current one if it has not ended.
+        SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
+          INTO c_start, c_end, c_requests, c_messages, c_tokens, c_bytes, c_cost
+          FROM usage_periods up
+         WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = per
+           AND up.period_start <= p_at
+         ORDER BY up.period_start DESC
+         LIMIT 1;
+        known := FOUND AND c_end > p_at;
+        IF known THEN
+            p_from := c_start;
+            p_to := c_end;
+        ELSE
+            -- No events yet in this period: its natural bounds, after any earlier period.
+            b := usage_period_bounds(p_tz, p_anchor, per, p_at);
+            SELECT t.period_start, t.period_end INTO p_from, p_to
+              FROM usage_period_between(b.period_start, b.period_end, c_end, NULL) t;
+        END IF;
+        -- The five totals over all kinds, then one row per kind-scoped limit: UNION ALL and one
+        -- small sort, no de-duplication.
+        RETURN QUERY
+        SELECT x.metric, per, x.kind, x.used, x.limit_value,
+               CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
+               x.limit_value IS NULL,
+               COALESCE(x.used >= x.limit_value, false),
+               CASE WHEN x.limit_value IS NULL THEN NULL
+                    WHEN x.limit_value = 0 THEN 100::numeric
+                    ELSE round(x.used * 100 / x.limit_value, 2) END,
+               p_from, p_to
+          FROM (SELECT m.metric, ''::text AS kind,
+                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END AS used,
+                       l.max_value AS limit_value
+                  FROM (VALUES ('bytes', c_bytes::numeric), ('cost', c_cost),
+                               ('messages', c_messages::numeric), ('requests', c_requests::numeric),
+                               ('tokens', c_tokens::numeric)) AS m (metric, used)
+                  LEFT JOIN plan_limits l
+                    ON l.plan_id = p_plan AND l.period = per AND l.kind = '' AND l.metric = m.metric
+                UNION ALL
+                SELECT l.metric, l.kind,
+                       COALESCE(CASE l.metric WHEN 'requests' THEN k.requests::numeric
+                                              WHEN 'messages' THEN k.messages::numeric
+                                              WHEN 'tokens' THEN k.tokens::numeric
+                                              WHEN 'bytes' THEN k.bytes::numeric
+                                              ELSE k.cost END, 0),
+                       l.max_value
+                  FROM plan_limits l
+                  LEFT JOIN usage_period_kind_totals k
+                    ON known AND k.user_id = p_user_id AND k.org_id = p_org_id AND k.period = per
+                   AND k.period_start = p_from AND k.kind = l.kind
+                 WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
+         ORDER BY x.metric, x.kind;
+    END LOOP;
+END;
+$$;
+
+
+--
+-- Name: usage_subject_summary(bigint, bigint, text, date, date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_subject_summary(p_user_id bigint, p_org_id bigint, p_granularity text, p_from date, p_to date) RETURNS TABLE(period_start date, events bigint, tokens bigint, prompt_tokens bigint, completion_tokens bigint, messages bigint, bytes bigint, cost numeric)
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    PERFORM usage_summary_check_granularity(p_granularity);
+    RETURN QUERY
+    SELECT date_trunc(p_granularity, d.day::timestamp)::date,
+           sum(d.events)::bigint, sum(d.tokens)::bigint, sum(d.prompt_tokens)::bigint,
+           sum(d.completion_tokens)::bigint, sum(d.messages)::bigint, sum(d.bytes)::bigint,
+           sum(d.cost)
+      FROM usage_subject_days(p_user_id, p_org_id, p_from, p_to) d
+     GROUP BY 1
+     ORDER BY 1;
+END;
+$$;
+
+
+--
+-- Name: usage_summary(bigint, text, date, date); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_summary(p_user_id bigint, p_granularity text, p_from date, p_to date) RETURNS TABLE(period_start date, events bigint, tokens bigint, prompt_tokens bigint, completion_tokens bigint, messages bigint, bytes bigint, cost numeric)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    SELECT * FROM usage_subject_summary(p_user_id, 0, p_granularity, p_from, p_to)
+$$;
+
+
+--
+-- Name: usage_summary_check_granularity(text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_summary_check_granularity(p_granularity text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF p_granularity IS NULL OR p_granularity NOT IN ('day', 'week', 'month', 'year') THEN
+        RAISE EXCEPTION 'unknown granularity "%"; expected day, week, month or year', p_granularity
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: usage_timezone_is_valid(text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_timezone_is_valid(tz text) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF tz IS NULL OR tz = '' THEN
+        RETURN false;
+    END IF;
+    IF tz = 'UTC' THEN
+        RETURN true;
+    END IF;
+    PERFORM now() AT TIME ZONE tz;
+    RETURN true;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN false;
+END;
+$$;
+
+
+--
+-- Name: usage_timezone_or_utc(text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_timezone_or_utc(tz text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF tz IS NULL OR tz = '' THEN
+        RETURN 'UTC';
+    END IF;
+    PERFORM now() AT TIME ZONE tz;
+    RETURN tz;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN 'UTC';
+END;
+$$;
+
+
+--
+-- Name: __diesel_schema_migrations; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.__diesel_schema_migrations (
+    version character varying(50) NOT NULL,
+    run_on timestamp without time zone DEFAULT CURRENT_TIMESTAMP NOT NULL
+);
+
+
+--
+-- Name: aggregation_watermark; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.aggregation_watermark (
+    id boolean DEFAULT true NOT NULL,
+    xid xid8 DEFAULT '0'::xid8 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT aggregation_watermark_id_check CHECK (id)
+);
+
+
+--
+-- Name: job_runs; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.job_runs (
+    id bigint NOT NULL,
+    job text NOT NULL,
+    trigger text NOT NULL,
+    scheduled_for timestamp with time zone NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    status text NOT NULL,
+    report jsonb,
+    error text,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    user_id bigint,
+    CONSTRAINT job_runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'abandoned'::text, 'skipped'::text]))),
+    CONSTRAINT job_runs_trigger_check CHECK ((trigger = ANY (ARRAY['cron'::text, 'catchup'::text, 'manual'::text])))
+);
+
+
+--
+-- Name: job_runs_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.job_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: job_runs_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.job_runs_id_seq OWNED BY usage.job_runs.id;
+
+
+--
+-- Name: organization_members; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.organization_members (
+    org_id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    role text DEFAULT 'member'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT organization_members_role_check CHECK ((role = ANY (ARRAY['owner'::text, 'admin'::text, 'member'::text])))
+);
+
+
+--
+-- Name: organizations; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.organizations (
+    id bigint NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    plan_id bigint,
+    billing_anchor_day smallint,
+    alerts_enabled boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT organizations_billing_anchor_day_check CHECK (((billing_anchor_day >= 1) AND (billing_anchor_day <= 31))),
+    CONSTRAINT organizations_id_positive CHECK ((id > 0))
+);
+
+
+--
+-- Name: plan_limits; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.plan_limits (
+    plan_id bigint NOT NULL,
+    metric text NOT NULL,
+    period text NOT NULL,
+    kind text DEFAULT ''::text NOT NULL,
+    max_value numeric NOT NULL,
+    CONSTRAINT plan_limits_kind_check CHECK (((kind = ''::text) OR (kind ~ '^[a-z][a-z0-9_]{0,63}$'::text))),
+    CONSTRAINT plan_limits_max_value_finite CHECK ((max_value <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric]))),
+    CONSTRAINT plan_limits_max_value_not_negative CHECK ((max_value >= (0)::numeric)),
+    CONSTRAINT plan_limits_metric_check CHECK ((metric = ANY (ARRAY['requests'::text, 'messages'::text, 'tokens'::text, 'bytes'::text, 'cost'::text]))),
+    CONSTRAINT plan_limits_period_check CHECK ((period = ANY (ARRAY['day'::text, 'month'::text])))
+);
+
+
+--
+-- Name: plans; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.plans (
+    id bigint NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    alert_thresholds smallint[],
+    CONSTRAINT plans_alert_thresholds_check CHECK (((alert_thresholds IS NULL) OR ((cardinality(alert_thresholds) > 0) AND (array_position(alert_thresholds, NULL::smallint) IS NULL) AND (1 <= ALL (alert_thresholds)) AND (100 >= ALL (alert_thresholds))))),
+    CONSTRAINT plans_name_check CHECK ((name <> ''::text))
+);
+
+
+--
+-- Name: plans_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.plans_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: plans_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.plans_id_seq OWNED BY usage.plans.id;
+
+
+--
+-- Name: prices; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.prices (
+    kind text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    valid_from timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    per_event numeric DEFAULT 0 NOT NULL,
+    per_1k_prompt_tokens numeric DEFAULT 0 NOT NULL,
+    per_1k_completion_tokens numeric DEFAULT 0 NOT NULL,
+    per_1k_tokens numeric DEFAULT 0 NOT NULL,
+    per_mb numeric DEFAULT 0 NOT NULL,
+    CONSTRAINT prices_finite CHECK (((per_event <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric])) AND (per_1k_prompt_tokens <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric])) AND (per_1k_completion_tokens <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric])) AND (per_1k_tokens <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric])) AND (per_mb <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric])))),
+    CONSTRAINT prices_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,63}$'::text)),
+    CONSTRAINT prices_per_1k_completion_tokens_check CHECK ((per_1k_completion_tokens >= (0)::numeric)),
+    CONSTRAINT prices_per_1k_prompt_tokens_check CHECK ((per_1k_prompt_tokens >= (0)::numeric)),
+    CONSTRAINT prices_per_1k_tokens_check CHECK ((per_1k_tokens >= (0)::numeric)),
+    CONSTRAINT prices_per_event_check CHECK ((per_event >= (0)::numeric)),
+    CONSTRAINT prices_per_mb_check CHECK ((per_mb >= (0)::numeric))
+);
+
+
+--
+-- Name: quota_alerts; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.quota_alerts (
+    id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    metric text NOT NULL,
+    period text NOT NULL,
+    kind text DEFAULT ''::text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    period_end timestamp with time zone NOT NULL,
+    threshold smallint NOT NULL,
+    used_value numeric NOT NULL,
+    limit_value numeric NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    leased_until timestamp with time zone,
+    last_error text,
+    error_class text,
+    message_id text,
+    decided_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    org_id bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT quota_alerts_attempts_not_negative CHECK ((attempts >= 0)),
+    CONSTRAINT quota_alerts_metric_check CHECK ((metric = ANY (ARRAY['requests'::text, 'messages'::text, 'tokens'::text, 'bytes'::text, 'cost'::text]))),
+    CONSTRAINT quota_alerts_org_id_check CHECK ((org_id >= 0)),
+    CONSTRAINT quota_alerts_period_check CHECK ((period = ANY (ARRAY['day'::text, 'month'::text]))),
+    CONSTRAINT quota_alerts_sending_has_lease CHECK (((status = 'sending'::text) = (leased_until IS NOT NULL))),
+    CONSTRAINT quota_alerts_sent_has_message_id CHECK (((status <> 'sent'::text) OR (message_id IS NOT NULL))),
+    CONSTRAINT quota_alerts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'sent'::text, 'failed'::text, 'suppressed'::text, 'superseded'::text, 'expired'::text]))),
+    CONSTRAINT quota_alerts_threshold_check CHECK (((threshold >= 1) AND (threshold <= 100)))
+);
+
+
+--
+-- Name: quota_alerts_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.quota_alerts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: quota_alerts_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.quota_alerts_id_seq OWNED BY usage.quota_alerts.id;
+
+
+--
+-- Name: usage_events; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_events (
+    id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    kind text NOT NULL,
+    request_type text DEFAULT ''::text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    messages integer DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric(20,8) DEFAULT 0 NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    recorded_xid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    org_id bigint,
+    CONSTRAINT usage_events_bytes_not_negative CHECK ((bytes >= 0)),
+    CONSTRAINT usage_events_completion_tokens_not_negative CHECK ((completion_tokens >= 0)),
+    CONSTRAINT usage_events_cost_not_negative CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT usage_events_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,63}$'::text)),
+    CONSTRAINT usage_events_messages_not_negative CHECK ((messages >= 0)),
+    CONSTRAINT usage_events_metadata_size CHECK ((octet_length((metadata)::text) <= 65536)),
+    CONSTRAINT usage_events_model_check CHECK ((length(model) <= 200)),
+    CONSTRAINT usage_events_org_id_check CHECK ((org_id > 0)),
+    CONSTRAINT usage_events_prompt_tokens_not_negative CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT usage_events_request_type_check CHECK ((request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$'::text)),
+    CONSTRAINT usage_events_tokens_not_negative CHECK ((tokens >= 0))
+)
+PARTITION BY RANGE (created_at);
+
+
+--
+-- Name: usage_events_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.usage_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: usage_events_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.usage_events_id_seq OWNED BY usage.usage_events.id;
+
+
+--
+-- Name: usage_events_default; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_events_default (
+    id bigint DEFAULT nextval('usage.usage_events_id_seq'::regclass) NOT NULL,
+    user_id bigint NOT NULL,
+    kind text NOT NULL,
+    request_type text DEFAULT ''::text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    messages integer DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric(20,8) DEFAULT 0 NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    recorded_xid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    org_id bigint,
+    CONSTRAINT usage_events_bytes_not_negative CHECK ((bytes >= 0)),
+    CONSTRAINT usage_events_completion_tokens_not_negative CHECK ((completion_tokens >= 0)),
+    CONSTRAINT usage_events_cost_not_negative CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT usage_events_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,63}$'::text)),
+    CONSTRAINT usage_events_messages_not_negative CHECK ((messages >= 0)),
+    CONSTRAINT usage_events_metadata_size CHECK ((octet_length((metadata)::text) <= 65536)),
+    CONSTRAINT usage_events_model_check CHECK ((length(model) <= 200)),
+    CONSTRAINT usage_events_org_id_check CHECK ((org_id > 0)),
+    CONSTRAINT usage_events_prompt_tokens_not_negative CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT usage_events_request_type_check CHECK ((request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$'::text)),
+    CONSTRAINT usage_events_tokens_not_negative CHECK ((tokens >= 0))
+);
+
+
+--
+-- Name: usage_idempotency_keys; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_idempotency_keys (
+    org_id bigint DEFAULT 0 NOT NULL,
+    user_id bigint NOT NULL,
+    scope_user_id bigint GENERATED ALWAYS AS (
+CASE
+    WHEN (org_id = 0) THEN user_id
+    ELSE (0)::bigint
+END) STORED NOT NULL,
+    idempotency_key text NOT NULL,
+    event_id bigint NOT NULL,
+    event_created_at timestamp with time zone NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_idempotency_keys_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
+    CONSTRAINT usage_idempotency_keys_org_id_check CHECK ((org_id >= 0))
+);
+
+
+--
+-- Name: usage_period_kind_totals; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_period_kind_totals (
+    user_id bigint NOT NULL,
+    period text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    kind text NOT NULL,
+    requests bigint DEFAULT 0 NOT NULL,
+    messages bigint DEFAULT 0 NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric DEFAULT 0 NOT NULL,
+    org_id bigint DEFAULT 0 NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: usage_periods; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_periods (
+    user_id bigint NOT NULL,
+    period text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    period_end timestamp with time zone NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    close_reason text,
+    requests bigint DEFAULT 0 NOT NULL,
+    messages bigint DEFAULT 0 NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric DEFAULT 0 NOT NULL,
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    closed_at timestamp with time zone,
+    plan_id bigint,
+    limits jsonb,
+    org_id bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT usage_periods_bounds_check CHECK ((period_end > period_start)),
+    CONSTRAINT usage_periods_close_reason_check CHECK ((close_reason = ANY (ARRAY['rollover'::text, 'manual'::text]))),
+    CONSTRAINT usage_periods_closed_has_reason CHECK (((status = 'closed'::text) = (close_reason IS NOT NULL))),
+    CONSTRAINT usage_periods_period_check CHECK ((period = ANY (ARRAY['day'::text, 'month'::text]))),
+    CONSTRAINT usage_periods_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text]))),
+    CONSTRAINT usage_periods_subject_check CHECK (((org_id >= 0) AND ((org_id = 0) OR (user_id = 0))))
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: usage_quarantine; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_quarantine (
+    event_id bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    user_id bigint NOT NULL,
+    recorded_xid xid8 NOT NULL,
+    reason text NOT NULL,
+    detail text NOT NULL,
+    quarantined_at timestamp with time zone DEFAULT now() NOT NULL,
+    org_id bigint,
+    CONSTRAINT usage_quarantine_reason_check CHECK ((reason = ANY (ARRAY['created_at_out_of_range'::text, 'cost_not_a_number'::text, 'daily_sum_overflow'::text, 'period_sum_overflow'::text])))
+);
+
+
+--
+-- Name: usage_settings; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_settings (
+    singleton boolean DEFAULT true NOT NULL,
+    idempotency_days integer DEFAULT 7 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_settings_idempotency_days_check CHECK (((idempotency_days >= 1) AND (idempotency_days <= 3650))),
+    CONSTRAINT usage_settings_singleton CHECK (singleton)
+);
+
+
+--
+-- Name: users; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.users (
+    id bigint NOT NULL,
+    email text NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    plan_id bigint,
+    billing_anchor_day smallint,
+    alerts_enabled boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_billing_anchor_day_check CHECK (((billing_anchor_day >= 1) AND (billing_anchor_day <= 31)))
+);
+
+
+--
+-- Name: usage_subjects; Type: VIEW; Schema: usage; Owner: -
+--
+
+CREATE VIEW usage.usage_subjects WITH (security_invoker='true') AS
+ SELECT u.id AS user_id,
+    (0)::bigint AS org_id,
+    u.name,
+    u.email,
+    u.timezone,
+    u.billing_anchor_day,
+    u.plan_id,
+    u.alerts_enabled
+   FROM usage.users u
+UNION ALL
+ SELECT (0)::bigint AS user_id,
+    o.id AS org_id,
+    o.name,
+    NULL::text AS email,
+    o.timezone,
+    o.billing_anchor_day,
+    o.plan_id,
+    o.alerts_enabled
+   FROM usage.organizations o;
+
+
+--
+-- Name: webhook_deliveries; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.webhook_deliveries (
+    id bigint NOT NULL,
+    alert_id bigint NOT NULL,
+    endpoint_id bigint NOT NULL,
+    event_type text NOT NULL,
+    webhook_id text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    leased_until timestamp with time zone,
+    last_status_code smallint,
+    error_class text,
+    last_error text,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_deliveries_attempts_not_negative CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_event_type_check CHECK ((event_type = ANY (ARRAY['quota.threshold'::text, 'quota.exhausted'::text]))),
+    CONSTRAINT webhook_deliveries_sending_has_lease CHECK (((status = 'sending'::text) = (leased_until IS NOT NULL))),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'delivered'::text, 'failed'::text, 'expired'::text])))
+);
+
+
+--
+-- Name: webhook_deliveries_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.webhook_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: webhook_deliveries_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.webhook_deliveries_id_seq OWNED BY usage.webhook_deliveries.id;
+
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.webhook_endpoints (
+    id bigint NOT NULL,
+    endpoint_key text NOT NULL,
+    host text NOT NULL,
+    config_hash text NOT NULL,
+    disabled_at timestamp with time zone,
+    disabled_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: webhook_endpoints_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.webhook_endpoints_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: webhook_endpoints_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.webhook_endpoints_id_seq OWNED BY usage.webhook_endpoints.id;
+
+
+--
+-- Name: usage_events_default; Type: TABLE ATTACH; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_events ATTACH PARTITION usage.usage_events_default DEFAULT;
+
+
+--
+-- Name: job_runs id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.job_runs ALTER COLUMN id SET DEFAULT nextval('usage.job_runs_id_seq'::regclass);
+
+
+--
+-- Name: plans id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.plans ALTER COLUMN id SET DEFAULT nextval('usage.plans_id_seq'::regclass);
+
+
+--
+-- Name: quota_alerts id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.quota_alerts ALTER COLUMN id SET DEFAULT nextval('usage.quota_alerts_id_seq'::regclass);
+
+
+--
+-- Name: usage_events id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_events ALTER COLUMN id SET DEFAULT nextval('usage.usage_events_id_seq'::regclass);
+
+
+--
+-- Name: webhook_deliveries id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries ALTER COLUMN id SET DEFAULT nextval('usage.webhook_deliveries_id_seq'::regclass);
+
+
+--
+-- Name: webhook_endpoints id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_endpoints ALTER COLUMN id SET DEFAULT nextval('usage.webhook_endpoints_id_seq'::regclass);
+
+
+--
+-- Name: __diesel_schema_migrations __diesel_schema_migrations_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.__diesel_schema_migrations
+    ADD CONSTRAINT __diesel_schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: aggregation_watermark aggregation_watermark_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.aggregation_watermark
+    ADD CONSTRAINT aggregation_watermark_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: job_runs job_runs_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.job_runs
+    ADD CONSTRAINT job_runs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: organization_members organization_members_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.organization_members
+    ADD CONSTRAINT organization_members_pkey PRIMARY KEY (org_id, user_id);
+
+
+--
+-- Name: organizations organizations_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.organizations
+    ADD CONSTRAINT organizations_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: plan_limits plan_limits_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.plan_limits
+    ADD CONSTRAINT plan_limits_pkey PRIMARY KEY (plan_id, metric, period, kind);
+
+
+--
+-- Name: plans plans_name_key; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.plans
+    ADD CONSTRAINT plans_name_key UNIQUE (name);
+
+
+--
+-- Name: plans plans_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.plans
+    ADD CONSTRAINT plans_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: prices prices_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.prices
+    ADD CONSTRAINT prices_pkey PRIMARY KEY (kind, model, valid_from);
+
+
+--
+-- Name: quota_alerts quota_alerts_once; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.quota_alerts
+    ADD CONSTRAINT quota_alerts_once UNIQUE (user_id, org_id, metric, period, kind, period_start, threshold);
+
+
+--
+-- Name: quota_alerts quota_alerts_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.quota_alerts
+    ADD CONSTRAINT quota_alerts_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: token_usage_daily token_usage_daily_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.token_usage_daily
+    ADD CONSTRAINT token_usage_daily_pkey PRIMARY KEY (user_id, day, kind, request_type, model, org_key);
+
+
+--
+-- Name: usage_events usage_events_bytes_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_bytes_in_range CHECK ((bytes <= '1000000000000'::bigint)) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_completion_tokens_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_completion_tokens_in_range CHECK ((completion_tokens <= '1000000000000'::bigint)) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_cost_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_cost_in_range CHECK ((cost <= (1000000000)::numeric)) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_created_at_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_created_at_in_range CHECK (((created_at >= '1990-01-01 00:00:00+00'::timestamp with time zone) AND (created_at < '2200-01-01 00:00:00+00'::timestamp with time zone))) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_events
+    ADD CONSTRAINT usage_events_pkey PRIMARY KEY (id, created_at);
+
+
+--
+-- Name: usage_events_default usage_events_default_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_events_default
+    ADD CONSTRAINT usage_events_default_pkey PRIMARY KEY (id, created_at);
+
+
+--
+-- Name: usage_events usage_events_messages_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_messages_in_range CHECK ((messages <= 1000000)) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_prompt_tokens_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_prompt_tokens_in_range CHECK ((prompt_tokens <= '1000000000000'::bigint)) NOT VALID;
+
+
+--
+-- Name: usage_events usage_events_tokens_in_range; Type: CHECK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events
+    ADD CONSTRAINT usage_events_tokens_in_range CHECK ((tokens <= '1000000000000'::bigint)) NOT VALID;
+
+
+--
+-- Name: usage_idempotency_keys usage_idempotency_keys_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_idempotency_keys
+    ADD CONSTRAINT usage_idempotency_keys_pkey PRIMARY KEY (org_id, scope_user_id, idempotency_key);
+
+
+--
+-- Name: usage_period_kind_totals usage_period_kind_totals_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_period_kind_totals
+    ADD CONSTRAINT usage_period_kind_totals_pkey PRIMARY KEY (user_id, org_id, period, period_start, kind);
+
+
+--
+-- Name: usage_periods usage_periods_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_periods
+    ADD CONSTRAINT usage_periods_pkey PRIMARY KEY (user_id, org_id, period, period_start);
+
+
+--
+-- Name: usage_quarantine usage_quarantine_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_quarantine
+    ADD CONSTRAINT usage_quarantine_pkey PRIMARY KEY (event_id, created_at);
+
+
+--
+-- Name: usage_settings usage_settings_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_settings
+    ADD CONSTRAINT usage_settings_pkey PRIMARY KEY (singleton);
+
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_once; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_once UNIQUE (alert_id, endpoint_id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_webhook_id_unique; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_webhook_id_unique UNIQUE (webhook_id);
+
+
+--
+-- Name: webhook_endpoints webhook_endpoints_key_unique; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_key_unique UNIQUE (endpoint_key);
+
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: job_runs_job_started_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX job_runs_job_started_idx ON usage.job_runs USING btree (job, started_at DESC);
+
+
+--
+-- Name: job_runs_one_run_per_tick; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE UNIQUE INDEX job_runs_one_run_per_tick ON usage.job_runs USING btree (job, scheduled_for) WHERE ((trigger = ANY (ARRAY['cron'::text, 'catchup'::text])) AND (status <> ALL (ARRAY['abandoned'::text, 'skipped'::text])));
+
+
+--
+-- Name: job_runs_running_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX job_runs_running_idx ON usage.job_runs USING btree (job) WHERE (status = 'running'::text);
+
+
+--
+-- Name: organization_members_user_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX organization_members_user_idx ON usage.organization_members USING btree (user_id);
+
+
+--
+-- Name: organizations_plan_id_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX organizations_plan_id_idx ON usage.organizations USING btree (plan_id);
+
+
+--
+-- Name: quota_alerts_pending_due_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX quota_alerts_pending_due_idx ON usage.quota_alerts USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: quota_alerts_sending_lease_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX quota_alerts_sending_lease_idx ON usage.quota_alerts USING btree (leased_until) WHERE (status = 'sending'::text);
+
+
+--
+-- Name: token_usage_daily_day_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX token_usage_daily_day_idx ON usage.token_usage_daily USING btree (day);
+
+
+--
+-- Name: token_usage_daily_org_day_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX token_usage_daily_org_day_idx ON usage.token_usage_daily USING btree (org_id, day) WHERE (org_id IS NOT NULL);
+
+
+--
+-- Name: usage_events_org_created_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_org_created_idx ON ONLY usage.usage_events USING btree (org_id, created_at) WHERE (org_id IS NOT NULL);
+
+
+--
+-- Name: usage_events_default_org_id_created_at_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_default_org_id_created_at_idx ON usage.usage_events_default USING btree (org_id, created_at) WHERE (org_id IS NOT NULL);
+
+
+--
+-- Name: usage_events_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_recorded_xid_idx ON ONLY usage.usage_events USING btree (recorded_xid);
+
+
+--
+-- Name: usage_events_default_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_default_recorded_xid_idx ON usage.usage_events_default USING btree (recorded_xid);
+
+
+--
+-- Name: usage_events_user_created_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_user_created_idx ON ONLY usage.usage_events USING btree (user_id, created_at);
+
+
+--
+-- Name: usage_events_default_user_id_created_at_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_default_user_id_created_at_idx ON usage.usage_events_default USING btree (user_id, created_at);
+
+
+--
+-- Name: usage_events_user_kind_created_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_user_kind_created_idx ON ONLY usage.usage_events USING btree (user_id, kind, created_at);
+
+
+--
+-- Name: usage_events_default_user_id_kind_created_at_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_default_user_id_kind_created_at_idx ON usage.usage_events_default USING btree (user_id, kind, created_at);
+
+
+--
+-- Name: usage_idempotency_keys_recorded_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_idempotency_keys_recorded_idx ON usage.usage_idempotency_keys USING btree (recorded_at);
+
+
+--
+-- Name: usage_periods_open_end_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_periods_open_end_idx ON usage.usage_periods USING btree (period_end) WHERE (status = 'open'::text);
+
+
+--
+-- Name: usage_quarantine_user_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_quarantine_user_idx ON usage.usage_quarantine USING btree (user_id, created_at);
+
+
+--
+-- Name: users_plan_id_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX users_plan_id_idx ON usage.users USING btree (plan_id);
+
+
+--
+-- Name: webhook_deliveries_endpoint_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_endpoint_idx ON usage.webhook_deliveries USING btree (endpoint_id);
+
+
+--
+-- Name: webhook_deliveries_pending_due_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_pending_due_idx ON usage.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: webhook_deliveries_sending_lease_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_sending_lease_idx ON usage.webhook_deliveries USING btree (leased_until) WHERE (status = 'sending'::text);
+
+
+--
+-- Name: usage_events_default_org_id_created_at_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_org_created_idx ATTACH PARTITION usage.usage_events_default_org_id_created_at_idx;
+
+
+--
+-- Name: usage_events_default_pkey; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_pkey ATTACH PARTITION usage.usage_events_default_pkey;
+
+
+--
+-- Name: usage_events_default_recorded_xid_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_recorded_xid_idx ATTACH PARTITION usage.usage_events_default_recorded_xid_idx;
+
+
+--
+-- Name: usage_events_default_user_id_created_at_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_user_created_idx ATTACH PARTITION usage.usage_events_default_user_id_created_at_idx;
+
+
+--
+-- Name: usage_events_default_user_id_kind_created_at_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_user_kind_created_idx ATTACH PARTITION usage.usage_events_default_user_id_kind_created_at_idx;
+
+
+--
+-- Name: usage_periods usage_periods_delete_kind_totals; Type: TRIGGER; Schema: usage; Owner: -
+--
+
+CREATE TRIGGER usage_periods_delete_kind_totals AFTER DELETE ON usage.usage_periods REFERENCING OLD TABLE AS deleted_periods FOR EACH STATEMENT EXECUTE FUNCTION usage.usage_periods_delete_kind_totals();
+
+
+--
+-- Name: organization_members organization_members_org_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.organization_members
+    ADD CONSTRAINT organization_members_org_id_fkey FOREIGN KEY (org_id) REFERENCES usage.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: organization_members organization_members_user_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.organization_members
+    ADD CONSTRAINT organization_members_user_id_fkey FOREIGN KEY (user_id) REFERENCES usage.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: organizations organizations_plan_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.organizations
+    ADD CONSTRAINT organizations_plan_id_fkey FOREIGN KEY (plan_id) REFERENCES usage.plans(id);
+
+
+--
+-- Name: plan_limits plan_limits_plan_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.plan_limits
+    ADD CONSTRAINT plan_limits_plan_id_fkey FOREIGN KEY (plan_id) REFERENCES usage.plans(id) ON DELETE CASCADE;
+
+
+--
+-- Name: quota_alerts quota_alerts_user_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.quota_alerts
+    ADD CONSTRAINT quota_alerts_user_id_fkey FOREIGN KEY (user_id) REFERENCES usage.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: users users_plan_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.users
+    ADD CONSTRAINT users_plan_id_fkey FOREIGN KEY (plan_id) REFERENCES usage.plans(id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_alert_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_alert_id_fkey FOREIGN KEY (alert_id) REFERENCES usage.quota_alerts(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_endpoint_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES usage.webhook_endpoints(id) ON DELETE CASCADE;
+
+
+--
+-- Name: organization_members; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.organization_members ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: organizations; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.organizations ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: quota_alerts; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.quota_alerts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: token_usage_daily; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.token_usage_daily ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_events; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_events_default; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_events_default ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: organization_members usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.organization_members USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: organizations usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.organizations USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: quota_alerts usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.quota_alerts USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: token_usage_daily usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.token_usage_daily USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_events usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_events USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_events_default usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_events_default USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_period_kind_totals usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_period_kind_totals USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_periods usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_periods USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: users usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.users USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_period_kind_totals; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_period_kind_totals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_periods; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_periods ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: organization_members usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.organization_members FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: organizations usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.organizations FOR SELECT USING (((id > 0) AND (id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: quota_alerts usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.quota_alerts FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: token_usage_daily usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.token_usage_daily FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_events usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_events FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_events_default usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_events_default FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_period_kind_totals usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_period_kind_totals FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_periods usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_periods FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: users; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.users ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: FUNCTION usage_create_partition(p_month date); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_create_partition(p_month date) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION usage_drop_partition(p_partition text, p_before timestamp with time zone); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_drop_partition(p_partition text, p_before timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION usage_partition_policies(p_table regclass); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_partition_policies(p_table regclass) FROM PUBLIC;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
