@@ -4,6 +4,17 @@
 
 use std::time::Duration;
 
+/// What a job is, as data (see [`JobKind::info`]).
+struct JobInfo {
+    name: &'static str,
+    config_key: &'static str,
+    description: &'static str,
+    schedule: &'static str,
+    timeout_minutes: u64,
+    irreversible: bool,
+    lock_id: i32,
+}
+
 /// Defaults for each job: its cron schedule and timeout.
 pub struct JobDefaults {
     pub schedule: &'static str,
@@ -33,72 +44,96 @@ impl JobKind {
         JobKind::Stats,
     ];
 
+    /// Everything about a job that is data: one arm per job.
+    fn info(self) -> JobInfo {
+        match self {
+            JobKind::Partitions => JobInfo {
+                name: "partitions",
+                config_key: "partitions",
+                description: "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition",
+                schedule: "0 2 * * *",
+                timeout_minutes: 30,
+                irreversible: false,
+                lock_id: 6,
+            },
+            JobKind::Aggregate => JobInfo {
+                name: "aggregate",
+                config_key: "aggregate",
+                description: "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events",
+                schedule: "* * * * *",
+                timeout_minutes: 30,
+                irreversible: false,
+                lock_id: 1,
+            },
+            JobKind::Stats => JobInfo {
+                name: "stats",
+                config_key: "stats",
+                description: "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models",
+                schedule: "10 0 * * *",
+                timeout_minutes: 10,
+                irreversible: false,
+                lock_id: 7,
+            },
+            JobKind::ResetDaily => JobInfo {
+                name: "reset-daily",
+                config_key: "reset_daily",
+                description: "closes ended daily quota periods at each user's or organization's local midnight, reconciled against raw events, and opens the next",
+                // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
+                // honoured within the quarter hour.
+                schedule: "*/15 * * * *",
+                timeout_minutes: 30,
+                irreversible: true,
+                lock_id: 2,
+            },
+            JobKind::ResetMonthly => JobInfo {
+                name: "reset-monthly",
+                config_key: "reset_monthly",
+                description: "closes ended monthly quota periods (calendar month or billing anchor day, in the user's or organization's zone), reconciled, and opens the next",
+                schedule: "*/15 * * * *",
+                timeout_minutes: 30,
+                irreversible: true,
+                lock_id: 3,
+            },
+            JobKind::Alerts => JobInfo {
+                name: "alerts",
+                config_key: "alerts",
+                description: "emails users (and organizations' owners and admins) past 80 %/95 % of a limit, once per threshold per period, retrying failed sends",
+                schedule: "*/5 * * * *",
+                timeout_minutes: 10,
+                irreversible: true,
+                lock_id: 4,
+            },
+            JobKind::Retention => JobInfo {
+                name: "retention",
+                config_key: "retention",
+                description: "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches",
+                schedule: "30 3 1 * *",
+                timeout_minutes: 6 * 60,
+                irreversible: true,
+                lock_id: 5,
+            },
+        }
+    }
+
     /// The CLI name (`--run reset-daily`).
     pub fn name(self) -> &'static str {
-        match self {
-            JobKind::Partitions => "partitions",
-            JobKind::Aggregate => "aggregate",
-            JobKind::Stats => "stats",
-            JobKind::ResetDaily => "reset-daily",
-            JobKind::ResetMonthly => "reset-monthly",
-            JobKind::Alerts => "alerts",
-            JobKind::Retention => "retention",
-        }
+        self.info().name
     }
 
     /// The key under `[jobs]` in the configuration: the name with `-` written `_`.
     pub fn config_key(self) -> &'static str {
-        match self {
-            JobKind::Partitions => "partitions",
-            JobKind::Aggregate => "aggregate",
-            JobKind::Stats => "stats",
-            JobKind::ResetDaily => "reset_daily",
-            JobKind::ResetMonthly => "reset_monthly",
-            JobKind::Alerts => "alerts",
-            JobKind::Retention => "retention",
-        }
+        self.info().config_key
     }
 
     pub fn description(self) -> &'static str {
-        match self {
-            JobKind::Partitions => {
-                "creates monthly partitions of usage_events ahead of time and moves rows out of the default partition"
-            }
-            JobKind::Aggregate => {
-                "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events"
-            }
-            JobKind::Stats => {
-                "logs and records yesterday's totals: events, active users, tokens, cost, by kind and top models"
-            }
-            JobKind::ResetDaily => {
-                "closes ended daily quota periods at each user's or organization's local midnight, reconciled against raw events, and opens the next"
-            }
-            JobKind::ResetMonthly => {
-                "closes ended monthly quota periods (calendar month or billing anchor day, in the user's or organization's zone), reconciled, and opens the next"
-            }
-            JobKind::Alerts => {
-                "emails users (and organizations' owners and admins) past 80 %/95 % of a limit, once per threshold per period, retrying failed sends"
-            }
-            JobKind::Retention => {
-                "deletes usage data older than 24 months: drops whole partitions, trims the boundary month in batches"
-            }
-        }
+        self.info().description
     }
 
     pub fn defaults(self) -> JobDefaults {
-        let (schedule, timeout_minutes) = match self {
-            JobKind::Partitions => ("0 2 * * *", 30),
-            JobKind::Aggregate => ("* * * * *", 30),
-            JobKind::Stats => ("10 0 * * *", 10),
-            // Often enough that every zone's midnight (some are :30 or :45 off UTC) is
-            // honoured within the quarter hour.
-            JobKind::ResetDaily | JobKind::ResetMonthly => ("*/15 * * * *", 30),
-            JobKind::Alerts => ("*/5 * * * *", 10),
-            JobKind::Retention => ("30 3 1 * *", 6 * 60),
-        };
+        let info = self.info();
         JobDefaults {
-            schedule,
-            timeout: Duration::from_secs(timeout_minutes * 60),
+            schedule: info.schedule,
+            timeout: Duration::from_secs(info.timeout_minutes * 60),
         }
     }
 
@@ -106,12 +141,7 @@ impl JobKind {
     /// instant comes: closing quota periods, expiring alerts, deleting rows by age. The other
     /// jobs only add (summaries, partitions, a stats row) and are safe to run ahead.
     pub fn acts_irreversibly_as_of_now(self) -> bool {
-        match self {
-            JobKind::ResetDaily | JobKind::ResetMonthly | JobKind::Alerts | JobKind::Retention => {
-                true
-            }
-            JobKind::Aggregate | JobKind::Partitions | JobKind::Stats => false,
-        }
+        self.info().irreversible
     }
 
     /// Whether `--org N` can limit a manual run of this job to one organization.
@@ -122,15 +152,7 @@ impl JobKind {
     /// Second half of the advisory lock key that keeps runs of this job from overlapping.
     /// Fixed numbers: daemons of different versions on one database must agree on them.
     pub fn lock_id(self) -> i32 {
-        match self {
-            JobKind::Alerts => 4,
-            JobKind::Retention => 5,
-            JobKind::Partitions => 6,
-            JobKind::Aggregate => 1,
-            JobKind::Stats => 7,
-            JobKind::ResetDaily => 2,
-            JobKind::ResetMonthly => 3,
-        }
+        self.info().lock_id
     }
 
     pub fn from_name(name: &str) -> Option<JobKind> {

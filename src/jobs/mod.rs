@@ -1,5 +1,6 @@
 //! The jobs. `JobKind` (in `job_kind`) is the single list: the scheduler, `--run`,
-//! `--list-jobs` and the docs table all come from it. Adding a job is one arm there, one arm
+//! `--list-jobs` and the docs table all come from it. Adding a job is one arm in
+//! `JobKind::info` (its name, configuration key, description, defaults and lock id), one arm
 //! in [`JobKind::run`] here and one file beside this one.
 
 pub mod aggregate;
