@@ -83,6 +83,9 @@ BEGIN
     -- The daemon keeps every book: row-level security (which only usage_reader's policies
     -- narrow) is not applied to it at all.
     EXECUTE format('ALTER ROLE %I BYPASSRLS', v_worker);
+    -- To name the session of a transaction that holds the aggregation watermark back (its
+    -- state and how long it has been open; pg_stat_activity shows them to no one else).
+    EXECUTE format('GRANT pg_read_all_stats TO %I', v_worker);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I',
                    current_database(), v_owner, v_worker, v_writer);
 
@@ -107,18 +110,18 @@ BEGIN
 
     -- Applications, once the tables exist (after the first --migrate): usage_record() and
     -- quota_status()/usage_summary() run with the caller's privileges, so the writer needs
-    -- what they read. RETURNING id needs SELECT on that column.
+    -- what they read: the events too, since the answers count those not yet aggregated.
     IF to_regclass(format('%I.usage_events', v_schema)) IS NOT NULL THEN
-        EXECUTE format('GRANT INSERT, SELECT (id) ON %I.usage_events TO %I', v_schema, v_writer);
+        EXECUTE format('GRANT INSERT, SELECT ON %I.usage_events TO %I', v_schema, v_writer);
         EXECUTE format('GRANT USAGE ON SEQUENCE %I.usage_events_id_seq TO %I', v_schema, v_writer);
         EXECUTE format('GRANT SELECT ON %I.prices, %I.users, %I.plan_limits, %I.usage_periods,
                                         %I.usage_period_kind_totals, %I.token_usage_daily TO %I',
                        v_schema, v_schema, v_schema, v_schema, v_schema, v_schema, v_writer);
         FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
                      WHERE p.pronamespace = v_schema::regnamespace
-                       AND p.proname IN ('usage_record', 'quota_status', 'usage_summary',
-                                         'org_quota_status', 'org_usage_summary',
-                                         'org_usage_by_member') LOOP
+                       AND p.proname IN ('usage_record', 'usage_check', 'quota_status',
+                                         'usage_summary', 'org_quota_status',
+                                         'org_usage_summary', 'org_usage_by_member') LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
         END LOOP;
         -- quota_status() and the org_* functions read a subject through this view, with the
@@ -128,6 +131,9 @@ BEGIN
                            v_schema, v_writer);
             EXECUTE format('GRANT SELECT ON %I.users TO usage_reader', v_schema);
         END IF;
+        -- The answers add the events not yet aggregated: those at or above the watermark.
+        EXECUTE format('GRANT SELECT ON %I.aggregation_watermark TO %I, usage_reader',
+                       v_schema, v_writer);
         IF to_regclass(format('%I.organizations', v_schema)) IS NOT NULL THEN
             -- usage_record() checks membership and claims idempotency keys.
             EXECUTE format('GRANT SELECT ON %I.organizations, %I.organization_members,

@@ -27,7 +27,7 @@ CREATE SCHEMA usage;
 -- Name: org_quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
@@ -72,11 +72,65 @@ $$;
 -- Name: quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
     SELECT * FROM usage_subject_status(p_user_id, 0, p_at)
+$$;
+
+
+--
+-- Name: usage_check(bigint, text, bigint, bigint, bigint, integer, bigint, numeric, text, text, jsonb, timestamp with time zone, bigint, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_check(p_user_id bigint, p_kind text, p_tokens bigint DEFAULT 0, p_prompt_tokens bigint DEFAULT 0, p_completion_tokens bigint DEFAULT 0, p_messages integer DEFAULT 0, p_bytes bigint DEFAULT 0, p_cost numeric DEFAULT NULL::numeric, p_request_type text DEFAULT ''::text, p_model text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_created_at timestamp with time zone DEFAULT now(), p_org_id bigint DEFAULT NULL::bigint, p_idempotency_key text DEFAULT NULL::text) RETURNS TABLE(fits boolean, metric text, period text, kind text, enforcement text, limit_value numeric, used numeric, remaining numeric, resets_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+    SELECT * FROM usage_check_event(p_user_id, p_kind, p_tokens, p_prompt_tokens,
+                                    p_completion_tokens, p_messages, p_bytes, p_cost,
+                                    p_request_type, p_model, p_metadata, p_created_at, p_org_id)
+$$;
+
+
+--
+-- Name: usage_check_event(bigint, text, bigint, bigint, bigint, integer, bigint, numeric, text, text, jsonb, timestamp with time zone, bigint); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_check_event(p_user_id bigint, p_kind text, p_tokens bigint, p_prompt_tokens bigint, p_completion_tokens bigint, p_messages integer, p_bytes bigint, p_cost numeric, p_request_type text, p_model text, p_metadata jsonb, p_created_at timestamp with time zone, p_org_id bigint) RETURNS TABLE(fits boolean, metric text, period text, kind text, enforcement text, limit_value numeric, used numeric, remaining numeric, resets_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    a record;
+    s record;
+    c record;
+BEGIN
+    SELECT x.* INTO a
+      FROM usage_event_amounts(p_kind, p_tokens, p_prompt_tokens, p_completion_tokens, p_bytes,
+                               p_cost, p_model, p_created_at) x;
+    -- In usage_record()'s order: membership, then what the table's constraints refuse.
+    PERFORM usage_member_check(p_user_id, p_org_id);
+    PERFORM usage_event_check(p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
+                              COALESCE(p_metadata, '{}'), p_created_at, a.tokens,
+                              COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
+                              COALESCE(p_messages, 0), COALESCE(p_bytes, 0), a.cost, p_org_id);
+    SELECT x.* INTO s FROM usage_event_subject(p_user_id, p_org_id) x;
+    SELECT l.* INTO c
+      FROM usage_limit_checks(s.user_id, s.org_id, p_kind, p_created_at,
+                              COALESCE(p_messages, 0), a.tokens, COALESCE(p_bytes, 0), a.cost) l
+     ORDER BY l.fits, l.enforcement = 'hard' DESC,
+              (l.limit_value - l.used - l.amount) / NULLIF(l.limit_value, 0) NULLS FIRST,
+              l.period, l.metric, l.kind
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT true, NULL::text, NULL::text, NULL::text, NULL::text,
+                            NULL::numeric, NULL::numeric, NULL::numeric, NULL::timestamptz;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT c.fits, c.metric, c.period, c.kind, c.enforcement, c.limit_value, c.used,
+                        GREATEST(c.limit_value - c.used, 0), c.period_end;
+END;
 $$;
 
 
@@ -191,6 +245,133 @@ $_$;
 
 
 --
+-- Name: usage_enforce_hard_limits(bigint, bigint, text, timestamp with time zone, numeric, numeric, numeric, numeric); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_enforce_hard_limits(p_user_id bigint, p_org_id bigint, p_kind text, p_at timestamp with time zone, p_messages numeric, p_tokens numeric, p_bytes numeric, p_cost numeric) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r       record;
+    v_who   text := CASE WHEN p_org_id > 0 THEN 'organization ' || p_org_id ELSE 'user ' || p_user_id END;
+    v_zone  text;
+BEGIN
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'usage_record: the hard limits of % cannot be enforced in a REPEATABLE READ transaction, whose snapshot does not see the events recorded since it began', v_who
+              USING ERRCODE = 'UQ002',
+                    HINT = 'call usage_record() in a READ COMMITTED (the default) or SERIALIZABLE transaction';
+    END IF;
+    PERFORM pg_advisory_xact_lock(21841, hashtext(p_user_id::text || ':' || p_org_id::text));
+    SELECT c.* INTO r
+      FROM usage_limit_checks(p_user_id, p_org_id, p_kind, p_at, p_messages, p_tokens, p_bytes, p_cost) c
+     WHERE c.enforcement = 'hard' AND NOT c.fits
+     ORDER BY c.period, c.metric, c.kind
+     LIMIT 1;
+    IF FOUND THEN
+        SELECT usage_timezone_or_utc(s.timezone) INTO v_zone
+          FROM usage_subjects s WHERE s.user_id = p_user_id AND s.org_id = p_org_id;
+        RAISE EXCEPTION 'usage_record: hard limit reached for %: % per % (%) is %, % used, this event adds %; it resets at % %',
+              v_who, r.metric, r.period, CASE WHEN r.kind = '' THEN 'all kinds' ELSE 'kind ' || r.kind END,
+              r.limit_value, r.used, r.amount,
+              to_char(r.period_end AT TIME ZONE COALESCE(v_zone, 'UTC'), 'YYYY-MM-DD HH24:MI:SS'),
+              COALESCE(v_zone, 'UTC')
+              USING ERRCODE = 'UQ001',
+                    DETAIL = format('metric=%s period=%s kind=%s limit=%s used=%s amount=%s resets_at=%s',
+                                    r.metric, r.period, r.kind, r.limit_value, r.used, r.amount,
+                                    to_char(r.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                    HINT = 'nothing was recorded; the limit is plan_limits.enforcement = ''hard''';
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: usage_event_amounts(text, bigint, bigint, bigint, bigint, numeric, text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_event_amounts(p_kind text, p_tokens bigint, p_prompt_tokens bigint, p_completion_tokens bigint, p_bytes bigint, p_cost numeric, p_model text, p_at timestamp with time zone) RETURNS TABLE(tokens bigint, cost numeric)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_tokens bigint := LEAST(GREATEST(COALESCE(p_tokens, 0)::numeric,
+                                      COALESCE(p_prompt_tokens, 0)::numeric
+                                      + COALESCE(p_completion_tokens, 0)::numeric),
+                             9223372036854775807);
+    v_cost   numeric := p_cost;
+BEGIN
+    IF v_cost IS NULL THEN
+        SELECT p.per_event
+             + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
+             + COALESCE(p_completion_tokens, 0) * p.per_1k_completion_tokens / 1000
+             + GREATEST(v_tokens - COALESCE(p_prompt_tokens, 0)::numeric
+                        - COALESCE(p_completion_tokens, 0)::numeric, 0)
+               * p.per_1k_tokens / 1000
+             + COALESCE(p_bytes, 0) * p.per_mb / 1048576
+          INTO v_cost
+          FROM prices p
+         WHERE p.kind = p_kind
+           AND p.model IN (COALESCE(p_model, ''), '')
+           AND p.valid_from <= p_at
+         ORDER BY (p.model = '') ASC, p.valid_from DESC
+         LIMIT 1;
+    END IF;
+    -- Within numeric(20, 8) but past the bounds, so usage_events_cost_in_range (or
+    -- _not_negative) refuses it; NaN stays NaN, which the bound refuses as well.
+    IF v_cost <> 'NaN'::numeric THEN
+        v_cost := GREATEST(LEAST(v_cost, 100000000000), -1);
+    END IF;
+    tokens := v_tokens;
+    cost := COALESCE(v_cost, 0);
+    RETURN NEXT;
+END;
+$$;
+
+
+--
+-- Name: usage_event_check(text, text, text, jsonb, timestamp with time zone, bigint, bigint, bigint, integer, bigint, numeric, bigint); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_event_check(p_kind text, p_request_type text, p_model text, p_metadata jsonb, p_created_at timestamp with time zone, p_tokens bigint, p_prompt_tokens bigint, p_completion_tokens bigint, p_messages integer, p_bytes bigint, p_cost numeric, p_org_id bigint) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+DECLARE
+    v_failed text;
+BEGIN
+    IF p_kind IS NULL THEN
+        RAISE EXCEPTION 'null value in column "kind" of relation "usage_events" violates not-null constraint'
+              USING ERRCODE = 'not_null_violation', COLUMN = 'kind', TABLE = 'usage_events';
+    END IF;
+    v_failed := CASE
+        WHEN NOT (p_bytes <= 1000000000000) THEN 'usage_events_bytes_in_range'
+        WHEN NOT (p_bytes >= 0) THEN 'usage_events_bytes_not_negative'
+        WHEN NOT (p_completion_tokens <= 1000000000000) THEN 'usage_events_completion_tokens_in_range'
+        WHEN NOT (p_completion_tokens >= 0) THEN 'usage_events_completion_tokens_not_negative'
+        WHEN NOT (p_cost <= 1000000000) THEN 'usage_events_cost_in_range'
+        WHEN NOT (p_cost >= 0) THEN 'usage_events_cost_not_negative'
+        WHEN NOT (p_created_at >= '1990-01-01 00:00:00+00'::timestamptz
+                  AND p_created_at < '2200-01-01 00:00:00+00'::timestamptz)
+            THEN 'usage_events_created_at_in_range'
+        WHEN NOT (p_kind ~ '^[a-z][a-z0-9_]{0,63}$') THEN 'usage_events_kind_check'
+        WHEN NOT (p_messages <= 1000000) THEN 'usage_events_messages_in_range'
+        WHEN NOT (p_messages >= 0) THEN 'usage_events_messages_not_negative'
+        WHEN NOT (octet_length(p_metadata::text) <= 65536) THEN 'usage_events_metadata_size'
+        WHEN NOT (length(p_model) <= 200) THEN 'usage_events_model_check'
+        WHEN NOT (p_org_id > 0) THEN 'usage_events_org_id_check'
+        WHEN NOT (p_prompt_tokens <= 1000000000000) THEN 'usage_events_prompt_tokens_in_range'
+        WHEN NOT (p_prompt_tokens >= 0) THEN 'usage_events_prompt_tokens_not_negative'
+        WHEN NOT (p_request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$') THEN 'usage_events_request_type_check'
+        WHEN NOT (p_tokens <= 1000000000000) THEN 'usage_events_tokens_in_range'
+        WHEN NOT (p_tokens >= 0) THEN 'usage_events_tokens_not_negative'
+    END;
+    IF v_failed IS NOT NULL THEN
+        RAISE EXCEPTION 'new row for relation "usage_events" violates check constraint "%"', v_failed
+              USING ERRCODE = 'check_violation', CONSTRAINT = v_failed, TABLE = 'usage_events';
+    END IF;
+END;
+$_$;
+
+
+--
 -- Name: usage_event_problem(timestamp with time zone, numeric); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -230,6 +411,23 @@ $$;
 
 
 --
+-- Name: usage_limit_checks(bigint, bigint, text, timestamp with time zone, numeric, numeric, numeric, numeric); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_limit_checks(p_user_id bigint, p_org_id bigint, p_kind text, p_at timestamp with time zone, p_messages numeric, p_tokens numeric, p_bytes numeric, p_cost numeric) RETURNS TABLE(metric text, period text, kind text, enforcement text, limit_value numeric, used numeric, amount numeric, fits boolean, period_end timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.metric, s.period, s.kind, s.enforcement, s.limit_value, s.used, a.amount,
+           s.used + a.amount <= s.limit_value, s.period_end
+      FROM usage_subject_status(p_user_id, p_org_id, p_at) s
+      JOIN (VALUES ('requests', 1::numeric), ('messages', p_messages), ('tokens', p_tokens),
+                   ('bytes', p_bytes), ('cost', p_cost)) AS a (metric, amount)
+        ON a.metric = s.metric
+     WHERE NOT s.unlimited AND (s.kind = '' OR s.kind = p_kind) AND a.amount > 0
+$$;
+
+
+--
 -- Name: usage_local_midnight(date, text); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -246,6 +444,24 @@ BEGIN
         RETURN earlier;
     END IF;
     RETURN later;
+END;
+$$;
+
+
+--
+-- Name: usage_member_check(bigint, bigint); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_member_check(p_user_id bigint, p_org_id bigint) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF p_org_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM organization_members m WHERE m.org_id = p_org_id AND m.user_id = p_user_id) THEN
+        RAISE EXCEPTION 'usage_record: user % is not a member of organization %', p_user_id, p_org_id
+              USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'usage_record_org_member',
+                    HINT = 'add the user to organization_members, or record the usage as personal (p_org_id => NULL)';
+    END IF;
 END;
 $$;
 
@@ -431,40 +647,22 @@ CREATE FUNCTION usage.usage_record(p_user_id bigint, p_kind text, p_tokens bigin
     SET search_path TO 'usage', 'pg_temp'
     AS $$
 DECLARE
-    v_tokens bigint := LEAST(GREATEST(COALESCE(p_tokens, 0)::numeric,
-                                      COALESCE(p_prompt_tokens, 0)::numeric
-                                      + COALESCE(p_completion_tokens, 0)::numeric),
-                             9223372036854775807);
-    v_cost   numeric := p_cost;
+    v_tokens bigint;
+    v_cost   numeric;
     v_id     bigint;
     v_claim  bigint;
+    v_subject record;
 BEGIN
-    IF v_cost IS NULL THEN
-        SELECT p.per_event
-             + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
-             + COALESCE(p_completion_tokens, 0) * p.per_1k_completion_tokens / 1000
-             + GREATEST(v_tokens - COALESCE(p_prompt_tokens, 0)::numeric
-                        - COALESCE(p_completion_tokens, 0)::numeric, 0)
-               * p.per_1k_tokens / 1000
-             + COALESCE(p_bytes, 0) * p.per_mb / 1048576
-          INTO v_cost
-          FROM prices p
-         WHERE p.kind = p_kind
-           AND p.model IN (COALESCE(p_model, ''), '')
-           AND p.valid_from <= p_created_at
-         ORDER BY (p.model = '') ASC, p.valid_from DESC
-         LIMIT 1;
-    END IF;
-    -- Within numeric(20, 8) but past the bounds, so usage_events_cost_in_range (or
-    -- _not_negative) refuses it; NaN stays NaN, which the bound refuses as well.
-    IF v_cost <> 'NaN'::numeric THEN
-        v_cost := GREATEST(LEAST(v_cost, 100000000000), -1);
-    END IF;
+    SELECT a.tokens, a.cost INTO v_tokens, v_cost
+      FROM usage_event_amounts(p_kind, p_tokens, p_prompt_tokens, p_completion_tokens, p_bytes,
+                               p_cost, p_model, p_created_at) a;
+    SELECT x.* INTO v_subject FROM usage_event_subject(p_user_id, p_org_id) x;
     v_id := nextval('usage_events_id_seq');
     IF p_idempotency_key IS NOT NULL THEN
         -- Claim the key for this event. A concurrent call with the same key waits here for
         -- the first to commit, then finds the key taken; a key older than the window is
-        -- taken over. Either way exactly one event carries the key.
+        -- taken over. Either way exactly one event carries the key, and a retry is answered
+        -- with it before any limit is checked.
         INSERT INTO usage_idempotency_keys AS k
                (org_id, user_id, idempotency_key, event_id, event_created_at)
         VALUES (COALESCE(p_org_id, 0), p_user_id, p_idempotency_key, v_id, p_created_at)
@@ -476,25 +674,34 @@ BEGIN
         IF v_claim IS NULL THEN
             SELECT k.event_id INTO v_claim
               FROM usage_idempotency_keys k
-             WHERE k.org_id = COALESCE(p_org_id, 0)
-               AND k.scope_user_id = CASE WHEN p_org_id IS NULL THEN p_user_id ELSE 0 END
+             WHERE k.org_id = v_subject.org_id
+               AND k.scope_user_id = v_subject.user_id
                AND k.idempotency_key = p_idempotency_key;
             RETURN v_claim;
         END IF;
     END IF;
     -- After the claim: a retry whose user has left the organization since still gets its
     -- event's id; a refusal here rolls the claim back with the call.
-    IF p_org_id IS NOT NULL AND NOT EXISTS (
-           SELECT 1 FROM organization_members m WHERE m.org_id = p_org_id AND m.user_id = p_user_id) THEN
-        RAISE EXCEPTION 'usage_record: user % is not a member of organization %', p_user_id, p_org_id
-              USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'usage_record_org_member',
-                    HINT = 'add the user to organization_members, or record the usage as personal (p_org_id => NULL)';
+    PERFORM usage_member_check(p_user_id, p_org_id);
+    -- Hard limits, only for a subject whose plan has one that an event of this kind adds to.
+    IF EXISTS (SELECT 1 FROM usage_subjects su
+                 JOIN plan_limits l ON l.plan_id = su.plan_id
+                WHERE su.user_id = v_subject.user_id AND su.org_id = v_subject.org_id
+                  AND l.enforcement = 'hard' AND (l.kind = '' OR l.kind = p_kind)) THEN
+        -- A bad event is refused for what it is, as the insert would, before any limit.
+        PERFORM usage_event_check(p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
+                                  COALESCE(p_metadata, '{}'), p_created_at, v_tokens,
+                                  COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
+                                  COALESCE(p_messages, 0), COALESCE(p_bytes, 0), v_cost, p_org_id);
+        PERFORM usage_enforce_hard_limits(v_subject.user_id, v_subject.org_id, p_kind,
+                                          p_created_at, COALESCE(p_messages, 0), v_tokens,
+                                          COALESCE(p_bytes, 0), v_cost);
     END IF;
     INSERT INTO usage_events (id, user_id, org_id, kind, request_type, model, tokens, prompt_tokens,
                               completion_tokens, messages, bytes, cost, metadata, created_at)
     VALUES (v_id, p_user_id, p_org_id, p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
             v_tokens, COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
-            COALESCE(p_messages, 0), COALESCE(p_bytes, 0), COALESCE(v_cost, 0),
+            COALESCE(p_messages, 0), COALESCE(p_bytes, 0), v_cost,
             COALESCE(p_metadata, '{}'), p_created_at);
     RETURN v_id;
 END;
@@ -542,6 +749,72 @@ CREATE FUNCTION usage.usage_subject_days(p_user_id bigint, p_org_id bigint, p_fr
     SELECT d.* FROM token_usage_daily d
      WHERE p_org_id > 0 AND d.org_id = p_org_id
        AND d.day BETWEEN p_from AND p_to
+    UNION ALL
+    SELECT e.user_id, (e.created_at AT TIME ZONE z.zone)::date, e.kind, e.request_type, e.model,
+           1, e.tokens, e.prompt_tokens, e.completion_tokens, e.messages, e.bytes, e.cost,
+           e.org_id, COALESCE(e.org_id, 0)
+      FROM (SELECT usage_timezone_or_utc((SELECT s.timezone FROM usage_subjects s
+                                           WHERE s.user_id = p_user_id
+                                             AND s.org_id = p_org_id)) AS zone) z
+     CROSS JOIN LATERAL usage_subject_pending(p_user_id, p_org_id,
+                                              usage_local_midnight(p_from, z.zone),
+                                              usage_local_midnight(p_to + 1, z.zone)) e
+$$;
+
+
+--
+-- Name: usage_events; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_events (
+    id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    kind text NOT NULL,
+    request_type text DEFAULT ''::text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    messages integer DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric(20,8) DEFAULT 0 NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    recorded_xid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    org_id bigint,
+    CONSTRAINT usage_events_bytes_not_negative CHECK ((bytes >= 0)),
+    CONSTRAINT usage_events_completion_tokens_not_negative CHECK ((completion_tokens >= 0)),
+    CONSTRAINT usage_events_cost_not_negative CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT usage_events_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,63}$'::text)),
+    CONSTRAINT usage_events_messages_not_negative CHECK ((messages >= 0)),
+    CONSTRAINT usage_events_metadata_size CHECK ((octet_length((metadata)::text) <= 65536)),
+    CONSTRAINT usage_events_model_check CHECK ((length(model) <= 200)),
+    CONSTRAINT usage_events_org_id_check CHECK ((org_id > 0)),
+    CONSTRAINT usage_events_prompt_tokens_not_negative CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT usage_events_request_type_check CHECK ((request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$'::text)),
+    CONSTRAINT usage_events_tokens_not_negative CHECK ((tokens >= 0))
+)
+PARTITION BY RANGE (created_at);
+
+
+--
+-- Name: usage_subject_pending(bigint, bigint, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_subject_pending(p_user_id bigint, p_org_id bigint, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS SETOF usage.usage_events
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.* FROM usage_events e
+     WHERE p_org_id = 0 AND e.org_id IS NULL AND e.user_id = p_user_id
+       AND e.recorded_xid >= (SELECT w.xid FROM aggregation_watermark w)
+       AND e.created_at >= p_from AND e.created_at < p_to
+       AND usage_event_problem(e.created_at, e.cost) IS NULL
+    UNION ALL
+    SELECT e.* FROM usage_events e
+     WHERE p_org_id > 0 AND e.org_id = p_org_id
+       AND e.recorded_xid >= (SELECT w.xid FROM aggregation_watermark w)
+       AND e.created_at >= p_from AND e.created_at < p_to
+       AND usage_event_problem(e.created_at, e.cost) IS NULL
 $$;
 
 
@@ -549,7 +822,7 @@ $$;
 -- Name: usage_subject_status(bigint, bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone)
+CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
     LANGUAGE plpgsql STABLE
     AS $$
 #variable_conflict use_column
@@ -590,14 +863,26 @@ BEGIN
             p_from := c_start;
             p_to := c_end;
         ELSE
-            -- No events yet in this period: its natural bounds, after any earlier period.
+            -- Nothing counted yet in this period: its natural bounds, after any earlier one.
             b := usage_period_bounds(p_tz, p_anchor, per, p_at);
             SELECT t.period_start, t.period_end INTO p_from, p_to
               FROM usage_period_between(b.period_start, b.period_end, c_end, NULL) t;
         END IF;
         -- The five totals over all kinds, then one row per kind-scoped limit: UNION ALL and one
-        -- small sort, no de-duplication.
+        -- small sort, no de-duplication. Each is the counted total plus the pending events.
         RETURN QUERY
+        WITH pending AS MATERIALIZED (
+            SELECT e.kind, count(*)::numeric AS requests, sum(e.messages)::numeric AS messages,
+                   sum(e.tokens)::numeric AS tokens, sum(e.bytes)::numeric AS bytes,
+                   sum(e.cost) AS cost
+              FROM usage_subject_pending(p_user_id, p_org_id, p_from, p_to) e
+             GROUP BY e.kind
+        ), pending_all AS (
+            SELECT COALESCE(sum(requests), 0) AS requests, COALESCE(sum(messages), 0) AS messages,
+                   COALESCE(sum(tokens), 0) AS tokens, COALESCE(sum(bytes), 0) AS bytes,
+                   COALESCE(sum(cost), 0) AS cost
+              FROM pending
+        )
         SELECT x.metric, per, x.kind, x.used, x.limit_value,
                CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
                x.limit_value IS NULL,
@@ -605,13 +890,17 @@ BEGIN
                CASE WHEN x.limit_value IS NULL THEN NULL
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
-               p_from, p_to
+               p_from, p_to, x.enforcement
           FROM (SELECT m.metric, ''::text AS kind,
-                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END AS used,
-                       l.max_value AS limit_value
-                  FROM (VALUES ('bytes', c_bytes::numeric), ('cost', c_cost),
-                               ('messages', c_messages::numeric), ('requests', c_requests::numeric),
-                               ('tokens', c_tokens::numeric)) AS m (metric, used)
+                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
+                       l.max_value AS limit_value, l.enforcement
+                  FROM pending_all pa
+                 CROSS JOIN LATERAL (VALUES ('bytes', c_bytes::numeric, pa.bytes),
+                                            ('cost', c_cost, pa.cost),
+                                            ('messages', c_messages::numeric, pa.messages),
+                                            ('requests', c_requests::numeric, pa.requests),
+                                            ('tokens', c_tokens::numeric, pa.tokens))
+                       AS m (metric, used, pending)
                   LEFT JOIN plan_limits l
                     ON l.plan_id = p_plan AND l.period = per AND l.kind = '' AND l.metric = m.metric
                 UNION ALL
@@ -620,12 +909,18 @@ BEGIN
                                               WHEN 'messages' THEN k.messages::numeric
                                               WHEN 'tokens' THEN k.tokens::numeric
                                               WHEN 'bytes' THEN k.bytes::numeric
-                                              ELSE k.cost END, 0),
-                       l.max_value
+                                              ELSE k.cost END, 0)
+                       + COALESCE(CASE l.metric WHEN 'requests' THEN pk.requests
+                                                WHEN 'messages' THEN pk.messages
+                                                WHEN 'tokens' THEN pk.tokens
+                                                WHEN 'bytes' THEN pk.bytes
+                                                ELSE pk.cost END, 0),
+                       l.max_value, l.enforcement
                   FROM plan_limits l
                   LEFT JOIN usage_period_kind_totals k
                     ON known AND k.user_id = p_user_id AND k.org_id = p_org_id AND k.period = per
                    AND k.period_start = p_from AND k.kind = l.kind
+                  LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
          ORDER BY x.metric, x.kind;
     END LOOP;
@@ -826,6 +1121,8 @@ CREATE TABLE usage.plan_limits (
     period text NOT NULL,
     kind text DEFAULT ''::text NOT NULL,
     max_value numeric NOT NULL,
+    enforcement text DEFAULT 'soft'::text NOT NULL,
+    CONSTRAINT plan_limits_enforcement_check CHECK ((enforcement = ANY (ARRAY['soft'::text, 'hard'::text]))),
     CONSTRAINT plan_limits_kind_check CHECK (((kind = ''::text) OR (kind ~ '^[a-z][a-z0-9_]{0,63}$'::text))),
     CONSTRAINT plan_limits_max_value_finite CHECK ((max_value <> ALL (ARRAY['NaN'::numeric, 'Infinity'::numeric]))),
     CONSTRAINT plan_limits_max_value_not_negative CHECK ((max_value >= (0)::numeric)),
@@ -944,41 +1241,6 @@ CREATE SEQUENCE usage.quota_alerts_id_seq
 --
 
 ALTER SEQUENCE usage.quota_alerts_id_seq OWNED BY usage.quota_alerts.id;
-
-
---
--- Name: usage_events; Type: TABLE; Schema: usage; Owner: -
---
-
-CREATE TABLE usage.usage_events (
-    id bigint NOT NULL,
-    user_id bigint NOT NULL,
-    kind text NOT NULL,
-    request_type text DEFAULT ''::text NOT NULL,
-    model text DEFAULT ''::text NOT NULL,
-    tokens bigint DEFAULT 0 NOT NULL,
-    prompt_tokens bigint DEFAULT 0 NOT NULL,
-    completion_tokens bigint DEFAULT 0 NOT NULL,
-    messages integer DEFAULT 0 NOT NULL,
-    bytes bigint DEFAULT 0 NOT NULL,
-    cost numeric(20,8) DEFAULT 0 NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    recorded_xid xid8 DEFAULT pg_current_xact_id() NOT NULL,
-    org_id bigint,
-    CONSTRAINT usage_events_bytes_not_negative CHECK ((bytes >= 0)),
-    CONSTRAINT usage_events_completion_tokens_not_negative CHECK ((completion_tokens >= 0)),
-    CONSTRAINT usage_events_cost_not_negative CHECK ((cost >= (0)::numeric)),
-    CONSTRAINT usage_events_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,63}$'::text)),
-    CONSTRAINT usage_events_messages_not_negative CHECK ((messages >= 0)),
-    CONSTRAINT usage_events_metadata_size CHECK ((octet_length((metadata)::text) <= 65536)),
-    CONSTRAINT usage_events_model_check CHECK ((length(model) <= 200)),
-    CONSTRAINT usage_events_org_id_check CHECK ((org_id > 0)),
-    CONSTRAINT usage_events_prompt_tokens_not_negative CHECK ((prompt_tokens >= 0)),
-    CONSTRAINT usage_events_request_type_check CHECK ((request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$'::text)),
-    CONSTRAINT usage_events_tokens_not_negative CHECK ((tokens >= 0))
-)
-PARTITION BY RANGE (created_at);
 
 
 --
@@ -1642,6 +1904,20 @@ CREATE INDEX usage_events_default_org_id_created_at_idx ON usage.usage_events_de
 
 
 --
+-- Name: usage_events_org_xid_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_org_xid_idx ON ONLY usage.usage_events USING btree (org_id, recorded_xid) WHERE (org_id IS NOT NULL);
+
+
+--
+-- Name: usage_events_default_org_id_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_events_default_org_id_recorded_xid_idx ON usage.usage_events_default USING btree (org_id, recorded_xid) WHERE (org_id IS NOT NULL);
+
+
+--
 -- Name: usage_events_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
@@ -1670,17 +1946,17 @@ CREATE INDEX usage_events_default_user_id_created_at_idx ON usage.usage_events_d
 
 
 --
--- Name: usage_events_user_kind_created_idx; Type: INDEX; Schema: usage; Owner: -
+-- Name: usage_events_user_xid_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
-CREATE INDEX usage_events_user_kind_created_idx ON ONLY usage.usage_events USING btree (user_id, kind, created_at);
+CREATE INDEX usage_events_user_xid_idx ON ONLY usage.usage_events USING btree (user_id, recorded_xid) WHERE (org_id IS NULL);
 
 
 --
--- Name: usage_events_default_user_id_kind_created_at_idx; Type: INDEX; Schema: usage; Owner: -
+-- Name: usage_events_default_user_id_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
-CREATE INDEX usage_events_default_user_id_kind_created_at_idx ON usage.usage_events_default USING btree (user_id, kind, created_at);
+CREATE INDEX usage_events_default_user_id_recorded_xid_idx ON usage.usage_events_default USING btree (user_id, recorded_xid) WHERE (org_id IS NULL);
 
 
 --
@@ -1740,6 +2016,13 @@ ALTER INDEX usage.usage_events_org_created_idx ATTACH PARTITION usage.usage_even
 
 
 --
+-- Name: usage_events_default_org_id_recorded_xid_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+--
+
+ALTER INDEX usage.usage_events_org_xid_idx ATTACH PARTITION usage.usage_events_default_org_id_recorded_xid_idx;
+
+
+--
 -- Name: usage_events_default_pkey; Type: INDEX ATTACH; Schema: usage; Owner: -
 --
 
@@ -1761,10 +2044,10 @@ ALTER INDEX usage.usage_events_user_created_idx ATTACH PARTITION usage.usage_eve
 
 
 --
--- Name: usage_events_default_user_id_kind_created_at_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+-- Name: usage_events_default_user_id_recorded_xid_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
 --
 
-ALTER INDEX usage.usage_events_user_kind_created_idx ATTACH PARTITION usage.usage_events_default_user_id_kind_created_at_idx;
+ALTER INDEX usage.usage_events_user_xid_idx ATTACH PARTITION usage.usage_events_default_user_id_recorded_xid_idx;
 
 
 --

@@ -409,6 +409,13 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
         );
     }
     print_webhook_outcomes(&mut conn)?;
+    let holder = jobs::aggregate::held_back::holder(&mut conn).map_err(DbError::from)?;
+    if let Some(holder) = holder.filter(jobs::aggregate::held_back::Holder::worth_reporting) {
+        println!(
+            "aggregation watermark held back by {} (see docs/OPERATIONS.md)",
+            holder.describe()
+        );
+    }
     println!(
         "{:>6} {:<14} {:<8} {:<21} {:<21} {:>9} {:<10} RESULT",
         "RUN", "JOB", "TRIGGER", "SCHEDULED FOR", "STARTED", "DURATION", "STATUS"

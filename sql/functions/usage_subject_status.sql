@@ -1,12 +1,19 @@
 -- usage_subject_status(user_id, org_id, at): the quota state of one subject (a user's
 -- personal usage: (user, 0); an organization's: (0, org)) at `at`, the body of quota_status()
 -- and org_quota_status(). One row per metric and period kind over all event kinds, and one
--- per kind-scoped limit of the subject's plan: what was used in the period containing `at`
--- (the subject's open or closed period, or, where none has events yet, its natural period
--- after any earlier one), the limit (NULL: unlimited), what remains and the period's bounds.
--- No row when the subject is not in usage_subjects.
+-- per kind-scoped limit of the subject's plan:
+-- - `used`: every event of the period containing `at` that the caller's snapshot sees,
+--   whether `aggregate` has counted it or not: the period's totals (usage_periods,
+--   usage_period_kind_totals) plus the subject's events not yet counted
+--   (usage_subject_pending), each event once.
+-- - the period: the subject's open or closed period containing `at`, or, where none has
+--   been opened yet, its natural period after any earlier one.
+-- - `limit_value` (NULL: unlimited), what remains, and `enforcement` (`soft` or `hard`; NULL
+--   when unlimited).
+-- No row when the subject is not in usage_subjects. STABLE: every statement reads one
+-- snapshot, so the totals and the watermark that splits counted from pending agree.
 CREATE OR REPLACE FUNCTION usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamptz)
-RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz)
+RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text)
 LANGUAGE plpgsql
 STABLE
 AS $$
@@ -48,14 +55,26 @@ BEGIN
             p_from := c_start;
             p_to := c_end;
         ELSE
-            -- No events yet in this period: its natural bounds, after any earlier period.
+            -- Nothing counted yet in this period: its natural bounds, after any earlier one.
             b := usage_period_bounds(p_tz, p_anchor, per, p_at);
             SELECT t.period_start, t.period_end INTO p_from, p_to
               FROM usage_period_between(b.period_start, b.period_end, c_end, NULL) t;
         END IF;
         -- The five totals over all kinds, then one row per kind-scoped limit: UNION ALL and one
-        -- small sort, no de-duplication.
+        -- small sort, no de-duplication. Each is the counted total plus the pending events.
         RETURN QUERY
+        WITH pending AS MATERIALIZED (
+            SELECT e.kind, count(*)::numeric AS requests, sum(e.messages)::numeric AS messages,
+                   sum(e.tokens)::numeric AS tokens, sum(e.bytes)::numeric AS bytes,
+                   sum(e.cost) AS cost
+              FROM usage_subject_pending(p_user_id, p_org_id, p_from, p_to) e
+             GROUP BY e.kind
+        ), pending_all AS (
+            SELECT COALESCE(sum(requests), 0) AS requests, COALESCE(sum(messages), 0) AS messages,
+                   COALESCE(sum(tokens), 0) AS tokens, COALESCE(sum(bytes), 0) AS bytes,
+                   COALESCE(sum(cost), 0) AS cost
+              FROM pending
+        )
         SELECT x.metric, per, x.kind, x.used, x.limit_value,
                CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
                x.limit_value IS NULL,
@@ -63,13 +82,17 @@ BEGIN
                CASE WHEN x.limit_value IS NULL THEN NULL
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
-               p_from, p_to
+               p_from, p_to, x.enforcement
           FROM (SELECT m.metric, ''::text AS kind,
-                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END AS used,
-                       l.max_value AS limit_value
-                  FROM (VALUES ('bytes', c_bytes::numeric), ('cost', c_cost),
-                               ('messages', c_messages::numeric), ('requests', c_requests::numeric),
-                               ('tokens', c_tokens::numeric)) AS m (metric, used)
+                       CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
+                       l.max_value AS limit_value, l.enforcement
+                  FROM pending_all pa
+                 CROSS JOIN LATERAL (VALUES ('bytes', c_bytes::numeric, pa.bytes),
+                                            ('cost', c_cost, pa.cost),
+                                            ('messages', c_messages::numeric, pa.messages),
+                                            ('requests', c_requests::numeric, pa.requests),
+                                            ('tokens', c_tokens::numeric, pa.tokens))
+                       AS m (metric, used, pending)
                   LEFT JOIN plan_limits l
                     ON l.plan_id = p_plan AND l.period = per AND l.kind = '' AND l.metric = m.metric
                 UNION ALL
@@ -78,12 +101,18 @@ BEGIN
                                               WHEN 'messages' THEN k.messages::numeric
                                               WHEN 'tokens' THEN k.tokens::numeric
                                               WHEN 'bytes' THEN k.bytes::numeric
-                                              ELSE k.cost END, 0),
-                       l.max_value
+                                              ELSE k.cost END, 0)
+                       + COALESCE(CASE l.metric WHEN 'requests' THEN pk.requests
+                                                WHEN 'messages' THEN pk.messages
+                                                WHEN 'tokens' THEN pk.tokens
+                                                WHEN 'bytes' THEN pk.bytes
+                                                ELSE pk.cost END, 0),
+                       l.max_value, l.enforcement
                   FROM plan_limits l
                   LEFT JOIN usage_period_kind_totals k
                     ON known AND k.user_id = p_user_id AND k.org_id = p_org_id AND k.period = per
                    AND k.period_start = p_from AND k.kind = l.kind
+                  LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
          ORDER BY x.metric, x.kind;
     END LOOP;

@@ -94,6 +94,7 @@ const WRONG_VALUES: &[(&str, &str, &str)] = &[
         "retention.lock_timeout",
     ),
     ("AGGREGATE__BATCH_EVENTS", "0", "aggregate.batch_events"),
+    ("AGGREGATE__STALL_WARNING", "0s", "aggregate.stall_warning"),
     ("INGEST__IDEMPOTENCY_DAYS", "0", "ingest.idempotency_days"),
     (
         "INGEST__IDEMPOTENCY_DAYS",

@@ -36,6 +36,7 @@ const DAILY_RESTORE_SQL: &str = include_str!("sql/aggregate_daily_restore.sql");
 /// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
 const REPORT_LIST_LIMIT: usize = 100;
 
+pub mod held_back;
 mod period_step;
 mod rebuild;
 
@@ -368,7 +369,31 @@ fn aggregate_new_events(
             "aggregate backlog: batch committed"
         );
     };
-    Ok(tally.into_report(first_watermark.unwrap_or(last_watermark), last_watermark))
+    let mut report = tally.into_report(first_watermark.unwrap_or(last_watermark), last_watermark);
+    if let Some(holder) = held_back::holder(conn)?.filter(held_back::Holder::worth_reporting) {
+        report_held_back(ctx, &mut report, &holder);
+    }
+    Ok(report)
+}
+
+/// Names the transaction holding the watermark back in the run's report and its log: a
+/// warning once it has been open `aggregate.stall_warning`.
+fn report_held_back(ctx: &Ctx, report: &mut JobReport, holder: &held_back::Holder) {
+    let described = holder.describe();
+    let stalled = holder
+        .open_seconds
+        .is_some_and(|s| s >= ctx.settings.aggregate.stall_warning.0.as_secs_f64());
+    let message = "the aggregation watermark is held back by a transaction left open: events \
+                   committed after it began wait for it to end (quota answers stay exact); \
+                   end it, or set idle_in_transaction_session_timeout for the application's \
+                   role (docs/OPERATIONS.md)";
+    if stalled {
+        tracing::warn!(job.name = "aggregate", held_back_by = %described, "{message}");
+    } else {
+        tracing::info!(job.name = "aggregate", held_back_by = %described, "{message}");
+    }
+    report.summary += &format!("; watermark held back by {described}");
+    report.details["held_back_by"] = serde_json::to_value(holder).unwrap_or_default();
 }
 
 /// The dry run of the incremental path: how many events the next run would add.

@@ -43,6 +43,8 @@ INSERT INTO usage_period_kind_totals (user_id, org_id, period, period_start, kin
             (0, 3, 'month', '2026-11-01', 'ai_response', 30),
             (1, 0, 'month', '2026-11-01', 'ai_response', 5),
             (0, 0, 'month', '2026-11-01', 'ai_response', 7);
+-- The books above hold the events recorded here: the watermark passes them.
+UPDATE aggregation_watermark SET xid = (pg_current_xact_id()::text::numeric + 1)::text::xid8;
 INSERT INTO quota_alerts (user_id, org_id, metric, period, period_start, period_end, threshold,
                           used_value, limit_value, next_attempt_at, decided_at)
      VALUES (1, 2, 'tokens', 'month', '2026-11-01', '2026-12-01', 80, 800, 1000, now(), now()),
@@ -441,14 +443,15 @@ fn the_policies_hold_whatever_the_readers_search_path_and_nothing_bypasses_them(
         0,
         "a view of the schema runs as its owner"
     );
-    // Every table the reader may read, but the plan catalogue, is under the policies.
+    // Every table the reader may read, but the plan catalogue and the watermark (one
+    // transaction id, which splits counted events from pending ones), is under the policies.
     assert_eq!(
         n(
             &mut admin,
             "SELECT count(*) AS n FROM pg_class
               WHERE relnamespace = 'usage'::regnamespace AND relkind IN ('r', 'p')
                 AND has_table_privilege('usage_reader', oid, 'SELECT') AND NOT relrowsecurity
-                AND relname NOT IN ('plans', 'plan_limits')"
+                AND relname NOT IN ('plans', 'plan_limits', 'aggregation_watermark')"
         ),
         0,
         "a table the reader may read that has no policy"

@@ -33,6 +33,7 @@ pub mod org_books;
 pub mod org_periods;
 pub mod orgs;
 pub mod outbox;
+pub mod outcome;
 pub mod quota;
 pub mod roles;
 pub mod smtp;

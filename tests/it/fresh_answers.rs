@@ -1,0 +1,331 @@
+//! Answers that are never late: `quota_status()`, `org_quota_status()`, the summaries and
+//! `org_usage_by_member()` count every event the caller's snapshot sees, whether `aggregate`
+//! has counted it or not, each once: also while `aggregate` commits, a reset closes periods
+//! and a transaction elsewhere holds the watermark back, which the run then names.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamptz};
+use proptest::prelude::*;
+use usage_worker::jobs::aggregate::{self, Limit};
+use usage_worker::jobs::{JobKind, RunOpts};
+use usage_worker::subject::Subject;
+
+use crate::support::quota::add_new_events_to_periods;
+use crate::support::{self, TestDb, count};
+
+/// User 1 (UTC) and organization 7 (UTC, user 2 its member) on a plan with soft token limits,
+/// so that every answer has rows.
+fn seed(db: &TestDb) {
+    db.execute(
+        "INSERT INTO plans (id, name) VALUES (1, 'team');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+         VALUES (1, 'tokens', 'day', '', 1000000), (1, 'tokens', 'month', '', 10000000);
+         INSERT INTO users (id, email, plan_id) VALUES (1, 'ada@example.com', 1),
+                                                  (2, 'bob@example.com', NULL);
+         INSERT INTO organizations (id, name, plan_id) VALUES (7, 'Acme', 1);
+         INSERT INTO organization_members (org_id, user_id, role) VALUES (7, 2, 'owner');",
+    );
+}
+
+const SUBJECTS: [Subject; 2] = [Subject::User(1), Subject::Org(7)];
+
+/// Records `tokens` for `subject` at `created_at` through usage_record.
+fn record(conn: &mut PgConnection, subject: Subject, tokens: i64, created_at: &str) {
+    let who = match subject {
+        Subject::User(id) => format!("p_user_id => {id}"),
+        Subject::Org(id) => format!("p_user_id => 2, p_org_id => {id}"),
+    };
+    conn.batch_execute(&format!(
+        "SELECT usage_record({who}, p_kind => 'ai_response', p_tokens => {tokens},
+                            p_created_at => '{created_at}')"
+    ))
+    .unwrap_or_else(|e| panic!("record for {subject}: {e}"));
+}
+
+/// (requests, tokens) the status function of `subject` gives for `period` at `at`.
+fn status(conn: &mut PgConnection, subject: Subject, period: &str, at: &str) -> (i64, i64) {
+    let call = match subject {
+        Subject::User(id) => format!("quota_status({id}, '{at}')"),
+        Subject::Org(id) => format!("org_quota_status({id}, '{at}')"),
+    };
+    let mut used = |metric: &str| {
+        count(
+            conn,
+            &format!(
+                "SELECT used::bigint AS n FROM {call}
+                  WHERE metric = '{metric}' AND period = '{period}' AND kind = ''"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{call}: {e}"))
+    };
+    (used("requests"), used("tokens"))
+}
+
+/// The tokens the daily summary function of `subject` gives for 2026-11-10.
+fn summary_tokens(conn: &mut PgConnection, subject: Subject) -> i64 {
+    let call = match subject {
+        Subject::User(id) => format!("usage_summary({id}, 'day', '2026-11-10', '2026-11-10')"),
+        Subject::Org(id) => format!("org_usage_summary({id}, 'day', '2026-11-10', '2026-11-10')"),
+    };
+    count(
+        conn,
+        &format!("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM {call}"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_answer_counts_events_before_aggregate_adds_them_and_each_once_after() {
+    let db = TestDb::new();
+    seed(&db);
+    let mut conn = db.conn();
+    let noon = "2026-11-10T12:00:00Z";
+    for subject in SUBJECTS {
+        for _ in 0..7 {
+            record(&mut conn, subject, 10, "2026-11-10T10:00:00Z");
+        }
+        assert_eq!(
+            status(&mut conn, subject, "day", noon),
+            (7, 70),
+            "{subject}"
+        );
+        assert_eq!(
+            status(&mut conn, subject, "month", noon),
+            (7, 70),
+            "{subject}"
+        );
+        assert_eq!(summary_tokens(&mut conn, subject), 70, "{subject}");
+    }
+    let by_member = "SELECT tokens AS n FROM org_usage_by_member(7, '2026-11-01', '2026-11-30')
+                      WHERE user_id = 2";
+    assert_eq!(count(&mut conn, by_member).unwrap(), 70);
+
+    add_new_events_to_periods(&mut conn);
+    for subject in SUBJECTS {
+        assert_eq!(
+            status(&mut conn, subject, "day", noon),
+            (7, 70),
+            "{subject} aggregated"
+        );
+        assert_eq!(
+            summary_tokens(&mut conn, subject),
+            70,
+            "{subject} aggregated"
+        );
+        for _ in 0..3 {
+            record(&mut conn, subject, 10, "2026-11-10T11:00:00Z");
+        }
+        assert_eq!(
+            status(&mut conn, subject, "day", noon),
+            (10, 100),
+            "{subject} both"
+        );
+        assert_eq!(
+            status(&mut conn, subject, "month", noon),
+            (10, 100),
+            "{subject} both"
+        );
+        assert_eq!(summary_tokens(&mut conn, subject), 100, "{subject} both");
+    }
+    assert_eq!(count(&mut conn, by_member).unwrap(), 100);
+}
+
+#[test]
+fn a_transaction_left_open_holds_aggregation_back_but_not_the_answers_and_the_run_names_it() {
+    let db = TestDb::alone();
+    seed(&db);
+    let mut holder = db.conn();
+    holder
+        .batch_execute(
+            "SET application_name = 'forgotten-tx';
+             BEGIN;
+             SELECT pg_current_xact_id();",
+        )
+        .unwrap();
+    let holder_pid = count(&mut holder, "SELECT pg_backend_pid()::bigint AS n").unwrap();
+    let mut conn = db.conn();
+    for _ in 0..30 {
+        record(&mut conn, Subject::User(1), 1, "2026-11-10T10:00:00Z");
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let report = db
+        .run_job(
+            JobKind::Aggregate,
+            "2026-11-10T12:00:00Z",
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(report.details["events"], 0, "{}", report.summary);
+    assert_eq!(report.details["held_back_by"]["pid"], holder_pid);
+    assert_eq!(
+        report.details["held_back_by"]["application_name"],
+        "forgotten-tx"
+    );
+    assert_eq!(
+        report.details["held_back_by"]["state"],
+        "idle in transaction"
+    );
+    assert!(
+        report.summary.contains("held back by pid"),
+        "{}",
+        report.summary
+    );
+    // The answers do not wait.
+    let noon = "2026-11-10T12:00:00Z";
+    assert_eq!(status(&mut conn, Subject::User(1), "day", noon), (30, 30));
+
+    // Through the binary: a warning past aggregate.stall_warning, and --status shows it.
+    let out = support::output({
+        let mut command = db.binary();
+        command
+            .env("USAGE_WORKER__AGGREGATE__STALL_WARNING", "1s")
+            .args(["--run", "aggregate"]);
+        command
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("held back"))
+        .unwrap_or_else(|| panic!("no warning naming the holder:\n{}", out.stderr));
+    assert!(warning.contains("forgotten-tx"), "{warning}");
+    let status_out = support::stdout_of_success(db.binary().arg("--status"));
+    assert!(
+        status_out.contains(&format!("held back by pid {holder_pid}")),
+        "{status_out}"
+    );
+
+    drop(holder);
+    let report = db
+        .run_job(
+            JobKind::Aggregate,
+            "2026-11-10T12:00:00Z",
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(report.details["events"], 30);
+    assert!(report.details.get("held_back_by").is_none());
+    assert_eq!(status(&mut conn, Subject::User(1), "day", noon), (30, 30));
+}
+
+/// In one snapshot (REPEATABLE READ), for each subject and period of `at`: what the status
+/// functions say and the raw events of that period; returns the differences.
+fn compare_in_one_snapshot(conn: &mut PgConnection, at_text: &str) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Bounds {
+        #[diesel(sql_type = Timestamptz)]
+        period_start: chrono::DateTime<chrono::Utc>,
+        #[diesel(sql_type = Timestamptz)]
+        period_end: chrono::DateTime<chrono::Utc>,
+        #[diesel(sql_type = BigInt)]
+        used: i64,
+    }
+    let mut differences = Vec::new();
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    for subject in SUBJECTS {
+        let (user_id, org_id) = subject.key();
+        for period in ["day", "month"] {
+            let b: Bounds = diesel::sql_query(format!(
+                "SELECT period_start, period_end, used::bigint AS used
+                   FROM usage_subject_status({user_id}, {org_id}, '{at_text}')
+                  WHERE metric = 'tokens' AND period = '{period}' AND kind = ''"
+            ))
+            .get_result(conn)
+            .unwrap();
+            let raw = count(
+                conn,
+                &format!(
+                    "SELECT COALESCE(sum(e.tokens), 0)::bigint AS n FROM usage_events e
+                      CROSS JOIN LATERAL usage_event_subject(e.user_id, e.org_id) s
+                      WHERE s.user_id = {user_id} AND s.org_id = {org_id}
+                        AND e.created_at >= '{}' AND e.created_at < '{}'",
+                    b.period_start.to_rfc3339(),
+                    b.period_end.to_rfc3339()
+                ),
+            )
+            .unwrap();
+            if raw != b.used {
+                differences.push(format!(
+                    "{subject} {period} at {at_text}: {} vs raw {raw}",
+                    b.used
+                ));
+            }
+        }
+    }
+    conn.batch_execute("COMMIT").unwrap();
+    differences
+}
+
+/// Two days of one month; the reset closes the first day's periods at 00:30 on the second.
+const DAYS: [&str; 2] = ["2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z"];
+const NOONS: [&str; 2] = ["2026-11-01T12:00:00Z", "2026-11-02T12:00:00Z"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// Recorders, `aggregate` in small batches and a reset run at once; a checker compares the
+    /// answers with the raw events in one snapshot all along, and at the end.
+    #[test]
+    fn answers_equal_the_raw_sums_while_recorders_aggregate_and_a_reset_interleave(
+        events in prop::collection::vec((0usize..2, 1i64..1000, 0usize..2), 20..80),
+    ) {
+        let db = TestDb::new();
+        seed(&db);
+        let stop = Arc::new(AtomicBool::new(false));
+        let differences = Arc::new(Mutex::new(Vec::new()));
+        let checker = {
+            let (mut conn, stop, differences) = (db.conn(), stop.clone(), differences.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for noon in NOONS {
+                        differences.lock().unwrap().extend(compare_in_one_snapshot(&mut conn, noon));
+                    }
+                }
+            })
+        };
+        let aggregator = {
+            let (mut conn, stop) = (db.conn(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    aggregate::transaction(&mut conn, 7, Limit::Horizon { also_below: None }).unwrap();
+                }
+            })
+        };
+        let half = events.len() / 2;
+        let recorders: Vec<_> = [events[..half].to_vec(), events[half..].to_vec()]
+            .into_iter()
+            .map(|share| {
+                let mut conn = db.conn();
+                std::thread::spawn(move || {
+                    for (who, tokens, day) in share {
+                        record(&mut conn, SUBJECTS[who], tokens, DAYS[day]);
+                    }
+                })
+            })
+            .collect();
+        let reset = db.run_job(JobKind::ResetDaily, "2026-11-02T00:30:00Z", &RunOpts::default());
+        for recorder in recorders {
+            recorder.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        aggregator.join().unwrap();
+        checker.join().unwrap();
+        reset.unwrap();
+        let mut conn = db.conn();
+        add_new_events_to_periods(&mut conn);
+        db.run_job(JobKind::ResetDaily, "2026-11-02T00:30:00Z", &RunOpts::default()).unwrap();
+        let mut all = differences.lock().unwrap().clone();
+        for noon in NOONS {
+            all.extend(compare_in_one_snapshot(&mut conn, noon));
+        }
+        prop_assert!(all.is_empty(), "{all:?}");
+    }
+}
