@@ -172,21 +172,45 @@ fn status_latency(cluster: &mut BenchCluster, users: i64) {
          {days}
          INSERT INTO usage_period_kind_totals (user_id, period, period_start, kind, requests, tokens)
          SELECT user_id, period, period_start, 'image_generation', 3, 0
-           FROM usage_periods WHERE status = 'open';",
+           FROM usage_periods WHERE status = 'open';
+         CREATE TABLE usage_events_2026_11 PARTITION OF usage_events
+             FOR VALUES FROM ('2026-11-01T00:00:00Z') TO ('2026-12-01T00:00:00Z');
+         {pending}",
         months = periods_sql("month", 24, "2024-12-15T00:00:00Z", 100, 5000),
         days = periods_sql("day", 14, "2026-11-09T12:00:00Z", 5, 200),
+        pending = pending_sql(users),
     ))
     .expect("load periods");
     conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
     let load_s = load.elapsed().as_secs_f64();
     let rows: i64 = common::count(&mut conn, "SELECT count(*) AS n FROM usage_periods");
 
+    let pending: i64 = common::count(
+        &mut conn,
+        "SELECT count(*) AS n FROM usage_events
+          WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)",
+    );
+
     let mut calls = StatusCalls::new(users);
     // Warm the caches the way a running system has them.
     calls.sample(&mut conn, 500);
     let samples = calls.sample(&mut conn, STATUS_CALLS);
-    let setup = json!({ "users": users, "period_rows": rows, "load_s": round(load_s),
+    let setup = json!({ "users": users, "period_rows": rows, "pending_events": pending,
+                        "load_s": round(load_s),
                         "measured": "client round trip over a Unix socket" });
+    calls.check(&mut conn, 500);
+    let (check_samples, fitting) = calls.check(&mut conn, STATUS_CALLS);
+    println!(
+        "{}",
+        json!({
+            "scenario": "usage_check_latency",
+            "calls": STATUS_CALLS,
+            "fitting": fitting,
+            "latency_ms": percentiles(check_samples),
+            "target_p99_ms": "< 1",
+            "setup": setup,
+        })
+    );
     println!(
         "{}",
         json!({
@@ -250,6 +274,31 @@ impl StatusCalls {
         }
     }
 
+    /// Milliseconds per usage_check call (an image generation), of `n` calls, and how many
+    /// of them fit.
+    fn check(&mut self, conn: &mut PgConnection, n: usize) -> (Vec<f64>, usize) {
+        let mut fitting = 0;
+        let samples = (0..n)
+            .map(|_| {
+                let user = 1 + (next(&mut self.seed) % self.users as u64) as i64;
+                let start = Instant::now();
+                let fits = diesel::sql_query(
+                    "SELECT fits FROM usage_check(p_user_id => $1, p_kind => 'image_generation',
+                                                  p_created_at => $2)",
+                )
+                .bind::<BigInt, _>(user)
+                .bind::<Timestamptz, _>(self.at)
+                .load::<Fits>(conn)
+                .expect("usage_check");
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                assert_eq!(fits.len(), 1, "user {user}");
+                fitting += usize::from(fits[0].fits);
+                ms
+            })
+            .collect();
+        (samples, fitting)
+    }
+
     /// Milliseconds per call, of `n` calls.
     fn sample(&mut self, conn: &mut PgConnection, n: usize) -> Vec<f64> {
         (0..n)
@@ -263,6 +312,18 @@ impl StatusCalls {
             })
             .collect()
     }
+}
+
+/// A minute of events at 10,000 a second, not yet aggregated (the watermark is below them),
+/// of every kind the plan limits, spread over the users: six per user.
+fn pending_sql(users: i64) -> String {
+    format!(
+        "INSERT INTO usage_events (user_id, kind, tokens, messages, created_at)
+         SELECT 1 + (g * 7919) % {users},
+                (ARRAY['ai_response', 'image_generation', 'message_sent'])[1 + g % 3],
+                100, g % 2, '2026-11-23T11:59:00Z'::timestamptz + make_interval(secs => g % 60)
+           FROM generate_series(1, {users} * 6) AS g;"
+    )
 }
 
 /// Every user's `period`s from the one containing `first` on, `closed` of them closed
@@ -280,6 +341,12 @@ fn periods_sql(period: &str, closed: i64, first: &str, requests: i64, tokens: i6
           CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, '{period}',
                         '{first}'::timestamptz + make_interval({period}s => i)) b;"
     )
+}
+
+#[derive(QueryableByName)]
+struct Fits {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    fits: bool,
 }
 
 #[derive(QueryableByName)]

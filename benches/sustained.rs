@@ -1,11 +1,12 @@
-//! Sustained load: four writer threads insert usage events as fast as they can (plain
-//! `INSERT`s of realistic rows over 1,000 users) while the `aggregate` job runs every 10
-//! seconds, as the daemon would with `jobs.aggregate.schedule = "*/10 * * * * *"`. A probe
-//! writes one event a second for a user of its own and polls `quota_status()` for it: the lag
-//! is the time from an event's commit to its appearance there. Prints one JSON line: the
-//! writers' events/s, the job's events/s (events per second of run time and per second of
-//! wall time), the largest lag (goal: under 30 s) and, when the job falls behind, by how many
-//! events per second.
+//! Sustained load: four writer threads record usage events as fast as they can over 1,000
+//! users — plain `INSERT`s of 500 realistic rows (`WRITER=insert`, the default) or one
+//! `usage_record()` call per transaction (`WRITER=usage_record`) — while the `aggregate` job
+//! runs every 10 seconds, as the daemon would with `jobs.aggregate.schedule = "*/10 * * * * *"`.
+//! A probe measures, every 100 ms, the lag (the age of the oldest event not yet aggregated)
+//! and the time `quota_status()` of a writer's user takes. Prints one JSON line: the writers'
+//! events/s, the job's events/s (per second of run time and of wall time), the largest lag
+//! (goal: under 30 s) and, when the job falls behind, by how many events per second, and the
+//! quota_status latency percentiles.
 //!
 //! `cargo bench --bench sustained`; `UW_BENCH_SECONDS` (default 300 × `UW_BENCH_SCALE`) sets
 //! the duration.
@@ -20,7 +21,7 @@ use chrono::Utc;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Numeric};
+use diesel::sql_types::{BigInt, Double};
 use serde_json::json;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
@@ -29,7 +30,6 @@ const WRITERS: usize = 4;
 const USERS: i64 = 1_000;
 const ROWS_PER_INSERT: i64 = 500;
 const PERIOD: Duration = Duration::from_secs(10);
-const PROBE_USER: i64 = 1_000_000;
 
 fn main() {
     let seconds = std::env::var("UW_BENCH_SECONDS")
@@ -55,16 +55,28 @@ fn main() {
          SELECT g, 'user' || g || '@example.com',
                 (ARRAY['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata', 'Asia/Tokyo'])[1 + g % 5]
            FROM generate_series(1, {USERS}) g;
-         INSERT INTO users (id, email) VALUES ({PROBE_USER}, 'probe@example.com');"
+"
     ))
     .expect("users");
 
+    let writer_kind = std::env::var("WRITER").unwrap_or_else(|_| "insert".to_string());
+    let record = match writer_kind.as_str() {
+        "insert" => false,
+        "usage_record" => true,
+        other => panic!("WRITER={other}: expected insert or usage_record"),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (url, stop, written) = (url.clone(), stop.clone(), written.clone());
-            std::thread::spawn(move || write_events(&url, w as i64, &stop, &written))
+            std::thread::spawn(move || {
+                if record {
+                    record_events(&url, w as i64, &stop, &written)
+                } else {
+                    write_events(&url, w as i64, &stop, &written)
+                }
+            })
         })
         .collect();
     let probe = {
@@ -79,7 +91,7 @@ fn main() {
     for writer in writers {
         writer.join().expect("writer thread");
     }
-    let max_lag = probe.join().expect("probe thread");
+    let (max_lag, status_ms) = probe.join().expect("probe thread");
     let written = written.load(Ordering::Relaxed) as f64;
     let backlog = common::count(
         &mut conn,
@@ -93,6 +105,7 @@ fn main() {
             "scenario": "sustained",
             "seconds": wall.round(),
             "writers": WRITERS,
+            "writer": writer_kind,
             "writer_events_per_s": (written / wall).round(),
             "aggregate_runs": runs,
             "aggregate_events_per_s_of_run_time": (aggregated as f64 / run_seconds.max(1e-9)).round(),
@@ -102,6 +115,7 @@ fn main() {
             "max_lag_s": (max_lag * 10.0).round() / 10.0,
             "keeps_up": max_lag < 30.0,
             "falls_behind_by_events_per_s": if max_lag < 30.0 { 0.0 } else { behind.round() },
+            "quota_status_ms": common::percentiles(status_ms),
             "target": "max_lag_s < 30",
         })
     );
@@ -154,49 +168,53 @@ fn write_events(url: &str, writer: i64, stop: &AtomicBool, written: &AtomicU64) 
     }
 }
 
-#[derive(QueryableByName)]
-struct Used {
-    #[diesel(sql_type = Numeric)]
-    used: bigdecimal::BigDecimal,
+/// One writer: a `usage_record()` call per transaction until told to stop.
+fn record_events(url: &str, writer: i64, stop: &AtomicBool, written: &AtomicU64) {
+    let mut conn = common::connect(url);
+    let mut n = writer;
+    while !stop.load(Ordering::Relaxed) {
+        diesel::sql_query(
+            "SELECT usage_record(p_user_id => $1, p_kind => 'ai_response', p_request_type => 'chat',
+                                p_model => 'gpt-4o', p_prompt_tokens => 800,
+                                p_completion_tokens => $2) AS id",
+        )
+        .bind::<BigInt, _>(1 + n % USERS)
+        .bind::<BigInt, _>(100 + n % 400)
+        .execute(&mut conn)
+        .expect("usage_record");
+        written.fetch_add(1, Ordering::Relaxed);
+        n += WRITERS as i64;
+    }
 }
 
-/// Writes one event a second for PROBE_USER and polls quota_status() every 100 ms; returns
-/// the largest time from an event's commit to quota_status counting it, in seconds.
-fn probe_lag(url: &str, stop: &AtomicBool) -> f64 {
+#[derive(QueryableByName)]
+struct Lag {
+    #[diesel(sql_type = Double)]
+    lag: f64,
+}
+
+/// Every 100 ms: the age of the oldest event not yet aggregated (its `created_at` is its
+/// insert's `now()`), and the time quota_status() of user 1, a writer's, takes. Returns the
+/// largest lag in seconds and the latencies in milliseconds.
+fn probe_lag(url: &str, stop: &AtomicBool) -> (f64, Vec<f64>) {
     let mut conn = common::connect(url);
-    let mut committed: Vec<Instant> = Vec::new();
-    let mut seen = 0usize;
     let mut max_lag = 0.0f64;
-    let mut next_write = Instant::now();
-    loop {
-        if Instant::now() >= next_write {
-            conn.batch_execute(&format!(
-                "INSERT INTO usage_events (user_id, kind, tokens) VALUES ({PROBE_USER}, 'ai_response', 1)"
-            ))
-            .expect("probe insert");
-            committed.push(Instant::now());
-            next_write += Duration::from_secs(1);
-        }
-        let used: Used = diesel::sql_query(
-            "SELECT used FROM quota_status($1)
-              WHERE metric = 'requests' AND period = 'month' AND kind = ''",
+    let mut status_ms = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let lag: Lag = diesel::sql_query(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - (
+                        SELECT e.created_at FROM usage_events e
+                         WHERE e.recorded_xid >= (SELECT xid FROM aggregation_watermark)
+                         ORDER BY e.recorded_xid LIMIT 1)), 0)::float8 AS lag",
         )
-        .bind::<BigInt, _>(PROBE_USER)
         .get_result(&mut conn)
-        .expect("quota_status");
-        let counted = used.used.to_string().parse::<usize>().unwrap_or(0);
-        while seen < counted.min(committed.len()) {
-            max_lag = max_lag.max(committed[seen].elapsed().as_secs_f64());
-            seen += 1;
-        }
-        // Events still waiting count with their age so far: a stalled job shows as lag.
-        if let Some(oldest) = committed.get(seen) {
-            max_lag = max_lag.max(oldest.elapsed().as_secs_f64());
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+        .expect("lag");
+        max_lag = max_lag.max(lag.lag);
+        let started = Instant::now();
+        conn.batch_execute("SELECT * FROM quota_status(1)")
+            .expect("quota_status");
+        status_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_millis(100));
     }
-    max_lag
+    (max_lag, status_ms)
 }

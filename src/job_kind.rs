@@ -120,7 +120,9 @@ impl JobKind {
         self.info().name
     }
 
-    /// The key under `[jobs]` in the configuration: the name with `-` written `_`.
+    /// The job's key in the configuration as the environment spells it (`RESET_DAILY` in
+    /// `USAGE_WORKER__JOBS__RESET_DAILY__SCHEDULE`: a variable's name has no `-`): the name with
+    /// `-` written `_`. A configuration file may use either; the documentation uses the name.
     pub fn config_key(self) -> &'static str {
         self.info().config_key
     }
@@ -155,15 +157,14 @@ impl JobKind {
         self.info().lock_id
     }
 
+    /// The job named `name` in either spelling: `reset-daily` or `reset_daily`.
     pub fn from_name(name: &str) -> Option<JobKind> {
-        JobKind::ALL.iter().copied().find(|k| k.name() == name)
+        JobKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == name || k.config_key() == name)
     }
 
-    pub fn from_config_key(key: &str) -> Option<JobKind> {
-        JobKind::ALL.iter().copied().find(|k| k.config_key() == key)
-    }
-
-    /// Parses `--run`'s list: names separated by commas, or `all`.
     /// Every job's `label` (its name or its config key), comma separated, for messages that
     /// list the valid jobs.
     pub fn join_all(label: fn(JobKind) -> &'static str) -> String {
@@ -174,6 +175,7 @@ impl JobKind {
             .join(", ")
     }
 
+    /// Parses `--run`'s list: names separated by commas (either spelling), or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<JobKind>, String> {
         if text.trim() == "all" {
             return Ok(JobKind::ALL.to_vec());

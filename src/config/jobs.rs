@@ -55,17 +55,37 @@ pub struct JobPlan {
     pub timeout: Duration,
 }
 
+/// The file's `[jobs.<job>]` tables keyed as the environment keys them (`reset_daily`), so
+/// that `USAGE_WORKER__JOBS__RESET_DAILY__…` overrides `[jobs.reset-daily]` of the file;
+/// a job given in both spellings is refused, naming both.
+pub(super) fn normalize_job_keys(file: &mut toml::Table) -> Result<(), ConfigError> {
+    let Some(toml::Value::Table(jobs)) = file.get_mut("jobs") else {
+        return Ok(());
+    };
+    let spelled: Vec<String> = jobs.keys().filter(|k| k.contains('-')).cloned().collect();
+    for name in spelled {
+        let key = name.replace('-', "_");
+        if jobs.contains_key(&key) {
+            return Err(ConfigError::invalid(
+                format!("jobs.{name}"),
+                format!("the same job as jobs.{key}; keep one of the two tables"),
+            ));
+        }
+        if let Some(table) = jobs.remove(&name) {
+            jobs.insert(key, table);
+        }
+    }
+    Ok(())
+}
+
 /// Every `[jobs.<key>]` must name a job.
 pub(super) fn validate_job_keys(jobs: &BTreeMap<String, JobSettings>) -> Result<(), ConfigError> {
-    match jobs
-        .keys()
-        .find(|name| JobKind::from_config_key(name).is_none())
-    {
+    match jobs.keys().find(|name| JobKind::from_name(name).is_none()) {
         Some(name) => Err(ConfigError::invalid(
             format!("jobs.{name}"),
             format!(
                 "unknown job; expected one of: {}",
-                JobKind::join_all(JobKind::config_key)
+                JobKind::join_all(JobKind::name)
             ),
         )),
         None => Ok(()),
@@ -94,7 +114,7 @@ impl Settings {
         let schedule = if text.trim().is_empty() {
             None
         } else {
-            let key = format!("jobs.{}.schedule", kind.config_key());
+            let key = format!("jobs.{}.schedule", kind.name());
             Some(Schedule::parse(&text).map_err(|message| ConfigError::invalid(key, message))?)
         };
         let timeout = entry
@@ -102,7 +122,7 @@ impl Settings {
             .map_or(defaults.timeout, |d| d.0);
         if timeout.is_zero() {
             return Err(ConfigError::invalid(
-                format!("jobs.{}.timeout", kind.config_key()),
+                format!("jobs.{}.timeout", kind.name()),
                 "must be longer than 0s; expected e.g. 10m",
             ));
         }

@@ -128,11 +128,10 @@ impl Settings {
     /// The effective configuration as TOML, secrets redacted (`--check-config`).
     pub fn to_redacted_toml(&self) -> String {
         let mut copy = self.clone();
+        // Every job under its one documented spelling, its name (`[jobs.reset-daily]`).
+        copy.jobs.clear();
         for plan in self.job_plans().unwrap_or_default() {
-            let entry = copy
-                .jobs
-                .entry(plan.kind.config_key().to_string())
-                .or_default();
+            let entry = copy.jobs.entry(plan.kind.name().to_string()).or_default();
             entry.schedule = Some(
                 plan.schedule
                     .as_ref()
@@ -165,6 +164,17 @@ fn layered_sources(
     let mut builder = config::Config::builder();
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError::File {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: file.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        jobs::normalize_job_keys(&mut table)?;
+        let text = toml::to_string(&table).map_err(|e| ConfigError::File {
             path: file.to_path_buf(),
             message: e.to_string(),
         })?;

@@ -2,6 +2,8 @@
 
 use secrecy::ExposeSecret;
 
+use crate::job_kind::JobKind;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -358,4 +360,47 @@ fn a_key_value_database_url_libpq_could_not_read_is_refused_without_quoting_it()
         assert!(!text.contains("kv"), "{text}");
         assert_eq!(key_refused_by(Err(error)), "database.url");
     }
+}
+
+#[test]
+fn a_job_is_configured_under_its_name_in_either_spelling_and_the_environment_overrides_both() {
+    let url = "[database]\nurl = \"postgres://worker@127.0.0.1/app\"\n";
+    for table in ["reset-daily", "reset_daily"] {
+        let settings = load_toml(&format!("{url}[jobs.{table}]\nschedule = \"5 * * * *\"\n"))
+            .unwrap_or_else(|e| panic!("[jobs.{table}]: {e}"));
+        let plan = settings.job_plan(JobKind::ResetDaily).unwrap();
+        assert_eq!(
+            plan.schedule.unwrap().source(),
+            "5 * * * *",
+            "[jobs.{table}]"
+        );
+    }
+    assert_eq!(
+        refused_key(&format!(
+            "{url}[jobs.reset-daily]\nschedule = \"5 * * * *\"\n[jobs.reset_daily]\ntimeout = \"1m\"\n"
+        )),
+        "jobs.reset-daily"
+    );
+    // The environment spells it with `_` and wins over the file's `[jobs.reset-daily]`.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("{url}[jobs.reset-daily]\nschedule = \"5 * * * *\"\n"),
+    )
+    .unwrap();
+    let settings = Settings::load_with_env(
+        Some(&path),
+        env(&[("USAGE_WORKER__JOBS__RESET_DAILY__SCHEDULE", "7 * * * *")]),
+    )
+    .unwrap();
+    let plan = settings.job_plan(JobKind::ResetDaily).unwrap();
+    assert_eq!(plan.schedule.unwrap().source(), "7 * * * *");
+    // --check-config shows the one documented spelling.
+    assert!(settings.to_redacted_toml().contains("[jobs.reset-daily]"));
+    assert_eq!(JobKind::from_name("reset_daily"), Some(JobKind::ResetDaily));
+    assert_eq!(
+        JobKind::parse_list("reset_monthly,reset-daily"),
+        Ok(vec![JobKind::ResetMonthly, JobKind::ResetDaily])
+    );
 }

@@ -168,7 +168,7 @@ fn outcome_of(
         format!(
             "timed out after {}s (jobs.{}.timeout) and was cancelled",
             request.timeout.as_secs(),
-            request.kind.config_key()
+            request.kind.name()
         )
     } else {
         match result {
