@@ -9,8 +9,24 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Nullable, Text};
 
-/// Rows fetched from the cursor at a time.
+const DECLARE_CURSOR_SQL: &str = include_str!("sql/export_declare_cursor.sql");
+
+/// Rows fetched from the cursor at a time: the count `FETCH_SQL` names (FETCH takes no bind
+/// parameter), checked when compiling.
 const FETCH_ROWS: usize = 5000;
+const FETCH_SQL: &str = "FETCH 5000 FROM token_usage_export";
+const _: () = assert!(fetch_count(FETCH_SQL) == FETCH_ROWS);
+
+/// The row count of a `FETCH n FROM …` statement.
+const fn fetch_count(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let (mut i, mut n) = ("FETCH ".len(), 0);
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        n = n * 10 + (bytes[i] - b'0') as usize;
+        i += 1;
+    }
+    n
+}
 
 /// The header row: the columns of `token_usage_daily`, in its order. `org_id` came last, after
 /// the first release of the export, so files read by column position keep their meaning.
@@ -111,25 +127,14 @@ pub fn write_daily_csv<W: Write>(
         .read_only()
         .repeatable_read()
         .run(|conn| {
-            diesel::sql_query(
-                "DECLARE token_usage_export NO SCROLL CURSOR FOR
-                 SELECT user_id, day, kind, request_type, model, events, tokens, prompt_tokens,
-                        completion_tokens, messages, bytes, cost::text AS cost, org_id
-                   FROM token_usage_daily
-                  WHERE day BETWEEN $1 AND $2
-                    AND ($3::bigint IS NULL OR user_id = $3::bigint)
-                    AND ($4::bigint IS NULL OR org_id = $4::bigint)
-                  ORDER BY user_id, day, kind, request_type, model, org_id NULLS FIRST",
-            )
-            .bind::<Date, _>(from)
-            .bind::<Date, _>(to)
-            .bind::<Nullable<BigInt>, _>(user_id)
-            .bind::<Nullable<BigInt>, _>(org_id)
-            .execute(conn)?;
+            diesel::sql_query(DECLARE_CURSOR_SQL)
+                .bind::<Date, _>(from)
+                .bind::<Date, _>(to)
+                .bind::<Nullable<BigInt>, _>(user_id)
+                .bind::<Nullable<BigInt>, _>(org_id)
+                .execute(conn)?;
             loop {
-                let batch: Vec<DailyRow> =
-                    diesel::sql_query(format!("FETCH {FETCH_ROWS} FROM token_usage_export"))
-                        .load(conn)?;
+                let batch: Vec<DailyRow> = diesel::sql_query(FETCH_SQL).load(conn)?;
                 for row in &batch {
                     writer.write_record([
                         row.user_id.to_string().as_str(),

@@ -15,6 +15,14 @@ use serde::Serialize;
 use crate::db::{ADVISORY_LOCK_CLASS, Flag};
 use crate::jobs::JobKind;
 
+const MARK_ABANDONED_SQL: &str = include_str!("sql/ledger_mark_abandoned.sql");
+const INSERT_RUN_SQL: &str = include_str!("sql/ledger_insert_run.sql");
+const RECENT_RUNS_SQL: &str = include_str!("sql/ledger_recent_runs.sql");
+const LAST_RUNS_SQL: &str = include_str!("sql/ledger_last_runs.sql");
+const RUNNING_RUN_SQL: &str = include_str!("sql/ledger_running_run.sql");
+const TICK_RUN_SQL: &str = include_str!("sql/ledger_tick_run.sql");
+const SUCCEEDED_SINCE_SQL: &str = include_str!("sql/ledger_succeeded_since.sql");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
@@ -122,14 +130,9 @@ pub fn unlock(conn: &mut PgConnection, job: JobKind) -> QueryResult<()> {
 /// Marks the job's `running` rows abandoned. Call only while holding the job's lock: then
 /// no live process is running the job, so those rows were left by a crash.
 pub fn mark_abandoned(conn: &mut PgConnection, job: JobKind) -> QueryResult<usize> {
-    let count = diesel::sql_query(
-        "UPDATE job_runs
-            SET status = 'abandoned', finished_at = now(),
-                error = 'the process running it (' || host || ' pid ' || pid || ') ended before it finished'
-          WHERE job = $1 AND status = 'running'",
-    )
-    .bind::<Text, _>(job.name())
-    .execute(conn)?;
+    let count = diesel::sql_query(MARK_ABANDONED_SQL)
+        .bind::<Text, _>(job.name())
+        .execute(conn)?;
     if count > 0 {
         tracing::warn!(
             job.name = job.name(),
@@ -154,23 +157,18 @@ pub struct NewRun<'a> {
 /// or failed: another daemon got there first). A `skipped` row never conflicts.
 pub fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> QueryResult<Option<i64>> {
     let finished = run.status != RunStatus::Running;
-    let row: Option<Id> = diesel::sql_query(
-        "INSERT INTO job_runs (job, trigger, scheduled_for, status, host, pid, user_id, error, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN now() END)
-         ON CONFLICT DO NOTHING
-         RETURNING id",
-    )
-    .bind::<Text, _>(run.job.name())
-    .bind::<Text, _>(run.trigger.as_str())
-    .bind::<Timestamptz, _>(run.scheduled_for)
-    .bind::<Text, _>(run.status.as_str())
-    .bind::<Text, _>(&run.identity.host)
-    .bind::<Integer, _>(run.identity.pid)
-    .bind::<Nullable<BigInt>, _>(run.user_id)
-    .bind::<Nullable<Text>, _>(run.error.as_deref())
-    .bind::<Bool, _>(finished)
-    .get_result(conn)
-    .optional()?;
+    let row: Option<Id> = diesel::sql_query(INSERT_RUN_SQL)
+        .bind::<Text, _>(run.job.name())
+        .bind::<Text, _>(run.trigger.as_str())
+        .bind::<Timestamptz, _>(run.scheduled_for)
+        .bind::<Text, _>(run.status.as_str())
+        .bind::<Text, _>(&run.identity.host)
+        .bind::<Integer, _>(run.identity.pid)
+        .bind::<Nullable<BigInt>, _>(run.user_id)
+        .bind::<Nullable<Text>, _>(run.error.as_deref())
+        .bind::<Bool, _>(finished)
+        .get_result(conn)
+        .optional()?;
     Ok(row.map(|r| r.id))
 }
 
@@ -220,35 +218,24 @@ pub struct RunRow {
     pub user_id: Option<i64>,
 }
 
-const RUN_COLUMNS: &str = "id, job, trigger, scheduled_for, started_at, finished_at, status,
-    report->>'summary' AS summary, error, host, pid, user_id";
-
 /// The most recent runs, newest first.
 pub fn recent_runs(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<RunRow>> {
-    diesel::sql_query(format!(
-        "SELECT {RUN_COLUMNS} FROM job_runs ORDER BY started_at DESC, id DESC LIMIT $1"
-    ))
-    .bind::<BigInt, _>(limit)
-    .load(conn)
+    diesel::sql_query(RECENT_RUNS_SQL)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
 }
 
 /// The latest run of each job.
 pub fn last_runs(conn: &mut PgConnection) -> QueryResult<Vec<RunRow>> {
-    diesel::sql_query(format!(
-        "SELECT DISTINCT ON (job) {RUN_COLUMNS} FROM job_runs ORDER BY job, started_at DESC, id DESC"
-    ))
-    .load(conn)
+    diesel::sql_query(LAST_RUNS_SQL).load(conn)
 }
 
 /// The run currently holding the job (for "skipped: held by …" messages).
 pub fn running_run(conn: &mut PgConnection, job: JobKind) -> QueryResult<Option<RunRow>> {
-    diesel::sql_query(format!(
-        "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 AND status = 'running'
-          ORDER BY started_at DESC LIMIT 1"
-    ))
-    .bind::<Text, _>(job.name())
-    .get_result(conn)
-    .optional()
+    diesel::sql_query(RUNNING_RUN_SQL)
+        .bind::<Text, _>(job.name())
+        .get_result(conn)
+        .optional()
 }
 
 /// The cron or catch-up run holding the tick `tick` of the job (see `job_runs_one_run_per_tick`):
@@ -258,15 +245,11 @@ pub fn tick_run(
     job: JobKind,
     tick: DateTime<Utc>,
 ) -> QueryResult<Option<RunRow>> {
-    diesel::sql_query(format!(
-        "SELECT {RUN_COLUMNS} FROM job_runs
-          WHERE job = $1 AND scheduled_for = $2 AND trigger IN ('cron', 'catchup')
-            AND status NOT IN ('abandoned', 'skipped')"
-    ))
-    .bind::<Text, _>(job.name())
-    .bind::<Timestamptz, _>(tick)
-    .get_result(conn)
-    .optional()
+    diesel::sql_query(TICK_RUN_SQL)
+        .bind::<Text, _>(job.name())
+        .bind::<Timestamptz, _>(tick)
+        .get_result(conn)
+        .optional()
 }
 
 /// Whether the job has succeeded for the tick `tick` or later: a cron or catch-up run
@@ -277,17 +260,9 @@ pub fn succeeded_since(
     job: JobKind,
     tick: DateTime<Utc>,
 ) -> QueryResult<bool> {
-    let row: Flag = diesel::sql_query(
-        "SELECT EXISTS (
-             SELECT 1 FROM job_runs
-              WHERE job = $1 AND status = 'succeeded'
-                AND ((trigger <> 'manual' AND scheduled_for >= $2)
-                  OR (trigger = 'manual' AND user_id IS NULL AND started_at >= $2
-                      AND report->'details'->'org_id' IS NULL))
-         ) AS value",
-    )
-    .bind::<Text, _>(job.name())
-    .bind::<Timestamptz, _>(tick)
-    .get_result(conn)?;
+    let row: Flag = diesel::sql_query(SUCCEEDED_SINCE_SQL)
+        .bind::<Text, _>(job.name())
+        .bind::<Timestamptz, _>(tick)
+        .get_result(conn)?;
     Ok(row.value)
 }

@@ -39,6 +39,9 @@ const QUARANTINE_REASONS: &[&str] = &[
 /// a scrape stays cheap however far behind aggregation is.
 pub const UNAGGREGATED_COUNT_CAP: i64 = 1_000_000;
 
+const LAST_SUCCESS_SQL: &str = include_str!("sql/metrics_last_success.sql");
+const WATERMARK_SQL: &str = include_str!("sql/metrics_watermark.sql");
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStatus {
     job: String,
@@ -310,17 +313,8 @@ struct Watermark {
 pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
     conn.build_transaction().read_only().run(|conn| {
         diesel::sql_query("SET LOCAL statement_timeout = '5s'").execute(conn)?;
-        // Walks job_runs_job_started_idx from the newest run of each job to its latest success.
         let jobs: Vec<String> = JobKind::ALL.iter().map(|k| k.name().to_string()).collect();
-        let last_success = diesel::sql_query(
-            "SELECT j.job, extract(epoch FROM r.finished_at)::float8 AS at
-               FROM unnest($1::text[]) AS j(job)
-               CROSS JOIN LATERAL (
-                     SELECT finished_at FROM job_runs
-                      WHERE job = j.job AND status = 'succeeded' AND finished_at IS NOT NULL
-                      ORDER BY started_at DESC
-                      LIMIT 1) r",
-        )
+        let last_success = diesel::sql_query(LAST_SUCCESS_SQL)
         .bind::<Array<Text>, _>(&jobs)
         .load::<LastSuccess>(conn)?
         .into_iter()
@@ -346,16 +340,7 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
             None
         };
 
-        // An index range scan on usage_events_recorded_xid_idx from the watermark up: cost
-        // follows the backlog, not the table, and stops at the cap.
-        let watermark = diesel::sql_query(
-            "SELECT extract(epoch FROM clock_timestamp() - w.updated_at)::float8 AS age_seconds,
-                    (SELECT count(*) FROM (
-                         SELECT 1 FROM usage_events
-                          WHERE recorded_xid >= (SELECT xid FROM aggregation_watermark)
-                          LIMIT $1) backlog) AS unaggregated
-               FROM aggregation_watermark w",
-        )
+        let watermark = diesel::sql_query(WATERMARK_SQL)
         .bind::<BigInt, _>(UNAGGREGATED_COUNT_CAP)
         .get_result::<Watermark>(conn)?;
 

@@ -33,6 +33,8 @@ pub const ADVISORY_LOCK_CLASS: i32 = 0x5557;
 /// Second half of the key held while migrations run.
 pub const MIGRATION_LOCK_ID: i32 = 0;
 
+const SCHEMA_EXISTS_SQL: &str = include_str!("sql/schema_exists.sql");
+
 /// A query result of one `bigint` column named `n` (`SELECT count(*) AS n …`).
 #[derive(QueryableByName, Debug)]
 pub struct Count {
@@ -216,9 +218,10 @@ pub fn run_migrations(
         .bind::<diesel::sql_types::Integer, _>(MIGRATION_LOCK_ID)
         .execute(conn)?;
     let result = migrate_locked(conn, schema);
-    let unlock = conn.batch_execute(&format!(
-        "SELECT pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {MIGRATION_LOCK_ID})"
-    ));
+    let unlock = diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
+        .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
+        .bind::<diesel::sql_types::Integer, _>(MIGRATION_LOCK_ID)
+        .execute(conn);
     let versions = result?;
     unlock?;
     Ok(versions)
@@ -274,10 +277,9 @@ fn require_server_version(conn: &mut PgConnection) -> Result<(), DbError> {
 /// `CREATE SCHEMA` only when the schema is missing: that needs `CREATE` on the database,
 /// which the owner of a schema made by deploy/roles.sql does not have (nor need).
 fn create_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), DbError> {
-    let exists: Flag =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS value")
-            .bind::<diesel::sql_types::Text, _>(schema.as_str())
-            .get_result(conn)?;
+    let exists: Flag = diesel::sql_query(SCHEMA_EXISTS_SQL)
+        .bind::<diesel::sql_types::Text, _>(schema.as_str())
+        .get_result(conn)?;
     if exists.value {
         return Ok(());
     }

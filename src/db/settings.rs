@@ -8,17 +8,14 @@ use diesel::sql_types::Integer;
 use super::DbError;
 use crate::config::IngestSettings;
 
+const STORE_SETTINGS_SQL: &str = include_str!("sql/store_settings.sql");
+
 /// Writes `ingest.idempotency_days` for `usage_record()`. Returns whether the stored value
 /// changed; an unchanged value is not rewritten, so starting leaves the row alone.
 pub fn store_settings(conn: &mut PgConnection, ingest: &IngestSettings) -> Result<bool, DbError> {
-    let changed = diesel::sql_query(
-        "INSERT INTO usage_settings (singleton, idempotency_days) VALUES (true, $1)
-         ON CONFLICT (singleton) DO UPDATE
-            SET idempotency_days = EXCLUDED.idempotency_days, updated_at = now()
-          WHERE usage_settings.idempotency_days IS DISTINCT FROM EXCLUDED.idempotency_days",
-    )
-    .bind::<Integer, _>(i32::from(ingest.idempotency_days))
-    .execute(conn)?;
+    let changed = diesel::sql_query(STORE_SETTINGS_SQL)
+        .bind::<Integer, _>(i32::from(ingest.idempotency_days))
+        .execute(conn)?;
     if changed > 0 {
         tracing::info!(
             idempotency_days = ingest.idempotency_days,

@@ -13,11 +13,14 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Date, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Date, Integer, Nullable, Text};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 use crate::db::Flag;
+
+const UNVALIDATED_BOUNDS_SQL: &str = include_str!("sql/partitions_unvalidated_bounds.sql");
+const LIST_SQL: &str = include_str!("sql/partitions_list.sql");
 
 #[derive(QueryableByName)]
 struct DefaultMonth {
@@ -44,29 +47,27 @@ struct Predicate {
 /// validated), so this list follows the migrations; the created_at range is that of
 /// `usage_events_created_at_in_range`, outside which no month is computed.
 fn default_partition_months(conn: &mut PgConnection) -> Result<Vec<DefaultMonth>, JobError> {
-    let predicate: Predicate = diesel::sql_query(
-        "SELECT COALESCE(string_agg('(' || pg_get_expr(conbin, conrelid) || ')', ' AND '), 'true') AS sql
-           FROM pg_constraint
-          WHERE conrelid = 'usage_events'::regclass AND contype = 'c' AND NOT convalidated",
-    )
-    .get_result(conn)?;
+    let predicate: Predicate = diesel::sql_query(UNVALIDATED_BOUNDS_SQL).get_result(conn)?;
+    // Built at run time (the exception docs/DESIGN.md names): the bounds are SQL text read
+    // from the catalog, which no parameter can carry, and they follow the migrations.
     Ok(diesel::sql_query(format!(
         "SELECT CASE WHEN created_at >= '1990-01-01 00:00:00+00' AND created_at < '2200-01-01 00:00:00+00'
                      THEN date_trunc('month', created_at AT TIME ZONE 'UTC')::date END AS month,
                 count(*) AS rows,
                 count(*) FILTER (WHERE NOT COALESCE({bounds}, true)) AS refused,
                 COALESCE((array_agg(id ORDER BY id)
-                              FILTER (WHERE NOT COALESCE({bounds}, true)))[1:{LIST_LIMIT}], '{{}}')
+                              FILTER (WHERE NOT COALESCE({bounds}, true)))[1:$1], '{{}}')
                     AS sample_ids
            FROM usage_events_default
           GROUP BY 1 ORDER BY 1",
         bounds = predicate.sql,
     ))
+    .bind::<Integer, _>(LIST_LIMIT)
     .load(conn)?)
 }
 
 /// How many event ids a report lists per month (the counts are complete).
-const LIST_LIMIT: usize = 20;
+const LIST_LIMIT: i32 = 20;
 
 /// The name of the partition holding the month that starts on `month`.
 pub fn partition_name(month: NaiveDate) -> String {
@@ -103,16 +104,7 @@ pub fn list(conn: &mut PgConnection) -> Result<Vec<Partition>, JobError> {
     // transaction only, so a pooled connection keeps its zone.
     let rows: Vec<PartitionBound> = conn.transaction(|conn| {
         conn.batch_execute("SET LOCAL TIME ZONE 'UTC'")?;
-        diesel::sql_query(
-            "SELECT c.relname::text AS name,
-                    pg_get_expr(c.relpartbound, c.oid) AS bound,
-                    pg_total_relation_size(c.oid) AS bytes
-               FROM pg_inherits i
-               JOIN pg_class c ON c.oid = i.inhrelid
-              WHERE i.inhparent = 'usage_events'::regclass
-              ORDER BY 1",
-        )
-        .load(conn)
+        diesel::sql_query(LIST_SQL).load(conn)
     })?;
     rows.into_iter()
         .map(|row| {

@@ -31,6 +31,7 @@ const DRIFT_SQL: &str = include_str!("sql/reset_drift.sql");
 const APPLY_SQL: &str = include_str!("sql/reset_apply.sql");
 const CLOSE_SQL: &str = include_str!("sql/reset_close.sql");
 const SUCCESSORS_SQL: &str = include_str!("sql/reset_successors.sql");
+const UNKNOWN_ZONES_SQL: &str = include_str!("sql/reset_unknown_zones.sql");
 
 /// The kind of quota period a reset job closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +97,9 @@ fn lock_out_aggregation(conn: &mut PgConnection) -> QueryResult<()> {
     // default 4 MB a batch's sums and joins spill to disk (64 MB, as aggregate uses). The
     // temporary tables of a previous batch are dropped (they survive when an outer
     // transaction, such as a dry run, is still open).
-    conn.batch_execute(
-        "SET LOCAL jit = off;
-         SET LOCAL work_mem = '64MB';
-         DROP TABLE IF EXISTS usage_closing, usage_closing_raw;",
-    )
+    conn.batch_execute("SET LOCAL jit = off")?;
+    conn.batch_execute("SET LOCAL work_mem = '64MB'")?;
+    conn.batch_execute("DROP TABLE IF EXISTS usage_closing, usage_closing_raw")
 }
 
 /// Closes every open period of kind `period` with `period_end <= now`, users' and
@@ -150,16 +149,7 @@ fn close_batch(
     let org_periods: Count =
         diesel::sql_query("SELECT count(*) AS n FROM usage_closing WHERE org_id > 0")
             .get_result(conn)?;
-    // Each distinct zone name is checked once, not once per subject (MATERIALIZED: inlined,
-    // the planner moves the check onto every row).
-    let unknown_zones: Vec<UnknownZone> = diesel::sql_query(
-        "WITH zones AS MATERIALIZED (SELECT DISTINCT zone FROM usage_closing WHERE zone IS NOT NULL),
-              unknown AS MATERIALIZED (SELECT zone FROM zones WHERE NOT usage_timezone_is_valid(zone))
-         SELECT DISTINCT user_id, org_id FROM usage_closing
-          WHERE zone IN (SELECT zone FROM unknown)
-          ORDER BY 1, 2",
-    )
-    .load(conn)?;
+    let unknown_zones: Vec<UnknownZone> = diesel::sql_query(UNKNOWN_ZONES_SQL).load(conn)?;
     diesel::sql_query(RAW_SQL).execute(conn)?;
     conn.batch_execute("ANALYZE usage_closing_raw")?;
     let drift: Vec<Drift> = diesel::sql_query(DRIFT_SQL).load(conn)?;

@@ -11,6 +11,8 @@
 //! The other tables are trimmed in batches by their own settings, among them the
 //! idempotency keys of `usage_record()` once older than `ingest.idempotency_days`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Months, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -33,6 +35,13 @@ pub fn description(settings: &Settings) -> String {
 }
 
 const RECORDED_CUTOFF_SQL: &str = include_str!("sql/retention_recorded_cutoff.sql");
+const DELETE_TOKEN_USAGE_DAILY_SQL: &str =
+    include_str!("sql/retention_delete_token_usage_daily.sql");
+const DELETE_USAGE_PERIODS_SQL: &str = include_str!("sql/retention_delete_usage_periods.sql");
+const DELETE_QUOTA_ALERTS_SQL: &str = include_str!("sql/retention_delete_quota_alerts.sql");
+const COUNT_JOB_RUNS_SQL: &str = include_str!("sql/retention_count_job_runs.sql");
+const DELETE_JOB_RUNS_SQL: &str = include_str!("sql/retention_delete_job_runs.sql");
+const DELETE_IDEMPOTENCY_KEYS_SQL: &str = include_str!("sql/retention_delete_idempotency_keys.sql");
 
 /// The instant before which events are deleted.
 pub fn cutoff(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
@@ -87,13 +96,56 @@ pub fn events_horizon(
     })
 }
 
-fn has_unaggregated(conn: &mut PgConnection, table: &str, xid: &str) -> Result<bool, JobError> {
+// The statements on one partition of `usage_events` name it: its name comes from the catalog
+// (`partitions::list`), and no parameter can carry a table's name. `$1` = the cutoff, `$2` =
+// the watermark (events at or above it are not aggregated yet).
+
+/// Whether the partition holds an event not yet aggregated: one probe of its recorded_xid
+/// index (its maximum) instead of a count.
+fn has_unaggregated(conn: &mut PgConnection, partition: &str, xid: &str) -> Result<bool, JobError> {
     let row: Flag = diesel::sql_query(format!(
-        "SELECT COALESCE((SELECT max(recorded_xid) FROM {table}) >= $1::xid8, false) AS value"
+        "SELECT COALESCE(max(recorded_xid) >= $1::xid8, false) AS value FROM {partition}"
     ))
     .bind::<Text, _>(xid)
     .get_result(conn)?;
     Ok(row.value)
+}
+
+/// The partition's events from before the cutoff that are not aggregated yet (kept).
+fn count_unaggregated(
+    conn: &mut PgConnection,
+    partition: &str,
+    cutoff: DateTime<Utc>,
+    xid: &str,
+) -> Result<i64, JobError> {
+    let row: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM {partition} WHERE created_at < $1 AND recorded_xid >= $2::xid8"
+    ))
+    .bind::<Timestamptz, _>(cutoff)
+    .bind::<Text, _>(xid)
+    .get_result(conn)?;
+    Ok(row.n)
+}
+
+/// The partition's aggregated events from before the cutoff, deleted in batches (`$3` = the
+/// batch size). The delete is built at run time though it is more than a one-liner (the
+/// exception docs/DESIGN.md names): a `DELETE` takes no `LIMIT`, so a batch is chosen by a
+/// subquery on the same partition, which has to be named twice.
+fn aggregated_events(partition: &str, cutoff: DateTime<Utc>, xid: &str) -> DeleteRule {
+    DeleteRule {
+        table: partition.to_string(),
+        count_sql: Cow::Owned(format!(
+            "SELECT count(*) AS n FROM {partition} WHERE created_at < $1 AND recorded_xid < $2::xid8"
+        )),
+        delete_sql: Cow::Owned(format!(
+            "DELETE FROM {partition} t USING (
+                 SELECT ctid FROM {partition}
+                  WHERE created_at < $1 AND recorded_xid < $2::xid8 LIMIT $3
+             ) doomed WHERE t.ctid = doomed.ctid"
+        )),
+        cutoff,
+        xid: Some(xid.to_string()),
+    }
 }
 
 /// What happened (or would happen) to `usage_events`.
@@ -197,25 +249,19 @@ fn retire_events(
         if !whole && !straddles {
             continue;
         }
-        let old_events = |condition: &str| DeleteRule {
-            table: partition.name.clone(),
-            condition: format!("created_at < $1 AND {condition}"),
-            cutoff,
-            xid: Some(xid.clone()),
-        };
         // The common case, a whole old month with nothing unaggregated, is answered by one
         // probe of the recorded_xid index (its maximum) instead of a count.
         let kept = if whole && !has_unaggregated(conn, &partition.name, &xid)? {
             0
         } else {
-            count_where(conn, &old_events("recorded_xid >= $2::xid8"))?
+            count_unaggregated(conn, &partition.name, cutoff, &xid)?
         };
         outcome.not_aggregated += kept;
         if whole && kept == 0 {
             droppable.push(partition);
             continue;
         }
-        let rule = old_events("recorded_xid < $2::xid8");
+        let rule = aggregated_events(&partition.name, cutoff, &xid);
         let deleted = if opts.dry_run {
             count_where(conn, &rule)?
         } else {
@@ -231,13 +277,8 @@ fn retire_events(
         if !opts.dry_run && !drop_partition(conn, &partition.name, cutoff, settings)? {
             // An event committed into it after the probe above: kept, counted by a later
             // `aggregate`, and the partition dropped by a later run.
-            let pending = DeleteRule {
-                table: partition.name.clone(),
-                condition: "created_at < $1 AND recorded_xid >= $2::xid8".into(),
-                cutoff,
-                xid: Some(xid.clone()),
-            };
-            outcome.not_aggregated += count_where(conn, &pending)?.max(1);
+            outcome.not_aggregated +=
+                count_unaggregated(conn, &partition.name, cutoff, &xid)?.max(1);
             tracing::info!(partition = %partition.name, "partition kept: an event not yet aggregated arrived in it");
             continue;
         }
@@ -288,8 +329,10 @@ fn drop_partition(
 /// Rows of one table older than a cutoff, deleted in batches.
 struct DeleteRule {
     table: String,
-    /// SQL condition with `$1` = cutoff (and `$2` = watermark when `xid` is set).
-    condition: String,
+    /// Counts the rows: `$1` = cutoff (and `$2` = watermark when `xid` is set).
+    count_sql: Cow<'static, str>,
+    /// Deletes one batch of them: the same binds, then the batch size.
+    delete_sql: Cow<'static, str>,
     cutoff: DateTime<Utc>,
     xid: Option<String>,
 }
@@ -316,9 +359,10 @@ fn other_tables(
     now: DateTime<Utc>,
     idempotency_days: Option<i32>,
 ) -> Vec<DeleteRule> {
-    let rule = |table: &str, condition: &str, cutoff| DeleteRule {
+    let rule = |table: &str, count_sql, delete_sql, cutoff| DeleteRule {
         table: table.to_string(),
-        condition: condition.to_string(),
+        count_sql: Cow::Borrowed(count_sql),
+        delete_sql: Cow::Borrowed(delete_sql),
         cutoff,
         xid: None,
     };
@@ -326,36 +370,39 @@ fn other_tables(
         // `day` is a local date; a day is dropped once it lies wholly before the cutoff date.
         rule(
             "token_usage_daily",
-            "day < ($1 AT TIME ZONE 'UTC')::date",
+            "SELECT count(*) AS n FROM token_usage_daily WHERE day < ($1 AT TIME ZONE 'UTC')::date",
+            DELETE_TOKEN_USAGE_DAILY_SQL,
             cutoff(now, settings.token_usage_daily_months.get()),
         ),
         // Closed periods only; their per-kind totals go with them (ON DELETE CASCADE).
         rule(
             "usage_periods",
-            "status = 'closed' AND period_end < $1",
+            "SELECT count(*) AS n FROM usage_periods WHERE status = 'closed' AND period_end < $1",
+            DELETE_USAGE_PERIODS_SQL,
             cutoff(now, settings.usage_periods_months.get()),
         ),
         // Alerts still waiting to be delivered are never deleted.
         rule(
             "quota_alerts",
-            "period_start < $1 AND status NOT IN ('pending', 'sending')",
+            "SELECT count(*) AS n FROM quota_alerts \
+             WHERE period_start < $1 AND status NOT IN ('pending', 'sending')",
+            DELETE_QUOTA_ALERTS_SQL,
             cutoff(now, settings.quota_alerts_months.get()),
         ),
         // The run that deleted events up to the latest instant stays: it tells a rebuild
         // which days lost their raw events (see `events_horizon`).
         rule(
             "job_runs",
-            &format!(
-                "started_at < $1 AND status <> 'running'
-                 AND id NOT IN (SELECT id FROM ({RECORDED_CUTOFF_SQL}) kept)"
-            ),
+            COUNT_JOB_RUNS_SQL,
+            DELETE_JOB_RUNS_SQL,
             now - chrono::Duration::days(i64::from(settings.job_runs_days.get())),
         ),
     ];
     if let Some(days) = idempotency_days {
         rules.push(rule(
             "usage_idempotency_keys",
-            "recorded_at < $1",
+            "SELECT count(*) AS n FROM usage_idempotency_keys WHERE recorded_at < $1",
+            DELETE_IDEMPOTENCY_KEYS_SQL,
             now - chrono::Duration::days(i64::from(days)),
         ));
     }
@@ -363,11 +410,7 @@ fn other_tables(
 }
 
 fn count_where(conn: &mut PgConnection, rule: &DeleteRule) -> Result<i64, JobError> {
-    let query = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM {} WHERE {}",
-        rule.table, rule.condition
-    ))
-    .bind::<Timestamptz, _>(rule.cutoff);
+    let query = diesel::sql_query(rule.count_sql.as_ref()).bind::<Timestamptz, _>(rule.cutoff);
     let row: Count = match &rule.xid {
         Some(xid) => query.bind::<Text, _>(xid).get_result(conn)?,
         None => query.get_result(conn)?,
@@ -382,21 +425,17 @@ fn delete_in_batches(
     settings: &RetentionSettings,
     opts: &RunOpts,
 ) -> Result<i64, JobError> {
-    let sql = format!(
-        "DELETE FROM {table} t USING (
-             SELECT ctid FROM {table} WHERE {condition} LIMIT {batch}
-         ) doomed WHERE t.ctid = doomed.ctid",
-        table = rule.table,
-        condition = rule.condition,
-        batch = settings.batch_size,
-    );
+    let batch = i64::from(settings.batch_size);
     let mut total = 0i64;
     loop {
         opts.cancel.check()?;
-        let query = diesel::sql_query(&sql).bind::<Timestamptz, _>(rule.cutoff);
+        let query = diesel::sql_query(rule.delete_sql.as_ref()).bind::<Timestamptz, _>(rule.cutoff);
         let deleted = match &rule.xid {
-            Some(xid) => query.bind::<Text, _>(xid).execute(conn)?,
-            None => query.execute(conn)?,
+            Some(xid) => query
+                .bind::<Text, _>(xid)
+                .bind::<BigInt, _>(batch)
+                .execute(conn)?,
+            None => query.bind::<BigInt, _>(batch).execute(conn)?,
         };
         total += deleted as i64;
         if deleted < settings.batch_size as usize {

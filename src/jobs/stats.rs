@@ -19,6 +19,10 @@ use super::{Ctx, JobError, JobReport, RunOpts};
 /// How many models the report lists, by tokens.
 const TOP_MODELS: i64 = 5;
 
+const TOTALS_SQL: &str = include_str!("sql/stats_totals.sql");
+const BY_KIND_SQL: &str = include_str!("sql/stats_by_kind.sql");
+const TOP_MODELS_SQL: &str = include_str!("sql/stats_top_models.sql");
+
 #[derive(QueryableByName, Serialize)]
 struct Totals {
     #[diesel(sql_type = BigInt)]
@@ -58,22 +62,15 @@ fn breakdown(
     day: NaiveDate,
     by: Dimension,
 ) -> Result<Vec<Breakdown>, JobError> {
-    let (column, rows, order, limit) = match by {
-        Dimension::Kind => ("kind", "", "sum(events)", None),
-        Dimension::Model => ("model", "AND model <> ''", "sum(tokens)", Some(TOP_MODELS)),
+    let (sql, limit) = match by {
+        Dimension::Kind => (BY_KIND_SQL, None),
+        Dimension::Model => (TOP_MODELS_SQL, Some(TOP_MODELS)),
     };
     // `LIMIT NULL` is no limit.
-    let breakdown = diesel::sql_query(format!(
-        "SELECT {column} AS name, count(DISTINCT user_id) AS active_users,
-                LEAST(sum(events), 9223372036854775807)::bigint AS events,
-                LEAST(sum(tokens), 9223372036854775807)::bigint AS tokens, sum(cost)::text AS cost,
-                GREATEST(sum(events), sum(tokens)) > 9223372036854775807 AS clamped
-           FROM token_usage_daily WHERE day = $1 {rows}
-          GROUP BY {column} ORDER BY {order} DESC, {column} LIMIT $2"
-    ))
-    .bind::<Date, _>(day)
-    .bind::<Nullable<BigInt>, _>(limit)
-    .load(conn)?;
+    let breakdown = diesel::sql_query(sql)
+        .bind::<Date, _>(day)
+        .bind::<Nullable<BigInt>, _>(limit)
+        .load(conn)?;
     Ok(breakdown)
 }
 
@@ -93,16 +90,9 @@ pub fn run(
         Some(day) => day,
         None => yesterday(now)?,
     };
-    let totals: Totals = diesel::sql_query(
-        "SELECT count(DISTINCT user_id) AS active_users,
-                LEAST(COALESCE(sum(events), 0), 9223372036854775807)::bigint AS events,
-                LEAST(COALESCE(sum(tokens), 0), 9223372036854775807)::bigint AS tokens,
-                COALESCE(sum(cost), 0)::text AS cost,
-                COALESCE(GREATEST(sum(events), sum(tokens)) > 9223372036854775807, false) AS clamped
-           FROM token_usage_daily WHERE day = $1",
-    )
-    .bind::<Date, _>(day)
-    .get_result(conn)?;
+    let totals: Totals = diesel::sql_query(TOTALS_SQL)
+        .bind::<Date, _>(day)
+        .get_result(conn)?;
     let by_kind = breakdown(conn, day, Dimension::Kind)?;
     let top_models = breakdown(conn, day, Dimension::Model)?;
     let watermark = watermark::read(conn)?;

@@ -32,14 +32,20 @@ struct XidText {
 
 /// Reads the watermark as of this statement's snapshot.
 pub fn read(conn: &mut PgConnection) -> Result<Watermark, JobError> {
-    select(conn, "")
+    select(
+        conn,
+        "SELECT xid::text AS xid, updated_at FROM aggregation_watermark",
+    )
 }
 
 /// Locks the watermark row for the rest of the transaction (concurrent aggregators and
 /// rebuilds queue here) and reads it. Refuses a watermark ahead of the cluster's transaction
 /// ids (see [`watermark_ahead`]).
 pub fn lock(conn: &mut PgConnection) -> Result<Watermark, JobError> {
-    let watermark = select(conn, "FOR UPDATE")?;
+    let watermark = select(
+        conn,
+        "SELECT xid::text AS xid, updated_at FROM aggregation_watermark FOR UPDATE",
+    )?;
     let current: XidText =
         diesel::sql_query("SELECT pg_current_xact_id()::text AS xid").get_result(conn)?;
     let current = parse_xid(&current.xid)?;
@@ -62,20 +68,19 @@ fn watermark_ahead(watermark: u64, current: u64) -> JobError {
     ))
 }
 
-fn select(conn: &mut PgConnection, locking: &str) -> Result<Watermark, JobError> {
-    let row: WatermarkRow = diesel::sql_query(format!(
-        "SELECT xid::text AS xid, updated_at FROM aggregation_watermark {locking}"
-    ))
-    .get_result(conn)
-    .map_err(|e| match e {
-        diesel::result::Error::NotFound => JobError::Invalid(
-            "the aggregation_watermark row is missing; restore it with \
-             INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
-             is empty, else with the highest xid it reflects"
-                .into(),
-        ),
-        e => e.into(),
-    })?;
+/// Reads the watermark row with `sql`, a `SELECT xid::text AS xid, updated_at` of it.
+fn select(conn: &mut PgConnection, sql: &'static str) -> Result<Watermark, JobError> {
+    let row: WatermarkRow = diesel::sql_query(sql)
+        .get_result(conn)
+        .map_err(|e| match e {
+            diesel::result::Error::NotFound => JobError::Invalid(
+                "the aggregation_watermark row is missing; restore it with \
+                 INSERT INTO aggregation_watermark DEFAULT VALUES only if token_usage_daily \
+                 is empty, else with the highest xid it reflects"
+                    .into(),
+            ),
+            e => e.into(),
+        })?;
     Ok(Watermark {
         xid: parse_xid(&row.xid)?,
         updated_at: row.updated_at,

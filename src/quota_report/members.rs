@@ -17,6 +17,9 @@ use crate::redact::mask_email;
 /// How many members the report lists.
 pub const TOP_MEMBERS: i64 = 10;
 
+const DAYS_SQL: &str = include_str!("sql/members_days.sql");
+const TOP_SQL: &str = include_str!("sql/members_top.sql");
+
 /// One member's usage in the organization over the report's days.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct MemberUsage {
@@ -75,32 +78,18 @@ pub(super) fn load_top(
     let Some(month) = rows.iter().find(|r| r.period == "month") else {
         return Ok(None);
     };
-    let days: LocalDays = diesel::sql_query(
-        "SELECT ($1::timestamptz AT TIME ZONE $3)::date AS first_day,
-                ($2::timestamptz AT TIME ZONE $3)::date - 1 AS last_day",
-    )
-    .bind::<Timestamptz, _>(month.period_start)
-    .bind::<Timestamptz, _>(month.period_end)
-    .bind::<Text, _>(zone)
-    .get_result(conn)?;
+    let days: LocalDays = diesel::sql_query(DAYS_SQL)
+        .bind::<Timestamptz, _>(month.period_start)
+        .bind::<Timestamptz, _>(month.period_end)
+        .bind::<Text, _>(zone)
+        .get_result(conn)?;
     let (from, to) = (days.first_day, days.last_day.max(days.first_day));
-    let mut top: Vec<MemberUsage> = diesel::sql_query(
-        "SELECT m.user_id, COALESCE(u.name, '') AS name, COALESCE(u.email, '') AS email,
-                om.role, m.events, m.tokens, m.messages, m.bytes, m.cost,
-                count(*) OVER () AS with_usage
-           FROM org_usage_by_member($1, $2, $3) WITH ORDINALITY
-                AS m (user_id, events, tokens, prompt_tokens, completion_tokens, messages, bytes,
-                      cost, rank)
-           LEFT JOIN users u ON u.id = m.user_id
-           LEFT JOIN organization_members om ON om.org_id = $1 AND om.user_id = m.user_id
-          ORDER BY m.rank
-          LIMIT $4",
-    )
-    .bind::<BigInt, _>(org_id)
-    .bind::<Date, _>(from)
-    .bind::<Date, _>(to)
-    .bind::<BigInt, _>(TOP_MEMBERS)
-    .load(conn)?;
+    let mut top: Vec<MemberUsage> = diesel::sql_query(TOP_SQL)
+        .bind::<BigInt, _>(org_id)
+        .bind::<Date, _>(from)
+        .bind::<Date, _>(to)
+        .bind::<BigInt, _>(TOP_MEMBERS)
+        .load(conn)?;
     for member in &mut top {
         if !member.email.is_empty() {
             member.email = mask_email(&member.email);

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
@@ -132,7 +131,9 @@ async fn cancel_until_done(
             let pool = ctx.pool.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Ok(mut c) = pool.get() {
-                    let _ = c.batch_execute(&format!("SELECT pg_cancel_backend({pid})"));
+                    let _ = diesel::sql_query("SELECT pg_cancel_backend($1)")
+                        .bind::<Integer, _>(pid)
+                        .execute(&mut *c);
                 }
             })
             .await;

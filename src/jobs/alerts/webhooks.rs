@@ -33,6 +33,8 @@ const EXPIRE_SQL: &str = include_str!("../sql/webhooks_expire.sql");
 const CLAIM_SQL: &str = include_str!("../sql/webhooks_claim.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../sql/webhooks_mark_delivered.sql");
 const MARK_FAILED_SQL: &str = include_str!("../sql/webhooks_mark_failed.sql");
+const SUPPRESS_SQL: &str = include_str!("../sql/webhooks_suppress.sql");
+const DISABLE_ENDPOINT_SQL: &str = include_str!("../sql/webhooks_disable_endpoint.sql");
 
 /// The configured endpoints, or none when `alerts.channels` leaves webhooks out.
 fn targets(ctx: &Ctx) -> Result<Vec<WebhookTarget>, JobError> {
@@ -99,14 +101,10 @@ pub(super) fn decide(
             .execute(conn)?;
     }
     if !ctx.settings.alerts.uses(AlertChannel::Email) {
-        diesel::sql_query(
-            "UPDATE quota_alerts SET status = 'suppressed', updated_at = now()
-              WHERE decided_at = $1 AND status = 'pending'
-                AND ($2::bigint IS NULL OR (user_id = $2 AND org_id = 0))",
-        )
-        .bind::<Timestamptz, _>(now)
-        .bind::<Nullable<BigInt>, _>(user_id)
-        .execute(conn)?;
+        diesel::sql_query(SUPPRESS_SQL)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Nullable<BigInt>, _>(user_id)
+            .execute(conn)?;
     }
     Ok(())
 }
@@ -412,15 +410,11 @@ fn disable_endpoint(
     host: &str,
     tally: &mut WebhookTally,
 ) -> Result<(), JobError> {
-    let changed = diesel::sql_query(
-        "UPDATE webhook_endpoints
-            SET disabled_at = $2, disabled_reason = $3, updated_at = now()
-          WHERE endpoint_key = $1 AND disabled_at IS NULL",
-    )
-    .bind::<Text, _>(key)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Text, _>(format!("{host} answered 410 Gone"))
-    .execute(conn)?;
+    let changed = diesel::sql_query(DISABLE_ENDPOINT_SQL)
+        .bind::<Text, _>(key)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Text, _>(format!("{host} answered 410 Gone"))
+        .execute(conn)?;
     if changed > 0 {
         tracing::warn!(
             webhook.host = host,

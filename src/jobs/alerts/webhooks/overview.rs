@@ -11,6 +11,9 @@ use crate::jobs::alerts::Preview;
 use crate::jobs::{Ctx, JobError};
 use crate::mail::webhook;
 
+const DUE_SQL: &str = include_str!("../../sql/webhooks_due.sql");
+const OUTCOME_COUNTS_SQL: &str = include_str!("../../sql/webhooks_outcome_counts.sql");
+
 /// `--dry-run`: the deliveries the alerts to be decided would make, one line each, and how
 /// many recorded ones are due.
 pub(in crate::jobs::alerts) fn preview(
@@ -35,15 +38,10 @@ pub(in crate::jobs::alerts) fn preview(
             ));
         }
     }
-    let due: crate::db::Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM webhook_deliveries d JOIN quota_alerts a ON a.id = d.alert_id
-          WHERE ((d.status = 'pending' AND d.next_attempt_at <= $1)
-                 OR (d.status = 'sending' AND d.leased_until <= $1))
-            AND ($2::bigint IS NULL OR (a.user_id = $2 AND a.org_id = 0))",
-    )
-    .bind::<Timestamptz, _>(now)
-    .bind::<Nullable<BigInt>, _>(user_id)
-    .get_result(conn)?;
+    let due: crate::db::Count = diesel::sql_query(DUE_SQL)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .get_result(conn)?;
     Ok((lines, due.n))
 }
 
@@ -71,14 +69,5 @@ pub fn outcome_counts(conn: &mut PgConnection) -> QueryResult<Option<Vec<Outcome
     if !exists.value {
         return Ok(None);
     }
-    diesel::sql_query(
-        "SELECT e.host, d.status,
-                CASE WHEN d.status = 'delivered' THEN 'none'
-                     ELSE COALESCE(d.error_class, 'none') END AS class,
-                e.disabled_at IS NOT NULL AS endpoint_disabled, count(*) AS n
-           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3",
-    )
-    .load(conn)
-    .map(Some)
+    diesel::sql_query(OUTCOME_COUNTS_SQL).load(conn).map(Some)
 }

@@ -5,6 +5,7 @@
 -- Partitions of usage_events move with it; indexes, constraints and owned sequences follow
 -- their tables. Objects the migrating role does not own but may act for (the old runbook
 -- handed usage_events to the daemon's role) are taken back first: the daemon owns nothing.
+-- No binds.
 DO $$
 DECLARE
     v_target text := current_schema();
@@ -51,10 +52,4 @@ BEGIN
         END IF;
         EXECUTE format('ALTER FUNCTION %s SET SCHEMA %I', v_fn, v_target);
     END LOOP;
-END $$;
-
--- diesel's own table, as diesel creates it, in the current schema.
-CREATE TABLE IF NOT EXISTS __diesel_schema_migrations (
-    version VARCHAR(50) PRIMARY KEY NOT NULL,
-    run_on  TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
-);
+END $$
