@@ -11,6 +11,8 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Text};
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::jobs::aggregate::held_back::{self, Holder};
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -186,6 +188,8 @@ pub struct DatabaseSample {
     pub quarantined: Option<Vec<(String, i64)>>,
     /// Webhook deliveries by endpoint host, status and error class; `None` without the table.
     pub webhooks: Option<Vec<OutcomeCount>>,
+    /// The transaction holding the aggregation watermark back, when one does.
+    pub held_back: Option<Holder>,
 }
 
 impl DatabaseSample {
@@ -260,7 +264,27 @@ impl DatabaseSample {
             "Seconds since the aggregation watermark was last advanced",
             age,
         );
+        if let Some(holder) = &self.held_back {
+            let family = Family::<HolderLabels, Gauge<f64, AtomicU64>>::default();
+            family
+                .get_or_create(&HolderLabels {
+                    pid: holder.pid.map_or(String::new(), |p| p.to_string()),
+                    application_name: holder.application_name.clone(),
+                })
+                .set(holder.open_seconds.unwrap_or(0.0));
+            registry.register(
+                "watermark_held_back_seconds",
+                "How long the transaction holding the aggregation watermark back has been open (0: unknown; grant pg_read_all_stats)",
+                family,
+            );
+        }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HolderLabels {
+    pid: String,
+    application_name: String,
 }
 
 fn register_webhooks(registry: &mut Registry, counts: &[OutcomeCount]) {
@@ -346,6 +370,7 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
 
         let quarantined = crate::jobs::quarantine::counts_by_reason(conn)?;
         let webhooks = outcome_counts(conn)?;
+        let held_back = held_back::holder(conn)?.filter(Holder::worth_reporting);
 
         Ok(DatabaseSample {
             last_success,
@@ -354,6 +379,7 @@ pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
             watermark_age_seconds: watermark.age_seconds.max(0.0),
             quarantined,
             webhooks,
+            held_back,
         })
     })
 }

@@ -154,10 +154,10 @@ pub fn transaction(
         if cut.first.is_some() {
             // A batch's grouping and sorting fit in memory instead of spilling to disk. The
             // temporary tables are analyzed for their sizes and keys: a small sample will do.
+            conn.batch_execute("SET LOCAL work_mem = '256MB'")?;
+            conn.batch_execute("SET LOCAL default_statistics_target = 10")?;
             conn.batch_execute(
-                "SET LOCAL work_mem = '256MB';
-                 SET LOCAL default_statistics_target = 10;
-                 DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_subjects",
+                "DROP TABLE IF EXISTS pg_temp.aggregate_batch, pg_temp.aggregate_subjects",
             )?;
             let events = diesel::sql_query(BATCH_SQL)
                 .bind::<Text, _>(from.to_string())

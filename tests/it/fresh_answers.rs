@@ -201,6 +201,18 @@ fn a_transaction_left_open_holds_aggregation_back_but_not_the_answers_and_the_ru
         status_out.contains(&format!("held back by pid {holder_pid}")),
         "{status_out}"
     );
+    // And /metrics: a gauge of how long it has been open, labelled with the session.
+    let sample = usage_worker::metrics::sample_database(&mut conn).unwrap();
+    let exposition = usage_worker::metrics::Metrics::new().render(Some(&sample), true);
+    let gauge = exposition
+        .lines()
+        .find(|l| l.starts_with("usage_worker_watermark_held_back_seconds{"))
+        .unwrap_or_else(|| panic!("{exposition}"));
+    assert!(
+        gauge.contains(&format!("pid=\"{holder_pid}\""))
+            && gauge.contains("application_name=\"forgotten-tx\""),
+        "{gauge}"
+    );
 
     drop(holder);
     let report = db

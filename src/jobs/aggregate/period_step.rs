@@ -49,12 +49,10 @@ pub fn add_batch_to_periods(conn: &mut PgConnection) -> Result<u64, JobError> {
     // The plans the statements were written for: hash joins, no JIT compile for one-off
     // statements, a small sample for the temporary tables' statistics. Until commit, which
     // only the watermark's update comes before.
-    conn.batch_execute(&format!(
-        "SET LOCAL jit = off;
-         SET LOCAL enable_mergejoin = off;
-         SET LOCAL default_statistics_target = 10;
-         DROP TABLE IF EXISTS {TABLES}"
-    ))?;
+    conn.batch_execute("SET LOCAL jit = off")?;
+    conn.batch_execute("SET LOCAL enable_mergejoin = off")?;
+    conn.batch_execute("SET LOCAL default_statistics_target = 10")?;
+    conn.batch_execute(&format!("DROP TABLE IF EXISTS {TABLES}"))?;
     let mut opened = 0;
     step(conn, "day_list", DAY_LIST, None)?;
     step(conn, "zone_days", ZONE_DAYS, Some("period_zone_days"))?;
