@@ -49,7 +49,8 @@ fn without_links_or_a_name_the_email_still_reads_well() {
 }
 
 #[test]
-fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
+fn names_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
+    // A user's name, in the email to that user.
     let mut content = sample_content();
     let hostile = "Eve\r\nBcc: victim@example.org\r\n<script>alert(1)</script>";
     content.name = hostile.into();
@@ -87,10 +88,8 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
         head.contains("Message-ID: <quota-alert.7.tokens.month.all.20261101T000000Z.80@localhost>")
     );
     assert!(head.contains("Subject: You have used 80% of your monthly token quota"));
-}
 
-#[test]
-fn organization_and_member_names_cannot_add_headers_or_markup() {
+    // An organization's name and its members' names, in the email to its owners and admins.
     let mut content = sample_org_content();
     let org = content.organization.as_mut().unwrap();
     org.name = "Acme\r\nBcc: victim@example.org <script>x</script>".into();

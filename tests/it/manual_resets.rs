@@ -7,6 +7,7 @@ use usage_worker::subject::Subject;
 
 use crate::support::quota::{
     PeriodRow, add_new_events_to_periods, assert_tiled_and_exact, event, open_period, periods,
+    spend,
 };
 use crate::support::{self, TestDb, at};
 
@@ -35,20 +36,6 @@ fn manual_reset(db: &TestDb, subject: Subject, now: &str, extra: &[&str]) -> Str
             .args(["--at", now, "--allow-future"])
             .args(extra),
     )
-}
-
-/// `tokens` spent for `subject` at `created_at`: by the user personally, or by `member` in
-/// the organization.
-fn spend(db: &TestDb, subject: Subject, member: i64, tokens: i64, created_at: &str) {
-    let spender = subject.user_id().unwrap_or(member);
-    event(
-        db,
-        spender,
-        subject.org_id(),
-        "ai_response",
-        tokens,
-        created_at,
-    );
 }
 
 type Shape<'a> = (String, String, &'a str, Option<&'a str>, i64);
@@ -104,20 +91,20 @@ fn a_manual_reset_splits_the_subjects_day_and_events_land_on_their_side_of_it() 
             event(&db, 1, None, "ai_response", 4, "2027-01-10T18:30:00Z");
             event(&db, 2, None, "ai_response", 6, "2027-01-10T19:00:00Z");
         }
-        spend(&db, subject, 2, 10, "2027-01-10T09:00:00Z");
-        spend(&db, subject, 2, 20, "2027-01-10T18:00:00Z");
+        spend(&db, subject, 2, "ai_response", 10, "2027-01-10T09:00:00Z");
+        spend(&db, subject, 2, "ai_response", 20, "2027-01-10T18:00:00Z");
         add_new_events_to_periods(&mut db.conn());
         open_period(&db, subject, "day", "2027-01-10T18:00:00Z");
 
         reset_at_20_and_again(&db, subject);
 
-        spend(&db, subject, 1, 40, "2027-01-10T21:00:00Z");
-        spend(&db, subject, 2, 80, "2027-01-11T07:00:00Z");
+        spend(&db, subject, 1, "ai_response", 40, "2027-01-10T21:00:00Z");
+        spend(&db, subject, 2, "ai_response", 80, "2027-01-11T07:00:00Z");
         // Arrives late: belongs to the period closed by the manual reset.
-        spend(&db, subject, 1, 1, "2027-01-10T19:30:00Z");
+        spend(&db, subject, 1, "ai_response", 1, "2027-01-10T19:30:00Z");
         add_new_events_to_periods(&mut db.conn());
         rollover_at_8(&db, subject);
-        spend(&db, subject, 1, 5, "2027-01-11T09:00:00Z");
+        spend(&db, subject, 1, "ai_response", 5, "2027-01-11T09:00:00Z");
         add_new_events_to_periods(&mut db.conn());
 
         let days = assert_tiled_and_exact(&db, subject, "day");

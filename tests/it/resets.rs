@@ -8,6 +8,7 @@ use usage_worker::subject::Subject;
 
 use crate::support::quota::{
     PeriodRow, add_new_events_to_periods, assert_tiled_and_exact, event, open_period, periods,
+    spend,
 };
 use crate::support::{TestDb, at};
 
@@ -65,15 +66,7 @@ fn books(
     personal: &[(i64, i64, &str)],
 ) {
     for &(subject, member, tokens, created_at) in spends {
-        let spender = subject.user_id().unwrap_or(member);
-        event(
-            db,
-            spender,
-            subject.org_id(),
-            "ai_response",
-            tokens,
-            created_at,
-        );
+        spend(db, subject, member, "ai_response", tokens, created_at);
     }
     if let Some((Subject::Org(_), ..)) = spends.first() {
         for &(user, tokens, created_at) in personal {
@@ -318,17 +311,8 @@ fn reconciliation_repairs_a_tampered_period_total_and_reports_it_naming_the_subj
         db.add_user(9, "UTC");
         db.add_subject(subject, zone, None, None);
         let (user_id, org_id) = subject.key();
-        let org = subject.org_id();
-        let spender = subject.user_id().unwrap_or(9);
-        event(
-            &db,
-            spender,
-            org,
-            "ai_response",
-            300,
-            "2027-01-10T03:00:00Z",
-        );
-        event(&db, spender, org, "file_upload", 0, "2027-01-10T04:00:00Z");
+        spend(&db, subject, 9, "ai_response", 300, "2027-01-10T03:00:00Z");
+        spend(&db, subject, 9, "file_upload", 0, "2027-01-10T04:00:00Z");
         add_new_events_to_periods(&mut db.conn());
         open_period(&db, subject, "day", "2027-01-10T03:00:00Z");
         let key = format!("user_id = {user_id} AND org_id = {org_id} AND period = 'day'");
@@ -384,15 +368,7 @@ fn a_subject_with_an_unknown_time_zone_is_reset_in_utc_and_reported_while_the_ot
         db.add_subject(berlin, "Europe/Berlin", None, None);
         db.add_subject(mars, "Mars/Olympus_Mons", None, None);
         for subject in [berlin, mars] {
-            let spender = subject.user_id().unwrap_or(9);
-            event(
-                &db,
-                spender,
-                subject.org_id(),
-                "ai_response",
-                1,
-                "2027-01-10T08:00:00Z",
-            );
+            spend(&db, subject, 9, "ai_response", 1, "2027-01-10T08:00:00Z");
         }
         add_new_events_to_periods(&mut db.conn());
         for subject in [berlin, mars] {

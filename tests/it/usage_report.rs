@@ -10,7 +10,7 @@ use usage_worker::quota_report::QuotaRow;
 use usage_worker::subject::Subject;
 
 use crate::support::clock::db_now;
-use crate::support::quota::{add_new_events_to_periods, event, month_tokens};
+use crate::support::quota::{add_new_events_to_periods, month_tokens, spend};
 use crate::support::{self, TestDb, at, binary, output};
 
 /// The subject's quota status at `instant`, as `--usage` reads it (the display offset, unused
@@ -61,12 +61,6 @@ fn with_subject(subject: Subject, zone: &str, plan: Option<i64>) -> TestDb {
     db
 }
 
-/// One event of `kind` and `tokens` of `subject`'s usage at `created_at`.
-fn spend(db: &TestDb, subject: Subject, kind: &str, tokens: i64, created_at: &str) {
-    let spender = subject.user_id().unwrap_or(9);
-    event(db, spender, subject.org_id(), kind, tokens, created_at);
-}
-
 #[test]
 fn quota_status_of_a_subject_without_events_shows_zero_usage_and_the_periods_in_its_zone() {
     for subject in SUBJECTS {
@@ -111,7 +105,7 @@ fn quota_status_reports_limits_remaining_and_unlimited_metrics_and_follows_a_pla
              UPDATE {} SET plan_id = 1 WHERE id = 1",
             subject.table()
         ));
-        spend(&db, subject, "ai_response", 710, "2026-11-20T10:00:00Z");
+        spend(&db, subject, 9, "ai_response", 710, "2026-11-20T10:00:00Z");
         add_new_events_to_periods(&mut db.conn());
 
         let rows = quota_status(&db, subject, "2026-11-23T12:00:00Z");
@@ -152,10 +146,17 @@ fn quota_status_checks_a_kind_scoped_limit_against_that_kind_only() {
             subject.table()
         ));
         for _ in 0..3 {
-            spend(&db, subject, "image_generation", 0, "2026-11-23T05:00:00Z");
+            spend(
+                &db,
+                subject,
+                9,
+                "image_generation",
+                0,
+                "2026-11-23T05:00:00Z",
+            );
         }
         for _ in 0..5 {
-            spend(&db, subject, "ai_response", 10, "2026-11-23T05:00:00Z");
+            spend(&db, subject, 9, "ai_response", 10, "2026-11-23T05:00:00Z");
         }
         add_new_events_to_periods(&mut db.conn());
 

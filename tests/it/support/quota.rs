@@ -204,6 +204,20 @@ pub fn event(db: &TestDb, user: i64, org: Option<i64>, kind: &str, tokens: i64, 
     ));
 }
 
+/// One event of `kind` and `tokens` of `subject`'s usage at `created_at`: spent by the user
+/// personally, or by `member` in the organization.
+pub fn spend(
+    db: &TestDb,
+    subject: Subject,
+    member: i64,
+    kind: &str,
+    tokens: i64,
+    created_at: &str,
+) {
+    let spender = subject.user_id().unwrap_or(member);
+    event(db, spender, subject.org_id(), kind, tokens, created_at);
+}
+
 /// Opens the subject's natural `period` containing `instant` with zero totals, unless it has
 /// one there already (`aggregate` opens it for the subject's first event).
 pub fn open_period(db: &TestDb, subject: Subject, period: &str, instant: &str) {
