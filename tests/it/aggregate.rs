@@ -1,44 +1,28 @@
-//! The aggregate job: exactly-once summaries, rebuilds, the usage summary, stats and CSV
-//! export. Every test runs alone on its cluster ([`TestDb::alone`]): a transaction open
+//! The aggregate job: new events are added into the daily summary and into their subject's
+//! periods exactly once, on the subject's local day (a user's personal usage on the user's
+//! days, an organization's on the organization's), whatever the delay, a crash or a concurrent
+//! delete. Every test runs alone on its cluster ([`TestDb::alone`]): a transaction open
 //! anywhere in the cluster holds the aggregation watermark back, and the assertions that
 //! every event is aggregated would depend on the other tests.
 
 use std::thread;
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
-use proptest::prelude::*;
+use diesel::sql_types::{Integer, Text};
 use usage_worker::jobs::{Ctx, JobError, JobKind, JobReport, RunOpts};
+use usage_worker::subject::Subject;
 
-use crate::support::books::{assert_all_aggregated_exactly, summary_differences};
-use crate::support::writers::{
-    Spender, WriterStream, transactions, write_while_aggregating, writer_stream,
+use crate::support::books::{
+    assert_all_aggregated_exactly, assert_subject_books_exact, summary_differences, summary_tokens,
 };
 use crate::support::{self, TestDb, at};
-
-fn date(text: &str) -> NaiveDate {
-    text.parse().unwrap()
-}
 
 const NOW: &str = "2026-11-23T10:00:00Z";
 
 fn aggregate(ctx: &Ctx, conn: &mut PgConnection) -> Result<JobReport, JobError> {
     JobKind::Aggregate.run(ctx, conn, at(NOW), &RunOpts::default())
-}
-
-fn rebuild(db: &TestDb, from: &str, to: &str, dry_run: bool) -> JobReport {
-    let opts = RunOpts {
-        from: Some(date(from)),
-        to: Some(date(to)),
-        dry_run,
-        ..RunOpts::default()
-    };
-    JobKind::Aggregate
-        .run(&db.ctx(), &mut db.conn(), at(NOW), &opts)
-        .unwrap()
 }
 
 fn watermark(db: &TestDb) -> String {
@@ -51,13 +35,6 @@ fn watermark(db: &TestDb) -> String {
         .get_result::<W>(&mut db.conn())
         .unwrap()
         .xid
-}
-
-fn summary_tokens(db: &TestDb, user_id: i64, day: &str) -> i64 {
-    db.count(&format!(
-        "SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM token_usage_daily
-          WHERE user_id = {user_id} AND day = '{day}'"
-    ))
 }
 
 #[test]
@@ -75,8 +52,8 @@ fn new_events_are_added_once_and_a_second_run_changes_nothing() {
     let report = aggregate(&ctx, &mut db.conn()).unwrap();
     assert_eq!(report.details["events"], 3);
     // 23:15 UTC is already the 23rd in Berlin (UTC+1 in November).
-    assert_eq!(summary_tokens(&db, 1, "2026-11-23"), 330);
-    assert_eq!(summary_tokens(&db, 1, "2026-11-22"), 0);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-23"), 330);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-22"), 0);
     assert_eq!(
         db.count("SELECT count(*) AS n FROM token_usage_daily WHERE day = '2026-11-22'"),
         1
@@ -85,64 +62,157 @@ fn new_events_are_added_once_and_a_second_run_changes_nothing() {
 
     let again = aggregate(&ctx, &mut db.conn()).unwrap();
     assert_eq!(again.details["events"], 0);
-    assert_eq!(summary_tokens(&db, 1, "2026-11-23"), 330);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-23"), 330);
     assert_eq!(summary_differences(&db), 0);
 }
 
-#[test]
-fn an_event_dated_forty_days_ago_and_inserted_today_lands_in_its_own_day() {
-    let db = TestDb::alone();
-    db.add_user(7, "America/New_York");
-    db.execute(
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (7, 'ai_response', 50, '2026-11-23T09:00:00Z')",
-    );
-    let ctx = db.ctx();
-    aggregate(&ctx, &mut db.conn()).unwrap();
-
-    // 40 days before now, 02:00 UTC: still the previous evening in New York.
-    db.execute(
-        "INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
-         VALUES (7, 'ai_response', 1234, 0.5, '2026-10-14T02:00:00Z')",
-    );
-    let report = aggregate(&ctx, &mut db.conn()).unwrap();
-    assert_eq!(report.details["events"], 1);
-    assert_eq!(summary_tokens(&db, 7, "2026-10-13"), 1234);
-    assert_eq!(summary_tokens(&db, 7, "2026-11-23"), 50);
-    assert_eq!(summary_differences(&db), 0);
+/// One event of `tokens` spent by `user` at `created_at`, in organization `org` (None:
+/// personally).
+fn spent(db: &TestDb, user: i64, org: Option<i64>, tokens: i64, created_at: &str) {
+    let org = org.map_or("NULL".to_string(), |o| o.to_string());
+    db.execute(&format!(
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, cost, created_at)
+         VALUES ({user}, {org}, 'ai_response', {tokens}, 0.5, '{created_at}')"
+    ));
 }
 
 #[test]
-fn a_user_in_zone_mars_olympus_is_counted_in_utc_reported_once_and_others_are_unaffected() {
-    let db = TestDb::alone();
-    db.add_user(1, "Mars/Olympus");
-    db.add_user(2, "Asia/Tokyo");
-    // Three transactions and a batch size of one: three aggregate transactions in one run.
-    for _ in 0..3 {
-        db.execute(
-            "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-             VALUES (1, 'ai_response', 10, '2026-11-22T20:00:00Z'),
-                    (2, 'ai_response', 10, '2026-11-22T20:00:00Z')",
+fn an_event_dated_forty_days_ago_and_inserted_today_lands_on_its_subjects_local_day() {
+    // User 7 spends personally, in New York; or in organization 1, in Kiritimati (UTC+14)
+    // with anchor 31, while living in Los Angeles. The late event is 40 days before now:
+    // 02:00 UTC, still the evening of the 13th in New York; 12:00 UTC, already 02:00 on the
+    // 15th in Kiritimati, still the morning of the 14th in Los Angeles.
+    for (subject, late, day, day_start) in [
+        (
+            Subject::User(7),
+            "2026-10-14T02:00:00Z",
+            "2026-10-13",
+            "2026-10-13T04:00:00Z",
+        ),
+        (
+            Subject::Org(1),
+            "2026-10-14T12:00:00Z",
+            "2026-10-15",
+            "2026-10-14T10:00:00Z",
+        ),
+    ] {
+        let db = TestDb::alone();
+        let org = subject.org_id();
+        match subject {
+            Subject::User(id) => db.add_user(id, "America/New_York"),
+            Subject::Org(id) => {
+                db.add_user(7, "America/Los_Angeles");
+                db.add_organization_with_members(id, "Pacific/Kiritimati", Some(31), &[7]);
+            }
+        }
+        spent(&db, 7, org, 50, "2026-11-23T09:00:00Z");
+        let ctx = db.ctx();
+        aggregate(&ctx, &mut db.conn()).unwrap();
+
+        // With it, the same user spends 5 for another subject: in an organization without a
+        // row (counted in UTC), or personally (on the Los Angeles day).
+        let other = match subject {
+            Subject::User(_) => Some(99),
+            Subject::Org(_) => None,
+        };
+        spent(&db, 7, org, 1234, late);
+        spent(&db, 7, other, 5, late);
+        let report = aggregate(&ctx, &mut db.conn()).unwrap();
+        assert_eq!(report.details["events"], 2, "{subject}");
+        assert_eq!(summary_tokens(&db, 7, org, day), 1234, "{subject}");
+        assert_eq!(summary_tokens(&db, 7, org, "2026-10-14"), 0);
+        assert_eq!(summary_tokens(&db, 7, other, "2026-10-14"), 5);
+        assert_eq!(summary_tokens(&db, 7, org, "2026-11-23"), 50);
+        // The subject's day: from its own midnight.
+        let (user_id, org_id) = subject.key();
+        assert_eq!(
+            db.count(&format!(
+                "SELECT tokens AS n FROM usage_periods
+                  WHERE user_id = {user_id} AND org_id = {org_id} AND period = 'day'
+                    AND period_start = '{day_start}'"
+            )),
+            1234,
+            "{subject}"
         );
+        assert_eq!(summary_differences(&db), 0);
+        assert_all_aggregated_exactly(&db);
+        assert_subject_books_exact(&db);
     }
-    let ctx = db.ctx_with(|s| s.aggregate.batch_events = 1);
-    let report = aggregate(&ctx, &mut db.conn()).unwrap();
+}
 
-    assert_eq!(report.details["transactions"], 3);
-    assert_eq!(report.details["unknown_timezone_users"], 1);
-    assert_eq!(
-        report.details["unknown_timezone_user_ids"],
-        serde_json::json!([1])
-    );
-    assert!(
-        report.summary.contains("unknown time zone"),
-        "{}",
-        report.summary
-    );
-    assert_eq!(summary_tokens(&db, 1, "2026-11-22"), 30);
-    assert_eq!(summary_tokens(&db, 2, "2026-11-23"), 30);
-    assert_eq!(summary_tokens(&db, 2, "2026-11-22"), 0);
-    assert_eq!(summary_differences(&db), 0);
+#[test]
+fn a_subject_with_an_unknown_zone_or_without_a_row_is_counted_in_utc_and_reported_once() {
+    for kind in [Subject::User, Subject::Org] {
+        let db = TestDb::alone();
+        // User 5 spends personally in Tokyo; subject 1 counts in an unknown zone, subject 8
+        // has no row. User 5 spends for the organizations.
+        db.add_user(5, "Asia/Tokyo");
+        let (mars, missing) = (kind(1), kind(8));
+        db.add_subject(mars, "Mars/Olympus", None, None);
+        if let Subject::Org(id) = mars {
+            db.add_member(id, 5, "member");
+        }
+        // Three transactions and a batch size of one: three aggregate transactions in one run.
+        for _ in 0..3 {
+            let spender = |subject: Subject| subject.user_id().unwrap_or(5);
+            let org = |subject: Subject| subject.org_id().map_or("NULL".into(), |o| o.to_string());
+            db.execute(&format!(
+                "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+                 VALUES ({}, {}, 'ai_response', 10, '2026-11-22T20:00:00Z'),
+                        ({}, {}, 'ai_response', 20, '2026-11-22T20:00:00Z'),
+                        (5, NULL, 'ai_response', 10, '2026-11-22T20:00:00Z')",
+                spender(mars),
+                org(mars),
+                spender(missing),
+                org(missing)
+            ));
+        }
+        let ctx = db.ctx_with(|s| s.aggregate.batch_events = 1);
+        let report = aggregate(&ctx, &mut db.conn()).unwrap();
+
+        assert_eq!(report.details["transactions"], 3);
+        assert_unknown_zone_reported(&report, mars);
+        // 20:00 UTC on the 22nd: the 23rd in Tokyo, still the 22nd in UTC.
+        let tokens = |subject: Subject, day| {
+            summary_tokens(&db, subject.user_id().unwrap_or(5), subject.org_id(), day)
+        };
+        assert_eq!(tokens(mars, "2026-11-22"), 30, "{mars}");
+        assert_eq!(tokens(missing, "2026-11-22"), 60, "{missing}");
+        assert_eq!(summary_tokens(&db, 5, None, "2026-11-23"), 30);
+        assert_eq!(summary_tokens(&db, 5, None, "2026-11-22"), 0);
+        assert_all_aggregated_exactly(&db);
+        assert_subject_books_exact(&db);
+    }
+}
+
+/// The run reports subject 1's unknown zone and subject 8's missing row, of their kind only.
+fn assert_unknown_zone_reported(report: &JobReport, mars: Subject) {
+    let d = &report.details;
+    let (unknown, ids, without_row, other, noun) = match mars {
+        Subject::User(_) => (
+            "unknown_timezone_users",
+            "unknown_timezone_user_ids",
+            "users_without_row",
+            "unknown_timezone_orgs",
+            "user(s)",
+        ),
+        Subject::Org(_) => (
+            "unknown_timezone_orgs",
+            "unknown_timezone_org_ids",
+            "orgs_without_row",
+            "unknown_timezone_users",
+            "organization(s)",
+        ),
+    };
+    assert_eq!(d[unknown], 1, "{d}");
+    assert_eq!(d[ids], serde_json::json!([1]));
+    assert_eq!(d[without_row], 1, "{d}");
+    assert_eq!(d[other], 0, "{d}");
+    if let Subject::Org(_) = mars {
+        assert_eq!(d["org_ids_without_row"], serde_json::json!([8]));
+    }
+    let expected = format!("1 {noun} with an unknown time zone");
+    assert!(report.summary.contains(&expected), "{}", report.summary);
 }
 
 #[test]
@@ -218,7 +288,7 @@ fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() 
     locker.batch_execute("ROLLBACK").unwrap();
 
     assert_eq!(watermark(&db), watermark_before);
-    assert_eq!(summary_tokens(&db, 1, "2026-11-22"), 100);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-22"), 100);
     assert_eq!(
         db.count("SELECT count(*) AS n FROM token_usage_daily WHERE user_id = 2"),
         0
@@ -226,300 +296,75 @@ fn a_connection_killed_in_the_middle_of_aggregation_loses_and_repeats_nothing() 
 
     let rerun = aggregate(&ctx, &mut db.conn()).unwrap();
     assert_eq!(rerun.details["events"], 3);
-    assert_eq!(summary_tokens(&db, 1, "2026-11-22"), 105);
-    assert_eq!(summary_tokens(&db, 2, "2026-11-22"), 7);
+    assert_eq!(summary_tokens(&db, 1, None, "2026-11-22"), 105);
+    assert_eq!(summary_tokens(&db, 2, None, "2026-11-22"), 7);
     assert_all_aggregated_exactly(&db);
 }
 
 #[test]
-fn rebuild_after_tampering_restores_the_exact_values_and_dry_run_only_reports() {
+fn a_personal_event_of_user_zero_and_an_organizations_event_never_mix() {
     let db = TestDb::alone();
-    db.add_user(1, "Europe/Berlin");
-    db.add_user(2, "America/Los_Angeles");
+    db.add_user(0, "Asia/Tokyo");
+    db.add_user(5, "Europe/Berlin");
+    db.add_organization_with_members(3, "America/New_York", None, &[0, 5]);
+    // 20:00 UTC on the 22nd: the 23rd in Tokyo, the 22nd in New York.
     db.execute(
-        "INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
-         SELECT 1 + g % 2, 'ai_response', 'gpt-4o', g, g * 0.001, '2026-10-01T00:00:00Z'::timestamptz + g * interval '1 hour'
-           FROM generate_series(0, 24 * 31) g",
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         VALUES (0, NULL, 'ai_response', 100, '2026-11-22T20:00:00Z'),
+                (0, 3, 'ai_response', 20, '2026-11-22T20:00:00Z'),
+                (5, 3, 'ai_response', 3, '2026-11-22T21:00:00Z')",
     );
-    let ctx = db.ctx();
-    aggregate(&ctx, &mut db.conn()).unwrap();
-    assert_eq!(summary_differences(&db), 0);
-
+    aggregate(&db.ctx(), &mut db.conn()).unwrap();
+    // A second batch into the periods the first one opened.
     db.execute(
-        "UPDATE token_usage_daily SET tokens = tokens + 5, cost = cost + 0.01
-          WHERE user_id = 1 AND day = '2026-10-10';
-         DELETE FROM token_usage_daily WHERE user_id = 2 AND day = '2026-10-11';
-         INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens)
-         VALUES (3, '2026-10-12', 'ai_response', '', '', 1, 99)",
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         VALUES (0, NULL, 'message_sent', 1, '2026-11-22T22:00:00Z'),
+                (0, 3, 'message_sent', 1000, '2026-11-22T22:00:00Z')",
     );
-    // An event after the last run is above the watermark: the rebuild must leave it to the
-    // incremental path.
-    db.execute(
-        "INSERT INTO usage_events (user_id, kind, model, tokens, created_at)
-         VALUES (1, 'ai_response', 'gpt-4o', 1000, '2026-10-10T12:00:00Z')",
-    );
-    // The changed row disagrees both ways, the deleted and the invented one once each.
-    assert_eq!(summary_differences(&db), 4);
+    aggregate(&db.ctx(), &mut db.conn()).unwrap();
 
-    let dry = rebuild(&db, "2026-10-09", "2026-10-12", true);
-    assert_eq!(dry.details["rows_differing"], 3);
-    assert_eq!(dry.details["differences"].as_array().unwrap().len(), 3);
-    assert_eq!(summary_differences(&db), 4);
-
-    let report = rebuild(&db, "2026-10-09", "2026-10-12", false);
-    assert_eq!(report.details["rows_differing"], 3);
-    assert_eq!(summary_differences(&db), 0);
-    assert_eq!(
-        rebuild(&db, "2026-10-01", "2026-10-31", false).details["rows_differing"],
-        0
-    );
-
-    aggregate(&ctx, &mut db.conn()).unwrap();
-    assert_all_aggregated_exactly(&db);
-}
-
-#[test]
-fn rebuild_of_one_user_leaves_the_other_users_rows_alone() {
-    let db = TestDb::alone();
-    db.execute(
-        "INSERT INTO usage_events (user_id, kind, tokens, created_at)
-         VALUES (1, 'ai_response', 10, '2026-10-05T12:00:00Z'),
-                (2, 'ai_response', 20, '2026-10-05T12:00:00Z')",
-    );
-    let ctx = db.ctx();
-    aggregate(&ctx, &mut db.conn()).unwrap();
-    db.execute("UPDATE token_usage_daily SET tokens = 0");
-    let opts = RunOpts {
-        from: Some(date("2026-10-05")),
-        to: Some(date("2026-10-05")),
-        user_id: Some(2),
-        ..RunOpts::default()
+    let period_tokens = |org_id: i64, start: &str| {
+        db.count(&format!(
+            "SELECT tokens AS n FROM usage_periods
+              WHERE user_id = 0 AND org_id = {org_id} AND period = 'day'
+                AND period_start = '{start}'"
+        ))
     };
-    JobKind::Aggregate
-        .run(&ctx, &mut db.conn(), at(NOW), &opts)
-        .unwrap();
-    assert_eq!(summary_tokens(&db, 2, "2026-10-05"), 20);
-    assert_eq!(summary_tokens(&db, 1, "2026-10-05"), 0);
-}
-
-#[test]
-fn user_without_range_and_half_ranges_are_refused_with_a_hint() {
-    let db = TestDb::alone();
-    let ctx = db.ctx();
-    for opts in [
-        RunOpts {
-            user_id: Some(1),
-            ..RunOpts::default()
-        },
-        RunOpts {
-            from: Some(date("2026-10-05")),
-            ..RunOpts::default()
-        },
-        RunOpts {
-            from: Some(date("2026-10-06")),
-            to: Some(date("2026-10-05")),
-            ..RunOpts::default()
-        },
-    ] {
-        let err = JobKind::Aggregate
-            .run(&ctx, &mut db.conn(), at(NOW), &opts)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--from") && err.contains("aggregate"), "{err}");
-    }
-}
-
-const ZONES: &[&str] = &[
-    "UTC",
-    "Europe/Berlin",
-    "America/New_York",
-    "Asia/Kolkata",
-    "Australia/Lord_Howe",
-    "Pacific/Kiritimati",
-    "Pacific/Pago_Pago",
-    "Mars/Olympus",
-];
-
-/// Users 1.. in ZONES, then a user id without a users row; all personal usage.
-fn spender(index: usize) -> Spender {
-    (index as i64 + 1, None)
-}
-
-fn conservation_holds_under_concurrent_writers(streams: Vec<WriterStream>) {
-    let db = TestDb::alone();
-    for (id, zone) in (1..).zip(ZONES) {
-        db.add_user(id, zone);
-    }
-    let ctx = db.ctx_with(|s| s.aggregate.batch_events = 7);
-    let writers = streams
-        .into_iter()
-        .map(|stream| transactions(stream, spender))
-        .collect();
-    write_while_aggregating(&db, &ctx, NOW, writers);
-    assert_all_aggregated_exactly(&db);
+    // User 0's day from Tokyo's midnight; the organization's from New York's.
+    assert_eq!(period_tokens(0, "2026-11-22T15:00:00Z"), 101);
+    assert_eq!(period_tokens(3, "2026-11-22T05:00:00Z"), 1023);
     assert_eq!(
-        db.count("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM token_usage_daily"),
-        db.count("SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM usage_events")
+        db.count("SELECT count(*) AS n FROM usage_periods WHERE period = 'day'"),
+        2
     );
-    assert_eq!(
-        db.count("SELECT (COALESCE(sum(cost), 0) * 100)::bigint AS n FROM token_usage_daily"),
-        db.count("SELECT (COALESCE(sum(cost), 0) * 100)::bigint AS n FROM usage_events")
-    );
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
-
-    #[test]
-    fn summary_equals_raw_sums_for_every_user_and_day_with_concurrent_writers(
-        streams in prop::collection::vec(writer_stream(ZONES.len() + 1, 20), 3..5)
-    ) {
-        conservation_holds_under_concurrent_writers(streams);
-    }
-}
-
-#[test]
-fn usage_summary_sums_days_into_weeks_months_and_years() {
-    let db = TestDb::alone();
-    db.execute(
-        "INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, cost)
-         VALUES (1, '2026-10-31', 'ai_response', 'chat', 'gpt-4o', 2, 100, 0.5),
-                (1, '2026-11-01', 'ai_response', 'chat', 'gpt-4o', 1, 10, 0.25),
-                (1, '2026-11-02', 'message_sent', 'chat', '', 3, 0, 0),
-                (2, '2026-11-02', 'ai_response', '', '', 9, 999, 9)",
-    );
-    #[derive(QueryableByName, Debug, PartialEq)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        period_start: String,
-        #[diesel(sql_type = BigInt)]
-        events: i64,
-        #[diesel(sql_type = BigInt)]
-        tokens: i64,
-        #[diesel(sql_type = Text)]
-        cost: String,
-    }
-    let summary = |granularity: &str| -> Vec<(String, i64, i64, String)> {
-        diesel::sql_query(
-            "SELECT period_start::text, events, tokens, cost::text
-               FROM usage_summary(1, $1, '2026-10-01', '2026-11-30')",
-        )
-        .bind::<Text, _>(granularity)
-        .load::<Row>(&mut db.conn())
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.period_start, r.events, r.tokens, r.cost))
-        .collect()
+    let used = |function: &str| {
+        db.count(&format!(
+            "SELECT used::bigint AS n FROM {function}
+              WHERE metric = 'tokens' AND period = 'day' AND kind = ''"
+        ))
     };
-    assert_eq!(summary("day").len(), 3);
-    // 2026-10-31 is a Saturday: its ISO week starts on Monday 10-26; 11-02 starts the next.
+    assert_eq!(used("quota_status(0, '2026-11-22T23:00:00Z')"), 101);
+    assert_eq!(used("org_quota_status(3, '2026-11-22T23:00:00Z')"), 1023);
+
+    assert_eq!(summary_tokens(&db, 0, None, "2026-11-23"), 101);
+    assert_eq!(summary_tokens(&db, 0, Some(3), "2026-11-22"), 1020);
+    assert_eq!(summary_tokens(&db, 5, Some(3), "2026-11-22"), 3);
     assert_eq!(
-        summary("week"),
-        vec![
-            ("2026-10-26".into(), 3, 110, "0.75".into()),
-            ("2026-11-02".into(), 3, 0, "0".into())
-        ]
-    );
-    assert_eq!(
-        summary("month"),
-        vec![
-            ("2026-10-01".into(), 2, 100, "0.5".into()),
-            ("2026-11-01".into(), 4, 10, "0.25".into())
-        ]
+        db.count(
+            "SELECT sum(tokens)::bigint AS n
+               FROM usage_summary(0, 'month', '2026-11-01', '2026-11-30')"
+        ),
+        101
     );
     assert_eq!(
-        summary("year"),
-        vec![("2026-01-01".into(), 6, 110, "0.75".into())]
+        db.count(
+            "SELECT sum(tokens)::bigint AS n
+               FROM org_usage_summary(3, 'month', '2026-11-01', '2026-11-30')"
+        ),
+        1023
     );
-
-    let err = diesel::sql_query(
-        "SELECT * FROM usage_summary(1, 'fortnight', '2026-10-01', '2026-11-30')",
-    )
-    .execute(&mut db.conn())
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("fortnight") && err.contains("week"), "{err}");
-}
-
-#[test]
-fn stats_reports_yesterdays_totals_by_kind_and_top_models() {
-    let db = TestDb::alone();
-    db.execute(
-        "INSERT INTO usage_events (user_id, kind, model, tokens, cost, created_at)
-         VALUES (1, 'ai_response', 'gpt-4o', 100, 0.5, '2026-11-22T10:00:00Z'),
-                (2, 'ai_response', 'claude-sonnet', 300, 0.25, '2026-11-22T11:00:00Z'),
-                (2, 'message_sent', '', 0, 0, '2026-11-22T12:00:00Z'),
-                (3, 'ai_response', 'gpt-4o', 999, 9, '2026-11-21T12:00:00Z')",
-    );
-    let ctx = db.ctx();
-    aggregate(&ctx, &mut db.conn()).unwrap();
-    let report = JobKind::Stats
-        .run(&ctx, &mut db.conn(), at(NOW), &RunOpts::default())
-        .unwrap();
-    let d = &report.details;
-    assert_eq!(d["day"], "2026-11-22");
-    assert_eq!(d["totals"]["events"], 3);
-    assert_eq!(d["totals"]["active_users"], 2);
-    assert_eq!(d["totals"]["tokens"], 400);
-    assert_eq!(d["totals"]["cost"], "0.75000000");
-    assert_eq!(d["by_kind"][0]["name"], "ai_response");
-    assert_eq!(d["by_kind"][0]["events"], 2);
-    assert_eq!(d["top_models"][0]["name"], "claude-sonnet");
-    assert_eq!(d["top_models"][1]["name"], "gpt-4o");
-    assert!(
-        report
-            .summary
-            .starts_with("2026-11-22: 3 event(s), 2 active user(s)")
-    );
-}
-
-#[test]
-fn csv_export_writes_a_header_and_the_summary_rows_of_the_range_with_exact_cost() {
-    let db = TestDb::alone();
-    db.execute(
-        "INSERT INTO token_usage_daily (user_id, day, kind, request_type, model, events, tokens, cost)
-         VALUES (1, '2026-10-01', 'ai_response', 'chat', 'model, \"quoted\"', 2, 100, 0.12345678),
-                (1, '2026-10-02', 'message_sent', 'chat', '', 1, 0, 0),
-                (2, '2026-10-01', 'ai_response', '', '', 1, 5, 1),
-                (2, '2026-11-01', 'ai_response', '', '', 1, 5, 1)",
-    );
-    let mut out = Vec::new();
-    let rows = usage_worker::export::write_daily_csv(
-        &mut db.conn(),
-        date("2026-10-01"),
-        date("2026-10-31"),
-        usage_worker::export::ExportScope::All,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(rows, 3);
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "user_id,day,kind,request_type,model,events,tokens,prompt_tokens,completion_tokens,messages,bytes,cost,org_id\n\
-         1,2026-10-01,ai_response,chat,\"model, \"\"quoted\"\"\",2,100,0,0,0,0,0.12345678,\n\
-         1,2026-10-02,message_sent,chat,,1,0,0,0,0,0,0,\n\
-         2,2026-10-01,ai_response,,,1,5,0,0,0,0,1,\n"
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("user2.csv");
-    support::stdout_of_success(
-        db.binary()
-            .args([
-                "--export-csv",
-                "--from",
-                "2026-10-01",
-                "--to",
-                "2026-11-30",
-                "--user",
-                "2",
-            ])
-            .arg("--output")
-            .arg(&path),
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.lines().skip(1).all(|l| l.starts_with("2,")), "{text}");
+    assert_all_aggregated_exactly(&db);
+    assert_subject_books_exact(&db);
 }
 
 /// A summary row deleted (retention, or by hand) while the aggregate transaction is adding to

@@ -15,6 +15,7 @@ use usage_worker::mail::MemoryMailer;
 use usage_worker::quota_report;
 use usage_worker::scheduler::{self, RunOutcome, RunRequest};
 
+use crate::support::books::summary_tokens;
 use crate::support::quota::month_tokens;
 use crate::support::{TestDb, at};
 
@@ -31,13 +32,6 @@ fn rebuild(ctx: &Ctx, db: &TestDb, from: &str, to: &str) -> Result<JobReport, St
     JobKind::Aggregate
         .run(ctx, &mut db.conn(), at(NOW), &opts)
         .map_err(|e| e.to_string())
-}
-
-fn summary_tokens(db: &TestDb, user_id: i64, day: &str) -> i64 {
-    db.count(&format!(
-        "SELECT COALESCE(sum(tokens), 0)::bigint AS n FROM token_usage_daily
-          WHERE user_id = {user_id} AND day = '{day}'"
-    ))
 }
 
 /// Summaries kept three years, raw events two (the defaults but for the summary).
@@ -72,8 +66,8 @@ fn books_trimmed_by_retention(db: &TestDb, ctx: &Ctx) {
         0,
         "retention deletes the events before the cutoff"
     );
-    assert_eq!(summary_tokens(db, 1, "2024-10-05"), 100);
-    assert_eq!(summary_tokens(db, 1, "2024-11-23"), 30);
+    assert_eq!(summary_tokens(db, 1, None, "2024-10-05"), 100);
+    assert_eq!(summary_tokens(db, 1, None, "2024-11-23"), 30);
 }
 
 #[test]
@@ -86,11 +80,15 @@ fn a_rebuild_skips_and_reports_the_days_whose_raw_events_retention_deleted() {
 
     let report = rebuild(&ctx, &db, "2024-10-01", "2024-11-30").unwrap();
 
-    assert_eq!(summary_tokens(&db, 1, "2024-10-05"), 100, "{report:?}");
+    assert_eq!(
+        summary_tokens(&db, 1, None, "2024-10-05"),
+        100,
+        "{report:?}"
+    );
     // UTC's 2024-11-23 began before the cutoff: part of it is gone, so its row stays.
-    assert_eq!(summary_tokens(&db, 1, "2024-11-23"), 30, "{report:?}");
+    assert_eq!(summary_tokens(&db, 1, None, "2024-11-23"), 30, "{report:?}");
     // Honolulu's 2024-11-23 began at the cutoff: whole, so it is rebuilt.
-    assert_eq!(summary_tokens(&db, 2, "2024-11-23"), 30, "{report:?}");
+    assert_eq!(summary_tokens(&db, 2, None, "2024-11-23"), 30, "{report:?}");
     let skipped = &report.details["skipped"];
     assert_eq!(skipped["from"], "2024-10-01", "{report:?}");
     assert_eq!(skipped["to"], "2024-11-22", "{report:?}");
@@ -133,7 +131,7 @@ fn a_rebuild_wholly_before_the_retention_cutoff_is_refused_and_changes_nothing()
 
     let error = rebuild(&ctx, &db, "2024-10-01", "2024-10-31").unwrap_err();
 
-    assert_eq!(summary_tokens(&db, 1, "2024-10-05"), 100);
+    assert_eq!(summary_tokens(&db, 1, None, "2024-10-05"), 100);
     assert!(
         error.contains("2024-10-01..2024-10-31")
             && error.contains("retention.events_months")
@@ -179,7 +177,7 @@ async fn a_rebuild_respects_what_an_earlier_retention_with_a_shorter_setting_del
         matches!(outcome, RunOutcome::Succeeded { .. }),
         "{outcome:?}"
     );
-    assert_eq!(summary_tokens(&db, 1, "2025-06-15"), 70);
+    assert_eq!(summary_tokens(&db, 1, None, "2025-06-15"), 70);
 
     let result = tokio::task::spawn_blocking(move || {
         rebuild(&ctx, &db, "2025-06-01", "2025-06-30").map(|_| db)

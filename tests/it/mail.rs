@@ -1,8 +1,10 @@
-//! The alert email itself: templates (snapshots), escaping and header safety, overrides,
-//! and the mail settings' validation.
+//! The alert email itself, of a user's quota and of an organization's: templates (snapshots),
+//! escaping and header safety, overrides, and the mail settings' validation.
 
 use usage_worker::config::{ConfigError, Settings};
-use usage_worker::mail::templates::{AlertContent, Rendered, Templates, sample_content};
+use usage_worker::mail::templates::{
+    AlertContent, Rendered, Templates, sample_content, sample_org_content,
+};
 use usage_worker::mail::{self, ErrorClass, Mailer, MemoryMailer};
 
 use crate::support::{self, at};
@@ -13,11 +15,15 @@ fn render(content: &AlertContent) -> Rendered {
 }
 
 #[test]
-fn the_built_in_alert_email_reads_as_intended() {
-    let rendered = render(&sample_content());
-    insta::assert_snapshot!("subject", rendered.subject);
-    insta::assert_snapshot!("text", rendered.text);
-    insta::assert_snapshot!("html", rendered.html);
+fn the_built_in_alert_email_reads_as_intended_for_a_user_and_for_an_organization() {
+    // The snapshots of a user's email are `subject`, `text` and `html`; an organization's
+    // are `org_subject`, `org_text` and `org_html`.
+    for (prefix, content) in [("", sample_content()), ("org_", sample_org_content())] {
+        let rendered = render(&content);
+        insta::assert_snapshot!(format!("{prefix}subject"), rendered.subject);
+        insta::assert_snapshot!(format!("{prefix}text"), rendered.text);
+        insta::assert_snapshot!(format!("{prefix}html"), rendered.html);
+    }
 }
 
 #[test]
@@ -43,7 +49,8 @@ fn without_links_or_a_name_the_email_still_reads_well() {
 }
 
 #[test]
-fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
+fn names_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
+    // A user's name, in the email to that user.
     let mut content = sample_content();
     let hostile = "Eve\r\nBcc: victim@example.org\r\n<script>alert(1)</script>";
     content.name = hostile.into();
@@ -81,6 +88,27 @@ fn a_name_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
         head.contains("Message-ID: <quota-alert.7.tokens.month.all.20261101T000000Z.80@localhost>")
     );
     assert!(head.contains("Subject: You have used 80% of your monthly token quota"));
+
+    // An organization's name and its members' names, in the email to its owners and admins.
+    let mut content = sample_org_content();
+    let org = content.organization.as_mut().unwrap();
+    org.name = "Acme\r\nBcc: victim@example.org <script>x</script>".into();
+    org.top_members[0].name = "<script>alert(1)</script>\r\nEve".into();
+    let rendered = render(&content);
+
+    assert_eq!(
+        rendered.subject,
+        "Acme Bcc: victim@example.org <script>x</script> has used 80% of its monthly token quota"
+    );
+    assert!(!rendered.html.contains("<script>"), "{}", rendered.html);
+    assert!(
+        rendered
+            .html
+            .contains("<li>&lt;script&gt;alert(1)&lt;&#x2f;script&gt; Eve: 41,200 tokens</li>"),
+        "{}",
+        rendered.html
+    );
+    assert!(!rendered.text.contains('\r'));
 }
 
 #[test]

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use usage_worker::subject::Subject;
 
 use crate::support::quota::{add_new_events_to_periods, periods, reference_bounds, sql_bounds};
 use crate::support::{TestDb, at};
@@ -124,7 +125,7 @@ fn an_event_at_half_past_eleven_local_time_lands_in_that_local_day() {
     let mut conn = db.conn();
     add_new_events_to_periods(&mut conn);
     for (i, case) in DST_DAYS.iter().enumerate() {
-        let days = periods(&mut conn, i as i64 + 1, "day");
+        let days = periods(&mut conn, Subject::User(i as i64 + 1), "day");
         assert_eq!(days.len(), 1, "{}", case.zone);
         assert_eq!(
             (days[0].period_start, days[0].period_end),

@@ -12,7 +12,7 @@ use diesel::sql_types::Text;
 use proptest::prelude::*;
 use usage_worker::jobs::{JobError, JobKind, JobReport, RunOpts};
 
-use crate::support::{self, TestDb, at, org_books};
+use crate::support::{self, TestDb, at, books};
 
 const NOW: &str = "2026-11-23T10:00:00Z";
 /// Two days on: every daily period of the events below has ended.
@@ -274,7 +274,7 @@ fn an_organizations_period_past_two_to_the_63_sets_aside_the_member_event_that_w
         db.count("SELECT sum(tokens)::bigint AS n FROM token_usage_daily WHERE org_id = 3"),
         6917529027641081861
     );
-    assert_eq!(org_books::period_differences(&db), 0);
+    assert_eq!(books::period_differences(&db), 0);
 }
 
 #[test]

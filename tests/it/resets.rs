@@ -1,168 +1,263 @@
-//! reset-daily / reset-monthly and quota_status against a real database: rollover with
-//! reconciliation, manual resets, downtime, drift repair, and what applications read.
+//! reset-daily / reset-monthly rollover against a real database, for both kinds of subject (a
+//! user's personal usage and an organization's shared usage): each subject's periods close at
+//! its own local midnight and billing anchor with totals equal to its raw events, downtime is
+//! caught up, drift is repaired and reported, unknown zones count in UTC.
 
-use bigdecimal::BigDecimal;
-use chrono::Utc;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamptz};
 use usage_worker::jobs::{JobKind, JobReport, RunOpts};
-use usage_worker::quota_report::QuotaRow;
+use usage_worker::subject::Subject;
 
 use crate::support::quota::{
-    PeriodRow, add_new_events_to_periods, month_tokens, periods, raw_sums,
+    PeriodRow, add_new_events_to_periods, assert_tiled_and_exact, event, open_period, periods,
+    spend,
 };
-use crate::support::{self, TestDb, at};
+use crate::support::{TestDb, at};
 
-fn reset(db: &TestDb, kind: JobKind, now: &str, user: Option<i64>) -> JobReport {
-    let opts = RunOpts {
-        user_id: user,
-        ..RunOpts::default()
-    };
-    db.run_job(kind, now, &opts).unwrap()
+fn reset(db: &TestDb, kind: JobKind, now: &str) -> JobReport {
+    db.run_job(kind, now, &RunOpts::default()).unwrap()
 }
 
-fn event(db: &TestDb, user: i64, kind: &str, tokens: i64, created_at: &str) {
-    db.execute(&format!(
-        "INSERT INTO usage_events (user_id, kind, tokens, cost, created_at)
-         VALUES ({user}, '{kind}', {tokens}, {tokens} * 0.001, '{created_at}')"
-    ));
-}
-
-/// Every period of the user tiles with the next and holds exactly the raw events of its range.
-fn assert_tiled_and_exact(db: &TestDb, rows: &[PeriodRow]) {
-    let mut conn = db.conn();
-    for pair in rows.windows(2) {
-        assert_eq!(
-            pair[0].period_end, pair[1].period_start,
-            "gap or overlap: {pair:?}"
-        );
-    }
-    for row in rows {
-        let (requests, tokens) = raw_sums(&mut conn, row.user_id, row.period_start, row.period_end);
-        assert_eq!(
-            (row.requests, row.tokens),
-            (requests, tokens),
-            "totals of {row:?}"
-        );
+/// How many periods of `subject`'s kind (users' or organizations') a rollover run closed.
+fn closed_of_kind(report: &JobReport, subject: Subject) -> i64 {
+    let all = report.details["closed"].as_i64().unwrap();
+    let of_orgs = report.details["closed_org_periods"].as_i64().unwrap();
+    match subject {
+        Subject::User(_) => all - of_orgs,
+        Subject::Org(_) => of_orgs,
     }
 }
 
-#[test]
-fn manual_reset_mid_day_then_rollover_gives_three_periods_without_gap_or_overlap_and_exact_totals()
-{
-    let db = TestDb::new();
-    db.add_user(42, "UTC");
-    event(&db, 42, "ai_response", 10, "2027-01-10T08:00:00Z");
-    event(&db, 42, "ai_response", 20, "2027-01-10T12:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
-
-    // Through the binary, as an operator would, so the run ledger records it.
-    support::stdout_of_success(db.binary().args([
-        "--run",
-        "reset-daily",
-        "--user",
-        "42",
-        "--at",
-        "2027-01-10T13:00:00Z",
-        "--allow-future",
-    ]));
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM job_runs WHERE job = 'reset-daily' AND trigger = 'manual' AND user_id = 42 AND status = 'succeeded'"),
-        1
+/// Plan 1 limits tokens. Users 0 — a legal application user id — (UTC), 1 (Berlin) and 2
+/// (New York) are the members of the organizations. Then two subjects of one kind on plan 1:
+/// the first in Tokyo billing from the 15th, the second in Los Angeles on calendar months —
+/// users 11 and 12, or organizations 1 (owner user 0, member user 1) and 2 (owner user 2,
+/// admin user 1).
+fn two_subjects(db: &TestDb, kind: fn(i64) -> Subject) -> [Subject; 2] {
+    db.execute(
+        "INSERT INTO plans (id, name) VALUES (1, 'team');
+         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
+         VALUES (1, 'tokens', 'month', '', 100000), (1, 'tokens', 'day', '', 5000)",
     );
-    // The same reset again changes nothing.
-    reset(&db, JobKind::ResetDaily, "2027-01-10T13:00:00Z", Some(42));
+    db.add_user(0, "UTC");
+    db.add_user(1, "Europe/Berlin");
+    db.add_user(2, "America/New_York");
+    let subjects = match kind(0) {
+        Subject::User(_) => [Subject::User(11), Subject::User(12)],
+        Subject::Org(_) => [Subject::Org(1), Subject::Org(2)],
+    };
+    db.add_subject(subjects[0], "Asia/Tokyo", Some(15), Some(1));
+    db.add_subject(subjects[1], "America/Los_Angeles", None, Some(1));
+    if let Subject::Org(_) = kind(0) {
+        db.add_member(1, 0, "owner");
+        db.add_member(1, 1, "member");
+        db.add_member(2, 2, "owner");
+        db.add_member(2, 1, "admin");
+    }
+    subjects
+}
 
-    event(&db, 42, "ai_response", 40, "2027-01-10T14:00:00Z");
-    event(&db, 42, "ai_response", 80, "2027-01-10T20:00:00Z");
-    // Arrives late: belongs to the period closed by the manual reset.
-    event(&db, 42, "ai_response", 1, "2027-01-10T12:30:00Z");
+/// Adds the events of `spends` — (subject, member, tokens, instant): spent by the user
+/// personally, or by the member in the organization — and with organizations the members'
+/// `personal` events (user, tokens, instant); aggregates them, and opens each subject's
+/// natural `period` at each instant where aggregation has not.
+fn books(
+    db: &TestDb,
+    period: &str,
+    spends: &[(Subject, i64, i64, &str)],
+    personal: &[(i64, i64, &str)],
+) {
+    for &(subject, member, tokens, created_at) in spends {
+        spend(db, subject, member, "ai_response", tokens, created_at);
+    }
+    if let Some((Subject::Org(_), ..)) = spends.first() {
+        for &(user, tokens, created_at) in personal {
+            event(db, user, None, "ai_response", tokens, created_at);
+        }
+    }
     add_new_events_to_periods(&mut db.conn());
-    let report = reset(&db, JobKind::ResetDaily, "2027-01-11T00:15:00Z", None);
-    assert_eq!(report.details["closed"], 1);
-    event(&db, 42, "ai_response", 5, "2027-01-11T01:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
+    for &(subject, _, _, instant) in spends {
+        open_period(db, subject, period, instant);
+    }
+}
 
-    let days = periods(&mut db.conn(), 42, "day");
-    let shape: Vec<_> = days
-        .iter()
+fn bounds(rows: &[PeriodRow]) -> Vec<(String, String, &str)> {
+    rows.iter()
         .map(|p| {
             (
-                p.period_start,
-                p.period_end,
+                p.period_start.to_rfc3339(),
+                p.period_end.to_rfc3339(),
                 p.status.as_str(),
-                p.close_reason.as_deref(),
-                p.tokens,
             )
         })
-        .collect();
-    assert_eq!(
-        shape,
-        vec![
-            (
-                at("2027-01-10T00:00:00Z"),
-                at("2027-01-10T13:00:00Z"),
-                "closed",
-                Some("manual"),
-                31
-            ),
-            (
-                at("2027-01-10T13:00:00Z"),
-                at("2027-01-11T00:00:00Z"),
-                "closed",
-                Some("rollover"),
-                120
-            ),
-            (
-                at("2027-01-11T00:00:00Z"),
-                at("2027-01-12T00:00:00Z"),
-                "open",
-                None,
-                5
-            ),
-        ]
-    );
-    assert_tiled_and_exact(&db, &days);
+        .collect()
+}
+
+/// `(start, end, status)` as [`bounds`] gives it.
+fn period(start: &str, end: &str, status: &'static str) -> (String, String, &'static str) {
+    (format!("{start}+00:00"), format!("{end}+00:00"), status)
+}
+
+fn closed_totals(rows: &[PeriodRow]) -> Vec<(i64, i64)> {
+    rows.iter()
+        .filter(|p| p.status == "closed")
+        .map(|p| (p.requests, p.tokens))
+        .collect()
 }
 
 #[test]
-fn manual_reset_moves_events_counted_after_the_reset_instant_into_the_new_period() {
-    let db = TestDb::new();
-    db.add_user(7, "Europe/Berlin");
-    event(&db, 7, "ai_response", 10, "2027-01-10T08:00:00Z");
-    event(&db, 7, "image_generation", 20, "2027-01-10T15:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
-    let report = reset(&db, JobKind::ResetMonthly, "2027-01-10T12:00:00Z", Some(7));
-    assert_eq!(report.details["reset"], true);
+fn two_subjects_months_close_at_their_own_zone_and_billing_anchor() {
+    for kind in [Subject::User, Subject::Org] {
+        let db = TestDb::new();
+        let [tokyo, los_angeles] = two_subjects(&db, kind);
+        // Tokyo, anchor 15: the month ends 2027-03-15 00:00 JST = 03-14 15:00Z. Los Angeles:
+        // February ends 2027-03-01 00:00 PST = 08:00Z. Members spend personally too.
+        let spends = [
+            (tokyo, 0, 100, "2027-02-20T00:00:00Z"),
+            (tokyo, 1, 10, "2027-03-14T14:59:59Z"),
+            (tokyo, 1, 1000, "2027-03-14T15:00:00Z"),
+            (los_angeles, 2, 200, "2027-02-10T00:00:00Z"),
+            (los_angeles, 1, 20, "2027-03-01T07:59:59Z"),
+            (los_angeles, 2, 2000, "2027-03-01T08:00:00Z"),
+        ];
+        let personal = [
+            (0, 5, "2027-02-20T01:00:00Z"),
+            (1, 7, "2027-03-01T12:00:00Z"),
+        ];
+        books(&db, "month", &spends, &personal);
 
-    let months = periods(&mut db.conn(), 7, "month");
-    assert_eq!(months.len(), 2);
+        assert_los_angeles_month_closes_first(&db, [tokyo, los_angeles]);
+        assert_tokyo_month_closes_on_its_anchor(&db, tokyo);
+
+        let report = reset(&db, JobKind::ResetMonthly, "2027-04-15T00:00:00Z");
+        assert_eq!(closed_of_kind(&report, tokyo), 2, "{report:?}");
+        let months = |subject| closed_totals(&periods(&mut db.conn(), subject, "month"));
+        assert_eq!(months(los_angeles), vec![(2, 220), (1, 2000)]);
+        assert_eq!(months(tokyo), vec![(2, 110), (1, 1000)]);
+        for subject in [tokyo, los_angeles] {
+            assert_tiled_and_exact(&db, subject, "month");
+        }
+        if let Subject::Org(_) = tokyo {
+            // Members' personal months count their personal events only: user 0's own rows
+            // are not organization 1's (February, then the March its activity opened).
+            assert_eq!(months(Subject::User(0)), vec![(1, 5), (0, 0)]);
+            assert_eq!(months(Subject::User(1)), vec![(1, 7)]);
+            for user in [0, 1, 2] {
+                assert_tiled_and_exact(&db, Subject::User(user), "month");
+            }
+        }
+    }
+}
+
+/// Los Angeles's February closes at its midnight, not a minute before; Tokyo's month goes on.
+fn assert_los_angeles_month_closes_first(db: &TestDb, [tokyo, los_angeles]: [Subject; 2]) {
+    let month = JobKind::ResetMonthly;
     assert_eq!(
-        (months[0].period_start, months[0].period_end),
-        (at("2026-12-31T23:00:00Z"), at("2027-01-10T12:00:00Z"))
+        closed_of_kind(&reset(db, month, "2027-03-01T07:59:00Z"), tokyo),
+        0
+    );
+    let report = reset(db, month, "2027-03-01T08:00:00Z");
+    assert_eq!(closed_of_kind(&report, tokyo), 1, "{report:?}");
+    assert_eq!(
+        bounds(&periods(&mut db.conn(), los_angeles, "month")),
+        vec![
+            period("2027-02-01T08:00:00", "2027-03-01T08:00:00", "closed"),
+            // Daylight saving time starts on March 14: April begins at 07:00Z.
+            period("2027-03-01T08:00:00", "2027-04-01T07:00:00", "open"),
+        ],
+        "{los_angeles}"
+    );
+    assert_eq!(periods(&mut db.conn(), tokyo, "month")[0].status, "open");
+}
+
+/// Tokyo's month closes on the 15th at its midnight, with the limits of the subject's plan.
+fn assert_tokyo_month_closes_on_its_anchor(db: &TestDb, tokyo: Subject) {
+    let month = JobKind::ResetMonthly;
+    assert_eq!(
+        closed_of_kind(&reset(db, month, "2027-03-14T14:59:00Z"), tokyo),
+        0
     );
     assert_eq!(
-        (months[1].period_end, months[1].tokens),
-        (at("2027-01-31T23:00:00Z"), 20)
-    );
-    assert_tiled_and_exact(&db, &months);
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM usage_period_kind_totals WHERE user_id = 7 AND period = 'month' AND kind = 'image_generation' AND period_start = '2027-01-10T12:00:00Z' AND tokens = 20"),
+        closed_of_kind(&reset(db, month, "2027-03-14T15:00:00Z"), tokyo),
         1
     );
+    let months = periods(&mut db.conn(), tokyo, "month");
+    assert_eq!(
+        bounds(&months),
+        vec![
+            period("2027-02-14T15:00:00", "2027-03-14T15:00:00", "closed"),
+            period("2027-03-14T15:00:00", "2027-04-14T15:00:00", "open"),
+        ],
+        "{tokyo}"
+    );
+    assert_eq!(closed_totals(&months), vec![(2, 110)]);
+    assert_eq!(months[0].close_reason.as_deref(), Some("rollover"));
+    // The limits snapshot comes from the subject's plan.
+    let (user_id, org_id) = tokyo.key();
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) AS n FROM usage_periods
+              WHERE user_id = {user_id} AND org_id = {org_id} AND status = 'closed'
+                AND plan_id = 1
+                AND limits @> '[{{\"metric\": \"tokens\", \"max_value\": 100000}}]'"
+        )),
+        1,
+        "{tokyo}"
+    );
 }
 
 #[test]
-fn manual_reset_of_an_unknown_user_is_an_error_naming_the_user() {
-    let db = TestDb::new();
-    let opts = RunOpts {
-        user_id: Some(999),
-        ..RunOpts::default()
-    };
-    let err = JobKind::ResetDaily
-        .run(&db.ctx(), &mut db.conn(), at("2027-01-10T12:00:00Z"), &opts)
-        .unwrap_err();
-    assert!(err.to_string().contains("user 999"), "{err}");
+fn two_subjects_days_close_at_their_own_midnight_across_a_dst_change() {
+    for kind in [Subject::User, Subject::Org] {
+        let db = TestDb::new();
+        let [tokyo, los_angeles] = two_subjects(&db, kind);
+        // 2027-03-14 in Los Angeles has 23 hours: 08:00Z to 07:00Z the next day; in Tokyo it
+        // runs from 03-13 15:00Z to 03-14 15:00Z.
+        let spends = [
+            (los_angeles, 2, 30, "2027-03-14T09:00:00Z"),
+            (los_angeles, 1, 40, "2027-03-15T06:59:59Z"),
+            (los_angeles, 2, 50, "2027-03-15T07:00:00Z"),
+            (tokyo, 0, 60, "2027-03-14T14:59:59Z"),
+            (tokyo, 1, 70, "2027-03-14T15:00:00Z"),
+        ];
+        books(&db, "day", &spends, &[(2, 3, "2027-03-14T12:00:00Z")]);
+
+        let day = JobKind::ResetDaily;
+        let closed = |now| closed_of_kind(&reset(&db, day, now), tokyo);
+        let days = |subject| periods(&mut db.conn(), subject, "day");
+        assert_eq!(closed("2027-03-14T14:59:00Z"), 0);
+        assert_eq!(closed("2027-03-14T15:00:00Z"), 1);
+        assert_eq!(closed_totals(&days(tokyo)), vec![(1, 60)]);
+        assert_eq!(days(los_angeles)[0].status, "open");
+        assert_eq!(closed("2027-03-15T06:59:00Z"), 0);
+        assert_eq!(closed("2027-03-15T07:00:00Z"), 1);
+        assert_eq!(
+            bounds(&days(los_angeles)),
+            vec![
+                period("2027-03-14T08:00:00", "2027-03-15T07:00:00", "closed"),
+                period("2027-03-15T07:00:00", "2027-03-16T07:00:00", "open"),
+            ],
+            "{los_angeles}"
+        );
+        assert_eq!(closed_totals(&days(los_angeles)), vec![(2, 70)]);
+
+        reset(&db, day, "2027-03-16T12:00:00Z");
+        assert_eq!(closed_totals(&days(los_angeles)), vec![(2, 70), (1, 50)]);
+        assert_eq!(closed_totals(&days(tokyo)), vec![(1, 60), (1, 70)]);
+        for subject in [tokyo, los_angeles] {
+            assert_tiled_and_exact(&db, subject, "day");
+        }
+        if let Subject::Org(_) = tokyo {
+            // User 2's organization events fall on two of their own days; their personal
+            // days hold their one personal event.
+            let personal = closed_totals(&days(Subject::User(2)));
+            let sum = personal
+                .iter()
+                .fold((0, 0), |(r, t), (pr, pt)| (r + pr, t + pt));
+            assert_eq!(sum, (1, 3), "{personal:?}");
+            for user in [0, 1, 2] {
+                assert_tiled_and_exact(&db, Subject::User(user), "day");
+            }
+        }
+    }
 }
 
 #[test]
@@ -170,20 +265,21 @@ fn after_three_days_of_downtime_each_missed_day_is_closed_with_exact_totals() {
     let db = TestDb::new();
     db.add_user(1, "Europe/Berlin");
     db.add_user(2, "Europe/Berlin"); // inactive throughout
-    event(&db, 1, "ai_response", 100, "2027-03-01T08:00:00Z");
+    let personal = |kind, tokens, created_at| event(&db, 1, None, kind, tokens, created_at);
+    personal("ai_response", 100, "2027-03-01T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
     // Down from here: nothing aggregated, nothing reset.
-    event(&db, 1, "ai_response", 1, "2027-03-01T22:30:00Z"); // 23:30 in Berlin, still day 1
-    event(&db, 1, "message_sent", 0, "2027-03-01T23:30:00Z"); // day 2 in Berlin
-    event(&db, 1, "ai_response", 10, "2027-03-02T12:00:00Z");
-    event(&db, 1, "ai_response", 1000, "2027-03-03T12:00:00Z");
+    personal("ai_response", 1, "2027-03-01T22:30:00Z"); // 23:30 in Berlin, still day 1
+    personal("message_sent", 0, "2027-03-01T23:30:00Z"); // day 2 in Berlin
+    personal("ai_response", 10, "2027-03-02T12:00:00Z");
+    personal("ai_response", 1000, "2027-03-03T12:00:00Z");
 
     // Back at 00:10 Berlin on day 4: the catch-up runs aggregate, then reset-daily.
     add_new_events_to_periods(&mut db.conn());
-    let report = reset(&db, JobKind::ResetDaily, "2027-03-03T23:10:00Z", None);
+    let report = reset(&db, JobKind::ResetDaily, "2027-03-03T23:10:00Z");
     assert_eq!(report.details["closed"], 3, "{report:?}");
 
-    let days = periods(&mut db.conn(), 1, "day");
+    let days = assert_tiled_and_exact(&db, Subject::User(1), "day");
     let shape: Vec<_> = days
         .iter()
         .map(|p| (p.period_start, p.status.as_str(), p.requests, p.tokens))
@@ -197,85 +293,113 @@ fn after_three_days_of_downtime_each_missed_day_is_closed_with_exact_totals() {
             (at("2027-03-03T23:00:00Z"), "open", 0, 0),
         ]
     );
-    assert_tiled_and_exact(&db, &days);
     assert_eq!(
         db.count("SELECT count(*) AS n FROM usage_periods WHERE user_id = 2"),
         0
     );
 
-    let again = reset(&db, JobKind::ResetDaily, "2027-03-03T23:10:00Z", None);
+    let again = reset(&db, JobKind::ResetDaily, "2027-03-03T23:10:00Z");
     assert_eq!(again.details["closed"], 0);
-    assert_eq!(periods(&mut db.conn(), 1, "day"), days);
+    assert_eq!(periods(&mut db.conn(), Subject::User(1), "day"), days);
 }
 
 #[test]
-fn reconciliation_repairs_a_tampered_period_total_and_reports_it() {
-    let db = TestDb::new();
-    db.add_user(5, "UTC");
-    event(&db, 5, "ai_response", 300, "2027-01-10T08:00:00Z");
-    event(&db, 5, "file_upload", 0, "2027-01-10T09:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
-    db.execute(
-        "UPDATE usage_periods SET tokens = tokens + 999 WHERE user_id = 5 AND period = 'day';
-         UPDATE usage_period_kind_totals SET requests = 7 WHERE user_id = 5 AND period = 'day' AND kind = 'file_upload'",
-    );
+fn reconciliation_repairs_a_tampered_period_total_and_reports_it_naming_the_subject() {
+    // User 5 counts in UTC; organization 1 in Tokyo, whose day is 01-09 15:00Z to 01-10 15:00Z.
+    for (subject, zone) in [(Subject::User(5), "UTC"), (Subject::Org(1), "Asia/Tokyo")] {
+        let db = TestDb::new();
+        db.add_user(9, "UTC");
+        db.add_subject(subject, zone, None, None);
+        let (user_id, org_id) = subject.key();
+        spend(&db, subject, 9, "ai_response", 300, "2027-01-10T03:00:00Z");
+        spend(&db, subject, 9, "file_upload", 0, "2027-01-10T04:00:00Z");
+        add_new_events_to_periods(&mut db.conn());
+        open_period(&db, subject, "day", "2027-01-10T03:00:00Z");
+        let key = format!("user_id = {user_id} AND org_id = {org_id} AND period = 'day'");
+        db.execute(&format!(
+            "UPDATE usage_periods SET tokens = tokens + 999 WHERE {key};
+             UPDATE usage_period_kind_totals SET requests = 7 WHERE {key} AND kind = 'file_upload'"
+        ));
 
-    let report = reset(&db, JobKind::ResetDaily, "2027-01-11T00:00:00Z", None);
+        let report = reset(&db, JobKind::ResetDaily, "2027-01-11T00:00:00Z");
 
-    let day = &periods(&mut db.conn(), 5, "day")[0];
-    assert_eq!(
-        (day.status.as_str(), day.tokens, day.requests),
-        ("closed", 300, 2)
-    );
-    assert_eq!(
-        db.count("SELECT requests AS n FROM usage_period_kind_totals WHERE user_id = 5 AND period = 'day' AND kind = 'file_upload'"),
-        1
-    );
-    assert_eq!(report.details["drift"]["periods"], 1);
-    assert_eq!(report.details["drift"]["values"], 2);
-    let samples = report.details["drift"]["samples"].as_array().unwrap();
-    assert!(
-        samples.iter().any(|s| s["user_id"] == 5
-            && s["metric"] == "tokens"
-            && s["kind"] == ""
-            && s["delta"] == "-999"),
-        "{samples:?}"
-    );
-    assert!(
-        report.summary.contains("repaired drift"),
-        "{}",
-        report.summary
-    );
-    // Untouched monthly periods are not reported.
-    let monthly = reset(&db, JobKind::ResetMonthly, "2027-02-01T00:00:00Z", None);
-    assert_eq!(monthly.details["drift"]["values"], 0);
+        let day = &periods(&mut db.conn(), subject, "day")[0];
+        assert_eq!(
+            (day.status.as_str(), day.tokens, day.requests),
+            ("closed", 300, 2),
+            "{subject}"
+        );
+        assert_eq!(
+            db.count(&format!(
+                "SELECT requests AS n FROM usage_period_kind_totals
+                  WHERE {key} AND kind = 'file_upload'"
+            )),
+            1
+        );
+        assert_eq!(report.details["drift"]["periods"], 1);
+        assert_eq!(report.details["drift"]["values"], 2);
+        let samples = report.details["drift"]["samples"].as_array().unwrap();
+        assert!(
+            samples.iter().any(|s| s["subject"] == subject.to_string()
+                && s["user_id"] == user_id
+                && s["org_id"] == org_id
+                && s["metric"] == "tokens"
+                && s["kind"] == ""
+                && s["delta"] == "-999"),
+            "{samples:?}"
+        );
+        assert!(
+            report.summary.contains("repaired drift"),
+            "{}",
+            report.summary
+        );
+        // Untouched monthly periods are not reported.
+        let monthly = reset(&db, JobKind::ResetMonthly, "2027-02-01T00:00:00Z");
+        assert_eq!(monthly.details["drift"]["values"], 0);
+    }
 }
 
 #[test]
-fn a_user_with_an_unknown_time_zone_is_reset_in_utc_and_reported_while_the_others_go_on() {
-    let db = TestDb::new();
-    db.add_user(1, "Europe/Berlin");
-    db.add_user(3, "Mars/Olympus_Mons");
-    event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
-    event(&db, 3, "ai_response", 1, "2027-01-10T08:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
-    let report = reset(&db, JobKind::ResetDaily, "2027-01-11T00:00:00Z", None);
-    assert_eq!(report.details["closed"], 2);
-    assert_eq!(
-        report.details["unknown_timezone_users"],
-        serde_json::json!([3])
-    );
-    assert_eq!(
-        periods(&mut db.conn(), 3, "day")[0].period_end,
-        at("2027-01-11T00:00:00Z")
-    );
+fn a_subject_with_an_unknown_time_zone_is_reset_in_utc_and_reported_while_the_others_go_on() {
+    for kind in [Subject::User, Subject::Org] {
+        let db = TestDb::new();
+        db.add_user(9, "UTC");
+        let (berlin, mars) = (kind(1), kind(3));
+        db.add_subject(berlin, "Europe/Berlin", None, None);
+        db.add_subject(mars, "Mars/Olympus_Mons", None, None);
+        for subject in [berlin, mars] {
+            spend(&db, subject, 9, "ai_response", 1, "2027-01-10T08:00:00Z");
+        }
+        add_new_events_to_periods(&mut db.conn());
+        for subject in [berlin, mars] {
+            open_period(&db, subject, "day", "2027-01-10T08:00:00Z");
+        }
+
+        let report = reset(&db, JobKind::ResetDaily, "2027-01-11T00:00:00Z");
+
+        assert_eq!(closed_of_kind(&report, mars), 2, "{report:?}");
+        let (unknown, known) = match mars {
+            Subject::User(_) => ("unknown_timezone_users", "unknown_timezone_orgs"),
+            Subject::Org(_) => ("unknown_timezone_orgs", "unknown_timezone_users"),
+        };
+        assert_eq!(report.details[unknown], serde_json::json!([3]));
+        assert_eq!(report.details[known], serde_json::json!([]));
+        // The unknown zone counts as UTC; Berlin's day ended at its own midnight.
+        let day = |subject| periods(&mut db.conn(), subject, "day")[0].clone();
+        assert_eq!(
+            (day(mars).period_end, day(mars).status.as_str()),
+            (at("2027-01-11T00:00:00Z"), "closed")
+        );
+        assert_eq!(day(berlin).period_end, at("2027-01-10T23:00:00Z"));
+        assert_eq!(closed_totals(&[day(berlin)]), vec![(1, 1)]);
+    }
 }
 
 #[test]
 fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     let db = TestDb::new();
     db.add_user(1, "UTC");
-    event(&db, 1, "ai_response", 1, "2027-01-10T08:00:00Z");
+    event(&db, 1, None, "ai_response", 1, "2027-01-10T08:00:00Z");
     add_new_events_to_periods(&mut db.conn());
     let report = db
         .dry_run_job(JobKind::ResetDaily, "2027-01-12T00:00:00Z")
@@ -286,183 +410,4 @@ fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
         0
     );
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_periods"), 2);
-}
-
-/// `quota_status()` as `--usage` reads it (the display offset, unused here, as 0).
-fn quota_status(db: &TestDb, user_id: i64, instant: &str) -> Vec<QuotaRow> {
-    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset FROM quota_status($1, $2) q")
-        .bind::<BigInt, _>(user_id)
-        .bind::<Timestamptz, _>(at(instant))
-        .load(&mut db.conn())
-        .unwrap()
-}
-
-fn find<'a>(rows: &'a [QuotaRow], metric: &str, period: &str, kind: &str) -> &'a QuotaRow {
-    rows.iter()
-        .find(|r| r.metric == metric && r.period == period && r.kind == kind)
-        .unwrap_or_else(|| panic!("no {metric}/{period}/{kind:?} row in {rows:?}"))
-}
-
-fn num(n: i64) -> BigDecimal {
-    BigDecimal::from(n)
-}
-
-fn used_limit_remaining(row: &QuotaRow) -> (BigDecimal, Option<BigDecimal>, Option<BigDecimal>) {
-    (
-        row.used.clone(),
-        row.limit_value.clone(),
-        row.remaining.clone(),
-    )
-}
-
-#[test]
-fn quota_status_of_a_user_without_events_shows_zero_usage_and_the_periods_in_the_users_zone() {
-    let db = TestDb::new();
-    db.add_user(9, "America/New_York");
-    let rows = quota_status(&db, 9, "2026-11-23T03:00:00Z"); // 22:00 on Nov 22 in New York
-    assert_eq!(rows.len(), 10); // five metrics, day and month, over all kinds
-    for row in &rows {
-        assert_eq!(row.used, num(0));
-        assert!(
-            row.unlimited && !row.exceeded && row.limit_value.is_none() && row.remaining.is_none()
-        );
-    }
-    let day = find(&rows, "tokens", "day", "");
-    assert_eq!(
-        (day.period_start, day.period_end),
-        (at("2026-11-22T05:00:00Z"), at("2026-11-23T05:00:00Z"))
-    );
-    let month = find(&rows, "tokens", "month", "");
-    assert_eq!(
-        (month.period_start, month.period_end),
-        (at("2026-11-01T04:00:00Z"), at("2026-12-01T05:00:00Z"))
-    );
-    assert!(quota_status(&db, 12345, "2026-11-23T03:00:00Z").is_empty());
-}
-
-#[test]
-fn quota_status_reports_limits_remaining_and_unlimited_metrics_and_follows_a_plan_change_at_once() {
-    let db = TestDb::new();
-    db.execute(
-        "INSERT INTO plans (id, name) VALUES (1, 'free'), (2, 'pro');
-         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
-         VALUES (1, 'tokens', 'month', '', 1000), (2, 'tokens', 'month', '', 100000)",
-    );
-    db.add_user(1, "UTC");
-    db.execute("UPDATE users SET plan_id = 1 WHERE id = 1");
-    event(&db, 1, "ai_response", 710, "2026-11-20T10:00:00Z");
-    add_new_events_to_periods(&mut db.conn());
-
-    let rows = quota_status(&db, 1, "2026-11-23T12:00:00Z");
-    let tokens = find(&rows, "tokens", "month", "");
-    assert_eq!(
-        used_limit_remaining(tokens),
-        (num(710), Some(num(1000)), Some(num(290)))
-    );
-    assert!(!tokens.unlimited && !tokens.exceeded);
-    assert_eq!(tokens.percent, Some("71.00".parse().unwrap()));
-    let messages = find(&rows, "messages", "month", "");
-    assert!(messages.unlimited && messages.percent.is_none());
-    // Today has no events: the daily row is zero, the monthly one counts the 20th.
-    assert_eq!(find(&rows, "tokens", "day", "").used, num(0));
-
-    db.execute("UPDATE users SET plan_id = 2 WHERE id = 1");
-    let rows = quota_status(&db, 1, "2026-11-23T12:00:00Z");
-    assert_eq!(
-        find(&rows, "tokens", "month", "").remaining,
-        Some(num(99290))
-    );
-}
-
-#[test]
-fn quota_status_checks_a_kind_scoped_limit_against_that_kind_only() {
-    let db = TestDb::new();
-    db.execute(
-        "INSERT INTO plans (id, name) VALUES (1, 'free');
-         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
-         VALUES (1, 'requests', 'day', 'image_generation', 2)",
-    );
-    db.add_user(1, "Asia/Kolkata");
-    db.execute("UPDATE users SET plan_id = 1 WHERE id = 1");
-    for _ in 0..3 {
-        event(&db, 1, "image_generation", 0, "2026-11-23T05:00:00Z");
-    }
-    for _ in 0..5 {
-        event(&db, 1, "ai_response", 10, "2026-11-23T05:00:00Z");
-    }
-    add_new_events_to_periods(&mut db.conn());
-
-    let rows = quota_status(&db, 1, "2026-11-23T06:00:00Z");
-    assert_eq!(rows.len(), 11);
-    let images = find(&rows, "requests", "day", "image_generation");
-    assert_eq!(
-        used_limit_remaining(images),
-        (num(3), Some(num(2)), Some(num(0)))
-    );
-    assert!(images.exceeded);
-    assert_eq!(images.percent, Some("150.00".parse().unwrap()));
-    assert_eq!(
-        (images.period_start, images.period_end),
-        (at("2026-11-22T18:30:00Z"), at("2026-11-23T18:30:00Z"))
-    );
-    let all = find(&rows, "requests", "day", "");
-    assert_eq!(all.used, num(8));
-    assert!(all.unlimited && !all.exceeded);
-}
-
-#[test]
-fn usage_flag_shows_a_bar_per_limit_with_the_reset_instant_in_the_users_zone_and_json_for_scripts()
-{
-    use chrono::{Datelike, Months, NaiveDate, TimeZone};
-    let db = TestDb::new();
-    db.execute(
-        "INSERT INTO plans (id, name) VALUES (1, 'free');
-         INSERT INTO plan_limits (plan_id, metric, period, kind, max_value) VALUES (1, 'tokens', 'month', '', 100000);
-         INSERT INTO users (id, email, timezone, plan_id) VALUES (42, 'u42@example.com', 'Europe/Berlin', 1);
-         INSERT INTO usage_events (user_id, kind, tokens) VALUES (42, 'ai_response', 71234);",
-    );
-    add_new_events_to_periods(&mut db.conn());
-    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
-    let today = Utc::now().with_timezone(&berlin).date_naive();
-    let next_month =
-        NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap() + Months::new(1);
-    let resets = berlin
-        .from_local_datetime(&next_month.and_hms_opt(0, 0, 0).unwrap())
-        .unwrap();
-
-    let run = |args: &[&str]| support::stdout_of_success(db.binary().args(args));
-    let table = run(&["--usage", "42"]);
-    let line = table
-        .lines()
-        .find(|l| l.starts_with("tokens/month"))
-        .unwrap_or_else(|| panic!("{table}"));
-    assert!(
-        line.contains("██████████████░░░░░░") && line.contains("71%"),
-        "{line}"
-    );
-    assert!(line.contains("71,234 / 100,000"), "{line}");
-    assert!(
-        line.contains(&format!(
-            "resets {} Europe/Berlin",
-            resets.format("%Y-%m-%d 00:00")
-        )),
-        "{line}"
-    );
-    assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("messages/day") && l.contains("unlimited")),
-        "{table}"
-    );
-
-    let json: serde_json::Value = serde_json::from_str(&run(&["--usage", "42", "--json"])).unwrap();
-    let tokens = month_tokens(&json);
-    assert_eq!(tokens["used"], 71234);
-    assert_eq!(tokens["limit_value"], 100000);
-    assert_eq!(tokens["remaining"], 28766);
-    assert_eq!(tokens["resets_local"], resets.to_rfc3339());
-
-    let missing = support::output_of(db.binary().args(["--usage", "7"]));
-    assert_eq!(missing.code, 2);
-    assert!(missing.stderr.contains("user 7"));
 }

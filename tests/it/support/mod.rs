@@ -23,14 +23,13 @@
 //!
 //! Both kinds pass with the clock moved (faketime; see the README's developer section).
 
+pub mod alerts;
 pub mod books;
 pub mod clock;
 pub mod daemon;
 pub mod definitions;
 pub mod docs;
 pub mod notify;
-pub mod org_books;
-pub mod org_periods;
 pub mod orgs;
 pub mod outbox;
 pub mod outcome;

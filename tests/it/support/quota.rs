@@ -1,11 +1,15 @@
 //! Helpers shared by the quota period tests: the reference period arithmetic in chrono-tz
-//! that the SQL function is checked against, and reading periods back.
+//! that the SQL function is checked against, a subject's events, and reading its periods back
+//! next to the raw events they must equal.
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Numeric, Text, Timestamptz};
 use usage_worker::jobs::aggregate::{self, Limit};
+use usage_worker::subject::Subject;
+
+use super::TestDb;
 
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -108,8 +112,6 @@ pub fn add_new_events_to_periods(conn: &mut PgConnection) {
 
 #[derive(QueryableByName, Debug, Clone, PartialEq)]
 pub struct PeriodRow {
-    #[diesel(sql_type = BigInt)]
-    pub user_id: i64,
     #[diesel(sql_type = Timestamptz)]
     pub period_start: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
@@ -126,36 +128,26 @@ pub struct PeriodRow {
     pub cost: bigdecimal::BigDecimal,
 }
 
-/// A user's personal periods of one kind (org_id 0), oldest first.
-pub fn periods(conn: &mut PgConnection, user_id: i64, period: &str) -> Vec<PeriodRow> {
+/// A subject's periods of one kind, oldest first.
+pub fn periods(conn: &mut PgConnection, subject: Subject, period: &str) -> Vec<PeriodRow> {
+    let (user_id, org_id) = subject.key();
     diesel::sql_query(
-        "SELECT user_id, period_start, period_end, status, close_reason, requests, tokens, cost
-           FROM usage_periods WHERE user_id = $1 AND org_id = 0 AND period = $2
+        "SELECT period_start, period_end, status, close_reason, requests, tokens, cost
+           FROM usage_periods WHERE user_id = $1 AND org_id = $2 AND period = $3
           ORDER BY period_start",
     )
     .bind::<BigInt, _>(user_id)
+    .bind::<BigInt, _>(org_id)
     .bind::<Text, _>(period)
     .load(conn)
     .unwrap()
 }
 
-/// Sum of the raw events' tokens and count in [from, to) of one user's personal usage (events
-/// without an organization).
+/// Count and token sum of a subject's raw events in [from, to): a user's personal events
+/// (without an organization), or the events spent in an organization by any member.
 pub fn raw_sums(
     conn: &mut PgConnection,
-    user_id: i64,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> (i64, i64) {
-    raw_sums_where(conn, "user_id = $1 AND org_id IS NULL", user_id, from, to)
-}
-
-/// Count and token sum of the raw events in [from, to) that `condition` (on `$1` = `id`)
-/// selects: one subject's events.
-pub fn raw_sums_where(
-    conn: &mut PgConnection,
-    condition: &str,
-    id: i64,
+    subject: Subject,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> (i64, i64) {
@@ -166,6 +158,11 @@ pub fn raw_sums_where(
         #[diesel(sql_type = BigInt)]
         tokens: i64,
     }
+    let condition = match subject {
+        Subject::User(_) => "user_id = $1 AND org_id IS NULL",
+        Subject::Org(_) => "org_id = $1",
+    };
+    let id = subject.report_key().1;
     let s: Sums = diesel::sql_query(format!(
         "SELECT count(*)::bigint AS requests, COALESCE(sum(tokens), 0)::bigint AS tokens
            FROM usage_events
@@ -177,6 +174,63 @@ pub fn raw_sums_where(
     .get_result(conn)
     .unwrap();
     (s.requests, s.tokens)
+}
+
+/// The subject's periods of one kind follow each other without gap or overlap, and each
+/// closed one holds exactly the subject's raw events in its range. The periods, oldest first.
+pub fn assert_tiled_and_exact(db: &TestDb, subject: Subject, period: &str) -> Vec<PeriodRow> {
+    let mut conn = db.conn();
+    let rows = periods(&mut conn, subject, period);
+    for pair in rows.windows(2) {
+        assert_eq!(
+            pair[0].period_end, pair[1].period_start,
+            "{subject}: gap or overlap: {pair:?}"
+        );
+    }
+    for row in rows.iter().filter(|p| p.status == "closed") {
+        let raw = raw_sums(&mut conn, subject, row.period_start, row.period_end);
+        assert_eq!((row.requests, row.tokens), raw, "{subject}: {row:?}");
+    }
+    rows
+}
+
+/// One event of `kind` and `tokens` (costing a thousandth a token) that `user` spent at
+/// `created_at` in organization `org` (None: personal usage).
+pub fn event(db: &TestDb, user: i64, org: Option<i64>, kind: &str, tokens: i64, created_at: &str) {
+    let org = org.map_or("NULL".to_string(), |o| o.to_string());
+    db.execute(&format!(
+        "INSERT INTO usage_events (user_id, org_id, kind, tokens, cost, created_at)
+         VALUES ({user}, {org}, '{kind}', {tokens}, {tokens} * 0.001, '{created_at}')"
+    ));
+}
+
+/// One event of `kind` and `tokens` of `subject`'s usage at `created_at`: spent by the user
+/// personally, or by `member` in the organization.
+pub fn spend(
+    db: &TestDb,
+    subject: Subject,
+    member: i64,
+    kind: &str,
+    tokens: i64,
+    created_at: &str,
+) {
+    let spender = subject.user_id().unwrap_or(member);
+    event(db, spender, subject.org_id(), kind, tokens, created_at);
+}
+
+/// Opens the subject's natural `period` containing `instant` with zero totals, unless it has
+/// one there already (`aggregate` opens it for the subject's first event).
+pub fn open_period(db: &TestDb, subject: Subject, period: &str, instant: &str) {
+    let (user_id, org_id) = subject.key();
+    db.execute(&format!(
+        "INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end)
+         SELECT s.user_id, s.org_id, '{period}', b.period_start, b.period_end
+           FROM usage_subjects s
+          CROSS JOIN LATERAL usage_period_bounds(s.timezone, s.billing_anchor_day, '{period}',
+                                                 '{instant}') b
+          WHERE s.user_id = {user_id} AND s.org_id = {org_id}
+         ON CONFLICT DO NOTHING"
+    ));
 }
 
 /// The monthly token limit in the JSON of a quota report (`--usage --json`).

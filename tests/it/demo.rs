@@ -1,17 +1,18 @@
-//! The organization usage example of a Supabase usage tracker, as plain SQL on this schema:
-//! members record message and reasoning usage for their organization with `usage_record()`,
-//! `aggregate` counts it, and the organization reads its counts per day, ISO week, month and
-//! year (`org_usage_summary`), a usage summary of the month, who used what
-//! (`org_usage_by_member`) and the detailed records. Messages are `messages`, reasoning units
-//! are `tokens`. The organization counts in Berlin; its members live in Los Angeles and Tokyo,
-//! and the days are the organization's.
+//! Demonstrations on this schema: the demo data set (`--demo`), and the organization usage
+//! example of a Supabase usage tracker as plain SQL: members record message and reasoning
+//! usage for their organization with `usage_record()`, `aggregate` counts it, and the
+//! organization reads its counts per day, ISO week, month and year (`org_usage_summary`), a
+//! usage summary of the month, who used what (`org_usage_by_member`) and the detailed records.
+//! Messages are `messages`, reasoning units are `tokens`. The organization counts in Berlin;
+//! its members live in Los Angeles and Tokyo, and the days are the organization's.
 
 use chrono::NaiveDate;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Text};
+use usage_worker::demo;
 use usage_worker::jobs::{JobKind, RunOpts};
 
-use crate::support::{TestDb, at};
+use crate::support::{self, TestDb, at};
 
 /// `org_usage.add_message(n)` by `user` at `created_at`.
 fn add_message(db: &TestDb, user: i64, n: i64, created_at: &str) {
@@ -123,7 +124,12 @@ fn an_organization_reads_its_message_and_reasoning_counts_by_day_week_month_and_
         ]
     );
 
-    // get_usage_summary('month'): {'message': 9, 'reasoning': 6}, and by member.
+    assert_month_summary_and_members(&db);
+}
+
+/// get_usage_summary('month') of March: {'message': 9, 'reasoning': 6}, who used what, and
+/// the recorded events; a member's personal usage stays in their own summary.
+fn assert_month_summary_and_members(db: &TestDb) {
     #[derive(QueryableByName, Debug, PartialEq)]
     struct Summary {
         #[diesel(sql_type = BigInt)]
@@ -177,5 +183,80 @@ fn an_organization_reads_its_message_and_reasoning_counts_by_day_week_month_and_
                 AND created_at >= '2026-03-01T00:00:00+01:00' AND created_at < '2026-04-01T00:00:00+02:00'"
         ),
         3
+    );
+}
+
+#[test]
+fn demo_data_has_three_organizations_in_zones_of_their_own_with_every_role_and_shared_usage() {
+    let db = TestDb::new();
+    assert!(demo::load_demo_data(&mut db.conn()).unwrap());
+    let count = |sql: &str| db.count(sql);
+    assert_eq!(
+        count(
+            "SELECT count(DISTINCT timezone) AS n FROM organizations o
+              WHERE o.plan_id IS NOT NULL"
+        ),
+        3
+    );
+    for role in ["owner", "admin", "member"] {
+        assert_eq!(
+            count(&format!(
+                "SELECT count(DISTINCT org_id) AS n FROM organization_members WHERE role = '{role}'"
+            )),
+            3,
+            "{role}"
+        );
+    }
+    assert!(
+        count(
+            "SELECT count(DISTINCT u.timezone) AS n FROM organization_members m
+               JOIN users u ON u.id = m.user_id WHERE m.org_id = 1"
+        ) >= 5
+    );
+    assert!(
+        count(
+            "SELECT count(*) AS n FROM organization_members GROUP BY user_id ORDER BY 1 DESC LIMIT 1"
+        ) > 1,
+        "no user is in two organizations"
+    );
+    for org in 1..=3 {
+        assert!(
+            count(&format!(
+                "SELECT count(*) AS n FROM usage_events WHERE org_id = {org}"
+            )) > 100,
+            "organization {org} has no usage"
+        );
+    }
+    // Members spend some usage personally; everyone else only personally.
+    assert!(
+        count(
+            "SELECT count(*) AS n FROM usage_events e
+               JOIN organization_members m ON m.user_id = e.user_id WHERE e.org_id IS NULL"
+        ) > 100
+    );
+    // Acme's shared monthly token limit is past 80 % in its current month (its zone), so the
+    // alerts job has an organization to warn.
+    assert_eq!(
+        count(
+            "SELECT (sum(e.tokens) * 100 >= 80 * min(l.max_value))::int::bigint AS n
+               FROM organizations o
+               JOIN plan_limits l ON l.plan_id = o.plan_id AND l.metric = 'tokens' AND l.period = 'month'
+               CROSS JOIN LATERAL usage_period_bounds(o.timezone, o.billing_anchor_day, 'month', now()) b
+               JOIN usage_events e ON e.org_id = o.id AND e.created_at >= b.period_start
+                                  AND e.created_at < b.period_end
+              WHERE o.id = 1"
+        ),
+        1
+    );
+
+    support::stdout_of_success(
+        db.binary()
+            .args(["--run", "all"])
+            .env("USAGE_WORKER__MAIL__TRANSPORT", "log"),
+    );
+    let acme = support::stdout_of_success(db.binary().args(["--usage", "--org", "1"]));
+    assert!(
+        acme.starts_with("organization 1 \"Acme Robotics\"  plan team  zone Europe/Berlin"),
+        "{acme}"
     );
 }
