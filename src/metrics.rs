@@ -265,20 +265,24 @@ impl DatabaseSample {
             age,
         );
         if let Some(holder) = &self.held_back {
-            let family = Family::<HolderLabels, Gauge<f64, AtomicU64>>::default();
-            family
-                .get_or_create(&HolderLabels {
-                    pid: holder.pid.map_or(String::new(), |p| p.to_string()),
-                    application_name: holder.application_name.clone(),
-                })
-                .set(holder.open_seconds.unwrap_or(0.0));
-            registry.register(
-                "watermark_held_back_seconds",
-                "How long the transaction holding the aggregation watermark back has been open (0: unknown; grant pg_read_all_stats)",
-                family,
-            );
+            register_held_back(registry, holder);
         }
     }
+}
+
+fn register_held_back(registry: &mut Registry, holder: &Holder) {
+    let family = Family::<HolderLabels, Gauge<f64, AtomicU64>>::default();
+    family
+        .get_or_create(&HolderLabels {
+            pid: holder.pid.map_or(String::new(), |p| p.to_string()),
+            application_name: holder.application_name.clone(),
+        })
+        .set(holder.open_seconds.unwrap_or(0.0));
+    registry.register(
+        "watermark_held_back_seconds",
+        "How long the transaction holding the aggregation watermark back has been open (0: unknown; grant pg_read_all_stats)",
+        family,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
