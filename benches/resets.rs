@@ -319,7 +319,7 @@ impl StatusCalls {
 fn pending_sql(users: i64) -> String {
     format!(
         "INSERT INTO usage_events (user_id, kind, tokens, messages, created_at)
-         SELECT 1 + (g * 7919) % {users},
+         SELECT 1 + (g::bigint * 7919) % {users},
                 (ARRAY['ai_response', 'image_generation', 'message_sent'])[1 + g % 3],
                 100, g % 2, '2026-11-23T11:59:00Z'::timestamptz + make_interval(secs => g % 60)
            FROM generate_series(1, {users} * 6) AS g;"

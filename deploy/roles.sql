@@ -11,7 +11,8 @@
 --
 --   owner   owns the schema and everything in it; runs `usage-worker --migrate`
 --   worker  the daemon: reads and writes rows, creates and drops monthly partitions only
---           through usage_create_partition / usage_drop_partition; owns nothing and may
+--           through usage_create_partition / usage_detach_partition /
+--           usage_drop_detached_partition; owns nothing and may
 --           create nothing in any schema
 --   writer  applications: record events (INSERT on usage_events, usage_record()) and read
 --           quota (quota_status(), usage_summary(), org_quota_status(), …)

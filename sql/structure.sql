@@ -192,10 +192,10 @@ $$;
 
 
 --
--- Name: usage_drop_partition(text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+-- Name: usage_detach_partition(text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.usage_drop_partition(p_partition text, p_before timestamp with time zone) RETURNS boolean
+CREATE FUNCTION usage.usage_detach_partition(p_partition text, p_before timestamp with time zone) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'usage', 'pg_temp'
     AS $_$
@@ -207,7 +207,7 @@ DECLARE
     v_pending   boolean;
 BEGIN
     IF p_partition IS NULL OR p_partition !~ '^usage_events_[0-9]{4}_(0[1-9]|1[0-2])$' THEN
-        RAISE EXCEPTION 'usage_drop_partition: "%" is not the name of a monthly partition of usage_events (usage_events_YYYY_MM)', p_partition
+        RAISE EXCEPTION 'usage_detach_partition: "%" is not the name of a monthly partition of usage_events (usage_events_YYYY_MM)', p_partition
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_month := to_date(substr(p_partition, 14), 'YYYY_MM');
@@ -215,18 +215,18 @@ BEGIN
       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
      WHERE i.inhparent = 'usage_events'::regclass AND c.relname = p_partition;
     IF v_rel IS NULL THEN
-        RAISE EXCEPTION 'usage_drop_partition: % is not a partition of usage_events', p_partition
+        RAISE EXCEPTION 'usage_detach_partition: % is not a partition of usage_events', p_partition
               USING ERRCODE = 'undefined_table';
     END IF;
     -- Both sides printed by this session, in its time zone and date style.
     IF v_bound <> format('FOR VALUES FROM (%L) TO (%L)',
                          v_month::timestamp AT TIME ZONE 'UTC',
                          (v_month + interval '1 month')::timestamp AT TIME ZONE 'UTC') THEN
-        RAISE EXCEPTION 'usage_drop_partition: % has bounds % rather than its month''s', p_partition, v_bound
+        RAISE EXCEPTION 'usage_detach_partition: % has bounds % rather than its month''s', p_partition, v_bound
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_before IS NULL OR (v_month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > p_before THEN
-        RAISE EXCEPTION 'usage_drop_partition: % ends after %', p_partition, p_before
+        RAISE EXCEPTION 'usage_detach_partition: % ends after %', p_partition, p_before
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE;
@@ -238,8 +238,57 @@ BEGIN
         RETURN false;
     END IF;
     EXECUTE format('ALTER TABLE usage_events DETACH PARTITION %s', v_rel);
-    EXECUTE format('DROP TABLE %s', v_rel);
     RETURN true;
+END;
+$_$;
+
+
+--
+-- Name: usage_drop_detached_partition(text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_drop_detached_partition(p_partition text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'usage', 'pg_temp'
+    AS $_$
+DECLARE
+    v_rel       regclass;
+    v_attached  boolean;
+    v_watermark xid8;
+    v_moved     bigint;
+    v_columns   text;
+BEGIN
+    IF p_partition IS NULL OR p_partition !~ '^usage_events_[0-9]{4}_(0[1-9]|1[0-2])$' THEN
+        RAISE EXCEPTION 'usage_drop_detached_partition: "%" is not the name of a monthly table of usage_events (usage_events_YYYY_MM)', p_partition
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT c.oid::regclass, EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+      INTO v_rel, v_attached
+      FROM pg_class c
+     WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = p_partition
+       AND c.relkind = 'r';
+    IF v_rel IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF v_attached THEN
+        RAISE EXCEPTION 'usage_drop_detached_partition: % is still a partition of usage_events; detach it with usage_detach_partition() first', p_partition
+              USING ERRCODE = 'object_in_use';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_rel);
+    SELECT xid INTO v_watermark FROM aggregation_watermark;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
+      FROM pg_attribute a
+     WHERE a.attrelid = 'usage_events'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+    -- recorded_xid is copied as it is: aggregate still counts them, once. v_columns is made
+    -- of quote_ident()ed names of the catalog, which plpgsql_check cannot see.
+    PERFORM 'PRAGMA:DISABLE:SECURITY_WARNINGS';
+    EXECUTE format('INSERT INTO usage_events (%s) SELECT %s FROM %s WHERE recorded_xid >= $1',
+                   v_columns, v_columns, v_rel)
+      USING coalesce(v_watermark, '0'::xid8);
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    PERFORM 'PRAGMA:ENABLE:SECURITY_WARNINGS';
+    EXECUTE format('DROP TABLE %s', v_rel);
+    RETURN v_moved;
 END;
 $_$;
 
@@ -2302,10 +2351,17 @@ REVOKE ALL ON FUNCTION usage.usage_create_partition(p_month date) FROM PUBLIC;
 
 
 --
--- Name: FUNCTION usage_drop_partition(p_partition text, p_before timestamp with time zone); Type: ACL; Schema: usage; Owner: -
+-- Name: FUNCTION usage_detach_partition(p_partition text, p_before timestamp with time zone); Type: ACL; Schema: usage; Owner: -
 --
 
-REVOKE ALL ON FUNCTION usage.usage_drop_partition(p_partition text, p_before timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION usage.usage_detach_partition(p_partition text, p_before timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION usage_drop_detached_partition(p_partition text); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_drop_detached_partition(p_partition text) FROM PUBLIC;
 
 
 --

@@ -4,9 +4,9 @@
 //! (a metadata change, not hours of DELETE I/O); only the partition straddling the cutoff and
 //! the default partition are trimmed, in short batched transactions so concurrent inserts
 //! never wait long. Events not yet aggregated (`recorded_xid` at or above the watermark) are
-//! never deleted: the job stops short of them and reports them. Partitions are dropped by
-//! `usage_drop_partition`, which runs as the schema's owner (the daemon's role owns nothing)
-//! and checks again, under the drop's own locks, that nothing in them is unaggregated.
+//! never deleted: the job stops short of them and reports them. Partitions are detached and
+//! dropped in two transactions (`month_drop`), as the schema's owner (the daemon's role owns
+//! nothing), after a check under the detach's own locks that nothing in them is unaggregated.
 //!
 //! The other tables are trimmed in batches by their own settings, among them the
 //! idempotency keys of `usage_record()` once older than `ingest.idempotency_days`.
@@ -14,7 +14,6 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Months, Utc};
-use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
@@ -22,6 +21,8 @@ use serde_json::json;
 
 use super::watermark;
 use super::{Ctx, JobError, JobReport, RunOpts, partitions};
+
+mod month_drop;
 use crate::config::{RetentionSettings, Settings};
 use crate::db::{Count, Flag};
 
@@ -238,6 +239,9 @@ fn retire_events(
 ) -> Result<EventOutcome, JobError> {
     let xid = watermark::read(conn)?.xid.to_string();
     let mut outcome = EventOutcome::default();
+    if !opts.dry_run {
+        outcome.dropped = month_drop::drop_leftovers(conn)?;
+    }
     let mut droppable = Vec::new();
     for partition in partitions::list(conn)? {
         opts.cancel.check()?;
@@ -274,7 +278,7 @@ fn retire_events(
     }
     for partition in droppable {
         opts.cancel.check()?;
-        if !opts.dry_run && !drop_partition(conn, &partition.name, cutoff, settings)? {
+        if !opts.dry_run && !month_drop::drop_month(conn, &partition.name, cutoff, settings)? {
             // An event committed into it after the probe above: kept, counted by a later
             // `aggregate`, and the partition dropped by a later run.
             outcome.not_aggregated +=
@@ -287,43 +291,6 @@ fn retire_events(
         outcome.dropped.push(partition.name);
     }
     Ok(outcome)
-}
-
-/// Drops one whole partition through `usage_drop_partition`, which runs as the schema's
-/// owner and re-checks, under the locks the drop takes, that the partition holds no event
-/// the aggregation has not counted. Returns whether it dropped. The brief exclusive lock is
-/// taken with a lock timeout, so the job never queues inserts behind a long transaction; a
-/// timeout is retried.
-fn drop_partition(
-    conn: &mut PgConnection,
-    name: &str,
-    cutoff: DateTime<Utc>,
-    settings: &RetentionSettings,
-) -> Result<bool, JobError> {
-    let lock_timeout_ms = settings.lock_timeout.0.as_millis();
-    let mut last_error = None;
-    for attempt in 1..=5 {
-        let result = conn.transaction(|conn| {
-            conn.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_timeout_ms}ms'"))?;
-            diesel::sql_query("SELECT usage_drop_partition($1, $2) AS value")
-                .bind::<Text, _>(name)
-                .bind::<Timestamptz, _>(cutoff)
-                .get_result::<Flag>(conn)
-        });
-        match result {
-            Ok(dropped) => return Ok(dropped.value),
-            Err(e) => {
-                tracing::warn!(partition = %name, attempt, error = %e, "could not drop partition yet; retrying");
-                last_error = Some(e);
-                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
-            }
-        }
-    }
-    Err(JobError::Invalid(format!(
-        "could not drop partition {name} after 5 attempts ({}); a long transaction may hold \
-         usage_events; the next run retries (retention.lock_timeout)",
-        last_error.map(|e| e.to_string()).unwrap_or_default()
-    )))
 }
 
 /// Rows of one table older than a cutoff, deleted in batches.

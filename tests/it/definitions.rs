@@ -368,13 +368,11 @@ fn written_parts(
             if !changed(identity) {
                 continue;
             }
-            assert!(
-                old.acl.is_none() || after.contains_key(identity),
-                "{identity} had privileges of its own ({:?}) and is dropped: write its down \
-                 migration by hand",
-                old.acl
-            );
-            let restore = definition_text(old);
+            let mut restore = definition_text(old);
+            if !after.contains_key(identity) {
+                // Made again: its privileges as they were, not the defaults.
+                restore.push_str(&privileges_text(old));
+            }
             let replaceable = after.contains_key(identity) && replaces_cleanly(conn, &restore);
             if after.contains_key(identity) && !replaceable {
                 down.push(drop_text(&after[identity]));
@@ -390,6 +388,38 @@ fn written_parts(
         }
     }
     (up, down)
+}
+
+/// The statements that give a function made again the privileges `object` had: EXECUTE
+/// revoked from PUBLIC when PUBLIC did not have it, granted to every other role that did (the
+/// owner keeps its own). Nothing for the defaults.
+fn privileges_text(object: &Object) -> String {
+    let Some(acl) = &object.acl else {
+        return String::new();
+    };
+    let what = match object.kind {
+        Kind::Function => format!("FUNCTION {}", object.identity),
+        Kind::View => format!("TABLE {}", object.identity),
+    };
+    let entries: Vec<(&str, &str, &str)> = acl
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .filter_map(|item| {
+            let (grantee, rest) = item.split_once('=')?;
+            let (privileges, grantor) = rest.split_once('/')?;
+            Some((grantee, privileges, grantor))
+        })
+        .collect();
+    let mut text = String::new();
+    if !entries.iter().any(|(grantee, _, _)| grantee.is_empty()) {
+        text.push_str(&format!("\nREVOKE ALL ON {what} FROM PUBLIC;"));
+    }
+    for (grantee, privileges, grantor) in entries {
+        if !grantee.is_empty() && grantee != grantor && privileges.contains('X') {
+            text.push_str(&format!("\nGRANT EXECUTE ON {what} TO {grantee};"));
+        }
+    }
+    text
 }
 
 /// Whether `statement` (an earlier definition) can replace the current one in place: not when

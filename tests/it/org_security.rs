@@ -418,7 +418,10 @@ fn the_policies_hold_whatever_the_readers_search_path_and_nothing_bypasses_them(
         "SELECT string_agg(proname, ',' ORDER BY proname) AS t FROM pg_proc
           WHERE pronamespace = 'usage'::regnamespace AND prosecdef",
     );
-    assert_eq!(definers, "usage_create_partition,usage_drop_partition");
+    assert_eq!(
+        definers,
+        "usage_create_partition,usage_detach_partition,usage_drop_detached_partition"
+    );
     for role in [&roles.reader, &roles.writer] {
         assert_eq!(
             n(

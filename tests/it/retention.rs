@@ -5,7 +5,7 @@ use diesel::connection::SimpleConnection;
 use usage_worker::jobs::partitions::existing_partitions;
 use usage_worker::jobs::{JobKind, RunOpts};
 
-use crate::support::{TestDb, at};
+use crate::support::{self, TestDb, at};
 
 const NOW: &str = "2027-01-15T12:00:00Z";
 const CUTOFF: &str = "2025-01-15T12:00:00Z";
@@ -359,38 +359,94 @@ fn an_event_arriving_in_an_old_partition_after_the_probe_is_never_dropped() {
 }
 
 #[test]
-fn the_drop_function_refuses_a_partition_with_an_unaggregated_event_and_any_other_table() {
+fn the_partition_functions_refuse_an_unaggregated_month_and_any_other_table() {
     let db = TestDb::new();
     thirty_months(&db);
     db.execute(
         "INSERT INTO usage_events (user_id, kind, tokens, created_at)
          VALUES (9, 'ai_response', 99, '2024-09-20T00:00:00Z')",
     );
-    let dropped = |name: &str| {
+    let detached = |name: &str| {
         db.count(&format!(
-            "SELECT usage_drop_partition('{name}', '{CUTOFF}')::int::bigint AS n"
+            "SELECT usage_detach_partition('{name}', '{CUTOFF}')::int::bigint AS n"
         ))
     };
-    assert_eq!(dropped("usage_events_2024_09"), 0);
-    assert_eq!(dropped("usage_events_2024_10"), 1);
-    for name in [
-        "usage_events_2026_12",
-        "usage_events_default",
-        "job_runs",
-        "usage_events_2024_10",
+    assert_eq!(detached("usage_events_2024_09"), 0);
+    assert_eq!(detached("usage_events_2024_10"), 1);
+    let moved = db.count("SELECT usage_drop_detached_partition('usage_events_2024_10') AS n");
+    assert_eq!(moved, 0);
+    for (call, name) in [
+        ("usage_detach_partition", "usage_events_2026_12"),
+        ("usage_detach_partition", "usage_events_default"),
+        ("usage_detach_partition", "job_runs"),
+        ("usage_detach_partition", "usage_events_2024_10"),
+        ("usage_drop_detached_partition", "usage_events_2024_09"),
+        ("usage_drop_detached_partition", "job_runs"),
     ] {
+        let args = if call == "usage_detach_partition" {
+            format!("'{name}', '{CUTOFF}'")
+        } else {
+            format!("'{name}'")
+        };
         let error = db
             .conn()
-            .batch_execute(&format!(
-                "SELECT usage_drop_partition('{name}', '{CUTOFF}')"
-            ))
+            .batch_execute(&format!("SELECT {call}({args})"))
             .expect_err(name)
             .to_string();
-        assert!(error.contains("usage_drop_partition"), "{name}: {error}");
+        assert!(error.contains(call), "{call}({name}): {error}");
     }
     assert_eq!(
-        db.count("SELECT count(*) AS n FROM pg_class WHERE relname IN ('usage_events_2024_09', 'usage_events_2026_12', 'job_runs')"),
+        db.count("SELECT count(*) AS n FROM pg_class WHERE relname IN ('usage_events_2024_09', 'usage_events_2026_12', 'job_runs', 'usage_events_2024_10')"),
         3
+    );
+}
+
+#[test]
+fn a_detached_month_is_dropped_without_locking_usage_events_and_never_with_an_uncounted_event() {
+    let db = TestDb::new();
+    thirty_months(&db);
+    for month in ["usage_events_2024_11", "usage_events_2024_12"] {
+        let detached = db.count(&format!(
+            "SELECT usage_detach_partition('{month}', '{CUTOFF}')::int::bigint AS n"
+        ));
+        assert_eq!(detached, 1, "{month}");
+    }
+    // Someone writes into a detached month by name: that event is moved back, not dropped.
+    db.execute(
+        "INSERT INTO usage_events_2024_11 (user_id, kind, tokens, created_at)
+         VALUES (9, 'ai_response', 77, '2024-11-20T00:00:00Z')",
+    );
+    let moved = db.count("SELECT usage_drop_detached_partition('usage_events_2024_11') AS n");
+    assert_eq!(moved, 1);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM usage_events WHERE tokens = 77"),
+        1
+    );
+
+    // While the drop waits for its table, inserts into usage_events do not wait for it.
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE usage_events_2024_12 IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let dropper = {
+        let mut conn = db.conn();
+        std::thread::spawn(move || {
+            support::count(
+                &mut conn,
+                "SELECT usage_drop_detached_partition('usage_events_2024_12') AS n",
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    db.execute(
+        "SET statement_timeout = '2s';
+         INSERT INTO usage_events (user_id, kind, tokens) VALUES (9, 'ai_response', 1);",
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    assert_eq!(dropper.join().unwrap().unwrap(), 0);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM pg_class WHERE relname = 'usage_events_2024_12'"),
+        0
     );
 }
 
