@@ -1,9 +1,10 @@
-//! Retention benchmark: 27 months of events; the `retention` job (partition drops) against
+//! Retention benchmark: MONTHS months of events; the `retention` job (partition drops) against
 //! the naive `DELETE … WHERE created_at < cutoff` of the same rows, in the same run, with the
 //! latency of an insert issued while each runs. Prints one JSON line per scenario.
 //!
-//! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000 by default; set it lower for a
-//! quick look).
+//! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000 and MONTHS=27 by default; set them
+//! lower for a quick look, or MONTHS=4 EVENTS_PER_MONTH=4000000 for the lock a large month's
+//! drop takes). The first three months are always the ones older than the retention cutoff.
 
 mod common;
 
@@ -20,18 +21,20 @@ use serde_json::json;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
-const MONTHS: i64 = 27;
+/// The months older than the cutoff: the first three loaded.
+const DOOMED_MONTHS: i64 = 3;
 
 fn main() {
     let per_month = common::env_number("EVENTS_PER_MONTH", 400_000);
+    let months = common::env_number("MONTHS", 27).max(DOOMED_MONTHS + 1);
     // Production-like durability: WAL and fsync are part of what a mass DELETE costs.
     let mut cluster = common::BenchCluster::start(Durability::Durable);
     let mut a = cluster.migrated_database("bench_a");
     let pg = &cluster.pg;
     let admin = &mut cluster.admin;
 
-    // Now = the first instant of month 28, so the cutoff is the start of month 4: three whole
-    // months (3 × per_month rows) are older than it.
+    // Now = 2027-04-01, so the cutoff is 2025-04-01: the three months loaded from 2025-01-01
+    // (3 × per_month rows) are older than it; the others are kept.
     let now: DateTime<Utc> = "2027-04-01T00:00:00Z".parse().expect("instant");
     let first_month = "2025-01-01";
     let load = Instant::now();
@@ -55,8 +58,8 @@ fn main() {
                 date '{first_month}' + make_interval(months => (n / {per_month})::int)
                   + make_interval(secs => (n % {per_month}) * (2419200.0 / {per_month}))
            FROM generate_series(0, {total} - 1) AS n;",
-        last = MONTHS - 1,
-        total = per_month * MONTHS,
+        last = months - 1,
+        total = per_month * months,
     ))
     .expect("load events");
     // A transaction of its own: every event above is now below the watermark.
@@ -71,7 +74,7 @@ fn main() {
         .expect("copy database");
 
     let cutoff = now - chrono::Months::new(24);
-    let doomed = 3 * per_month;
+    let doomed = DOOMED_MONTHS * per_month;
 
     let (partition_s, partition_insert_ms) = with_concurrent_inserts(&pg.url("bench_a"), || {
         let mut conn = common::connect(&pg.url("bench_a"));
@@ -101,7 +104,7 @@ fn main() {
         conn.batch_execute("VACUUM usage_events").expect("vacuum");
     });
     let common = json!({
-        "events": per_month * MONTHS,
+        "events": per_month * months,
         "rows_removed": doomed,
         "load_s": round(load_s),
     });
@@ -156,7 +159,7 @@ fn with_concurrent_inserts(url: &str, work: impl FnOnce()) -> (f64, f64) {
             writer
                 .batch_execute(
                     "INSERT INTO usage_events (user_id, kind, created_at)
-                     VALUES (1, 'message_sent', '2027-03-31T12:00:00Z')",
+                     VALUES (1, 'message_sent', '2027-04-01T12:00:00Z')",
                 )
                 .expect("insert during retention");
             worst = worst.max(start.elapsed());
