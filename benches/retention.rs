@@ -2,9 +2,10 @@
 //! the naive `DELETE … WHERE created_at < cutoff` of the same rows, in the same run, with the
 //! latency of an insert issued while each runs. Prints one JSON line per scenario.
 //!
-//! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000 and MONTHS=27 by default; set them
-//! lower for a quick look, or MONTHS=4 EVENTS_PER_MONTH=4000000 for the lock a large month's
-//! drop takes). The first three months are always the ones older than the retention cutoff.
+//! `cargo bench --bench retention` (EVENTS_PER_MONTH=400000, MONTHS=27 of which DOOMED_MONTHS=3
+//! are older than the retention cutoff, by default; set them lower for a quick look). For the
+//! lock a large month's drop takes: `MONTHS=2 DOOMED_MONTHS=1 EVENTS_PER_MONTH=4000000
+//! NAIVE=0` (NAIVE=0 skips the naive DELETE and VACUUM).
 
 mod common;
 
@@ -21,22 +22,25 @@ use serde_json::json;
 use usage_worker::embedded_pg::Durability;
 use usage_worker::jobs::{Ctx, JobKind, RunOpts};
 
-/// The months older than the cutoff: the first three loaded.
-const DOOMED_MONTHS: i64 = 3;
-
 fn main() {
     let per_month = common::env_number("EVENTS_PER_MONTH", 400_000);
-    let months = common::env_number("MONTHS", 27).max(DOOMED_MONTHS + 1);
+    // The first months loaded are the ones older than the cutoff.
+    let doomed_months = common::env_number("DOOMED_MONTHS", 3).max(1);
+    let months = common::env_number("MONTHS", 27).max(doomed_months + 1);
+    let naive = common::env_number("NAIVE", 1) != 0;
     // Production-like durability: WAL and fsync are part of what a mass DELETE costs.
     let mut cluster = common::BenchCluster::start(Durability::Durable);
     let mut a = cluster.migrated_database("bench_a");
     let pg = &cluster.pg;
     let admin = &mut cluster.admin;
 
-    // Now = 2027-04-01, so the cutoff is 2025-04-01: the three months loaded from 2025-01-01
-    // (3 × per_month rows) are older than it; the others are kept.
+    // Now = 2027-04-01, so the cutoff is 2025-04-01: the months loaded before it
+    // (doomed_months × per_month rows) are dropped; the others are kept.
     let now: DateTime<Utc> = "2027-04-01T00:00:00Z".parse().expect("instant");
-    let first_month = "2025-01-01";
+    let cutoff = now - chrono::Months::new(24);
+    let first_month = (cutoff - chrono::Months::new(doomed_months as u32))
+        .format("%Y-%m-%d")
+        .to_string();
     let load = Instant::now();
     let settings = Arc::new(common::bench_settings(&pg.url("bench_a")));
     let ctx = Ctx::new(settings.clone(), pg.url("bench_a"));
@@ -69,13 +73,13 @@ fn main() {
         .expect("vacuum");
     let load_s = load.elapsed().as_secs_f64();
     drop(a);
-    admin
-        .batch_execute("CREATE DATABASE bench_b TEMPLATE bench_a")
-        .expect("copy database");
+    if naive {
+        admin
+            .batch_execute("CREATE DATABASE bench_b TEMPLATE bench_a")
+            .expect("copy database");
+    }
 
-    let cutoff = now - chrono::Months::new(24);
-    let doomed = DOOMED_MONTHS * per_month;
-
+    let doomed = doomed_months * per_month;
     let (partition_s, partition_insert_ms) = with_concurrent_inserts(&pg.url("bench_a"), || {
         let mut conn = common::connect(&pg.url("bench_a"));
         let report = JobKind::Retention
@@ -85,11 +89,29 @@ fn main() {
             report.details["tables"]["usage_events"]["partitions_dropped"]
                 .as_array()
                 .map(|a| a.len()),
-            Some(3),
+            Some(doomed_months as usize),
             "{}",
             report.details
         );
     });
+    let common = json!({
+        "events": per_month * months,
+        "rows_removed": doomed,
+        "load_s": round(load_s),
+    });
+    println!(
+        "{}",
+        json!({
+            "scenario": "retention_partition_drop",
+            "seconds": round(partition_s),
+            "max_insert_latency_ms": round(partition_insert_ms),
+            "target_max_insert_latency_ms": "< 50",
+            "setup": common,
+        })
+    );
+    if !naive {
+        return;
+    }
     let (delete_s, delete_insert_ms) = with_concurrent_inserts(&pg.url("bench_b"), || {
         let mut conn = common::connect(&pg.url("bench_b"));
         conn.batch_execute(&format!(
@@ -103,20 +125,6 @@ fn main() {
         let mut conn = common::connect(&pg.url("bench_b"));
         conn.batch_execute("VACUUM usage_events").expect("vacuum");
     });
-    let common = json!({
-        "events": per_month * months,
-        "rows_removed": doomed,
-        "load_s": round(load_s),
-    });
-    println!(
-        "{}",
-        json!({
-            "scenario": "retention_partition_drop",
-            "seconds": round(partition_s),
-            "max_insert_latency_ms": round(partition_insert_ms),
-            "setup": common,
-        })
-    );
     println!(
         "{}",
         json!({
