@@ -18,7 +18,7 @@ use crate::ledger::{self, Identity, Trigger};
 use crate::mail::templates::Templates;
 use crate::quota_report;
 use crate::redact::{mask_addresses, redact_url};
-use crate::scheduler::outcome::{RunOutcome, RunRequest};
+use crate::scheduler::outcome::{DaemonError, RunOutcome, RunRequest};
 use crate::scheduler::{catchup, runner};
 use crate::service::ServiceError;
 use crate::subject::Subject;
@@ -54,6 +54,11 @@ impl AppError {
             AppError::Config(_) => exit::CONFIG,
             AppError::Db(e) | AppError::Demo(DemoError::Db(e)) if e.is_unreachable() => {
                 exit::DB_UNREACHABLE
+            }
+            AppError::Db(e) | AppError::Service(ServiceError::Daemon(DaemonError::Database(e)))
+                if e.is_configuration() =>
+            {
+                exit::CONFIG
             }
             AppError::Usage(_) => exit::USAGE,
             _ => exit::JOB_FAILED,
@@ -179,8 +184,15 @@ fn dispatch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A connection for a command that works on the database, after checking that the session
+/// stays this program's own (no transaction-mode pooler; see `db::refuse_transaction_pooler`).
+fn connect_session(ctx: &Ctx) -> Result<diesel::PgConnection, AppError> {
+    db::refuse_transaction_pooler(&ctx.connection_url)?;
+    Ok(ctx.connect()?)
+}
+
 fn migrate(ctx: &Arc<Ctx>) -> Result<ExitCode, AppError> {
-    let mut conn = ctx.connect()?;
+    let mut conn = connect_session(ctx)?;
     let applied = ctx.migrate(&mut conn)?;
     db::store_settings(&mut conn, &ctx.settings.ingest)?;
     if applied.is_empty() {
@@ -222,10 +234,12 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
         )));
     }
     let ctx2 = ctx.clone();
-    tokio::task::spawn_blocking(move || catchup::prepare_database(&ctx2))
+    let clock = tokio::task::spawn_blocking(move || catchup::prepare_database(&ctx2))
         .await
         .map_err(|e| AppError::Io(e.to_string()))??;
-    let now = cli.at.unwrap_or_else(Utc::now);
+    // Checked against this host's clock before connecting; the database's decides.
+    cli.refuse_future_at(clock.database_now)
+        .map_err(AppError::Usage)?;
     let identity = Identity::current();
     let mut rows = Vec::new();
     let mut all_ok = true;
@@ -234,8 +248,8 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
         let request = RunRequest {
             kind,
             trigger: Trigger::Manual,
-            scheduled_for: now,
-            now,
+            scheduled_for: cli.at.unwrap_or(clock.database_now),
+            at: cli.at,
             opts: RunOpts {
                 dry_run: cli.dry_run,
                 user_id: cli.user,
@@ -358,8 +372,11 @@ fn job_description(kind: JobKind, settings: &Settings) -> String {
 }
 
 fn usage(ctx: &Arc<Ctx>, subject: Subject, as_json: bool) -> Result<ExitCode, AppError> {
-    let mut conn = ctx.connect()?;
-    let report = quota_report::load_report(&mut conn, subject, Utc::now())
+    let mut conn = connect_session(ctx)?;
+    let now = db::clock::read(&mut conn)
+        .map_err(DbError::from)?
+        .database_now;
+    let report = quota_report::load_report(&mut conn, subject, now)
         .map_err(DbError::from)?
         .ok_or_else(|| AppError::Usage(subject.not_found("--usage")))?;
     if as_json {
@@ -376,7 +393,7 @@ fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
             "--export-csv needs --from and --to (YYYY-MM-DD)".into(),
         ));
     };
-    let mut conn = ctx.connect()?;
+    let mut conn = connect_session(ctx)?;
     let out: Box<dyn std::io::Write> = match &cli.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -396,9 +413,11 @@ fn export_csv(ctx: &Arc<Ctx>, cli: &Cli) -> Result<ExitCode, AppError> {
 }
 
 fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
-    let mut conn = ctx.connect()?;
+    let mut conn = connect_session(ctx)?;
     let runs = ledger::recent_runs(&mut conn, limit.max(1)).map_err(DbError::from)?;
     println!("database: {}", redact_url(&ctx.settings.database.url));
+    let clock = db::clock::read(&mut conn).map_err(DbError::from)?;
+    println!("clock: {}", clock_status(&clock));
     let quarantined = quarantine::counts_by_reason(&mut conn).map_err(DbError::from)?;
     if let Some(reasons) = quarantined.filter(|r| !r.is_empty()) {
         let total: i64 = reasons.iter().map(|(_, n)| n).sum();
@@ -451,6 +470,25 @@ fn status(ctx: &Arc<Ctx>, limit: i64) -> Result<ExitCode, AppError> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The clocks as `--status` shows them: the database's time, the skew, and what it causes.
+fn clock_status(clock: &db::clock::ClockReading) -> String {
+    let at = clock
+        .database_now
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let skew = clock.skew.as_seconds_f64();
+    let verdict = if clock.magnitude() > db::clock::REFUSE_SKEW {
+        " (too far apart: the jobs that close, expire or delete refuse to run)"
+    } else if clock.magnitude() > db::clock::WARN_SKEW {
+        " (jobs take now from the database; fix this host's clock)"
+    } else {
+        ""
+    };
+    format!(
+        "database {at}, skew {skew:+.1}s: {}{verdict}",
+        clock.describe()
+    )
 }
 
 /// One line per webhook endpoint host: deliveries by status, failures by class.

@@ -144,8 +144,14 @@ impl Metrics {
     }
 
     /// The exposition: this process's metrics, then the database gauges (none when the
-    /// database could not be read: `usage_worker_database_up` says so).
-    pub fn render(&self, sample: Option<&DatabaseSample>, scheduler_alive: bool) -> String {
+    /// database could not be read: `usage_worker_database_up` says so). `clock_skew` is the
+    /// latest measured difference of the clocks (see `db::clock`), when there is one.
+    pub fn render(
+        &self,
+        sample: Option<&DatabaseSample>,
+        scheduler_alive: bool,
+        clock_skew: Option<f64>,
+    ) -> String {
         let mut registry = Registry::with_prefix("usage_worker");
         let up = Gauge::<i64>::default();
         up.set(i64::from(sample.is_some()));
@@ -161,6 +167,15 @@ impl Metrics {
             "1 while the scheduler loop of this process is running and responsive, else 0",
             alive,
         );
+        if let Some(skew) = clock_skew {
+            let gauge = Gauge::<f64, AtomicU64>::default();
+            gauge.set(skew);
+            registry.register(
+                "clock_skew_seconds",
+                "The database's clock minus this host's at the latest measurement (start, each run, each scrape); jobs take now from the database",
+                gauge,
+            );
+        }
         if let Some(sample) = sample {
             sample.register(&mut registry);
         }

@@ -229,10 +229,11 @@ async fn respond(
         ("GET" | "HEAD", "/metrics") => {
             let sample = sample(ctx).await;
             let alive = observer.scheduler_problem().is_none();
+            let skew = ctx.clock.skew_seconds();
             (
                 200,
                 metrics::CONTENT_TYPE,
-                observer.metrics.render(sample.as_ref(), alive),
+                observer.metrics.render(sample.as_ref(), alive, skew),
             )
         }
         ("GET" | "HEAD", _) => (
@@ -289,10 +290,14 @@ async fn health(ctx: &Arc<Ctx>, observer: &Arc<ServiceObserver>) -> (u16, &'stat
     )
 }
 
+/// The database gauges; the clocks are compared again on the way.
 async fn sample(ctx: &Arc<Ctx>) -> Option<metrics::DatabaseSample> {
-    let pool = ctx.pool.clone();
+    let ctx = ctx.clone();
     let sampled = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
+        if let Ok(clock) = crate::db::clock::read(&mut conn) {
+            ctx.clock.record(clock);
+        }
         metrics::sample_database(&mut conn).map_err(|e| e.to_string())
     })
     .await

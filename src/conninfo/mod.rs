@@ -4,12 +4,10 @@
 //! never searched for substrings, so a password is found however it is written, and one is
 //! added so that libpq reads it back exactly.
 
-use url::Url;
-
 mod uri;
 
 pub use uri::percent_encode;
-use uri::{decode, redact_uri, uri_host_port, uri_params, uri_with};
+use uri::{redact_uri, uri_host_port, uri_params, uri_password, uri_with};
 
 /// Keywords whose values are secrets (libpq shows them as password fields, or they hold keys).
 const SECRET_KEYWORDS: &[&str] = &[
@@ -109,7 +107,7 @@ impl ConnInfo {
         .map(|(_, v)| v)
         .collect();
         if let ConnInfo::Uri(text) = self
-            && let Some(password) = Url::parse(text).ok().and_then(|u| u.password().map(decode))
+            && let Some(password) = uri_password(text)
         {
             found.push(password);
         }
@@ -132,16 +130,41 @@ impl ConnInfo {
                 (get("host").or_else(|| get("hostaddr")), get("port"))
             }
         };
-        match (host, port) {
-            (Some(host), port) if host.starts_with('/') => format!(
-                "socket {host}/.s.PGSQL.{}",
-                port.as_deref().unwrap_or("5432")
-            ),
-            (Some(host), Some(port)) => format!("host {host} port {port}"),
-            (Some(host), None) => format!("host {host}"),
-            (None, Some(port)) => format!("port {port}"),
-            (None, None) => String::new(),
+        let Some(host) = host else {
+            return port.map_or(String::new(), |port| format!("port {port}"));
+        };
+        // libpq's lists: `host=a,b port=5432,5433`, or one port for every host.
+        let hosts: Vec<&str> = host.split(',').collect();
+        let ports: Vec<&str> = port
+            .as_deref()
+            .map_or(Vec::new(), |p| p.split(',').collect());
+        let port_of = |i: usize| match ports.len() {
+            0 => None,
+            1 => Some(ports[0]),
+            _ => ports.get(i).copied(),
+        };
+        if hosts.len() == 1 {
+            return describe_host(&host, port_of(0), false);
         }
+        let each: Vec<String> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| describe_host(h, port_of(i), true))
+            .collect();
+        format!("hosts {}", each.join(", "))
+    }
+}
+
+/// `host db port 5432` or, in a list, `db:5432`; a directory is a unix socket.
+fn describe_host(host: &str, port: Option<&str>, in_list: bool) -> String {
+    if host.starts_with('/') {
+        return format!("socket {host}/.s.PGSQL.{}", port.unwrap_or("5432"));
+    }
+    match (port, in_list) {
+        (Some(port), true) => format!("{host}:{port}"),
+        (Some(port), false) => format!("host {host} port {port}"),
+        (None, true) => host.to_string(),
+        (None, false) => format!("host {host}"),
     }
 }
 

@@ -131,6 +131,24 @@ fn secrets_are_masked_in_both_forms_and_found_decoded() {
     assert_eq!(info.secrets(), ["k", "p@w"]);
     let info = ConnInfo::parse("postgres://u:pw@h1:1,h2:2/db").unwrap();
     assert_eq!(info.redacted(), "postgres://***@h1:1,h2:2/db");
+    assert_eq!(info.secrets(), ["pw"]);
+    let info = ConnInfo::parse(
+        "postgresql://worker:s3cr%40t@db-a:5432,db-b:5433/usage?target_session_attrs=read-write",
+    )
+    .unwrap();
+    assert_eq!(
+        info.redacted(),
+        "postgresql://***@db-a:5432,db-b:5433/usage?target_session_attrs=read-write"
+    );
+    assert_eq!(info.secrets(), ["s3cr@t"]);
+    let info = ConnInfo::parse(
+        "host=db-a,db-b port=5432,5433 password='p w' target_session_attrs=read-write",
+    )
+    .unwrap();
+    assert_eq!(
+        info.redacted(),
+        "host=db-a,db-b port=5432,5433 password=*** target_session_attrs=read-write"
+    );
 }
 
 #[test]
@@ -154,7 +172,21 @@ fn the_target_names_the_host_and_port_or_the_socket() {
             "socket /run/pg/.s.PGSQL.5432",
         ),
         ("postgres://[::1]/x", "host [::1]"),
-        ("postgres://h1:1,h2:2/x", "host h1:1,h2:2"),
+        ("postgres://h1:1,h2:2/x", "hosts h1:1, h2:2"),
+        (
+            "postgresql://u:pw@db-a:5432,db-b:5433/usage?target_session_attrs=read-write",
+            "hosts db-a:5432, db-b:5433",
+        ),
+        ("postgres://u@a,b/x", "hosts a, b"),
+        (
+            "host=db-a,db-b port=5432,5433 target_session_attrs=read-write",
+            "hosts db-a:5432, db-b:5433",
+        ),
+        ("host=db-a,db-b port=6432", "hosts db-a:6432, db-b:6432"),
+        (
+            "host=/run/pg,db-b",
+            "hosts socket /run/pg/.s.PGSQL.5432, db-b",
+        ),
         ("dbname=x", ""),
     ] {
         assert_eq!(ConnInfo::parse(text).unwrap().target(), target, "{text}");

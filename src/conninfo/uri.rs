@@ -131,6 +131,21 @@ fn redact_user_info(base: &str) -> String {
     }
 }
 
+/// The decoded password of a URI's user info, also where the `url` crate refuses the URI
+/// (libpq's several hosts): what follows the first `:` before the authority's last `@`.
+pub(super) fn uri_password(text: &str) -> Option<String> {
+    if let Ok(url) = Url::parse(text) {
+        return url.password().map(decode);
+    }
+    let (base, _) = split_query(text);
+    let after_scheme = base.split_once("://")?.1;
+    let authority = after_scheme.split('/').next().unwrap_or("");
+    let (user_info, _) = authority.rsplit_once('@')?;
+    user_info
+        .split_once(':')
+        .map(|(_, password)| decode(password))
+}
+
 /// The host and port of a URI: a `host`/`port` parameter wins over the authority, as in libpq.
 pub(super) fn uri_host_port(text: &str) -> (Option<String>, Option<String>) {
     let params = uri_params(text);
@@ -145,14 +160,16 @@ pub(super) fn uri_host_port(text: &str) -> (Option<String>, Option<String>) {
     let after_scheme = base.split_once("://").map_or("", |(_, rest)| rest);
     let authority = after_scheme.split('/').next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    // `[::1]:5432`, `db:5432`, `h1:5432,h2:5433`: the port is what follows the last `:` of a
-    // single host that is not inside brackets.
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) if !h.contains(',') && !p.contains(']') && !p.is_empty() => {
-            (h, Some(p.to_string()))
-        }
-        _ => (host_port, None),
-    };
-    let host = (!host.is_empty()).then(|| decode(host));
+    // `[::1]:5432`, `db:5432`, `h1:5432,h2:5433`: each host's port is what follows its last
+    // `:` outside brackets; the lists come back as libpq's `host=h1,h2 port=5432,5433`.
+    let (hosts, ports): (Vec<String>, Vec<String>) = host_port
+        .split(',')
+        .map(|one| match one.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') && !p.is_empty() => (decode(h), p.to_string()),
+            _ => (decode(one), String::new()),
+        })
+        .unzip();
+    let host = (!host_port.is_empty()).then(|| hosts.join(","));
+    let port = ports.iter().any(|p| !p.is_empty()).then(|| ports.join(","));
     (param("host").or(host), param("port").or(port))
 }

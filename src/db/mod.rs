@@ -4,6 +4,8 @@
 //! worker opens uses it as `search_path`, so the jobs' SQL stays unqualified.
 
 mod adopt;
+pub mod clock;
+mod pooler;
 pub mod schema;
 mod settings;
 
@@ -23,6 +25,7 @@ use crate::config::{ConfigError, SchemaName, Settings};
 use crate::conninfo::ConnInfo;
 use crate::redact::{redact_url, scrub_connection_secrets};
 
+pub use pooler::refuse_transaction_pooler;
 pub use settings::store_settings;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -60,6 +63,15 @@ pub enum DbError {
     Unreachable { target: String, message: String },
     #[error("migrations failed: {0}")]
     Migration(String),
+    #[error(
+        "database.url leads to a connection pooler in transaction mode ({evidence}); the daemon \
+         keeps state in its session (each running job's advisory lock, its search_path, \
+         prepared statements), which such a pooler hands to other clients between \
+         transactions: connect directly to PostgreSQL or through the pooler's session mode \
+         (PgBouncer: pool_mode = session; Supabase: the session pooler, port 5432). \
+         Applications may keep the transaction-mode URL; see docs/OPERATIONS.md, Topologies"
+    )]
+    TransactionPooler { evidence: String },
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
 }
@@ -67,6 +79,11 @@ pub enum DbError {
 impl DbError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, DbError::Unreachable { .. })
+    }
+
+    /// A setup the configuration must change; retrying cannot help.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, DbError::TransactionPooler { .. })
     }
 }
 
@@ -104,21 +121,50 @@ pub fn use_schema(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<(
 /// worker runs its statement to the end and keeps holding the job's lock meanwhile.
 pub const CLIENT_CHECK_INTERVAL: &str = "2s";
 
+/// The settings that make the server end a session of this program within a minute of its
+/// client's silence, so that a daemon cut off from the network (or frozen) never holds a
+/// job's lock, or the aggregation watermark, for long: TCP keepalives probe an idle
+/// connection after 10 s, every 5 s, 3 times (25 s); `tcp_user_timeout` drops one whose sent
+/// data stays unacknowledged for 30 s; a transaction left idle ends after 45 s (the daemon's
+/// transactions never wait on the network: alerts are claimed with a lease and delivered
+/// outside them).
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("client_connection_check_interval", CLIENT_CHECK_INTERVAL),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+    ("idle_in_transaction_session_timeout", "45s"),
+];
+
+/// The same on the client's side, added to the connection string unless it sets them: a
+/// run whose database vanishes mid-statement fails within about 30 s instead of waiting for
+/// the operating system's two hours.
+const CLIENT_KEEPALIVES: &[(&str, &str)] = &[
+    ("keepalives", "1"),
+    ("keepalives_idle", "10"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+];
+
 /// Applies this program's session settings to every new connection: pooled and direct.
 fn prepare_session(conn: &mut PgConnection) {
     static WARNED: Once = Once::new();
-    let set = format!("SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'");
-    if let Err(e) = conn.batch_execute(&set) {
-        // Older servers and some platforms lack it: runs still work, but the session of a
-        // killed worker keeps the job's lock until its statement ends.
-        WARNED.call_once(|| {
-            tracing::warn!(
-                error = %e,
-                "the server refused client_connection_check_interval; after a worker is killed, \
-                 its job stays locked until its last statement ends (PostgreSQL 14+ on Linux \
-                 checks for vanished clients)"
-            );
-        });
+    for (name, value) in SESSION_SETTINGS {
+        if let Err(e) = conn.batch_execute(&format!("SET {name} = '{value}'")) {
+            // Older servers and some platforms lack one: runs still work, but a session
+            // whose client vanished may hold the job's lock longer.
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    setting = name,
+                    error = %e,
+                    "the server refused a session setting; after a worker is killed or cut \
+                     off, its job may stay locked until the server notices (PostgreSQL 14+ on \
+                     Linux supports them all)"
+                );
+            });
+        }
     }
 }
 
@@ -136,7 +182,7 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
 /// A pool that connects lazily: building it never touches the network. Its connections use
 /// `schema` as `search_path`.
 pub fn build_pool(url: &str, size: u32, connect_timeout: Duration, schema: &SchemaName) -> DbPool {
-    let url = with_connect_timeout(url, connect_timeout);
+    let url = with_client_defaults(url, connect_timeout);
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
@@ -147,15 +193,26 @@ pub fn build_pool(url: &str, size: u32, connect_timeout: Duration, schema: &Sche
         .build_unchecked(ConnectionManager::new(url))
 }
 
-/// Adds libpq's `connect_timeout` unless the connection string sets one; one libpq would
-/// refuse anyway is left for libpq to name.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    match ConnInfo::parse(url) {
-        Ok(info) if !info.has("connect_timeout") => {
-            info.with("connect_timeout", &timeout.as_secs().max(1).to_string())
+/// Adds libpq's `connect_timeout` and [`CLIENT_KEEPALIVES`], each unless the connection
+/// string sets it; a string libpq would refuse anyway is left for libpq to name.
+pub fn with_client_defaults(url: &str, connect_timeout: Duration) -> String {
+    let Ok(mut info) = ConnInfo::parse(url) else {
+        return url.to_string();
+    };
+    let timeout = connect_timeout.as_secs().max(1).to_string();
+    let defaults = std::iter::once(("connect_timeout", timeout.as_str()))
+        .chain(CLIENT_KEEPALIVES.iter().copied());
+    let mut out = url.to_string();
+    for (name, value) in defaults {
+        if !info.has(name) {
+            out = info.with(name, value);
+            info = match ConnInfo::parse(&out) {
+                Ok(info) => info,
+                Err(_) => return url.to_string(),
+            };
         }
-        _ => url.to_string(),
     }
+    out
 }
 
 /// A connection failure as an error naming where it went and no secret: libpq's message may
@@ -167,9 +224,18 @@ fn unreachable(url: &str, message: &str) -> DbError {
     }
 }
 
+/// How long [`connect`] waits for a server to answer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens one connection directly (not from a pool), classifying failure as unreachable.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
-    let mut conn = PgConnection::establish(url).map_err(|e| unreachable(url, &e.to_string()))?;
+    connect_within(url, DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// As [`connect`], waiting up to `connect_timeout` (unless the connection string sets one).
+pub fn connect_within(url: &str, connect_timeout: Duration) -> Result<PgConnection, DbError> {
+    let mut conn = PgConnection::establish(&with_client_defaults(url, connect_timeout))
+        .map_err(|e| unreachable(url, &e.to_string()))?;
     prepare_session(&mut conn);
     Ok(conn)
 }
@@ -374,19 +440,28 @@ mod tests {
     }
 
     #[test]
-    fn the_connect_timeout_is_added_to_both_forms_unless_given() {
+    fn the_connect_timeout_and_keepalives_are_added_to_both_forms_unless_given() {
         let timeout = Duration::from_secs(3);
+        let keepalives = "keepalives=1 keepalives_idle=10 keepalives_interval=5 \
+                          keepalives_count=3 tcp_user_timeout=30000";
         assert_eq!(
-            with_connect_timeout("host=/tmp dbname=x", timeout),
-            "host=/tmp dbname=x connect_timeout=3"
+            with_client_defaults("host=/tmp dbname=x", timeout),
+            format!("host=/tmp dbname=x connect_timeout=3 {keepalives}")
         );
         assert_eq!(
-            with_connect_timeout("postgres://w@db/x?sslmode=require", timeout),
-            "postgres://w@db/x?sslmode=require&connect_timeout=3"
+            with_client_defaults("postgres://w@db/x?sslmode=require", timeout),
+            format!(
+                "postgres://w@db/x?sslmode=require&connect_timeout=3&{}",
+                keepalives.replace(' ', "&")
+            )
         );
         assert_eq!(
-            with_connect_timeout("host=/tmp connect_timeout=9", timeout),
-            "host=/tmp connect_timeout=9"
+            with_client_defaults(
+                "host=/tmp connect_timeout=9 keepalives_idle=60 tcp_user_timeout=0",
+                timeout
+            ),
+            "host=/tmp connect_timeout=9 keepalives_idle=60 tcp_user_timeout=0 keepalives=1 \
+             keepalives_interval=5 keepalives_count=3"
         );
     }
 

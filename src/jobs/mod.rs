@@ -58,6 +58,8 @@ pub struct Ctx {
     pub mailer: Arc<dyn Mailer>,
     /// How alert webhooks are sent (`[[alerts.webhooks]]`); HTTP unless a test replaces it.
     pub webhooks: Arc<dyn WebhookTransport>,
+    /// The latest skew between this host's clock and the database's (see `db::clock`).
+    pub clock: crate::db::clock::ClockWatch,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
             connection_url,
             mailer,
             webhooks: crate::mail::webhook::http_transport(),
+            clock: Default::default(),
         }
     }
 }
@@ -92,7 +95,12 @@ impl Ctx {
 impl Ctx {
     /// Opens one connection of its own (not from the pool) in the worker's schema.
     pub fn connect(&self) -> Result<PgConnection, DbError> {
-        crate::db::connect_in(&self.connection_url, &self.settings.database.schema)
+        let mut conn = crate::db::connect_within(
+            &self.connection_url,
+            self.settings.database.connect_timeout.0,
+        )?;
+        crate::db::use_schema(&mut conn, &self.settings.database.schema)?;
+        Ok(conn)
     }
 
     /// Applies pending migrations in the worker's schema on `conn`.

@@ -9,6 +9,7 @@ use diesel::pg::PgConnection;
 
 use super::outcome::RunRequest;
 use crate::config::JobPlan;
+use crate::db::clock::ClockReading;
 use crate::db::{self, DbError};
 use crate::jobs::{Ctx, JobKind, RunOpts};
 use crate::ledger::{self, RunStatus, Trigger};
@@ -25,10 +26,14 @@ pub fn sweep_abandoned(conn: &mut PgConnection) -> Result<usize, DbError> {
     Ok(total)
 }
 
-/// Connects, migrates when configured, writes `usage_settings` from the configuration, and
-/// sweeps runs abandoned by crashed processes.
-pub fn prepare_database(ctx: &Ctx) -> Result<(), DbError> {
+/// Refuses a transaction-mode pooler, connects, compares the clocks, migrates when
+/// configured, writes `usage_settings` from the configuration, and sweeps runs abandoned by
+/// crashed processes. Returns the clocks as compared.
+pub fn prepare_database(ctx: &Ctx) -> Result<ClockReading, DbError> {
+    db::refuse_transaction_pooler(&ctx.connection_url)?;
     let mut conn = ctx.connect()?;
+    let clock = db::clock::read(&mut conn)?;
+    ctx.clock.record(clock);
     if ctx.settings.database.migrate_on_start {
         let applied = ctx.migrate(&mut conn)?;
         if !applied.is_empty() {
@@ -46,7 +51,7 @@ pub fn prepare_database(ctx: &Ctx) -> Result<(), DbError> {
     }
     db::store_settings(&mut conn, &ctx.settings.ingest)?;
     sweep_abandoned(&mut conn)?;
-    Ok(())
+    Ok(clock)
 }
 
 /// Jobs whose latest tick within `scheduler.catch_up_horizon` has no successful run: each
@@ -66,7 +71,7 @@ pub async fn catch_up_requests(
         })
         .collect();
     let ctx = ctx.clone();
-    let found = tokio::task::spawn_blocking(move || missed_runs(&ctx, ticks, now)).await;
+    let found = tokio::task::spawn_blocking(move || missed_runs(&ctx, ticks)).await;
     match found {
         Ok(Ok(requests)) => requests,
         Ok(Err(e)) => {
@@ -86,7 +91,6 @@ pub async fn catch_up_requests(
 fn missed_runs(
     ctx: &Ctx,
     ticks: Vec<(JobPlan, DateTime<Utc>)>,
-    now: DateTime<Utc>,
 ) -> Result<Vec<RunRequest>, DbError> {
     let mut conn = db::checkout(&ctx.pool, &ctx.connection_url)?;
     let mut requests = Vec::new();
@@ -99,7 +103,7 @@ fn missed_runs(
                 kind: plan.kind,
                 trigger: Trigger::Catchup,
                 scheduled_for: tick,
-                now,
+                at: None,
                 opts: RunOpts::default(),
                 timeout: plan.timeout,
             });

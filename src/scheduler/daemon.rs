@@ -49,7 +49,7 @@ pub async fn run_daemon(
 ) -> Result<(), DaemonError> {
     tokio::pin!(shutdown);
     let plans = enabled_plans(&ctx)?;
-    if !wait_for_database(&ctx, &observer, &mut shutdown).await {
+    if !wait_for_database(&ctx, &observer, &mut shutdown).await? {
         observer.stopping();
         return Ok(());
     }
@@ -130,7 +130,7 @@ fn cron_request(plans: &[JobPlan], kind: JobKind, now: DateTime<Utc>) -> Option<
         kind,
         trigger: Trigger::Cron,
         scheduled_for: tick,
-        now,
+        at: None,
         opts: RunOpts::default(),
         timeout: plan.timeout,
     })
@@ -232,18 +232,20 @@ fn status_line(running: &[&str], plans: &[JobPlan]) -> String {
 }
 
 /// Waits until the database answers (and is migrated, when `database.migrate_on_start`),
-/// retrying with backoff. Returns false when shutdown came first.
+/// retrying with backoff. Returns false when shutdown came first, and an error when the
+/// database is one the daemon must not run on (a transaction-mode pooler).
 async fn wait_for_database(
     ctx: &Arc<Ctx>,
     observer: &Arc<dyn DaemonObserver>,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-) -> bool {
+) -> Result<bool, DaemonError> {
     let mut delay = Duration::from_millis(500);
     loop {
         let ctx2 = ctx.clone();
         let attempt = tokio::task::spawn_blocking(move || prepare_database(&ctx2)).await;
         match attempt {
-            Ok(Ok(())) => return true,
+            Ok(Ok(_)) => return Ok(true),
+            Ok(Err(e)) if e.is_configuration() => return Err(e.into()),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
                 observer.status(&format!("waiting for the database: {e}"));
@@ -251,7 +253,7 @@ async fn wait_for_database(
             Err(e) => tracing::error!(error = %e, "database check task failed"),
         }
         tokio::select! {
-            _ = shutdown.as_mut() => return false,
+            _ = shutdown.as_mut() => return Ok(false),
             _ = tokio::time::sleep(delay) => {}
         }
         observer.heartbeat();

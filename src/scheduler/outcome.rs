@@ -15,8 +15,9 @@ pub struct RunRequest {
     pub trigger: Trigger,
     /// The tick this run is for (cron/catch-up), or the instant given to a manual run.
     pub scheduled_for: DateTime<Utc>,
-    /// The instant the job takes as now.
-    pub now: DateTime<Utc>,
+    /// The instant the job takes as now (`--at`); without one, the database's clock when
+    /// the run starts (see `db::clock`).
+    pub at: Option<DateTime<Utc>>,
     pub opts: RunOpts,
     pub timeout: Duration,
 }
@@ -56,4 +57,7 @@ impl RunOutcome {
 pub enum DaemonError {
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// The database is reachable but set up so that the daemon must not run on it.
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
 }

@@ -11,6 +11,7 @@ use tokio::task::{JoinError, JoinHandle};
 
 use super::claim::{Start, begin_run};
 use super::outcome::{RunOutcome, RunRequest};
+use crate::db::clock::{self, ClockReading};
 use crate::db::{self, DbError};
 use crate::jobs::{Ctx, JobError, JobKind, JobReport};
 use crate::ledger::{self, Identity, RunStatus};
@@ -38,7 +39,7 @@ pub async fn execute(
 ) -> Result<RunOutcome, DbError> {
     let started = Instant::now();
     let kind = request.kind;
-    let (conn, start, backend_pid) = open_run(&ctx, identity, &request).await?;
+    let (conn, start, backend_pid, clock) = open_run(&ctx, identity, &request).await?;
     let run_id = match start {
         Start::Run(id) => Some(id),
         Start::DryRun => None,
@@ -57,7 +58,8 @@ pub async fn execute(
         "job started"
     );
 
-    let (joined, timed_out) = run_with_timeout(&ctx, conn, backend_pid, &request, run_id).await;
+    let (joined, timed_out) =
+        run_with_timeout(&ctx, conn, backend_pid, &request, run_id, clock).await;
     let (outcome, conn) = outcome_of(joined, timed_out, &request, run_id, started.elapsed());
     if let Some(id) = run_id {
         record_outcome(&ctx, conn, kind, id, &outcome).await;
@@ -66,44 +68,56 @@ pub async fn execute(
     Ok(outcome)
 }
 
-/// Connects and starts the run (see [`begin_run`]); also returns the connection's server
-/// process, which a timeout cancels.
+/// What [`open_run`] gives back: the run's connection, how it starts, the connection's
+/// server process (which a timeout cancels) and the clocks compared as it started.
+type OpenRun = (PgConnection, Start, Option<i32>, ClockReading);
+
+/// Connects, compares the clocks and starts the run (see [`begin_run`]).
 async fn open_run(
     ctx: &Arc<Ctx>,
     identity: Identity,
     request: &RunRequest,
-) -> Result<(PgConnection, Start, Option<i32>), DbError> {
+) -> Result<OpenRun, DbError> {
     let ctx = ctx.clone();
     let request = request.clone();
     tokio::task::spawn_blocking(move || {
         let mut conn = ctx.connect()?;
+        let clock = clock::read(&mut conn)?;
+        ctx.clock.record(clock);
         let start = begin_run(&mut conn, &identity, &request)?;
         let backend_pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
             .get_result::<BackendPid>(&mut conn)
             .map(|r| r.pid)
             .ok();
-        Ok((conn, start, backend_pid))
+        Ok((conn, start, backend_pid, clock))
     })
     .await
     .map_err(|e| DbError::Migration(format!("run setup task failed: {e}")))?
 }
 
-/// Runs the job on a blocking thread. Past the request's timeout the job is cancelled and
-/// awaited; the second value says whether that happened.
+/// Runs the job on a blocking thread, as of the request's instant or else the database's
+/// clock. Past the request's timeout the job is cancelled and awaited; the second value says
+/// whether that happened. A job that acts irreversibly fails at once when the clocks disagree
+/// too much (see `db::clock`).
 async fn run_with_timeout(
     ctx: &Arc<Ctx>,
     mut conn: PgConnection,
     backend_pid: Option<i32>,
     request: &RunRequest,
     run_id: Option<i64>,
+    clock: ClockReading,
 ) -> (Result<JobResult, JoinError>, bool) {
     let kind = request.kind;
     let job_ctx = ctx.clone();
     let opts = request.opts.clone();
-    let now = request.now;
+    let now = request.at.unwrap_or(clock.database_now);
     let mut handle = tokio::task::spawn_blocking(move || {
         // A dry run is rolled back even if the job forgot to check `dry_run`.
-        let result = if opts.dry_run {
+        let irreversible = kind.acts_irreversibly_as_of_now() && !opts.dry_run;
+        let refusal = irreversible.then(|| clock.refusal(kind.name())).flatten();
+        let result = if let Some(refusal) = refusal {
+            Err(JobError::Invalid(refusal))
+        } else if opts.dry_run {
             db::rolled_back(&mut conn, |conn| kind.run(&job_ctx, conn, now, &opts))
         } else {
             kind.run(&job_ctx, &mut conn, now, &opts)

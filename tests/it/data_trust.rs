@@ -162,7 +162,7 @@ async fn a_rebuild_respects_what_an_earlier_retention_with_a_shorter_setting_del
         kind: JobKind::Retention,
         trigger: Trigger::Manual,
         scheduled_for: at(NOW),
-        now: at(NOW),
+        at: Some(at(NOW)),
         opts: RunOpts::default(),
         timeout: Duration::from_secs(60),
     };

@@ -203,7 +203,7 @@ fn a_transaction_left_open_holds_aggregation_back_but_not_the_answers_and_the_ru
     );
     // And /metrics: a gauge of how long it has been open, labelled with the session.
     let sample = usage_worker::metrics::sample_database(&mut conn).unwrap();
-    let exposition = usage_worker::metrics::Metrics::new().render(Some(&sample), true);
+    let exposition = usage_worker::metrics::Metrics::new().render(Some(&sample), true, None);
     let gauge = exposition
         .lines()
         .find(|l| l.starts_with("usage_worker_watermark_held_back_seconds{"))

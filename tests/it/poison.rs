@@ -500,7 +500,7 @@ fn status_and_metrics_report_the_quarantined_events() {
     );
     run(&db, JobKind::Aggregate, NOW).unwrap();
     let sample = usage_worker::metrics::sample_database(&mut db.conn()).unwrap();
-    let text = usage_worker::metrics::Metrics::new().render(Some(&sample), true);
+    let text = usage_worker::metrics::Metrics::new().render(Some(&sample), true, None);
     assert!(
         text.contains("usage_worker_events_quarantined{reason=\"created_at_out_of_range\"} 1"),
         "{text}"

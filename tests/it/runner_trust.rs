@@ -23,7 +23,7 @@ fn partitions_run(trigger: Trigger, scheduled_for: DateTime<Utc>, timeout: Durat
         kind: JobKind::Partitions,
         trigger,
         scheduled_for,
-        now: Utc::now(),
+        at: None,
         opts: RunOpts::default(),
         timeout,
     }

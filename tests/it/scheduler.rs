@@ -127,7 +127,7 @@ fn manual_request(timeout: Duration) -> RunRequest {
         kind: JobKind::Partitions,
         trigger: Trigger::Manual,
         scheduled_for: Utc::now(),
-        now: Utc::now(),
+        at: None,
         opts: RunOpts::default(),
         timeout,
     }

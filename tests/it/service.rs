@@ -236,6 +236,9 @@ fn healthz_and_metrics_report_the_database_the_scheduler_and_the_runs() {
     assert!(sample(&metrics, "usage_worker_watermark_age_seconds").is_some());
     assert_eq!(sample(&metrics, "usage_worker_database_up"), Some(1.0));
     assert_eq!(sample(&metrics, "usage_worker_scheduler_alive"), Some(1.0));
+    // One host, one clock: the measured skew is the round trip's noise.
+    let skew = sample(&metrics, "usage_worker_clock_skew_seconds").expect("clock skew");
+    assert!(skew.abs() < 1.0, "{skew}");
     let has_alerts_table =
         db.count("SELECT (to_regclass('quota_alerts') IS NOT NULL)::int::bigint AS n") == 1;
     assert_eq!(

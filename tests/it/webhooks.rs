@@ -175,7 +175,7 @@ fn a_delivery_answered_500_twice_is_retried_with_the_same_webhook_id_until_accep
     assert_eq!(rows[0].webhook_id, requests[0].id);
 
     let sample = usage_worker::metrics::sample_database(&mut db.conn()).unwrap();
-    let text = usage_worker::metrics::Metrics::new().render(Some(&sample), true);
+    let text = usage_worker::metrics::Metrics::new().render(Some(&sample), true, None);
     assert!(
         text.contains(
             "usage_worker_webhook_deliveries{host=\"127.0.0.1\",status=\"delivered\",class=\"none\"} 1"
