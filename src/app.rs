@@ -265,8 +265,14 @@ async fn run_jobs(ctx: Arc<Ctx>, kinds: &[JobKind], cli: &Cli) -> Result<ExitCod
         rows.push((kind, outcome));
     }
     print!("{}", result_table(&rows, cli.dry_run));
+    let only_lost = rows
+        .iter()
+        .all(|(_, o)| matches!(o, RunOutcome::Succeeded { .. } | RunOutcome::Lost { .. }));
     Ok(if all_ok {
         ExitCode::SUCCESS
+    } else if only_lost {
+        // Nothing failed; the database went away under a run (EX_TEMPFAIL: try again).
+        ExitCode::from(exit::DB_UNREACHABLE)
     } else {
         ExitCode::from(exit::JOB_FAILED)
     })
@@ -285,6 +291,10 @@ fn result_table(rows: &[(JobKind, RunOutcome)], dry_run: bool) -> String {
                 report, elapsed, ..
             } => (Some(elapsed), report.summary.clone()),
             RunOutcome::Failed { error, elapsed, .. } => (Some(elapsed), error.clone()),
+            RunOutcome::Lost { error, elapsed, .. } => (
+                Some(elapsed),
+                format!("lost the database: {error}; nothing of the run was kept, run it again"),
+            ),
             RunOutcome::Skipped { reason, .. } => (None, reason.clone()),
             RunOutcome::AlreadyRan => (None, "another process ran it".into()),
         };

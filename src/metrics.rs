@@ -125,7 +125,7 @@ impl Metrics {
             RunOutcome::Succeeded { elapsed, .. } | RunOutcome::Failed { elapsed, .. } => {
                 Some(elapsed)
             }
-            RunOutcome::Skipped { .. } => None,
+            RunOutcome::Skipped { .. } | RunOutcome::Lost { .. } => None,
             RunOutcome::AlreadyRan => return,
         };
         self.runs

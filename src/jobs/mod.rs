@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+pub mod failover;
 pub mod partitions;
 pub mod periods;
 pub mod quarantine;
@@ -171,4 +172,23 @@ pub enum JobError {
     Cancelled,
     #[error("{0}")]
     Invalid(String),
+}
+
+impl JobError {
+    /// Whether the run lost its database rather than failed: the connection broke (network,
+    /// server restart, a failover), or the server became a read-only standby (SQLSTATE
+    /// 25006, a former primary after a failover). The run's open transaction is rolled
+    /// back; the run is repeated once a primary answers.
+    pub fn lost_database(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        matches!(
+            self,
+            JobError::Db(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::UnableToSendCommand
+                    | DatabaseErrorKind::ReadOnlyTransaction,
+                _,
+            ))
+        )
+    }
 }

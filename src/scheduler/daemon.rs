@@ -168,11 +168,7 @@ impl Runs {
         let identity = self.identity.clone();
         let observer = self.observer.clone();
         self.tasks.spawn(async move {
-            let kind = request.kind;
-            match execute(ctx, identity, request).await {
-                Ok(outcome) => observer.run_finished(kind, &outcome),
-                Err(e) => tracing::error!(job.name = kind.name(), error = %e, "job could not start; it runs again at its next tick"),
-            }
+            run_until_not_lost(ctx, identity, observer, request).await;
             lock(&running).remove(&task);
         });
     }
@@ -207,6 +203,62 @@ impl Runs {
 
     async fn join_all(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// How often a run that lost its database is repeated before its next tick has to do.
+const LOST_RUN_ATTEMPTS: u32 = 8;
+/// The pause before the first repetition; it doubles up to [`LOST_RUN_MAX_PAUSE`].
+const LOST_RUN_FIRST_PAUSE: Duration = Duration::from_secs(2);
+const LOST_RUN_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Runs `request`; while the run loses its database (a failover, a broken connection), repeats
+/// it for the same tick with growing pauses, so a failover costs a delay and never the run.
+async fn run_until_not_lost(
+    ctx: Arc<Ctx>,
+    identity: Identity,
+    observer: Arc<dyn DaemonObserver>,
+    request: RunRequest,
+) {
+    let kind = request.kind;
+    let mut pause = LOST_RUN_FIRST_PAUSE;
+    for attempt in 1..=LOST_RUN_ATTEMPTS {
+        match execute(ctx.clone(), identity.clone(), request.clone()).await {
+            Ok(outcome) => {
+                observer.run_finished(kind, &outcome);
+                if !matches!(outcome, RunOutcome::Lost { .. }) {
+                    return;
+                }
+            }
+            Err(e) if attempt == 1 => {
+                tracing::error!(job.name = kind.name(), error = %e, "job could not start; it runs again at its next tick");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job.name = kind.name(), error = %e, "the database is not back yet")
+            }
+        }
+        if attempt == LOST_RUN_ATTEMPTS {
+            tracing::error!(
+                job.name = kind.name(),
+                attempts = attempt,
+                "the run kept losing its database; it runs again at its next tick"
+            );
+            return;
+        }
+        let until = tokio::time::Instant::now() + pause;
+        while tokio::time::Instant::now() < until {
+            if request.opts.cancel.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tracing::info!(
+            job.name = kind.name(),
+            attempt = attempt + 1,
+            "repeating the run that lost its database"
+        );
+        pause = (pause * 2).min(LOST_RUN_MAX_PAUSE);
     }
 }
 

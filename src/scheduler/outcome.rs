@@ -35,6 +35,14 @@ pub enum RunOutcome {
         error: String,
         elapsed: Duration,
     },
+    /// The run lost its database (connection broken, or the server turned read-only in a
+    /// failover): nothing it did in its transaction is kept, it is recorded `abandoned`, and
+    /// the daemon repeats it once a primary answers. Not a failure of the job.
+    Lost {
+        run_id: Option<i64>,
+        error: String,
+        elapsed: Duration,
+    },
     /// The job's lock was held by another run.
     Skipped { run_id: Option<i64>, reason: String },
     /// Another daemon already ran this tick.
@@ -46,6 +54,7 @@ impl RunOutcome {
         match self {
             RunOutcome::Succeeded { .. } => "succeeded",
             RunOutcome::Failed { .. } => "failed",
+            RunOutcome::Lost { .. } => "abandoned",
             RunOutcome::Skipped { .. } => "skipped",
             RunOutcome::AlreadyRan => "already ran",
         }

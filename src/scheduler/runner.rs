@@ -195,6 +195,15 @@ fn outcome_of(
                 };
                 return (outcome, Some(conn));
             }
+            Err(e) if e.lost_database() => {
+                let outcome = RunOutcome::Lost {
+                    run_id,
+                    error: e.to_string(),
+                    elapsed,
+                };
+                // The connection is broken or read-only: the run is recorded on another.
+                return (outcome, None);
+            }
             Err(e) => e.to_string(),
         }
     };
@@ -220,6 +229,13 @@ async fn record_outcome(
             None,
         ),
         RunOutcome::Failed { error, .. } => (RunStatus::Failed, None, Some(error.clone())),
+        RunOutcome::Lost { error, .. } => (
+            RunStatus::Abandoned,
+            None,
+            Some(format!(
+                "lost the database: {error}; repeated once a primary answers"
+            )),
+        ),
         _ => return,
     };
     let ctx = ctx.clone();
@@ -273,6 +289,18 @@ fn log_outcome(kind: JobKind, outcome: &RunOutcome) {
             duration_ms = elapsed.as_millis() as u64,
             error = %error,
             "job failed"
+        ),
+        RunOutcome::Lost {
+            run_id,
+            error,
+            elapsed,
+        } => tracing::warn!(
+            job.name = kind.name(),
+            job.run_id = run_id,
+            duration_ms = elapsed.as_millis() as u64,
+            error = %error,
+            "job lost the database (network, restart or failover); nothing it did in its \
+             transaction is kept; it runs again once a primary answers"
         ),
         RunOutcome::Skipped { .. } | RunOutcome::AlreadyRan => {}
     }

@@ -38,6 +38,7 @@ mod schema;
 mod schema_home;
 mod service;
 mod summaries;
+mod topologies;
 mod usage_check;
 mod usage_report;
 mod webhooks;

@@ -67,7 +67,7 @@ const PROTECTED: [(&str, &str, i64); 7] = [
 
 /// A database set up by the runbook (roles.sql, `--migrate` as the owner, roles.sql again)
 /// holding [`BOOKS`].
-fn books(tag: &str) -> RolesDb {
+pub(crate) fn books(tag: &str) -> RolesDb {
     let roles = RolesDb::new(tag, "usage");
     roles.migrate_as_owner();
     roles.admin().batch_execute(BOOKS).expect("write the books");

@@ -135,7 +135,7 @@ fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_finishes_its_jo
     );
 }
 
-fn get(address: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(address: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics address");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -158,7 +158,7 @@ fn get(address: &str, path: &str) -> (u16, String) {
     (code, body.to_string())
 }
 
-fn metrics_address(daemon: &mut Daemon) -> String {
+pub(crate) fn metrics_address(daemon: &mut Daemon) -> String {
     let line = daemon.wait_for_line("serving /healthz and /metrics");
     line.split("metrics.listen=")
         .nth(1)
@@ -168,7 +168,7 @@ fn metrics_address(daemon: &mut Daemon) -> String {
 }
 
 /// The value of the sample line that starts with `series ` in an exposition.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

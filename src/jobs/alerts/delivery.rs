@@ -13,6 +13,7 @@ use super::members::TopMembers;
 use super::message_id::{AlertKey, alert_message_id};
 use super::status::{AlertStatus, StatusRow};
 use crate::format;
+use crate::jobs::failover::record_surviving_failover;
 use crate::jobs::{Ctx, JobError};
 use crate::mail::content::{AlertFacts, OrganizationFacts, alert_content, organization_content};
 use crate::mail::templates::Templates;
@@ -137,8 +138,11 @@ pub(super) fn deliver_batch(
         }
     }
 
-    delivery.sent += record_sent(conn, now, &sent)?;
-    record_failures(ctx, conn, now, &failures, delivery)
+    // The emails are out: their record must reach the database, a new primary included.
+    record_surviving_failover(ctx, conn, "sent alerts", |conn| {
+        delivery.sent += record_sent(conn, now, &sent)?;
+        record_failures(ctx, conn, now, &failures, delivery)
+    })
 }
 
 /// The alert email of one claimed alert, with its stable Message-ID.

@@ -16,6 +16,7 @@ use diesel::sql_types::{
 use serde_json::json;
 
 use crate::config::AlertChannel;
+use crate::jobs::failover::record_surviving_failover;
 use crate::jobs::{Ctx, JobError, RunOpts};
 use crate::mail::webhook::{
     self, PostError, QuotaEventFacts, WebhookErrorClass, WebhookMessage, WebhookTarget,
@@ -244,7 +245,9 @@ pub(super) fn deliver(
             break;
         }
         let results = post_batch(ctx, &targets, &batch);
-        record(ctx, conn, now, &targets, &results, &mut tally)?;
+        record_surviving_failover(ctx, conn, "posted webhooks", |conn| {
+            record(ctx, conn, now, &targets, &results, &mut tally)
+        })?;
     }
     Ok(tally)
 }

@@ -67,6 +67,17 @@ impl Daemon {
         found
     }
 
+    /// The process id (a process started through `ip netns exec` keeps it: ip execs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether a stderr line received so far contains `needle`; does not wait.
+    pub fn has_logged(&mut self, needle: &str) -> bool {
+        self.log.extend(self.lines.try_iter());
+        self.log.iter().any(|l| l.contains(needle))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -24,15 +24,18 @@
 //! Both kinds pass with the clock moved (faketime; see the README's developer section).
 
 pub mod alerts;
+pub mod autofailover;
 pub mod books;
 pub mod clock;
 pub mod daemon;
 pub mod definitions;
 pub mod docs;
+pub mod netns;
 pub mod notify;
 pub mod orgs;
 pub mod outbox;
 pub mod outcome;
+pub mod pgbouncer;
 pub mod quota;
 pub mod roles;
 pub mod smtp;
