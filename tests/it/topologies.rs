@@ -214,16 +214,27 @@ fn through_one_pooled_server_connection_set_config_local_keeps_each_clients_orga
 // ---------------------------------------------------------------------------------------------
 // Clocks
 
-/// libfaketime's `faketime` wrapper, or `None` (saying so) outside CI when it is missing.
+/// libfaketime (preloaded, moving the clock of the process it is loaded into), or `None` (saying so)
+/// outside CI when it is missing.
 fn faketime() -> Option<PathBuf> {
-    let found = ["/usr/bin/faketime", "/usr/local/bin/faketime"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
+    // The library itself, preloaded into the binary: a `faketime` wrapper process would stay
+    // between the test and the daemon, and killing it would leave the daemon running.
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+        "/usr/local/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file());
     if found.is_none() {
         let hint = "install Debian's faketime package";
-        assert!(std::env::var("CI").is_err(), "faketime is missing; {hint}");
-        eprintln!("skipped: faketime is missing; {hint}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "libfaketime is missing; {hint}"
+        );
+        eprintln!("skipped: libfaketime is missing; {hint}");
     }
     found
 }
@@ -246,14 +257,11 @@ fn real_now() -> chrono::DateTime<chrono::Utc> {
 
 /// `base` (the binary with its environment) run with its clock `ahead` seconds ahead of the
 /// database's (behind when negative), the monotonic clock left alone.
-fn with_host_clock(faketime: &PathBuf, db: &TestDb, ahead: i64, base: &Command) -> Command {
+fn with_host_clock(libfaketime: &PathBuf, db: &TestDb, ahead: i64, base: &Command) -> Command {
     // libfaketime's offset is from the real clock; the database's may be moved already.
     let database_offset_ms = (db_now(db) - real_now()).num_milliseconds();
     let offset = (database_offset_ms as f64 / 1000.0).round() as i64 + ahead;
-    let mut command = Command::new(faketime);
-    command
-        .args(["-f", &format!("{offset:+}")])
-        .arg(base.get_program());
+    let mut command = Command::new(base.get_program());
     command.args(base.get_args());
     for (key, value) in base.get_envs() {
         match value {
@@ -261,7 +269,10 @@ fn with_host_clock(faketime: &PathBuf, db: &TestDb, ahead: i64, base: &Command) 
             None => command.env_remove(key),
         };
     }
-    command.env("DONT_FAKE_MONOTONIC", "1");
+    command
+        .env("LD_PRELOAD", libfaketime)
+        .env("FAKETIME", format!("{offset:+}"))
+        .env("DONT_FAKE_MONOTONIC", "1");
     command
 }
 
@@ -287,7 +298,9 @@ fn closed_periods_of(db: &TestDb, id: i64) -> i64 {
 #[test]
 fn with_the_host_clock_two_minutes_ahead_reset_daily_closes_only_what_ended_by_the_databases_clock()
 {
-    let Some(faketime) = faketime() else { return };
+    let Some(libfaketime) = faketime() else {
+        return;
+    };
     let db = TestDb::new();
     // User 1's day ends in a minute by the database's clock, already by this host's; user 2's
     // ended a minute ago by both.
@@ -295,7 +308,7 @@ fn with_the_host_clock_two_minutes_ahead_reset_daily_closes_only_what_ended_by_t
     day_period_ending_in(&db, 2, TimeDelta::seconds(-60));
     let mut base = db.binary();
     base.args(["--run", "reset-daily"]);
-    let out = output(with_host_clock(&faketime, &db, 120, &base));
+    let out = output(with_host_clock(&libfaketime, &db, 120, &base));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(closed_periods_of(&db, 1), 0, "closed before it ended");
     assert_eq!(closed_periods_of(&db, 2), 1);
@@ -311,7 +324,9 @@ fn with_the_host_clock_two_minutes_ahead_reset_daily_closes_only_what_ended_by_t
 
 #[test]
 fn with_the_host_clock_ten_minutes_off_the_irreversible_jobs_refuse_and_status_shows_the_skew() {
-    let Some(faketime) = faketime() else { return };
+    let Some(libfaketime) = faketime() else {
+        return;
+    };
     let db = TestDb::new();
     day_period_ending_in(&db, 2, TimeDelta::seconds(-60));
     db.execute("INSERT INTO usage_events (user_id, kind, tokens) VALUES (2, 'ai_response', 5)");
@@ -319,7 +334,7 @@ fn with_the_host_clock_ten_minutes_off_the_irreversible_jobs_refuse_and_status_s
         for job in ["reset-daily", "reset-monthly", "alerts", "retention"] {
             let mut base = db.binary();
             base.args(["--run", job]);
-            let out = output(with_host_clock(&faketime, &db, offset, &base));
+            let out = output(with_host_clock(&libfaketime, &db, offset, &base));
             assert_eq!(
                 out.code, 1,
                 "{offset} {job}: {}\n{}",
@@ -336,12 +351,12 @@ fn with_the_host_clock_ten_minutes_off_the_irreversible_jobs_refuse_and_status_s
     );
     let mut base = db.binary();
     base.args(["--run", "aggregate"]);
-    let out = output(with_host_clock(&faketime, &db, 600, &base));
+    let out = output(with_host_clock(&libfaketime, &db, 600, &base));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_all_aggregated_exactly(&db);
     let mut base = db.binary();
     base.arg("--status");
-    let out = output(with_host_clock(&faketime, &db, 600, &base));
+    let out = output(with_host_clock(&libfaketime, &db, 600, &base));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let clock_line = out
         .stdout
@@ -356,11 +371,13 @@ fn with_the_host_clock_ten_minutes_off_the_irreversible_jobs_refuse_and_status_s
 
 #[test]
 fn a_daemon_whose_host_clock_runs_two_minutes_ahead_exports_the_skew_and_warns() {
-    let Some(faketime) = faketime() else { return };
+    let Some(libfaketime) = faketime() else {
+        return;
+    };
     let db = TestDb::new();
     let mut base = support::daemon_command(&db.url);
     base.env("USAGE_WORKER__METRICS__LISTEN", "127.0.0.1:0");
-    let mut daemon = Daemon::start(with_host_clock(&faketime, &db, 120, &base));
+    let mut daemon = Daemon::start(with_host_clock(&libfaketime, &db, 120, &base));
     // The listener is logged before the skew warning.
     let address = metrics_address(&mut daemon);
     let warning = daemon.wait_for_line("ahead of the database");
