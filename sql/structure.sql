@@ -339,40 +339,34 @@ $$;
 --
 
 CREATE FUNCTION usage.usage_event_amounts(p_kind text, p_tokens bigint, p_prompt_tokens bigint, p_completion_tokens bigint, p_bytes bigint, p_cost numeric, p_model text, p_at timestamp with time zone) RETURNS TABLE(tokens bigint, cost numeric)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE sql STABLE
     AS $$
-DECLARE
-    v_tokens bigint := LEAST(GREATEST(COALESCE(p_tokens, 0)::numeric,
-                                      COALESCE(p_prompt_tokens, 0)::numeric
-                                      + COALESCE(p_completion_tokens, 0)::numeric),
-                             9223372036854775807);
-    v_cost   numeric := p_cost;
-BEGIN
-    IF v_cost IS NULL THEN
-        SELECT p.per_event
-             + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
-             + COALESCE(p_completion_tokens, 0) * p.per_1k_completion_tokens / 1000
-             + GREATEST(v_tokens - COALESCE(p_prompt_tokens, 0)::numeric
-                        - COALESCE(p_completion_tokens, 0)::numeric, 0)
-               * p.per_1k_tokens / 1000
-             + COALESCE(p_bytes, 0) * p.per_mb / 1048576
-          INTO v_cost
-          FROM prices p
-         WHERE p.kind = p_kind
-           AND p.model IN (COALESCE(p_model, ''), '')
-           AND p.valid_from <= p_at
-         ORDER BY (p.model = '') ASC, p.valid_from DESC
-         LIMIT 1;
-    END IF;
-    -- Within numeric(20, 8) but past the bounds, so usage_events_cost_in_range (or
-    -- _not_negative) refuses it; NaN stays NaN, which the bound refuses as well.
-    IF v_cost <> 'NaN'::numeric THEN
-        v_cost := GREATEST(LEAST(v_cost, 100000000000), -1);
-    END IF;
-    tokens := v_tokens;
-    cost := COALESCE(v_cost, 0);
-    RETURN NEXT;
-END;
+    SELECT t.tokens,
+           -- Within numeric(20, 8) but past the bounds, so usage_events_cost_in_range (or
+           -- _not_negative) refuses it; NaN stays NaN, which the bound refuses as well.
+           COALESCE(CASE WHEN COALESCE(p_cost, p.cost) <> 'NaN'::numeric
+                         THEN GREATEST(LEAST(COALESCE(p_cost, p.cost), 100000000000), -1)
+                         ELSE COALESCE(p_cost, p.cost) END, 0)
+      FROM (SELECT LEAST(GREATEST(COALESCE(p_tokens, 0)::numeric,
+                                  COALESCE(p_prompt_tokens, 0)::numeric
+                                  + COALESCE(p_completion_tokens, 0)::numeric),
+                         9223372036854775807)::bigint AS tokens) t
+      -- The price in force at p_at: the model's row, else the kind's; looked up only without
+      -- p_cost. A join, not a scalar subquery, so it is looked up once per call.
+      LEFT JOIN LATERAL (
+            SELECT p.per_event
+                 + COALESCE(p_prompt_tokens, 0) * p.per_1k_prompt_tokens / 1000
+                 + COALESCE(p_completion_tokens, 0) * p.per_1k_completion_tokens / 1000
+                 + GREATEST(t.tokens - COALESCE(p_prompt_tokens, 0)::numeric
+                            - COALESCE(p_completion_tokens, 0)::numeric, 0)
+                   * p.per_1k_tokens / 1000
+                 + COALESCE(p_bytes, 0) * p.per_mb / 1048576 AS cost
+              FROM prices p
+             WHERE p.kind = p_kind
+               AND p.model IN (COALESCE(p_model, ''), '')
+               AND p.valid_from <= p_at
+             ORDER BY (p.model = '') ASC, p.valid_from DESC
+             LIMIT 1) p ON p_cost IS NULL
 $$;
 
 
@@ -700,12 +694,21 @@ DECLARE
     v_cost   numeric;
     v_id     bigint;
     v_claim  bigint;
-    v_subject record;
+    v_subject_user bigint;
+    v_subject_org  bigint;
+    v_hard   boolean;
 BEGIN
-    SELECT a.tokens, a.cost INTO v_tokens, v_cost
+    -- One statement: the amounts, the subject, and whether its plan has a hard limit that an
+    -- event of this kind adds to (the insert path of every call; nothing else is looked up).
+    SELECT a.tokens, a.cost, s.user_id, s.org_id,
+           EXISTS (SELECT 1 FROM usage_subjects su
+                     JOIN plan_limits l ON l.plan_id = su.plan_id
+                    WHERE su.user_id = s.user_id AND su.org_id = s.org_id
+                      AND l.enforcement = 'hard' AND (l.kind = '' OR l.kind = p_kind))
+      INTO v_tokens, v_cost, v_subject_user, v_subject_org, v_hard
       FROM usage_event_amounts(p_kind, p_tokens, p_prompt_tokens, p_completion_tokens, p_bytes,
-                               p_cost, p_model, p_created_at) a;
-    SELECT x.* INTO v_subject FROM usage_event_subject(p_user_id, p_org_id) x;
+                               p_cost, p_model, p_created_at) a
+     CROSS JOIN usage_event_subject(p_user_id, p_org_id) s;
     v_id := nextval('usage_events_id_seq');
     IF p_idempotency_key IS NOT NULL THEN
         -- Claim the key for this event. A concurrent call with the same key waits here for
@@ -723,26 +726,25 @@ BEGIN
         IF v_claim IS NULL THEN
             SELECT k.event_id INTO v_claim
               FROM usage_idempotency_keys k
-             WHERE k.org_id = v_subject.org_id
-               AND k.scope_user_id = v_subject.user_id
+             WHERE k.org_id = v_subject_org
+               AND k.scope_user_id = v_subject_user
                AND k.idempotency_key = p_idempotency_key;
             RETURN v_claim;
         END IF;
     END IF;
     -- After the claim: a retry whose user has left the organization since still gets its
     -- event's id; a refusal here rolls the claim back with the call.
-    PERFORM usage_member_check(p_user_id, p_org_id);
+    IF p_org_id IS NOT NULL THEN
+        PERFORM usage_member_check(p_user_id, p_org_id);
+    END IF;
     -- Hard limits, only for a subject whose plan has one that an event of this kind adds to.
-    IF EXISTS (SELECT 1 FROM usage_subjects su
-                 JOIN plan_limits l ON l.plan_id = su.plan_id
-                WHERE su.user_id = v_subject.user_id AND su.org_id = v_subject.org_id
-                  AND l.enforcement = 'hard' AND (l.kind = '' OR l.kind = p_kind)) THEN
+    IF v_hard THEN
         -- A bad event is refused for what it is, as the insert would, before any limit.
         PERFORM usage_event_check(p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
                                   COALESCE(p_metadata, '{}'), p_created_at, v_tokens,
                                   COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
                                   COALESCE(p_messages, 0), COALESCE(p_bytes, 0), v_cost, p_org_id);
-        PERFORM usage_enforce_hard_limits(v_subject.user_id, v_subject.org_id, p_kind,
+        PERFORM usage_enforce_hard_limits(v_subject_user, v_subject_org, p_kind,
                                           p_created_at, COALESCE(p_messages, 0), v_tokens,
                                           COALESCE(p_bytes, 0), v_cost);
     END IF;

@@ -22,12 +22,21 @@ DECLARE
     v_cost   numeric;
     v_id     bigint;
     v_claim  bigint;
-    v_subject record;
+    v_subject_user bigint;
+    v_subject_org  bigint;
+    v_hard   boolean;
 BEGIN
-    SELECT a.tokens, a.cost INTO v_tokens, v_cost
+    -- One statement: the amounts, the subject, and whether its plan has a hard limit that an
+    -- event of this kind adds to (the insert path of every call; nothing else is looked up).
+    SELECT a.tokens, a.cost, s.user_id, s.org_id,
+           EXISTS (SELECT 1 FROM usage_subjects su
+                     JOIN plan_limits l ON l.plan_id = su.plan_id
+                    WHERE su.user_id = s.user_id AND su.org_id = s.org_id
+                      AND l.enforcement = 'hard' AND (l.kind = '' OR l.kind = p_kind))
+      INTO v_tokens, v_cost, v_subject_user, v_subject_org, v_hard
       FROM usage_event_amounts(p_kind, p_tokens, p_prompt_tokens, p_completion_tokens, p_bytes,
-                               p_cost, p_model, p_created_at) a;
-    SELECT x.* INTO v_subject FROM usage_event_subject(p_user_id, p_org_id) x;
+                               p_cost, p_model, p_created_at) a
+     CROSS JOIN usage_event_subject(p_user_id, p_org_id) s;
     v_id := nextval('usage_events_id_seq');
     IF p_idempotency_key IS NOT NULL THEN
         -- Claim the key for this event. A concurrent call with the same key waits here for
@@ -45,26 +54,25 @@ BEGIN
         IF v_claim IS NULL THEN
             SELECT k.event_id INTO v_claim
               FROM usage_idempotency_keys k
-             WHERE k.org_id = v_subject.org_id
-               AND k.scope_user_id = v_subject.user_id
+             WHERE k.org_id = v_subject_org
+               AND k.scope_user_id = v_subject_user
                AND k.idempotency_key = p_idempotency_key;
             RETURN v_claim;
         END IF;
     END IF;
     -- After the claim: a retry whose user has left the organization since still gets its
     -- event's id; a refusal here rolls the claim back with the call.
-    PERFORM usage_member_check(p_user_id, p_org_id);
+    IF p_org_id IS NOT NULL THEN
+        PERFORM usage_member_check(p_user_id, p_org_id);
+    END IF;
     -- Hard limits, only for a subject whose plan has one that an event of this kind adds to.
-    IF EXISTS (SELECT 1 FROM usage_subjects su
-                 JOIN plan_limits l ON l.plan_id = su.plan_id
-                WHERE su.user_id = v_subject.user_id AND su.org_id = v_subject.org_id
-                  AND l.enforcement = 'hard' AND (l.kind = '' OR l.kind = p_kind)) THEN
+    IF v_hard THEN
         -- A bad event is refused for what it is, as the insert would, before any limit.
         PERFORM usage_event_check(p_kind, COALESCE(p_request_type, ''), COALESCE(p_model, ''),
                                   COALESCE(p_metadata, '{}'), p_created_at, v_tokens,
                                   COALESCE(p_prompt_tokens, 0), COALESCE(p_completion_tokens, 0),
                                   COALESCE(p_messages, 0), COALESCE(p_bytes, 0), v_cost, p_org_id);
-        PERFORM usage_enforce_hard_limits(v_subject.user_id, v_subject.org_id, p_kind,
+        PERFORM usage_enforce_hard_limits(v_subject_user, v_subject_org, p_kind,
                                           p_created_at, COALESCE(p_messages, 0), v_tokens,
                                           COALESCE(p_bytes, 0), v_cost);
     END IF;
