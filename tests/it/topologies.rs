@@ -219,24 +219,17 @@ fn through_one_pooled_server_connection_set_config_local_keeps_each_clients_orga
 fn faketime() -> Option<PathBuf> {
     // The library itself, preloaded into the binary: a `faketime` wrapper process would stay
     // between the test and the daemon, and killing it would leave the daemon running.
-    let found = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-        "/usr/local/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file());
-    if found.is_none() {
-        let hint = "install Debian's faketime package";
-        assert!(
-            std::env::var("CI").is_err(),
-            "libfaketime is missing; {hint}"
-        );
-        eprintln!("skipped: libfaketime is missing; {hint}");
-    }
-    found
+    support::installed_tool(
+        "libfaketime",
+        [
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/faketime/libfaketime.so.1",
+            "/usr/local/lib/faketime/libfaketime.so.1",
+        ]
+        .map(PathBuf::from),
+        "install Debian's faketime package",
+    )
 }
 
 /// This machine's real clock, whatever clock this test runs at (under `scripts/test-at` the

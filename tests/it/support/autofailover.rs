@@ -38,19 +38,11 @@ impl AutoFailover {
     /// A monitor and two nodes with database `dbname`, the first primary and the second its
     /// secondary; `None` (saying why) where pg_autoctl is missing outside CI.
     pub fn start(dbname: &str) -> Option<AutoFailover> {
-        let Some(pg_autoctl) = ["/usr/bin/pg_autoctl", "/usr/local/bin/pg_autoctl"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-        else {
-            let hint = "install Debian's postgresql-<version>-auto-failover package";
-            assert!(
-                std::env::var("CI").is_err(),
-                "pg_autoctl is missing; {hint}"
-            );
-            eprintln!("skipped: pg_autoctl is missing; {hint}");
-            return None;
-        };
+        let pg_autoctl = super::installed_tool(
+            "pg_autoctl",
+            ["/usr/bin/pg_autoctl", "/usr/local/bin/pg_autoctl"].map(PathBuf::from),
+            "install Debian's postgresql-<version>-auto-failover package",
+        )?;
         let root = std::env::temp_dir().join(format!("uw-ha-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("create the HA directory");

@@ -400,6 +400,22 @@ pub fn at(text: &str) -> DateTime<Utc> {
 }
 
 /// Polls `done` until it holds or `timeout` has passed; returns whether it held.
+/// The first of `candidates` that is a file: a tool from the system's packages that a test
+/// drives (`what`, installed as `hint` says). Missing, it fails the test in CI (`CI` set),
+/// whose script installs it, and elsewhere returns `None` after saying the test is skipped.
+pub fn installed_tool(
+    what: &str,
+    candidates: impl IntoIterator<Item = PathBuf>,
+    hint: &str,
+) -> Option<PathBuf> {
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        assert!(std::env::var("CI").is_err(), "{what} is missing; {hint}");
+        eprintln!("skipped: {what} is missing; {hint}");
+    }
+    found
+}
+
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

@@ -33,15 +33,11 @@ impl PgBouncer {
     /// letting in the cluster's roles named in `users` (no password asked). `None` when the
     /// package is missing outside CI.
     pub fn start(mode: PoolMode, pool_size: u32, users: &[&str]) -> Option<PgBouncer> {
-        let Some(binary) = find_pgbouncer() else {
-            let hint = "install Debian's pgbouncer package (apt-get install pgbouncer)";
-            assert!(
-                std::env::var("CI").is_err(),
-                "pgbouncer is not installed; {hint}"
-            );
-            eprintln!("skipped: pgbouncer is not installed; {hint}");
-            return None;
-        };
+        let binary = super::installed_tool(
+            "pgbouncer",
+            pgbouncer_candidates(),
+            "install Debian's pgbouncer package (apt-get install pgbouncer)",
+        )?;
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("uw-pgbouncer-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the pgbouncer directory");
@@ -112,7 +108,8 @@ impl Drop for PgBouncer {
     }
 }
 
-fn find_pgbouncer() -> Option<PathBuf> {
+/// Where pgbouncer may be: on PATH, else Debian's /usr/sbin.
+fn pgbouncer_candidates() -> Vec<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -120,7 +117,7 @@ fn find_pgbouncer() -> Option<PathBuf> {
         .into_iter()
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|dir| dir.join("pgbouncer"))
-        .find(|path| path.is_file())
+        .collect()
 }
 
 fn free_port() -> u16 {
