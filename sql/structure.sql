@@ -27,7 +27,7 @@ CREATE SCHEMA usage;
 -- Name: org_quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
+CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
@@ -72,7 +72,7 @@ $$;
 -- Name: quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
+CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
@@ -120,7 +120,7 @@ BEGIN
       FROM usage_limit_checks(s.user_id, s.org_id, p_kind, p_created_at,
                               COALESCE(p_messages, 0), a.tokens, COALESCE(p_bytes, 0), a.cost) l
      ORDER BY l.fits, l.enforcement = 'hard' DESC,
-              (l.limit_value - l.used - l.amount) / NULLIF(l.limit_value, 0) NULLS FIRST,
+              (l.limit_value + l.balance - l.used - l.amount) / NULLIF(l.limit_value + l.balance, 0) NULLS FIRST,
               l.period, l.metric, l.kind
      LIMIT 1;
     IF NOT FOUND THEN
@@ -129,7 +129,7 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY SELECT c.fits, c.metric, c.period, c.kind, c.enforcement, c.limit_value, c.used,
-                        GREATEST(c.limit_value - c.used, 0), c.period_end;
+                        GREATEST(c.limit_value - c.used, 0) + c.balance, c.period_end;
 END;
 $$;
 
@@ -319,14 +319,14 @@ BEGIN
     IF FOUND THEN
         SELECT usage_timezone_or_utc(s.timezone) INTO v_zone
           FROM usage_subjects s WHERE s.user_id = p_user_id AND s.org_id = p_org_id;
-        RAISE EXCEPTION 'usage_record: hard limit reached for %: % per % (%) is %, % used, this event adds %; it resets at % %',
+        RAISE EXCEPTION 'usage_record: hard limit reached for %: % per % (%) is %, % used, % left in grants, this event adds %; it resets at % %',
               v_who, r.metric, r.period, CASE WHEN r.kind = '' THEN 'all kinds' ELSE 'kind ' || r.kind END,
-              r.limit_value, r.used, r.amount,
+              r.limit_value, r.used, r.balance, r.amount,
               to_char(r.period_end AT TIME ZONE COALESCE(v_zone, 'UTC'), 'YYYY-MM-DD HH24:MI:SS'),
               COALESCE(v_zone, 'UTC')
               USING ERRCODE = 'UQ001',
-                    DETAIL = format('metric=%s period=%s kind=%s limit=%s used=%s amount=%s resets_at=%s',
-                                    r.metric, r.period, r.kind, r.limit_value, r.used, r.amount,
+                    DETAIL = format('metric=%s period=%s kind=%s limit=%s used=%s grant_remaining=%s amount=%s resets_at=%s',
+                                    r.metric, r.period, r.kind, r.limit_value, r.used, r.balance, r.amount,
                                     to_char(r.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
                     HINT = 'nothing was recorded; the limit is plan_limits.enforcement = ''hard''';
     END IF;
@@ -442,6 +442,335 @@ $$;
 
 
 --
+-- Name: usage_grant(bigint, bigint, text, numeric, text, timestamp with time zone, timestamp with time zone, text, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant(p_user_id bigint DEFAULT NULL::bigint, p_org_id bigint DEFAULT NULL::bigint, p_metric text DEFAULT NULL::text, p_amount numeric DEFAULT NULL::numeric, p_period text DEFAULT 'month'::text, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_starts_at timestamp with time zone DEFAULT now(), p_reason text DEFAULT ''::text, p_kind text DEFAULT ''::text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'usage', 'pg_temp'
+    AS $_$
+DECLARE
+    v_id   bigint;
+    v_user bigint := COALESCE(p_user_id, 0);
+    v_org  bigint := COALESCE(p_org_id, 0);
+BEGIN
+    IF (p_user_id IS NULL) = (p_org_id IS NULL) THEN
+        RAISE EXCEPTION 'usage_grant: give exactly one of p_user_id and p_org_id (got %)',
+              CASE WHEN p_user_id IS NULL THEN 'neither' ELSE 'both' END
+              USING ERRCODE = '22023', HINT = 'p_user_id for a user''s own quota, p_org_id for an organization''s';
+    END IF;
+    IF p_metric IS NULL OR p_metric NOT IN ('requests', 'messages', 'tokens', 'bytes', 'cost') THEN
+        RAISE EXCEPTION 'usage_grant: p_metric % is not a metric', COALESCE(quote_literal(p_metric), 'NULL')
+              USING ERRCODE = '22023', HINT = 'one of requests, messages, tokens, bytes, cost';
+    END IF;
+    IF p_amount IS NULL OR NOT (p_amount > 0) OR p_amount = 'Infinity'::numeric OR p_amount = 'NaN'::numeric THEN
+        RAISE EXCEPTION 'usage_grant: p_amount must be a number above 0, got %', COALESCE(p_amount::text, 'NULL')
+              USING ERRCODE = '22023';
+    END IF;
+    IF p_period IS NULL OR p_period NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'usage_grant: p_period % is not a period kind', COALESCE(quote_literal(p_period), 'NULL')
+              USING ERRCODE = '22023', HINT = 'day or month';
+    END IF;
+    IF p_kind IS NULL OR p_kind !~ '^([a-z][a-z0-9_]{0,63})?$' THEN
+        RAISE EXCEPTION 'usage_grant: p_kind % is not an event kind', COALESCE(quote_literal(p_kind), 'NULL')
+              USING ERRCODE = '22023', HINT = ''''' for the limit over all kinds, or a kind such as image_generation';
+    END IF;
+    IF p_starts_at IS NULL OR NOT isfinite(p_starts_at) THEN
+        RAISE EXCEPTION 'usage_grant: p_starts_at must be a finite instant, got %', COALESCE(p_starts_at::text, 'NULL')
+              USING ERRCODE = '22023';
+    END IF;
+    IF p_expires_at IS NULL OR NOT isfinite(p_expires_at) OR p_expires_at <= p_starts_at THEN
+        RAISE EXCEPTION 'usage_grant: p_expires_at (%) must be a finite instant after p_starts_at (%)',
+              COALESCE(p_expires_at::text, 'NULL'), p_starts_at
+              USING ERRCODE = '22023', HINT = 'for example p_expires_at => now() + interval ''90 days''';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM usage_subjects s WHERE s.user_id = v_user AND s.org_id = v_org) THEN
+        RAISE EXCEPTION 'usage_grant: % does not exist',
+              CASE WHEN v_org > 0 THEN 'organization ' || v_org ELSE 'user ' || v_user END
+              USING ERRCODE = '23503', HINT = 'add it to users (or organizations) first';
+    END IF;
+    INSERT INTO usage_grants (user_id, org_id, metric, period, kind, amount, starts_at, expires_at, reason)
+    VALUES (v_user, v_org, p_metric, p_period, p_kind, p_amount, p_starts_at, p_expires_at, COALESCE(p_reason, ''))
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END;
+$_$;
+
+
+--
+-- Name: usage_grant_balance(bigint, bigint, text, text, text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant_balance(p_user_id bigint, p_org_id bigint, p_metric text, p_period text, p_kind text, p_at timestamp with time zone) RETURNS TABLE(granted numeric, balance numeric)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH ledger AS MATERIALIZED (
+        SELECT l.grant_id, sum(l.drawn) AS drawn
+          FROM usage_grant_ledger(p_user_id, p_org_id, p_metric, p_period, p_kind, p_at, true) l
+         GROUP BY l.grant_id
+    )
+    SELECT COALESCE(sum(g.amount), 0), COALESCE(sum(g.amount - COALESCE(l.drawn, 0)), 0)
+      FROM usage_grants g
+      LEFT JOIN ledger l ON l.grant_id = g.id
+     WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
+       AND g.period = p_period AND g.kind = p_kind
+       AND g.starts_at <= p_at AND p_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))
+$$;
+
+
+--
+-- Name: usage_grant_ledger(bigint, bigint, text, text, text, timestamp with time zone, boolean); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant_ledger(p_user_id bigint, p_org_id bigint, p_metric text, p_period text, p_kind text, p_through timestamp with time zone, p_pending boolean) RETURNS TABLE(grant_id bigint, period_start timestamp with time zone, period_end timestamp with time zone, drawn numeric)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    g_id    bigint[];
+    g_from  timestamptz[];
+    g_to    timestamptz[];
+    g_left  numeric[];
+    g_here  numeric[];
+    v_first timestamptz;
+    v_last  timestamptz;
+    v_from  timestamptz;
+    v_limit numeric;
+    v_tz    text;
+    v_anchor integer;
+    v_lim   numeric;
+    p       record;
+    pts     timestamptz[];
+    cum     numeric[];
+    n       integer;
+    i       integer;
+    k       integer;
+    v_over  numeric;
+    v_take  numeric;
+BEGIN
+    SELECT array_agg(g.id ORDER BY g.expires_at, g.id),
+           array_agg(g.starts_at ORDER BY g.expires_at, g.id),
+           array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id),
+           array_agg(g.amount ORDER BY g.expires_at, g.id)
+      INTO g_id, g_from, g_to, g_left
+      FROM usage_grants g
+     WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
+       AND g.period = p_period AND g.kind = p_kind
+       AND g.starts_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'));
+    IF g_id IS NULL THEN
+        RETURN;
+    END IF;
+    n := array_length(g_id, 1);
+    g_here := array_fill(0::numeric, ARRAY[n]);
+    SELECT min(x) INTO v_first FROM unnest(g_from) x;
+    SELECT max(x) INTO v_last FROM unnest(g_to) x;
+    SELECT l.max_value, usage_timezone_or_utc(su.timezone), su.billing_anchor_day
+      INTO v_limit, v_tz, v_anchor
+      FROM usage_subjects su
+      LEFT JOIN plan_limits l ON l.plan_id = su.plan_id AND l.period = p_period
+                             AND l.kind = p_kind AND l.metric = p_metric
+     WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
+    -- Events not counted yet are read from the start of the period of the earliest grant on.
+    SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
+                 (SELECT min(up.period_start) FROM usage_periods up
+                   WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
+                     AND up.period_end > v_first))
+      INTO v_from;
+    FOR p IN
+        WITH counted AS (
+            SELECT up.period_start, up.period_end, up.limits,
+                   CASE WHEN p_kind = '' THEN
+                            CASE p_metric WHEN 'requests' THEN up.requests::numeric WHEN 'messages' THEN up.messages::numeric
+                                          WHEN 'tokens' THEN up.tokens::numeric WHEN 'bytes' THEN up.bytes::numeric
+                                          ELSE up.cost END
+                        ELSE COALESCE(CASE p_metric WHEN 'requests' THEN k.requests::numeric WHEN 'messages' THEN k.messages::numeric
+                                                    WHEN 'tokens' THEN k.tokens::numeric WHEN 'bytes' THEN k.bytes::numeric
+                                                    ELSE k.cost END, 0) END AS used
+              FROM usage_periods up
+              LEFT JOIN usage_period_kind_totals k
+                ON p_kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
+               AND k.period = up.period AND k.period_start = up.period_start AND k.kind = p_kind
+             WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
+               AND up.period_end > v_first AND up.period_start < v_last
+               AND up.period_start <= p_through
+        ), pending AS MATERIALIZED (
+            SELECT e.created_at,
+                   CASE p_metric WHEN 'requests' THEN 1::numeric WHEN 'messages' THEN e.messages::numeric
+                                 WHEN 'tokens' THEN e.tokens::numeric WHEN 'bytes' THEN e.bytes::numeric
+                                 ELSE e.cost END AS amount
+              FROM usage_subject_pending(p_user_id, p_org_id, v_from, 'infinity') e
+             WHERE p_pending AND (p_kind = '' OR e.kind = p_kind)
+        )
+        SELECT c.period_start, c.period_end, c.limits,
+               c.used + COALESCE((SELECT sum(e.amount) FROM pending e
+                                   WHERE e.created_at >= c.period_start AND e.created_at < c.period_end), 0) AS used
+          FROM counted c
+        UNION ALL
+        -- Events not counted yet in a period not opened yet: its natural bounds.
+        SELECT b.period_start, b.period_end, NULL::jsonb, sum(e.amount)
+          FROM pending e
+         CROSS JOIN LATERAL usage_period_bounds(v_tz, v_anchor, p_period, e.created_at) b
+         WHERE NOT EXISTS (SELECT 1 FROM counted c WHERE e.created_at >= c.period_start AND e.created_at < c.period_end)
+           AND b.period_start <= p_through
+         GROUP BY b.period_start, b.period_end
+         ORDER BY 1
+    LOOP
+        v_lim := CASE WHEN p.limits IS NULL THEN v_limit
+                      ELSE (SELECT (x ->> 'max_value')::numeric FROM jsonb_array_elements(p.limits) x
+                             WHERE x ->> 'metric' = p_metric AND x ->> 'kind' = p_kind LIMIT 1) END;
+        CONTINUE WHEN v_lim IS NULL OR p.used <= v_lim;
+        -- The period's cuts, and the usage before each.
+        SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
+          FROM unnest(g_from || g_to) x
+         WHERE x > p.period_start AND x < p.period_end;
+        pts := ARRAY[p.period_start] || COALESCE(pts, ARRAY[]::timestamptz[]) || ARRAY[p.period_end];
+        cum := ARRAY[0::numeric];
+        FOR k IN 2 .. array_length(pts, 1) - 1 LOOP
+            cum := cum || LEAST(GREATEST(usage_grant_usage_before(p_user_id, p_org_id, p_period, p_kind, p_metric,
+                                                                   p.period_start, pts[k], p_pending),
+                                         cum[k - 1]), p.used);
+        END LOOP;
+        cum := cum || p.used;
+        FOR k IN 1 .. array_length(pts, 1) - 1 LOOP
+            v_over := GREATEST(cum[k + 1] - v_lim, 0) - GREATEST(cum[k] - v_lim, 0);
+            CONTINUE WHEN v_over <= 0;
+            FOR i IN 1 .. n LOOP
+                EXIT WHEN v_over <= 0;
+                IF g_from[i] <= pts[k] AND g_to[i] > pts[k] AND g_left[i] > 0 THEN
+                    v_take := LEAST(v_over, g_left[i]);
+                    g_left[i] := g_left[i] - v_take;
+                    g_here[i] := g_here[i] + v_take;
+                    v_over := v_over - v_take;
+                END IF;
+            END LOOP;
+        END LOOP;
+        FOR i IN 1 .. n LOOP
+            IF g_here[i] > 0 THEN
+                grant_id := g_id[i];
+                period_start := p.period_start;
+                period_end := p.period_end;
+                drawn := g_here[i];
+                RETURN NEXT;
+                g_here[i] := 0;
+            END IF;
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+
+--
+-- Name: usage_grant_settle(bigint, bigint); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant_settle(p_user_id bigint, p_org_id bigint) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_changed integer;
+BEGIN
+    DELETE FROM usage_grant_marks m
+     WHERE m.user_id = p_user_id AND m.org_id = p_org_id
+       AND (NOT EXISTS (SELECT 1 FROM usage_periods up
+                         WHERE up.user_id = m.user_id AND up.org_id = m.org_id AND up.period = m.period
+                           AND up.period_start = m.since AND up.period_end > m.at)
+            OR NOT EXISTS (SELECT 1 FROM usage_grants g
+                            WHERE g.user_id = m.user_id AND g.org_id = m.org_id AND g.period = m.period
+                              AND g.kind = m.kind
+                              AND m.at IN (g.starts_at, LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))));
+    INSERT INTO usage_grant_marks (user_id, org_id, period, kind, at, since, requests, messages, tokens, bytes, cost)
+    SELECT p_user_id, p_org_id, c.period, c.kind, c.at, up.period_start, s.requests, s.messages, s.tokens, s.bytes, s.cost
+      FROM (SELECT DISTINCT g.period, g.kind, x.at
+              FROM usage_grants g
+             CROSS JOIN LATERAL (VALUES (g.starts_at), (LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))) x (at)
+             WHERE g.user_id = p_user_id AND g.org_id = p_org_id) c
+      JOIN usage_periods up
+        ON up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = c.period
+       AND c.at > up.period_start AND c.at < up.period_end
+     CROSS JOIN LATERAL (
+            SELECT count(*) AS requests, COALESCE(sum(e.messages), 0) AS messages,
+                   COALESCE(sum(e.tokens), 0) AS tokens, COALESCE(sum(e.bytes), 0) AS bytes,
+                   COALESCE(sum(e.cost), 0) AS cost
+              FROM usage_events e
+             WHERE ((p_org_id = 0 AND e.org_id IS NULL AND e.user_id = p_user_id) OR (p_org_id > 0 AND e.org_id = p_org_id))
+               AND e.created_at >= up.period_start AND e.created_at < c.at
+               AND (c.kind = '' OR e.kind = c.kind)
+               AND e.recorded_xid < (SELECT w.xid FROM aggregation_watermark w)
+               AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
+                                WHERE q.event_id = e.id AND q.created_at = e.created_at)) s
+    ON CONFLICT (user_id, org_id, period, kind, at) DO NOTHING;
+
+    WITH fresh AS MATERIALIZED (
+        SELECT l.*
+          FROM (SELECT DISTINCT g.metric, g.period, g.kind FROM usage_grants g
+                 WHERE g.user_id = p_user_id AND g.org_id = p_org_id) k
+         CROSS JOIN LATERAL usage_grant_ledger(p_user_id, p_org_id, k.metric, k.period, k.kind, 'infinity', false) l
+    ), gone AS (
+        DELETE FROM usage_grant_draws d
+         USING usage_grants g
+         WHERE d.grant_id = g.id AND g.user_id = p_user_id AND g.org_id = p_org_id
+           AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.grant_id = d.grant_id AND f.period_start = d.period_start)
+        RETURNING 1
+    ), written AS (
+        INSERT INTO usage_grant_draws AS d (grant_id, period_start, period_end, drawn)
+        SELECT f.grant_id, f.period_start, f.period_end, f.drawn FROM fresh f
+        ON CONFLICT (grant_id, period_start) DO UPDATE
+           SET drawn = EXCLUDED.drawn, period_end = EXCLUDED.period_end, recorded_at = now()
+         WHERE d.drawn <> EXCLUDED.drawn OR d.period_end <> EXCLUDED.period_end
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM written) INTO v_changed;
+    UPDATE usage_grants g SET settled = true
+     WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND NOT g.settled;
+    RETURN v_changed;
+END;
+$$;
+
+
+--
+-- Name: usage_grant_usage_before(bigint, bigint, text, text, text, timestamp with time zone, timestamp with time zone, boolean); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant_usage_before(p_user_id bigint, p_org_id bigint, p_period text, p_kind text, p_metric text, p_since timestamp with time zone, p_at timestamp with time zone, p_pending boolean) RETURNS numeric
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_counted numeric;
+    v_pending numeric := 0;
+BEGIN
+    SELECT CASE p_metric WHEN 'requests' THEN m.requests::numeric WHEN 'messages' THEN m.messages::numeric
+                         WHEN 'tokens' THEN m.tokens::numeric WHEN 'bytes' THEN m.bytes::numeric
+                         ELSE m.cost END
+      INTO v_counted
+      FROM usage_grant_marks m
+     WHERE m.user_id = p_user_id AND m.org_id = p_org_id AND m.period = p_period
+       AND m.kind = p_kind AND m.at = p_at AND m.since = p_since;
+    IF NOT FOUND THEN
+        SELECT COALESCE(sum(CASE p_metric WHEN 'requests' THEN 1::numeric WHEN 'messages' THEN e.messages::numeric
+                                          WHEN 'tokens' THEN e.tokens::numeric WHEN 'bytes' THEN e.bytes::numeric
+                                          ELSE e.cost END), 0)
+          INTO v_counted
+          FROM usage_events e
+         WHERE ((p_org_id = 0 AND e.org_id IS NULL AND e.user_id = p_user_id) OR (p_org_id > 0 AND e.org_id = p_org_id))
+           AND e.created_at >= p_since AND e.created_at < p_at
+           AND (p_kind = '' OR e.kind = p_kind)
+           AND e.recorded_xid < (SELECT w.xid FROM aggregation_watermark w)
+           AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
+                            WHERE q.event_id = e.id AND q.created_at = e.created_at);
+    END IF;
+    IF p_pending THEN
+        SELECT COALESCE(sum(CASE p_metric WHEN 'requests' THEN 1::numeric WHEN 'messages' THEN e.messages::numeric
+                                          WHEN 'tokens' THEN e.tokens::numeric WHEN 'bytes' THEN e.bytes::numeric
+                                          ELSE e.cost END), 0)
+          INTO v_pending
+          FROM usage_subject_pending(p_user_id, p_org_id, p_since, p_at) e
+         WHERE p_kind = '' OR e.kind = p_kind;
+    END IF;
+    RETURN v_counted + v_pending;
+END;
+$$;
+
+
+--
 -- Name: usage_is_reader(); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -457,11 +786,12 @@ $$;
 -- Name: usage_limit_checks(bigint, bigint, text, timestamp with time zone, numeric, numeric, numeric, numeric); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.usage_limit_checks(p_user_id bigint, p_org_id bigint, p_kind text, p_at timestamp with time zone, p_messages numeric, p_tokens numeric, p_bytes numeric, p_cost numeric) RETURNS TABLE(metric text, period text, kind text, enforcement text, limit_value numeric, used numeric, amount numeric, fits boolean, period_end timestamp with time zone)
+CREATE FUNCTION usage.usage_limit_checks(p_user_id bigint, p_org_id bigint, p_kind text, p_at timestamp with time zone, p_messages numeric, p_tokens numeric, p_bytes numeric, p_cost numeric) RETURNS TABLE(metric text, period text, kind text, enforcement text, limit_value numeric, used numeric, amount numeric, fits boolean, period_end timestamp with time zone, balance numeric)
     LANGUAGE sql STABLE
     AS $$
     SELECT s.metric, s.period, s.kind, s.enforcement, s.limit_value, s.used, a.amount,
-           s.used + a.amount <= s.limit_value, s.period_end
+           s.used + a.amount <= GREATEST(s.limit_value, s.used) + s.grant_remaining, s.period_end,
+           s.grant_remaining
       FROM usage_subject_status(p_user_id, p_org_id, p_at) s
       JOIN (VALUES ('requests', 1::numeric), ('messages', p_messages), ('tokens', p_tokens),
                    ('bytes', p_bytes), ('cost', p_cost)) AS a (metric, amount)
@@ -873,7 +1203,7 @@ $$;
 -- Name: usage_subject_status(bigint, bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text)
+CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
     LANGUAGE plpgsql STABLE
     AS $$
 #variable_conflict use_column
@@ -893,6 +1223,7 @@ DECLARE
     p_tz     text;
     p_anchor integer;
     p_plan   bigint;
+    has_grants boolean;
 BEGIN
     SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
       FROM usage_subjects su
@@ -900,6 +1231,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    has_grants := EXISTS (SELECT 1 FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id);
     FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
         -- The latest period starting at or before `at`: the current one if it has not ended.
         SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
@@ -935,13 +1267,15 @@ BEGIN
               FROM pending
         )
         SELECT x.metric, per, x.kind, x.used, x.limit_value,
-               CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
+               CASE WHEN x.limit_value IS NOT NULL
+                    THEN GREATEST(x.limit_value - x.used, 0) + COALESCE(gb.balance, 0) END,
                x.limit_value IS NULL,
-               COALESCE(x.used >= x.limit_value, false),
+               COALESCE(x.used >= x.limit_value AND COALESCE(gb.balance, 0) <= 0, false),
                CASE WHEN x.limit_value IS NULL THEN NULL
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
-               p_from, p_to, x.enforcement
+               p_from, p_to, x.enforcement,
+               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0)
           FROM (SELECT m.metric, ''::text AS kind,
                        CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
                        l.max_value AS limit_value, l.enforcement
@@ -973,6 +1307,10 @@ BEGIN
                    AND k.period_start = p_from AND k.kind = l.kind
                   LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
+          -- Only for a subject that has grants: the others pay one index probe per call.
+          LEFT JOIN LATERAL (SELECT b.granted, b.balance
+                               FROM usage_grant_balance(p_user_id, p_org_id, x.metric, per, x.kind, p_at) b
+                              WHERE has_grants) gb ON true
          ORDER BY x.metric, x.kind;
     END LOOP;
 END;
@@ -1065,6 +1403,35 @@ BEGIN
     RETURN tz;
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN 'UTC';
+END;
+$$;
+
+
+--
+-- Name: usage_void_grant(bigint, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_void_grant(p_grant_id bigint, p_reason text DEFAULT ''::text) RETURNS timestamp with time zone
+    LANGUAGE plpgsql
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+DECLARE
+    g record;
+BEGIN
+    SELECT * INTO g FROM usage_grants WHERE id = p_grant_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'usage_void_grant: grant % does not exist', COALESCE(p_grant_id::text, 'NULL')
+              USING ERRCODE = '22023';
+    END IF;
+    IF g.voided_at IS NOT NULL THEN
+        RAISE EXCEPTION 'usage_void_grant: grant % was voided already, at % by %', p_grant_id, g.voided_at, g.voided_by
+              USING ERRCODE = '22023', HINT = 'a grant is voided once; nothing was changed';
+    END IF;
+    UPDATE usage_grants
+       SET voided_at = now(), voided_by = session_user, void_reason = COALESCE(p_reason, ''),
+           settled = false
+     WHERE id = p_grant_id;
+    RETURN now();
 END;
 $$;
 
@@ -1264,6 +1631,9 @@ CREATE TABLE usage.quota_alerts (
     sent_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     org_id bigint DEFAULT 0 NOT NULL,
+    alert text DEFAULT 'quota'::text NOT NULL,
+    grant_id bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT quota_alerts_alert_check CHECK ((alert = ANY (ARRAY['quota'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
     CONSTRAINT quota_alerts_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT quota_alerts_metric_check CHECK ((metric = ANY (ARRAY['requests'::text, 'messages'::text, 'tokens'::text, 'bytes'::text, 'cost'::text]))),
     CONSTRAINT quota_alerts_org_id_check CHECK ((org_id >= 0)),
@@ -1345,6 +1715,89 @@ CREATE TABLE usage.usage_events_default (
     CONSTRAINT usage_events_request_type_check CHECK ((request_type ~ '^([a-z0-9][a-z0-9_.-]{0,63})?$'::text)),
     CONSTRAINT usage_events_tokens_not_negative CHECK ((tokens >= 0))
 );
+
+
+--
+-- Name: usage_grant_draws; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_grant_draws (
+    grant_id bigint NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    period_end timestamp with time zone NOT NULL,
+    drawn numeric NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_grant_draws_drawn_check CHECK ((drawn > (0)::numeric))
+);
+
+
+--
+-- Name: usage_grant_marks; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_grant_marks (
+    user_id bigint NOT NULL,
+    org_id bigint NOT NULL,
+    period text NOT NULL,
+    kind text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    since timestamp with time zone NOT NULL,
+    requests bigint DEFAULT 0 NOT NULL,
+    messages bigint DEFAULT 0 NOT NULL,
+    tokens bigint DEFAULT 0 NOT NULL,
+    bytes bigint DEFAULT 0 NOT NULL,
+    cost numeric DEFAULT 0 NOT NULL
+);
+
+
+--
+-- Name: usage_grants; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_grants (
+    id bigint NOT NULL,
+    user_id bigint DEFAULT 0 NOT NULL,
+    org_id bigint DEFAULT 0 NOT NULL,
+    metric text NOT NULL,
+    period text NOT NULL,
+    kind text DEFAULT ''::text NOT NULL,
+    amount numeric NOT NULL,
+    starts_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    reason text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_by text DEFAULT SESSION_USER NOT NULL,
+    voided_at timestamp with time zone,
+    voided_by text,
+    void_reason text,
+    settled boolean DEFAULT false NOT NULL,
+    CONSTRAINT usage_grants_amount_check CHECK (((amount > (0)::numeric) AND (amount < 'Infinity'::numeric))),
+    CONSTRAINT usage_grants_bounds_check CHECK (((expires_at > starts_at) AND isfinite(starts_at) AND isfinite(expires_at))),
+    CONSTRAINT usage_grants_kind_check CHECK ((kind ~ '^([a-z][a-z0-9_]{0,63})?$'::text)),
+    CONSTRAINT usage_grants_metric_check CHECK ((metric = ANY (ARRAY['requests'::text, 'messages'::text, 'tokens'::text, 'bytes'::text, 'cost'::text]))),
+    CONSTRAINT usage_grants_period_check CHECK ((period = ANY (ARRAY['day'::text, 'month'::text]))),
+    CONSTRAINT usage_grants_subject_check CHECK (((org_id >= 0) AND ((org_id = 0) OR (user_id = 0)))),
+    CONSTRAINT usage_grants_voided_check CHECK (((voided_at IS NULL) = (voided_by IS NULL)))
+);
+
+
+--
+-- Name: usage_grants_id_seq; Type: SEQUENCE; Schema: usage; Owner: -
+--
+
+CREATE SEQUENCE usage.usage_grants_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: usage_grants_id_seq; Type: SEQUENCE OWNED BY; Schema: usage; Owner: -
+--
+
+ALTER SEQUENCE usage.usage_grants_id_seq OWNED BY usage.usage_grants.id;
 
 
 --
@@ -1608,6 +2061,13 @@ ALTER TABLE ONLY usage.usage_events ALTER COLUMN id SET DEFAULT nextval('usage.u
 
 
 --
+-- Name: usage_grants id; Type: DEFAULT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_grants ALTER COLUMN id SET DEFAULT nextval('usage.usage_grants_id_seq'::regclass);
+
+
+--
 -- Name: webhook_deliveries id; Type: DEFAULT; Schema: usage; Owner: -
 --
 
@@ -1698,7 +2158,7 @@ ALTER TABLE ONLY usage.prices
 --
 
 ALTER TABLE ONLY usage.quota_alerts
-    ADD CONSTRAINT quota_alerts_once UNIQUE (user_id, org_id, metric, period, kind, period_start, threshold);
+    ADD CONSTRAINT quota_alerts_once UNIQUE (user_id, org_id, metric, period, kind, period_start, threshold, alert, grant_id);
 
 
 --
@@ -1787,6 +2247,30 @@ ALTER TABLE usage.usage_events
 
 ALTER TABLE usage.usage_events
     ADD CONSTRAINT usage_events_tokens_in_range CHECK ((tokens <= '1000000000000'::bigint)) NOT VALID;
+
+
+--
+-- Name: usage_grant_draws usage_grant_draws_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_grant_draws
+    ADD CONSTRAINT usage_grant_draws_pkey PRIMARY KEY (grant_id, period_start);
+
+
+--
+-- Name: usage_grant_marks usage_grant_marks_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_grant_marks
+    ADD CONSTRAINT usage_grant_marks_pkey PRIMARY KEY (user_id, org_id, period, kind, at);
+
+
+--
+-- Name: usage_grants usage_grants_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_grants
+    ADD CONSTRAINT usage_grants_pkey PRIMARY KEY (id);
 
 
 --
@@ -2011,6 +2495,20 @@ CREATE INDEX usage_events_default_user_id_recorded_xid_idx ON usage.usage_events
 
 
 --
+-- Name: usage_grants_subject_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_grants_subject_idx ON usage.usage_grants USING btree (user_id, org_id, metric, period, kind);
+
+
+--
+-- Name: usage_grants_unsettled_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX usage_grants_unsettled_idx ON usage.usage_grants USING btree (user_id, org_id) WHERE (NOT settled);
+
+
+--
 -- Name: usage_idempotency_keys_recorded_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
@@ -2149,6 +2647,14 @@ ALTER TABLE ONLY usage.quota_alerts
 
 
 --
+-- Name: usage_grant_draws usage_grant_draws_grant_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_grant_draws
+    ADD CONSTRAINT usage_grant_draws_grant_id_fkey FOREIGN KEY (grant_id) REFERENCES usage.usage_grants(id);
+
+
+--
 -- Name: users users_plan_id_fkey; Type: FK CONSTRAINT; Schema: usage; Owner: -
 --
 
@@ -2209,6 +2715,18 @@ ALTER TABLE usage.usage_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE usage.usage_events_default ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: usage_grant_marks; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_grant_marks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_grants; Type: ROW SECURITY; Schema: usage; Owner: -
+--
+
+ALTER TABLE usage.usage_grants ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: organization_members usage_not_reader; Type: POLICY; Schema: usage; Owner: -
 --
 
@@ -2248,6 +2766,20 @@ CREATE POLICY usage_not_reader ON usage.usage_events USING ((NOT ( SELECT usage.
 --
 
 CREATE POLICY usage_not_reader ON usage.usage_events_default USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_grant_marks usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_grant_marks USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
+
+
+--
+-- Name: usage_grants usage_not_reader; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_not_reader ON usage.usage_grants USING ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader))) WITH CHECK ((NOT ( SELECT usage.usage_is_reader() AS usage_is_reader)));
 
 
 --
@@ -2323,6 +2855,20 @@ CREATE POLICY usage_reader_own_org ON usage.usage_events FOR SELECT USING (((org
 --
 
 CREATE POLICY usage_reader_own_org ON usage.usage_events_default FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_grant_marks usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_grant_marks FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
+
+
+--
+-- Name: usage_grants usage_reader_own_org; Type: POLICY; Schema: usage; Owner: -
+--
+
+CREATE POLICY usage_reader_own_org ON usage.usage_grants FOR SELECT USING (((org_id > 0) AND (org_id = ( SELECT usage.usage_current_org() AS usage_current_org))));
 
 
 --

@@ -3,11 +3,13 @@
 -- change the answer — request type, metadata, idempotency key — are accepted and ignored).
 -- One row:
 -- - `fits`: every limit the event adds to (usage_limit_checks: `requests` always, the other
---   metrics when its amount is above 0; soft and hard alike) holds used + amount <= limit,
+--   metrics when its amount is above 0; soft and hard alike) holds used + amount <= limit
+--   (plus, past the limit, what the subject's active grants have left),
 --   counting every event the caller's snapshot sees;
 -- - the limit that stops it (hard ones first), or, when it fits, the one with the least room
 --   left after it; NULL columns when no limit applies (unlimited);
--- - `remaining`: what that limit has left now; `resets_at`: when its period ends.
+-- - `remaining`: what that limit has left now, with what the active grants have left (see
+--   usage_grant()); `resets_at`: when its period ends.
 -- Arguments are refused with the errors usage_record() gives (usage_event_check,
 -- usage_member_check). For usage whose amount is known only afterwards (the tokens of an
 -- AI answer), check with the least it will use (p_tokens => 1): see docs/SCHEMA.md.

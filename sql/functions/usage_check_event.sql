@@ -25,7 +25,7 @@ BEGIN
       FROM usage_limit_checks(s.user_id, s.org_id, p_kind, p_created_at,
                               COALESCE(p_messages, 0), a.tokens, COALESCE(p_bytes, 0), a.cost) l
      ORDER BY l.fits, l.enforcement = 'hard' DESC,
-              (l.limit_value - l.used - l.amount) / NULLIF(l.limit_value, 0) NULLS FIRST,
+              (l.limit_value + l.balance - l.used - l.amount) / NULLIF(l.limit_value + l.balance, 0) NULLS FIRST,
               l.period, l.metric, l.kind
      LIMIT 1;
     IF NOT FOUND THEN
@@ -34,6 +34,6 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY SELECT c.fits, c.metric, c.period, c.kind, c.enforcement, c.limit_value, c.used,
-                        GREATEST(c.limit_value - c.used, 0), c.period_end;
+                        GREATEST(c.limit_value - c.used, 0) + c.balance, c.period_end;
 END;
 $$;

@@ -1,7 +1,7 @@
 -- usage_enforce_hard_limits(user_id, org_id, kind, at, messages, tokens, bytes, cost): refuses
 -- an event that would take its subject past a hard limit of its plan (usage_limit_checks),
 -- with SQLSTATE UQ001 and a message naming the subject, metric, period, kind, limit, what is
--- used and when the period resets. Called by usage_record() before it inserts, only for a
+-- used, what its grants have left and when the period resets. Called by usage_record() before it inserts, only for a
 -- subject whose plan has a hard limit.
 -- - Atomic under concurrency: it first takes a transaction lock of the subject (advisory
 --   class 0x5551 'UQ', key a hash of the subject), so calls for one subject check one at a
@@ -33,14 +33,14 @@ BEGIN
     IF FOUND THEN
         SELECT usage_timezone_or_utc(s.timezone) INTO v_zone
           FROM usage_subjects s WHERE s.user_id = p_user_id AND s.org_id = p_org_id;
-        RAISE EXCEPTION 'usage_record: hard limit reached for %: % per % (%) is %, % used, this event adds %; it resets at % %',
+        RAISE EXCEPTION 'usage_record: hard limit reached for %: % per % (%) is %, % used, % left in grants, this event adds %; it resets at % %',
               v_who, r.metric, r.period, CASE WHEN r.kind = '' THEN 'all kinds' ELSE 'kind ' || r.kind END,
-              r.limit_value, r.used, r.amount,
+              r.limit_value, r.used, r.balance, r.amount,
               to_char(r.period_end AT TIME ZONE COALESCE(v_zone, 'UTC'), 'YYYY-MM-DD HH24:MI:SS'),
               COALESCE(v_zone, 'UTC')
               USING ERRCODE = 'UQ001',
-                    DETAIL = format('metric=%s period=%s kind=%s limit=%s used=%s amount=%s resets_at=%s',
-                                    r.metric, r.period, r.kind, r.limit_value, r.used, r.amount,
+                    DETAIL = format('metric=%s period=%s kind=%s limit=%s used=%s grant_remaining=%s amount=%s resets_at=%s',
+                                    r.metric, r.period, r.kind, r.limit_value, r.used, r.balance, r.amount,
                                     to_char(r.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
                     HINT = 'nothing was recorded; the limit is plan_limits.enforcement = ''hard''';
     END IF;

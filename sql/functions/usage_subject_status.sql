@@ -8,12 +8,15 @@
 --   (usage_subject_pending), each event once.
 -- - the period: the subject's open or closed period containing `at`, or, where none has
 --   been opened yet, its natural period after any earlier one.
--- - `limit_value` (NULL: unlimited), what remains, and `enforcement` (`soft` or `hard`; NULL
---   when unlimited).
+-- - `limit_value` (NULL: unlimited) and `enforcement` (`soft` or `hard`; NULL when unlimited).
+-- - `granted` and `grant_remaining`: the subject's grants for that metric, period kind and
+--   kind active at `at`, and what they have left (usage_grant_balance; 0 and 0 without any).
+-- - `remaining`: what the plan has left plus what the grants have; `exceeded`: the plan's
+--   limit is reached and the grants are used up; `percent`: of the plan's limit.
 -- No row when the subject is not in usage_subjects. STABLE: every statement reads one
 -- snapshot, so the totals and the watermark that splits counted from pending agree.
 CREATE OR REPLACE FUNCTION usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamptz)
-RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text)
+RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text, granted numeric, grant_remaining numeric)
 LANGUAGE plpgsql
 STABLE
 AS $$
@@ -34,6 +37,7 @@ DECLARE
     p_tz     text;
     p_anchor integer;
     p_plan   bigint;
+    has_grants boolean;
 BEGIN
     SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
       FROM usage_subjects su
@@ -41,6 +45,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    has_grants := EXISTS (SELECT 1 FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id);
     FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
         -- The latest period starting at or before `at`: the current one if it has not ended.
         SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
@@ -76,13 +81,15 @@ BEGIN
               FROM pending
         )
         SELECT x.metric, per, x.kind, x.used, x.limit_value,
-               CASE WHEN x.limit_value IS NOT NULL THEN GREATEST(x.limit_value - x.used, 0) END,
+               CASE WHEN x.limit_value IS NOT NULL
+                    THEN GREATEST(x.limit_value - x.used, 0) + COALESCE(gb.balance, 0) END,
                x.limit_value IS NULL,
-               COALESCE(x.used >= x.limit_value, false),
+               COALESCE(x.used >= x.limit_value AND COALESCE(gb.balance, 0) <= 0, false),
                CASE WHEN x.limit_value IS NULL THEN NULL
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
-               p_from, p_to, x.enforcement
+               p_from, p_to, x.enforcement,
+               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0)
           FROM (SELECT m.metric, ''::text AS kind,
                        CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
                        l.max_value AS limit_value, l.enforcement
@@ -114,6 +121,10 @@ BEGIN
                    AND k.period_start = p_from AND k.kind = l.kind
                   LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
+          -- Only for a subject that has grants: the others pay one index probe per call.
+          LEFT JOIN LATERAL (SELECT b.granted, b.balance
+                               FROM usage_grant_balance(p_user_id, p_org_id, x.metric, per, x.kind, p_at) b
+                              WHERE has_grants) gb ON true
          ORDER BY x.metric, x.kind;
     END LOOP;
 END;

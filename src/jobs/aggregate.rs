@@ -36,6 +36,7 @@ const DAILY_RESTORE_SQL: &str = include_str!("sql/aggregate_daily_restore.sql");
 /// How many unknown-zone user ids and differing rows a report lists (the counts are complete).
 const REPORT_LIST_LIMIT: usize = 100;
 
+pub mod grants;
 pub mod held_back;
 mod period_step;
 mod rebuild;
@@ -110,6 +111,8 @@ pub struct Step {
     pub period_step: std::time::Duration,
     zone_problems: Vec<ZoneProblem>,
     set_aside: Vec<SetAside>,
+    /// What settling the grants' drawdown did.
+    pub grants: grants::Settled,
     /// The watermark reached the limit: nothing older is left.
     pub caught_up: bool,
 }
@@ -138,6 +141,7 @@ pub fn transaction(
             ..Step::default()
         };
         if limit <= from {
+            step.grants = grants::settle(conn)?;
             return Ok((step, horizon));
         }
         let cut: Cut = diesel::sql_query(CUT_SQL)
@@ -167,6 +171,7 @@ pub fn transaction(
             add_batch(conn, &mut step)?;
         }
         watermark::store(conn, to)?;
+        step.grants = grants::settle(conn)?;
         step.to = to;
         step.caught_up = to == limit;
         Ok((step, horizon))
@@ -194,6 +199,7 @@ fn add_batch(conn: &mut PgConnection, step: &mut Step) -> Result<(), JobError> {
     let started = std::time::Instant::now();
     step.periods_opened = period_step::add_batch_to_periods(conn)?;
     step.period_step = started.elapsed();
+    grants::add_batch(conn)?;
     Ok(())
 }
 
@@ -234,6 +240,7 @@ struct RunTally {
     unknown_zone_orgs: BTreeSet<i64>,
     missing_orgs: BTreeSet<i64>,
     quarantined: Tally,
+    grants: grants::Settled,
 }
 
 impl RunTally {
@@ -242,6 +249,8 @@ impl RunTally {
         self.transactions += 1;
         self.events += step.events;
         self.rows_written += step.rows_written;
+        self.grants.subjects += step.grants.subjects;
+        self.grants.changed += step.grants.changed;
         self.quarantined.add("aggregate", step.set_aside);
         for problem in step.zone_problems {
             if problem.org_id > 0 {
@@ -308,6 +317,12 @@ impl RunTally {
                 self.unknown_zone_orgs.len()
             );
         }
+        if self.grants.subjects > 0 {
+            summary += &format!(
+                "; the grants of {} subject(s) settled ({} draw row(s) changed)",
+                self.grants.subjects, self.grants.changed
+            );
+        }
         if self.quarantined.count() > 0 {
             summary += &format!(
                 "; {} event(s) that cannot be counted set aside into usage_quarantine",
@@ -330,6 +345,8 @@ impl RunTally {
                 "orgs_without_row": self.missing_orgs.len(),
                 "org_ids_without_row": self.missing_orgs.iter().take(REPORT_LIST_LIMIT).collect::<Vec<_>>(),
                 "quarantined": self.quarantined.to_json(),
+                "grant_subjects_settled": self.grants.subjects,
+                "grant_draws_changed": self.grants.changed,
             }),
         )
     }

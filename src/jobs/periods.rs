@@ -32,6 +32,7 @@ const APPLY_SQL: &str = include_str!("sql/reset_apply.sql");
 const CLOSE_SQL: &str = include_str!("sql/reset_close.sql");
 const SUCCESSORS_SQL: &str = include_str!("sql/reset_successors.sql");
 const UNKNOWN_ZONES_SQL: &str = include_str!("sql/reset_unknown_zones.sql");
+const GRANT_UNSETTLE_SQL: &str = include_str!("sql/reset_grant_unsettle.sql");
 
 /// The kind of quota period a reset job closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +164,7 @@ fn close_batch(
         .bind::<Timestamptz, _>(now)
         .execute(conn)?;
     let opened = diesel::sql_query(SUCCESSORS_SQL).execute(conn)?;
+    diesel::sql_query(GRANT_UNSETTLE_SQL).execute(conn)?;
     conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")?;
     Ok(Some(ClosedBatch {
         closed,

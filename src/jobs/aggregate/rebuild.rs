@@ -283,6 +283,20 @@ pub(super) fn rebuild(
             None => break,
         };
     }
+    if !opts.dry_run {
+        // What grants gave follows the rebuilt totals.
+        conn.transaction(|conn| -> Result<(), JobError> {
+            watermark::lock(conn)?;
+            diesel::sql_query(
+                "UPDATE usage_grants SET settled = false
+                  WHERE settled AND ($1::bigint IS NULL OR (user_id = $1 AND org_id = 0))",
+            )
+            .bind::<Nullable<BigInt>, _>(opts.user_id)
+            .execute(conn)?;
+            super::grants::settle(conn)?;
+            Ok(())
+        })?;
+    }
     Ok(rebuild_report(from, to, opts, tally, &skipped))
 }
 

@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use serde_json::json;
 
 use super::tally::warn_unknown_zone;
-use super::{APPLY_SQL, QuotaPeriod, RAW_SQL, lock_out_aggregation};
+use super::{APPLY_SQL, GRANT_UNSETTLE_SQL, QuotaPeriod, RAW_SQL, lock_out_aggregation};
 use crate::jobs::{JobError, JobReport};
 use crate::subject::Subject;
 
@@ -223,5 +223,7 @@ fn split_period(
     diesel::sql_query(APPLY_SQL)
         .bind::<Timestamptz, _>(now)
         .execute(conn)?;
+    // The split moves the instants that cut the new half: its grants are settled again.
+    diesel::sql_query(GRANT_UNSETTLE_SQL).execute(conn)?;
     conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")
 }
