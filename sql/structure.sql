@@ -1965,7 +1965,7 @@ CREATE TABLE usage.webhook_deliveries (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT webhook_deliveries_attempts_not_negative CHECK ((attempts >= 0)),
-    CONSTRAINT webhook_deliveries_event_type_check CHECK ((event_type = ANY (ARRAY['quota.threshold'::text, 'quota.exhausted'::text]))),
+    CONSTRAINT webhook_deliveries_event_type_check CHECK ((event_type = ANY (ARRAY['quota.threshold'::text, 'quota.exhausted'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
     CONSTRAINT webhook_deliveries_sending_has_lease CHECK (((status = 'sending'::text) = (leased_until IS NOT NULL))),
     CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'delivered'::text, 'failed'::text, 'expired'::text])))
 );

@@ -238,6 +238,9 @@ DROP FUNCTION usage_void_grant(bigint,text);
 
 DELETE FROM webhook_deliveries d USING quota_alerts a WHERE d.alert_id = a.id AND a.alert <> 'quota';
 DELETE FROM quota_alerts WHERE alert <> 'quota';
+ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_event_type_check;
+ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_event_type_check
+    CHECK (event_type IN ('quota.threshold', 'quota.exhausted'));
 ALTER TABLE quota_alerts DROP CONSTRAINT quota_alerts_once;
 ALTER TABLE quota_alerts
     ADD CONSTRAINT quota_alerts_once UNIQUE (user_id, org_id, metric, period, kind, period_start, threshold);

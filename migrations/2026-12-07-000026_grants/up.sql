@@ -84,6 +84,11 @@ ALTER TABLE quota_alerts
     ADD CONSTRAINT quota_alerts_once
     UNIQUE (user_id, org_id, metric, period, kind, period_start, threshold, alert, grant_id);
 
+ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_event_type_check;
+ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_event_type_check
+    CHECK (event_type IN ('quota.threshold', 'quota.exhausted',
+                          'credit.low', 'credit.depleted', 'credit.recovered'));
+
 DROP FUNCTION quota_status(bigint, timestamptz);
 DROP FUNCTION org_quota_status(bigint, timestamptz);
 DROP FUNCTION usage_limit_checks(bigint, bigint, text, timestamptz, numeric, numeric, numeric, numeric);

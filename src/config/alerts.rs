@@ -50,6 +50,8 @@ impl fmt::Display for Percent {
 pub struct AlertSettings {
     /// Percentages of a limit that trigger an email, once each per period.
     pub thresholds: Vec<Percent>,
+    /// A grant's balance below this percentage of what was granted is `credit.low`.
+    pub credit_low_percent: Percent,
     /// Deliveries tried before an alert is `failed`.
     pub max_attempts: u32,
     /// An alert not delivered this long after its period ended is `expired`.
@@ -71,6 +73,7 @@ impl Default for AlertSettings {
     fn default() -> Self {
         AlertSettings {
             thresholds: vec![Percent(80), Percent(95)],
+            credit_low_percent: Percent(20),
             max_attempts: 8,
             expire_after: HumanDuration(Duration::from_secs(24 * 3_600)),
             backoff_base: HumanDuration(Duration::from_secs(60)),
@@ -94,6 +97,12 @@ impl AlertSettings {
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_thresholds()?;
+        if self.credit_low_percent.get() >= 100 {
+            return Err(ConfigError::invalid(
+                "alerts.credit_low_percent",
+                "100 is out of range; expected a percentage from 1 to 99 (20: below a fifth of what was granted)",
+            ));
+        }
         webhooks::validate(&self.webhooks, self.channels.as_deref())?;
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(ConfigError::invalid(

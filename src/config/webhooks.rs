@@ -14,7 +14,13 @@ use super::{ConfigError, HumanDuration};
 /// Prefix of a Standard Webhooks secret: `whsec_` then the key in base64.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// The event types an endpoint may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 2] = ["quota.threshold", "quota.exhausted"];
+pub const WEBHOOK_EVENTS: [&str; 5] = [
+    "quota.threshold",
+    "quota.exhausted",
+    "credit.low",
+    "credit.depleted",
+    "credit.recovered",
+];
 /// More endpoints than this would need more delivery threads than a run should start.
 const MAX_ENDPOINTS: usize = 32;
 

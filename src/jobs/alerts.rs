@@ -35,6 +35,7 @@ pub use status::AlertStatus;
 use status::{StatusCount, StatusRow};
 
 const CANDIDATES_SQL: &str = include_str!("sql/alerts_candidates.sql");
+const CREDIT_CANDIDATES_SQL: &str = include_str!("sql/alerts_credit_candidates.sql");
 const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
 const PREVIEW_SQL: &str = include_str!("sql/alerts_preview.sql");
 const RETIRE_SQL: &str = include_str!("sql/alerts_retire.sql");
@@ -54,8 +55,8 @@ pub fn description(settings: &Settings) -> String {
     )
 }
 
-/// Makes `alert_candidates` (alerts_candidates.sql), which the deciding statement and the
-/// dry run read: $1 now, $2 thresholds int[], $3 expire_after seconds, $4 a user id (that
+/// Makes `alert_candidates` (alerts_candidates.sql, then the credit alerts of
+/// alerts_credit_candidates.sql), which the deciding statement and the dry run read: $1 now, $2 thresholds int[], $3 expire_after seconds, $4 a user id (that
 /// user's personal quota) or NULL. Inside a transaction: the table goes at its end.
 fn make_candidates(
     ctx: &Ctx,
@@ -70,12 +71,18 @@ fn make_candidates(
         .map(|t| i32::from(t.get()))
         .collect();
     diesel::sql_query("DROP TABLE IF EXISTS alert_candidates").execute(conn)?;
-    diesel::sql_query(CANDIDATES_SQL)
+    let quota = diesel::sql_query(CANDIDATES_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<Array<Integer>, _>(thresholds)
         .bind::<Double, _>(settings.expire_after.0.as_secs_f64())
         .bind::<Nullable<BigInt>, _>(user_id)
-        .execute(conn)
+        .execute(conn)?;
+    let credit = diesel::sql_query(CREDIT_CANDIDATES_SQL)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Integer, _>(i32::from(settings.credit_low_percent.get()))
+        .bind::<Nullable<BigInt>, _>(user_id)
+        .execute(conn)?;
+    Ok(quota + credit)
 }
 
 /// The deciding step alone: records every alert usage calls for at `now` (for one user's

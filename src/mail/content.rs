@@ -4,7 +4,9 @@
 use bigdecimal::{BigDecimal, RoundingMode, ToPrimitive, Zero};
 use chrono::{DateTime, FixedOffset};
 
-use super::templates::{AlertContent, MemberUsage, OrganizationContent, single_line};
+use super::templates::{
+    AlertContent, CreditContent, MemberUsage, OrganizationContent, single_line,
+};
 use crate::format;
 
 /// What the database knows about one alert.
@@ -59,20 +61,53 @@ pub fn alert_content(
         used: format_amount(&facts.metric, &facts.used),
         limit: format_amount(&facts.metric, &facts.limit),
         remaining: format_amount(&facts.metric, &remaining),
-        resets_at: {
-            let abbreviation = format::zone_abbreviation(&facts.zone, &facts.period_end);
-            let at = facts.period_end.format("%A %-d %B %Y, %H:%M");
-            // "… 00:00 UTC (UTC)" says the zone twice; name it once when they agree.
-            if abbreviation == facts.zone {
-                format!("{at} {abbreviation}")
-            } else {
-                format!("{at} {abbreviation} ({})", facts.zone)
-            }
-        },
+        resets_at: instant_in_zone(&facts.zone, &facts.period_end),
         timezone: facts.zone.clone(),
         upgrade_url: upgrade_url.map(str::to_string),
         preferences_url: preferences_url.map(str::to_string),
         organization: None,
+        credit: None,
+    }
+}
+
+/// `Tuesday 1 December 2026, 00:00 CET (Europe/Berlin)`: an instant on the clock of `zone`.
+fn instant_in_zone(zone: &str, at: &DateTime<FixedOffset>) -> String {
+    let abbreviation = format::zone_abbreviation(zone, at);
+    let text = at.format("%A %-d %B %Y, %H:%M");
+    // "… 00:00 UTC (UTC)" says the zone twice; name it once when they agree.
+    if abbreviation == zone {
+        format!("{text} {abbreviation}")
+    } else {
+        format!("{text} {abbreviation} ({zone})")
+    }
+}
+
+/// The credit part of a credit alert (`alert`: `credit.low`, `credit.depleted` or
+/// `credit.recovered`), from its facts as the outbox stores them: `used` what the active
+/// grants gave, `limit` what they granted, `period_end` when the last of them expires.
+pub fn credit_content(facts: &AlertFacts, alert: &str, low_percent: u32) -> CreditContent {
+    let balance = if facts.used > facts.limit {
+        BigDecimal::zero()
+    } else {
+        &facts.limit - &facts.used
+    };
+    let percent_left = if facts.limit.is_zero() {
+        0
+    } else {
+        (&balance * BigDecimal::from(100) / &facts.limit)
+            .with_scale_round(0, RoundingMode::Down)
+            .to_u64()
+            .unwrap_or(0)
+    };
+    CreditContent {
+        event: alert.to_string(),
+        state: alert.strip_prefix("credit.").unwrap_or(alert).to_string(),
+        granted: format_amount(&facts.metric, &facts.limit),
+        used: format_amount(&facts.metric, &facts.used),
+        balance: format_amount(&facts.metric, &balance),
+        percent_left,
+        low_percent,
+        expires_at: instant_in_zone(&facts.zone, &facts.period_end),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The alert email's subject, text and HTML bodies: minijinja templates compiled into the
 //! binary, each replaceable by a file of the same name in `mail.templates_dir`. An alert on
 //! an organization's quota has templates of its own (`org_quota_alert.*`): it speaks of the
-//! organization, not of "your" quota, and overriding one set leaves the other as it is.
+//! organization, not of "your" quota, and overriding one set leaves the other as it is. A
+//! credit alert (the balance of grants on top of the plan) has a third set, `credit_alert.*`.
 //!
 //! The HTML template is auto-escaped (its name ends in `.html`), so a stored name such as
 //! `<script>` arrives as text. Control characters are removed from every value before
@@ -18,9 +19,13 @@ pub const HTML: &str = "quota_alert.html";
 pub const ORG_SUBJECT: &str = "org_quota_alert.subject.txt";
 pub const ORG_TEXT: &str = "org_quota_alert.txt";
 pub const ORG_HTML: &str = "org_quota_alert.html";
+pub const CREDIT_SUBJECT: &str = "credit_alert.subject.txt";
+pub const CREDIT_TEXT: &str = "credit_alert.txt";
+pub const CREDIT_HTML: &str = "credit_alert.html";
 
-/// The personal templates, then the organization's, each as subject, text, HTML.
-const BUILT_IN: [(&str, &str); 6] = [
+/// The personal templates, then the organization's, then the credit alerts' (personal and
+/// organizations' alike), each as subject, text, HTML.
+const BUILT_IN: [(&str, &str); 9] = [
     (SUBJECT, include_str!("templates/quota_alert.subject.txt")),
     (TEXT, include_str!("templates/quota_alert.txt")),
     (HTML, include_str!("templates/quota_alert.html")),
@@ -30,9 +35,17 @@ const BUILT_IN: [(&str, &str); 6] = [
     ),
     (ORG_TEXT, include_str!("templates/org_quota_alert.txt")),
     (ORG_HTML, include_str!("templates/org_quota_alert.html")),
+    (
+        CREDIT_SUBJECT,
+        include_str!("templates/credit_alert.subject.txt"),
+    ),
+    (CREDIT_TEXT, include_str!("templates/credit_alert.txt")),
+    (CREDIT_HTML, include_str!("templates/credit_alert.html")),
 ];
 /// Where the organization's templates start in `BUILT_IN`.
 const ORG: usize = 3;
+/// Where the credit alerts' templates start in `BUILT_IN`.
+const CREDIT: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -77,6 +90,29 @@ pub struct AlertContent {
     pub preferences_url: Option<String>,
     /// Set for an alert on an organization's quota: it picks the `org_quota_alert.*` templates.
     pub organization: Option<OrganizationContent>,
+    /// Set for a credit alert (a grant's balance): it picks the `credit_alert.*` templates.
+    pub credit: Option<CreditContent>,
+}
+
+/// What a credit alert says about the balance of a subject's grants.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CreditContent {
+    /// `credit.low`, `credit.depleted` or `credit.recovered`.
+    pub event: String,
+    /// `low`, `depleted` or `recovered`.
+    pub state: String,
+    /// What the active grants gave in all, e.g. `500,000 tokens`.
+    pub granted: String,
+    /// What they have given so far.
+    pub used: String,
+    /// What is left.
+    pub balance: String,
+    /// What is left as a whole percentage of what was granted, rounded down.
+    pub percent_left: u64,
+    /// The threshold of `credit.low`, e.g. 20.
+    pub low_percent: u32,
+    /// When the last of them expires, in the subject's own time zone.
+    pub expires_at: String,
 }
 
 /// Whose quota an organization's alert is about, and who used it.
@@ -111,7 +147,7 @@ pub struct Rendered {
 
 pub struct Templates {
     env: Environment<'static>,
-    origins: [String; 6],
+    origins: [String; 9],
 }
 
 impl Templates {
@@ -119,7 +155,7 @@ impl Templates {
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let mut origins: [String; 6] = Default::default();
+        let mut origins: [String; 9] = Default::default();
         for (i, (name, built_in)) in BUILT_IN.into_iter().enumerate() {
             let custom = dir.map(|d| d.join(name)).filter(|p| p.exists());
             let (source, origin) = match custom {
@@ -155,7 +191,9 @@ impl Templates {
                 member.name = single_line(&member.name);
             }
         }
-        let first = if content.organization.is_some() {
+        let first = if content.credit.is_some() {
+            CREDIT
+        } else if content.organization.is_some() {
             ORG
         } else {
             0
@@ -174,6 +212,11 @@ impl Templates {
     /// not at the first alert; returns the personal one.
     pub fn render_sample(&self) -> Result<Rendered, TemplateError> {
         self.render(&sample_org_content())?;
+        self.render(&sample_credit_content())?;
+        self.render(&AlertContent {
+            organization: sample_org_content().organization,
+            ..sample_credit_content()
+        })?;
         self.render(&sample_content())
     }
 
@@ -216,6 +259,25 @@ pub fn sample_content() -> AlertContent {
         upgrade_url: Some("https://example.com/billing".into()),
         preferences_url: Some("https://example.com/settings/notifications".into()),
         organization: None,
+        credit: None,
+    }
+}
+
+/// The sample of a credit alert: Ada's token grants are low.
+pub fn sample_credit_content() -> AlertContent {
+    AlertContent {
+        threshold: 20,
+        credit: Some(CreditContent {
+            event: "credit.low".into(),
+            state: "low".into(),
+            granted: "500,000 tokens".into(),
+            used: "420,000 tokens".into(),
+            balance: "80,000 tokens".into(),
+            percent_left: 16,
+            low_percent: 20,
+            expires_at: "Saturday 6 March 2027, 15:00 CET (Europe/Berlin)".into(),
+        }),
+        ..sample_content()
     }
 }
 

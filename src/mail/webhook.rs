@@ -151,12 +151,33 @@ pub struct QuotaEventData {
     pub timezone: String,
 }
 
+/// `data` of a `credit.low`, `credit.depleted` or `credit.recovered` event: the balance of
+/// the subject's grants active when it was decided, for one metric, period kind and kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditEventData {
+    pub subject: SubjectPayload,
+    pub metric: String,
+    pub period: String,
+    /// `null`: grants on the limit over all event kinds.
+    pub kind: Option<String>,
+    /// The newest active grant (`usage_grants.id`): a new grant is what can cross again.
+    pub grant_id: i64,
+    /// Decimal strings, as for quota events.
+    pub granted: String,
+    pub used: String,
+    pub balance: String,
+    /// When the last of the active grants expires, in UTC and in the subject's zone.
+    pub expires_at: String,
+    pub expires_at_local: String,
+    pub timezone: String,
+}
+
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, T: Serialize> {
     #[serde(rename = "type")]
     event_type: &'a str,
     timestamp: String,
-    data: &'a QuotaEventData,
+    data: &'a T,
 }
 
 /// What one alert says, as stored.
@@ -175,28 +196,59 @@ pub struct QuotaEventFacts<'a> {
     pub timezone: &'a str,
     /// When the alert was decided: the event's time, the same on every attempt.
     pub decided_at: DateTime<Utc>,
+    /// `quota`, or a credit alert's type; for one, `used` is what the grants gave, `limit`
+    /// what they granted and `period_end` when the last expires.
+    pub alert: &'a str,
+    /// A credit alert's newest active grant.
+    pub grant_id: i64,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The JSON body of an alert's event. Built from stored facts only, so every attempt sends
+/// The JSON body of an alert's event (a quota event, or a credit event for a credit alert). Built from stored facts only, so every attempt sends
 /// the same bytes.
 pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
     let (tz, timezone) = match facts.timezone.parse::<Tz>() {
         Ok(tz) => (tz, facts.timezone.to_string()),
         Err(_) => (Tz::UTC, "UTC".to_string()),
     };
+    let subject = SubjectPayload {
+        subject_type: facts.subject.kind_name(),
+        id: facts.subject.report_key().1,
+        name: facts
+            .subject
+            .org_id()
+            .map(|_| facts.subject_name.to_string()),
+    };
+    let local_end = facts
+        .period_end
+        .with_timezone(&tz)
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    if facts.alert != "quota" {
+        let balance = if facts.used > facts.limit {
+            bigdecimal::BigDecimal::from(0)
+        } else {
+            facts.limit - facts.used
+        };
+        let data = CreditEventData {
+            subject,
+            metric: facts.metric.to_string(),
+            period: facts.period.to_string(),
+            kind: (!facts.kind.is_empty()).then(|| facts.kind.to_string()),
+            grant_id: facts.grant_id,
+            granted: facts.limit.to_plain_string(),
+            used: facts.used.to_plain_string(),
+            balance: balance.to_plain_string(),
+            expires_at: rfc3339(facts.period_end),
+            expires_at_local: local_end,
+            timezone,
+        };
+        return envelope_json(facts.alert, facts.decided_at, &data);
+    }
     let data = QuotaEventData {
-        subject: SubjectPayload {
-            subject_type: facts.subject.kind_name(),
-            id: facts.subject.report_key().1,
-            name: facts
-                .subject
-                .org_id()
-                .map(|_| facts.subject_name.to_string()),
-        },
+        subject,
         metric: facts.metric.to_string(),
         period: facts.period.to_string(),
         kind: (!facts.kind.is_empty()).then(|| facts.kind.to_string()),
@@ -205,16 +257,21 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         limit: facts.limit.to_plain_string(),
         period_start: rfc3339(facts.period_start),
         period_end: rfc3339(facts.period_end),
-        resets_at: facts
-            .period_end
-            .with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::Secs, true),
+        resets_at: local_end,
         timezone,
     };
+    envelope_json(
+        event_type(facts.threshold, facts.used, facts.limit),
+        facts.decided_at,
+        &data,
+    )
+}
+
+fn envelope_json<T: Serialize>(event_type: &str, decided_at: DateTime<Utc>, data: &T) -> String {
     let envelope = Envelope {
-        event_type: event_type(facts.threshold, facts.used, facts.limit),
-        timestamp: rfc3339(facts.decided_at),
-        data: &data,
+        event_type,
+        timestamp: rfc3339(decided_at),
+        data,
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_string(&envelope).unwrap_or_default()
@@ -408,6 +465,8 @@ mod tests {
             period_end: "2026-12-01T00:00:00Z".parse().unwrap(),
             timezone: "Europe/Berlin",
             decided_at: "2026-11-10T12:00:00Z".parse().unwrap(),
+            alert: "quota",
+            grant_id: 0,
         });
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["type"], "quota.exhausted");
@@ -440,6 +499,8 @@ mod tests {
             period_end: "2026-12-01T00:00:00Z".parse().unwrap(),
             timezone: "UTC",
             decided_at: "2026-11-10T12:00:00Z".parse().unwrap(),
+            alert: "quota",
+            grant_id: 0,
         });
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -447,5 +508,39 @@ mod tests {
             serde_json::json!({"type": "organization", "id": 7, "name": "Acme \"Labs\""})
         );
         assert_eq!(json["type"], "quota.threshold");
+    }
+
+    #[test]
+    fn a_credit_alert_is_an_event_of_its_own_type_with_the_balance() {
+        let used = "420000".parse().unwrap();
+        let granted = "500000".parse().unwrap();
+        let body = quota_event_body(&QuotaEventFacts {
+            subject: Subject::User(42),
+            subject_name: "",
+            metric: "tokens",
+            period: "month",
+            kind: "",
+            threshold: 20,
+            used: &used,
+            limit: &granted,
+            period_start: "2026-11-10T12:00:00Z".parse().unwrap(),
+            period_end: "2027-02-08T12:00:00Z".parse().unwrap(),
+            timezone: "Europe/Berlin",
+            decided_at: "2026-12-01T08:00:00Z".parse().unwrap(),
+            alert: "credit.low",
+            grant_id: 9,
+        });
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["type"], "credit.low");
+        assert_eq!(json["data"]["grant_id"], 9);
+        assert_eq!(json["data"]["granted"], "500000");
+        assert_eq!(json["data"]["used"], "420000");
+        assert_eq!(json["data"]["balance"], "80000");
+        assert_eq!(json["data"]["expires_at"], "2027-02-08T12:00:00Z");
+        assert_eq!(
+            json["data"]["expires_at_local"],
+            "2027-02-08T13:00:00+01:00"
+        );
+        assert!(json["data"].get("threshold").is_none());
     }
 }

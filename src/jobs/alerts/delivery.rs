@@ -15,7 +15,9 @@ use super::status::{AlertStatus, StatusRow};
 use crate::format;
 use crate::jobs::failover::record_surviving_failover;
 use crate::jobs::{Ctx, JobError};
-use crate::mail::content::{AlertFacts, OrganizationFacts, alert_content, organization_content};
+use crate::mail::content::{
+    AlertFacts, OrganizationFacts, alert_content, credit_content, organization_content,
+};
 use crate::mail::templates::Templates;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 use crate::redact::{mask_addresses, mask_email};
@@ -69,6 +71,12 @@ pub struct ClaimedAlert {
     /// The zone's offset from UTC at `period_end`, in seconds east, as PostgreSQL computes it.
     #[diesel(sql_type = Int4)]
     pub period_end_utc_offset: i32,
+    /// `quota`, or a credit alert (`credit.low`, `credit.depleted`, `credit.recovered`).
+    #[diesel(sql_type = Text)]
+    pub alert: String,
+    /// A credit alert's newest active grant; 0 for a quota alert.
+    #[diesel(sql_type = BigInt)]
+    pub grant_id: i64,
 }
 
 impl ClaimedAlert {
@@ -81,6 +89,8 @@ impl ClaimedAlert {
             kind: &self.kind,
             period_start: self.period_start,
             threshold: self.threshold,
+            alert: &self.alert,
+            grant_id: self.grant_id,
         }
     }
 }
@@ -130,6 +140,7 @@ pub(super) fn deliver_batch(
                     alert.metric = %alert.metric,
                     alert.period = %alert.period,
                     alert.threshold = alert.threshold,
+                    alert.type = %alert.alert,
                     "quota alert sent"
                 );
                 sent.push((alert, email));
@@ -172,6 +183,10 @@ fn compose_email(
         mail_settings.upgrade_url.as_deref(),
         mail_settings.preferences_url.as_deref(),
     );
+    if alert.alert != "quota" {
+        let low = u32::from(ctx.settings.alerts.credit_low_percent.get());
+        content.credit = Some(credit_content(&facts, &alert.alert, low));
+    }
     if alert.org_id != 0 {
         let org = OrganizationFacts {
             id: alert.org_id,

@@ -19,6 +19,10 @@ pub struct AlertKey<'a> {
     pub kind: &'a str,
     pub period_start: DateTime<Utc>,
     pub threshold: i16,
+    /// `quota`, or a credit alert: `credit.low`, `credit.depleted`, `credit.recovered`.
+    pub alert: &'a str,
+    /// A credit alert's newest active grant; 0 for a quota alert.
+    pub grant_id: i64,
 }
 
 /// A personal alert: `quota-alert.<user>.<metric>.<period>.<kind>.<period start>.<threshold>@<domain>`,
@@ -26,7 +30,26 @@ pub struct AlertKey<'a> {
 /// parts after, so an alert to an owner about the organization never shares an ID with one
 /// about their own quota. No part contains a `.`, and each part is written injectively, so
 /// distinct keys give distinct IDs.
+///
+/// A credit alert: `credit-alert.<user>.<metric>.<period>.<kind>.<low|depleted|recovered>.<grant>@<domain>`
+/// (`org-credit-alert.<org>.…` for an organization's), its own prefix, so it never meets a
+/// quota alert's ID.
 pub fn alert_message_id(key: &AlertKey<'_>, domain: &str) -> String {
+    if key.alert != "quota" {
+        let rest = format!(
+            "{}.{}.{}.{}.{}.{}",
+            key.user_id,
+            name_part(key.metric),
+            name_part(key.period),
+            kind_part(key.kind),
+            name_part(key.alert.strip_prefix("credit.").unwrap_or(key.alert)),
+            key.grant_id
+        );
+        return match key.org_id {
+            0 => format!("credit-alert.{rest}@{domain}"),
+            org => format!("org-credit-alert.{org}.{rest}@{domain}"),
+        };
+    }
     let rest = format!(
         "{}.{}.{}.{}.{}.{}",
         key.user_id,
@@ -102,7 +125,35 @@ mod tests {
             kind,
             period_start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
             threshold: 80,
+            alert: "quota",
+            grant_id: 0,
         }
+    }
+
+    #[test]
+    fn a_credit_alert_has_an_id_of_its_own_per_grant() {
+        let low = AlertKey {
+            alert: "credit.low",
+            grant_id: 5,
+            ..sample(0, "")
+        };
+        assert_eq!(
+            alert_message_id(&low, "example.com"),
+            "credit-alert.7.tokens.month.all.low.5@example.com"
+        );
+        let later = AlertKey { grant_id: 6, ..low };
+        assert_ne!(
+            alert_message_id(&low, "example.com"),
+            alert_message_id(&later, "example.com")
+        );
+        let org = AlertKey {
+            alert: "credit.depleted",
+            ..sample(12, "")
+        };
+        assert_eq!(
+            alert_message_id(&org, "example.com"),
+            "org-credit-alert.12.7.tokens.month.all.depleted.0@example.com"
+        );
     }
 
     fn id(kind: &str) -> String {
@@ -169,6 +220,8 @@ mod tests {
                 kind,
                 period_start: *period_start,
                 threshold: *threshold,
+                alert: "quota",
+                grant_id: 0,
             },
             "example.com",
         )

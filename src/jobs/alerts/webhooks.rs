@@ -15,7 +15,7 @@ use diesel::sql_types::{
 };
 use serde_json::json;
 
-use crate::config::AlertChannel;
+use crate::config::{AlertChannel, WEBHOOK_EVENTS};
 use crate::jobs::failover::record_surviving_failover;
 use crate::jobs::{Ctx, JobError, RunOpts};
 use crate::mail::webhook::{
@@ -82,22 +82,23 @@ pub(super) fn decide(
         let rows = sync_endpoints(conn, &targets)?;
         let mut ids = Vec::new();
         let mut keys = Vec::new();
-        let mut wants_threshold = Vec::new();
-        let mut wants_exhausted = Vec::new();
+        let mut wants = Vec::new();
         for target in &targets {
             if let Some(row) = rows.iter().find(|r| r.endpoint_key == target.key) {
                 ids.push(row.id);
                 keys.push(target.key.as_str());
-                wants_threshold.push(target.endpoint.wants(webhook::THRESHOLD_EVENT));
-                wants_exhausted.push(target.endpoint.wants(webhook::EXHAUSTED_EVENT));
+                for event in WEBHOOK_EVENTS {
+                    if target.endpoint.wants(event) {
+                        wants.push(format!("{} {event}", row.id));
+                    }
+                }
             }
         }
         diesel::sql_query(DECIDE_SQL)
             .bind::<Timestamptz, _>(now)
             .bind::<Array<BigInt>, _>(&ids)
             .bind::<Array<Text>, _>(&keys)
-            .bind::<Array<Bool>, _>(&wants_threshold)
-            .bind::<Array<Bool>, _>(&wants_exhausted)
+            .bind::<Array<Text>, _>(&wants)
             .bind::<Nullable<BigInt>, _>(user_id)
             .execute(conn)?;
     }
@@ -149,6 +150,11 @@ struct ClaimedDelivery {
     /// The zone the period was counted in as stored: the organization's for its alerts.
     #[diesel(sql_type = Text)]
     timezone: String,
+    /// `quota`, or a credit alert's type.
+    #[diesel(sql_type = Text)]
+    alert: String,
+    #[diesel(sql_type = BigInt)]
+    grant_id: i64,
 }
 
 impl ClaimedDelivery {
@@ -168,6 +174,8 @@ impl ClaimedDelivery {
                 period_end: self.period_end,
                 timezone: &self.timezone,
                 decided_at: self.decided_at,
+                alert: &self.alert,
+                grant_id: self.grant_id,
             }),
         }
     }

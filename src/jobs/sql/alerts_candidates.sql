@@ -20,13 +20,15 @@
 --
 -- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
 -- $4 one user id (that user's personal quota only), or NULL for everyone (--user). Read by
--- alerts_decide.sql and alerts_preview.sql.
+-- alerts_decide.sql and alerts_preview.sql; alerts_credit_candidates.sql adds the credit alerts
+-- (`alert` other than 'quota').
 CREATE TEMP TABLE alert_candidates ON COMMIT DROP AS
 SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
        t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
             WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
-            ELSE 'pending' END AS status
+            ELSE 'pending' END AS status,
+       'quota'::text AS alert, 0::bigint AS grant_id
   FROM (SELECT up.recipient AS user_id, up.org_id, lim.metric, up.period, lim.kind,
                up.period_start, up.period_end, lim.max_value, up.alerts_enabled, p.alert_thresholds,
                CASE WHEN lim.kind = '' THEN

@@ -33,4 +33,5 @@ RETURNING a.id, a.user_id, a.org_id, a.metric, a.period, a.kind, a.period_start,
           a.threshold, a.used_value, a.limit_value, a.attempts, u.email, u.name,
           COALESCE(o.name, '') AS org_name, COALESCE(m.role, '') AS role, z.zone,
           EXTRACT(EPOCH FROM (a.period_end AT TIME ZONE z.zone)
-                             - (a.period_end AT TIME ZONE 'UTC'))::int AS period_end_utc_offset
+                             - (a.period_end AT TIME ZONE 'UTC'))::int AS period_end_utc_offset,
+          a.alert, a.grant_id

@@ -1,14 +1,15 @@
 -- Records the alerts the candidates call for. The UNIQUE key (recipient, organization or 0,
--- metric, period kind, event kind, period start, threshold) with ON CONFLICT DO NOTHING makes
--- this idempotent: a threshold is decided once per period and recipient, however often the
--- job runs. A new period has a new period_start, so every threshold is armed again.
+-- metric, period kind, event kind, period start, threshold, alert, grant) with ON CONFLICT DO
+-- NOTHING makes this idempotent: a threshold is decided once per period and recipient, however
+-- often the job runs. A new period has a new period_start, so every threshold is armed again;
+-- a credit alert is decided once per newest active grant (grant_id).
 -- $1 now; reads alert_candidates (alerts_candidates.sql).
 WITH inserted AS (
     INSERT INTO quota_alerts (user_id, org_id, metric, period, kind, period_start, period_end,
                               threshold, used_value, limit_value, status, next_attempt_at,
-                              decided_at)
+                              decided_at, alert, grant_id)
     SELECT user_id, org_id, metric, period, kind, period_start, period_end, threshold,
-           used_value, limit_value, status, $1, $1
+           used_value, limit_value, status, $1, $1, alert, grant_id
       FROM alert_candidates
     ON CONFLICT ON CONSTRAINT quota_alerts_once DO NOTHING
     RETURNING status

@@ -5,27 +5,29 @@
 -- deliveries go with the alert of the first recipient to be emailed, in the run that first
 -- decides the threshold (an admin added later is emailed, but the event is not sent again).
 -- Usage at or past the limit (a threshold of 100, or a lower one reached in a jump past 100 %)
--- is `quota.exhausted`, as mail::webhook::event_type says; anything lower `quota.threshold`.
+-- is `quota.exhausted`, as mail::webhook::event_type says; anything lower `quota.threshold`;
+-- a credit alert is its own type (`credit.low`, `credit.depleted`, `credit.recovered`).
 -- Each endpoint receives the types it subscribed to.
--- $1 now, $2 endpoint ids (bigint[]), $3 endpoint keys (text[]), $4 wants quota.threshold
--- (bool[]), $5 wants quota.exhausted (bool[]), $6 one user id (personal alerts only) or NULL
+-- $1 now, $2 endpoint ids (bigint[]), $3 endpoint keys (text[]), $4 the types each endpoint
+-- wants, as '<endpoint id> <type>' (text[]), $5 one user id (personal alerts only) or NULL
 -- for everyone.
 INSERT INTO webhook_deliveries (alert_id, endpoint_id, event_type, webhook_id, next_attempt_at)
 SELECT a.id, e.id, t.event_type, 'msg_' || a.id || '_' || e.endpoint_key, $1
   FROM quota_alerts a
- CROSS JOIN LATERAL (SELECT CASE WHEN a.threshold >= 100 OR a.used_value >= a.limit_value
+ CROSS JOIN LATERAL (SELECT CASE WHEN a.alert <> 'quota' THEN a.alert
+                                 WHEN a.threshold >= 100 OR a.used_value >= a.limit_value
                                  THEN 'quota.exhausted'
                                  ELSE 'quota.threshold' END AS event_type) t
-  JOIN unnest($2::bigint[], $3::text[], $4::boolean[], $5::boolean[])
-       AS e (id, endpoint_key, wants_threshold, wants_exhausted)
-    ON CASE t.event_type WHEN 'quota.exhausted' THEN e.wants_exhausted ELSE e.wants_threshold END
+  JOIN unnest($2::bigint[], $3::text[]) AS e (id, endpoint_key)
+    ON (e.id || ' ' || t.event_type) = ANY ($4::text[])
  WHERE a.decided_at = $1
    AND a.status = 'pending'
-   AND ($6::bigint IS NULL OR (a.user_id = $6 AND a.org_id = 0))
+   AND ($5::bigint IS NULL OR (a.user_id = $5 AND a.org_id = 0))
    AND (a.org_id = 0
         OR NOT EXISTS (SELECT 1 FROM quota_alerts b
                         WHERE b.org_id = a.org_id AND b.metric = a.metric AND b.period = a.period
                           AND b.kind = a.kind AND b.period_start = a.period_start
-                          AND b.threshold = a.threshold AND b.id <> a.id
+                          AND b.threshold = a.threshold AND b.alert = a.alert
+                          AND b.grant_id = a.grant_id AND b.id <> a.id
                           AND (b.decided_at <> $1 OR (b.status = 'pending' AND b.user_id < a.user_id))))
 ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING
