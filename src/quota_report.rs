@@ -1,10 +1,11 @@
 //! `usage-worker --usage USER_ID [--json]`: one user's quota state as `quota_status()` returns
 //! it, as a table with a bar per limit or as JSON for scripts; `--usage --org ORG_ID`: an
 //! organization's shared quota (`org_quota_status()`) and the members who used the most of it
-//! this month. Reset instants are shown on the subject's clock as PostgreSQL computed the
+//! this month; both with the subject's grants (balance and expiry). Reset instants are shown on the subject's clock as PostgreSQL computed the
 //! periods: in the zone it counted in, at the offset it gives that zone, so any zone spelling
 //! it accepts (`europe/berlin`, `UTC+3`) is shown as counted.
 
+mod grants;
 mod members;
 
 use std::fmt::Write as _;
@@ -49,6 +50,10 @@ pub struct QuotaRow {
     pub period_start: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
     pub period_end: DateTime<Utc>,
+    #[diesel(sql_type = Numeric)]
+    pub granted: BigDecimal,
+    #[diesel(sql_type = Numeric)]
+    pub grant_remaining: BigDecimal,
     /// The zone's offset from UTC at `period_end`, in seconds east (not a `quota_status()`
     /// column: computed beside it, in the zone the periods were counted in).
     #[diesel(sql_type = Int4)]
@@ -73,6 +78,8 @@ pub struct QuotaReport {
     pub rows: Vec<QuotaRow>,
     /// An organization's members with the most usage in its current month; `None` for a user.
     pub members: Option<OrgMembers>,
+    /// The subject's grants still usable at `at`, earliest expiry first.
+    pub grants: Vec<grants::GrantRow>,
 }
 
 #[derive(QueryableByName)]
@@ -145,6 +152,7 @@ fn load_subject(
         .bind::<Timestamptz, _>(at)
         .bind::<Text, _>(&info.zone)
         .load(conn)?;
+    let grants = grants::load(conn, (user_id, org_id), at, &info.zone)?;
     Ok(Some(QuotaReport {
         subject,
         name: info.name,
@@ -155,6 +163,7 @@ fn load_subject(
         at_utc_offset: info.at_utc_offset,
         rows,
         members: None,
+        grants,
     }))
 }
 
@@ -233,15 +242,31 @@ impl QuotaReport {
                         format!("{}%", percent.floor() as i64),
                         format_amount(&row.metric, &row.used),
                         format_amount(&row.metric, limit),
-                        if row.exceeded { "  EXCEEDED" } else { "" },
+                        Self::credit_note(row),
                     );
                 }
             }
         }
+        grants::write_table(&mut out, &self.grants, self.at, &self.zone);
         if let Some(members) = &self.members {
             members.write_table(&mut out, &self.zone);
         }
         out
+    }
+
+    /// `  + 80,000 tokens of grants`, `  EXCEEDED`, both or nothing.
+    fn credit_note(row: &QuotaRow) -> String {
+        let mut note = String::new();
+        if row.granted > BigDecimal::from(0) {
+            note = format!(
+                "  + {} of grants",
+                format_amount(&row.metric, &row.grant_remaining)
+            );
+        }
+        if row.exceeded {
+            note.push_str("  EXCEEDED");
+        }
+        note
     }
 
     /// The same fields as `quota_status()`, plus the reset instant in the subject's zone; for
@@ -261,6 +286,8 @@ impl QuotaReport {
                     "unlimited": r.unlimited,
                     "exceeded": r.exceeded,
                     "percent": r.percent.as_ref().map(number),
+                    "granted": number(&r.granted),
+                    "grant_remaining": number(&r.grant_remaining),
                     "period_start": r.period_start,
                     "period_end": r.period_end,
                     "resets_local": Self::resets_local(r).to_rfc3339(),
@@ -273,6 +300,7 @@ impl QuotaReport {
             "plan": self.plan,
             "at": self.at,
             "limits": limits,
+            "grants": grants::to_json(&self.grants),
         });
         match self.subject {
             Subject::User(id) => report["user_id"] = json!(id),
