@@ -15,6 +15,7 @@ const USERS_SQL: &str = include_str!("sql/demo_users.sql");
 const ORGANIZATIONS_SQL: &str = include_str!("sql/demo_organizations.sql");
 const ORGANIZATION_MEMBERS_SQL: &str = include_str!("sql/demo_organization_members.sql");
 const EVENTS_SQL: &str = include_str!("sql/demo_events.sql");
+const GRANTS_SQL: &str = include_str!("sql/demo_grants.sql");
 const EVALUATION_RUN_SQL: &str = include_str!("sql/demo_evaluation_run.sql");
 pub const DEMO_DATABASE: &str = "usage_worker";
 
@@ -76,6 +77,7 @@ pub fn load_demo_data(conn: &mut PgConnection) -> Result<bool, DbError> {
             "INSERT INTO organization_members (org_id, user_id, role) VALUES (2, 2, 'member')",
         )
         .execute(conn)?;
+        diesel::sql_query(GRANTS_SQL).execute(conn)?;
         diesel::sql_query(EVENTS_SQL).execute(conn)?;
         diesel::sql_query(EVALUATION_RUN_SQL).execute(conn)?;
         Ok::<_, diesel::result::Error>(())
