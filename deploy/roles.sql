@@ -165,6 +165,26 @@ BEGIN
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
             END LOOP;
         END IF;
+        -- Credit grants: the application grants and voids them (usage_grant(),
+        -- usage_void_grant()), and the answers read them; a reader sees its organization's.
+        -- A grant is never deleted: no role but the owner may.
+        IF to_regclass(format('%I.usage_grants', v_schema)) IS NOT NULL THEN
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.usage_grants TO %I',
+                           v_schema, v_writer);
+            EXECUTE format('GRANT USAGE ON SEQUENCE %I.usage_grants_id_seq TO %I',
+                           v_schema, v_writer);
+            EXECUTE format('GRANT SELECT ON %I.usage_grant_marks, %I.usage_grant_draws TO %I',
+                           v_schema, v_schema, v_writer);
+            EXECUTE format('GRANT SELECT ON %I.usage_grants, %I.usage_grant_marks TO usage_reader',
+                           v_schema, v_schema);
+            EXECUTE format('REVOKE DELETE ON %I.usage_grants FROM %I, %I',
+                           v_schema, v_worker, v_writer);
+            FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
+                         WHERE p.pronamespace = v_schema::regnamespace
+                           AND p.proname IN ('usage_grant', 'usage_void_grant') LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
+            END LOOP;
+        END IF;
     ELSE
         RAISE NOTICE 'schema % has no tables yet: run usage-worker --migrate as %, then this file again to grant % its privileges',
               v_schema, v_owner, v_writer;
