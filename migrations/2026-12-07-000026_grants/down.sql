@@ -229,7 +229,7 @@ DROP FUNCTION usage_grant_balance(bigint,bigint,text,text,text,timestamp with ti
 
 DROP FUNCTION usage_grant_ledger(bigint,bigint,text,text,text,timestamp with time zone,boolean);
 
-DROP FUNCTION usage_grant_settle(bigint,bigint);
+DROP FUNCTION usage_grant_settle();
 
 DROP FUNCTION usage_grant_usage_before(bigint,bigint,text,text,text,timestamp with time zone,timestamp with time zone,boolean);
 

@@ -345,8 +345,9 @@ BEGIN
     SELECT array_agg(g.id ORDER BY g.expires_at, g.id),
            array_agg(g.starts_at ORDER BY g.expires_at, g.id),
            array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id),
-           array_agg(g.amount ORDER BY g.expires_at, g.id)
-      INTO g_id, g_from, g_to, g_left
+           array_agg(g.amount ORDER BY g.expires_at, g.id),
+           min(g.starts_at), max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))
+      INTO g_id, g_from, g_to, g_left, v_first, v_last
       FROM usage_grants g
      WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
        AND g.period = p_period AND g.kind = p_kind
@@ -356,8 +357,6 @@ BEGIN
     END IF;
     n := array_length(g_id, 1);
     g_here := array_fill(0::numeric, ARRAY[n]);
-    SELECT min(x) INTO v_first FROM unnest(g_from) x;
-    SELECT max(x) INTO v_last FROM unnest(g_to) x;
     SELECT l.max_value, usage_timezone_or_utc(su.timezone), su.billing_anchor_day
       INTO v_limit, v_tz, v_anchor
       FROM usage_subjects su
@@ -365,11 +364,13 @@ BEGIN
                              AND l.kind = p_kind AND l.metric = p_metric
      WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
     -- Events not counted yet are read from the start of the period of the earliest grant on.
-    SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
-                 (SELECT min(up.period_start) FROM usage_periods up
-                   WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
-                     AND up.period_end > v_first))
-      INTO v_from;
+    IF p_pending THEN
+        SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
+                     (SELECT min(up.period_start) FROM usage_periods up
+                       WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
+                         AND up.period_end > v_first))
+          INTO v_from;
+    END IF;
     FOR p IN
         WITH counted AS (
             SELECT up.period_start, up.period_end, up.limits,
@@ -413,11 +414,18 @@ BEGIN
                       ELSE (SELECT (x ->> 'max_value')::numeric FROM jsonb_array_elements(p.limits) x
                              WHERE x ->> 'metric' = p_metric AND x ->> 'kind' = p_kind LIMIT 1) END;
         CONTINUE WHEN v_lim IS NULL OR p.used <= v_lim;
-        -- The period's cuts, and the usage before each.
-        SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
-          FROM unnest(g_from || g_to) x
-         WHERE x > p.period_start AND x < p.period_end;
-        pts := ARRAY[p.period_start] || COALESCE(pts, ARRAY[]::timestamptz[]) || ARRAY[p.period_end];
+        -- The period's cuts (none, most often: grants that span it), and the usage before each.
+        pts := ARRAY[]::timestamptz[];
+        FOR i IN 1 .. n LOOP
+            IF (g_from[i] > p.period_start AND g_from[i] < p.period_end)
+               OR (g_to[i] > p.period_start AND g_to[i] < p.period_end) THEN
+                SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
+                  FROM unnest(g_from || g_to) x
+                 WHERE x > p.period_start AND x < p.period_end;
+                EXIT;
+            END IF;
+        END LOOP;
+        pts := ARRAY[p.period_start] || pts || ARRAY[p.period_end];
         cum := ARRAY[0::numeric];
         FOR k IN 2 .. array_length(pts, 1) - 1 LOOP
             cum := cum || LEAST(GREATEST(usage_grant_usage_before(p_user_id, p_org_id, p_period, p_kind, p_metric,
@@ -452,23 +460,37 @@ BEGIN
 END;
 $$;
 
--- usage_grant_settle(user_id, org_id): brings one subject's recorded drawdown up to date with
--- the books, in the aggregate job's transaction (which holds the watermark): the marks of
--- the instants that cut its periods (usage_grant_marks: counted usage of the period before
--- each grant's start, expiry or void inside a period that exists; stale ones, of a period a
--- manual reset moved, are made again), then usage_grant_draws, each grant's consumption per
--- period, from usage_grant_ledger over the counted events alone: inserted, updated where it
--- changed, deleted where it no longer holds. Marks its grants settled. Returns how many
--- draw rows changed.
-CREATE OR REPLACE FUNCTION usage_grant_settle(p_user_id bigint, p_org_id bigint)
-RETURNS integer
+-- usage_grant_settle(): brings the recorded drawdown of every subject with a grant not yet
+-- settled (usage_grants.settled = false: new, voided, or its subject's books moved) up to
+-- date with the books, set-based, in the transaction of the aggregate job (which holds the
+-- watermark):
+-- 1. the marks of the instants that cut its periods (usage_grant_marks: the counted usage of
+--    the period before each grant's start, expiry or void inside a period that exists):
+--    stale ones (a period a manual reset moved, an instant no grant has any more) deleted,
+--    missing ones made from the raw events below the watermark, not set aside;
+-- 2. usage_grant_draws, each grant's consumption per period, from usage_grant_ledger over the
+--    counted events alone: inserted, updated where it changed, deleted where it no longer
+--    holds;
+-- 3. its grants marked settled.
+-- Returns how many draw rows changed.
+CREATE OR REPLACE FUNCTION usage_grant_settle()
+RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_changed integer;
+    v_changed bigint;
+    v_users   bigint[];
+    v_orgs    bigint[];
 BEGIN
+    SELECT array_agg(s.user_id), array_agg(s.org_id) INTO v_users, v_orgs
+      FROM (SELECT DISTINCT g.user_id, g.org_id FROM usage_grants g WHERE NOT g.settled) s;
+    IF v_users IS NULL THEN
+        RETURN 0;
+    END IF;
+
     DELETE FROM usage_grant_marks m
-     WHERE m.user_id = p_user_id AND m.org_id = p_org_id
+     USING unnest(v_users, v_orgs) AS s (user_id, org_id)
+     WHERE m.user_id = s.user_id AND m.org_id = s.org_id
        AND (NOT EXISTS (SELECT 1 FROM usage_periods up
                          WHERE up.user_id = m.user_id AND up.org_id = m.org_id AND up.period = m.period
                            AND up.period_start = m.since AND up.period_end > m.at)
@@ -476,37 +498,45 @@ BEGIN
                             WHERE g.user_id = m.user_id AND g.org_id = m.org_id AND g.period = m.period
                               AND g.kind = m.kind
                               AND m.at IN (g.starts_at, LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))));
+    -- The missing marks first (a CTE the planner keeps apart), so that only they read events.
+    WITH missing AS MATERIALIZED (
+        SELECT c.*, up.period_start
+          FROM (SELECT DISTINCT g.user_id, g.org_id, g.period, g.kind, b.at
+                  FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
+                  JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id
+                 CROSS JOIN LATERAL (VALUES (g.starts_at), (LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))) b (at)) c
+          JOIN usage_periods up
+            ON up.user_id = c.user_id AND up.org_id = c.org_id AND up.period = c.period
+           AND c.at > up.period_start AND c.at < up.period_end
+         WHERE NOT EXISTS (SELECT 1 FROM usage_grant_marks m
+                            WHERE m.user_id = c.user_id AND m.org_id = c.org_id AND m.period = c.period
+                              AND m.kind = c.kind AND m.at = c.at)
+    )
     INSERT INTO usage_grant_marks (user_id, org_id, period, kind, at, since, requests, messages, tokens, bytes, cost)
-    SELECT p_user_id, p_org_id, c.period, c.kind, c.at, up.period_start, s.requests, s.messages, s.tokens, s.bytes, s.cost
-      FROM (SELECT DISTINCT g.period, g.kind, x.at
-              FROM usage_grants g
-             CROSS JOIN LATERAL (VALUES (g.starts_at), (LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))) x (at)
-             WHERE g.user_id = p_user_id AND g.org_id = p_org_id) c
-      JOIN usage_periods up
-        ON up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = c.period
-       AND c.at > up.period_start AND c.at < up.period_end
+    SELECT c.user_id, c.org_id, c.period, c.kind, c.at, c.period_start, x.requests, x.messages, x.tokens, x.bytes, x.cost
+      FROM missing c
      CROSS JOIN LATERAL (
             SELECT count(*) AS requests, COALESCE(sum(e.messages), 0) AS messages,
                    COALESCE(sum(e.tokens), 0) AS tokens, COALESCE(sum(e.bytes), 0) AS bytes,
                    COALESCE(sum(e.cost), 0) AS cost
               FROM usage_events e
-             WHERE ((p_org_id = 0 AND e.org_id IS NULL AND e.user_id = p_user_id) OR (p_org_id > 0 AND e.org_id = p_org_id))
-               AND e.created_at >= up.period_start AND e.created_at < c.at
+             WHERE ((c.org_id = 0 AND e.org_id IS NULL AND e.user_id = c.user_id) OR (c.org_id > 0 AND e.org_id = c.org_id))
+               AND e.created_at >= c.period_start AND e.created_at < c.at
                AND (c.kind = '' OR e.kind = c.kind)
                AND e.recorded_xid < (SELECT w.xid FROM aggregation_watermark w)
                AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
-                                WHERE q.event_id = e.id AND q.created_at = e.created_at)) s
-    ON CONFLICT (user_id, org_id, period, kind, at) DO NOTHING;
+                                WHERE q.event_id = e.id AND q.created_at = e.created_at)) x;
 
     WITH fresh AS MATERIALIZED (
         SELECT l.*
-          FROM (SELECT DISTINCT g.metric, g.period, g.kind FROM usage_grants g
-                 WHERE g.user_id = p_user_id AND g.org_id = p_org_id) k
-         CROSS JOIN LATERAL usage_grant_ledger(p_user_id, p_org_id, k.metric, k.period, k.kind, 'infinity', false) l
+          FROM (SELECT DISTINCT g.user_id, g.org_id, g.metric, g.period, g.kind
+                  FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
+                  JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id) k
+         CROSS JOIN LATERAL usage_grant_ledger(k.user_id, k.org_id, k.metric, k.period, k.kind, 'infinity', false) l
     ), gone AS (
         DELETE FROM usage_grant_draws d
-         USING usage_grants g
-         WHERE d.grant_id = g.id AND g.user_id = p_user_id AND g.org_id = p_org_id
+         USING usage_grants g, unnest(v_users, v_orgs) AS s (user_id, org_id)
+         WHERE d.grant_id = g.id AND g.user_id = s.user_id AND g.org_id = s.org_id
            AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.grant_id = d.grant_id AND f.period_start = d.period_start)
         RETURNING 1
     ), written AS (
@@ -519,7 +549,8 @@ BEGIN
     )
     SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM written) INTO v_changed;
     UPDATE usage_grants g SET settled = true
-     WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND NOT g.settled;
+      FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
+     WHERE g.user_id = s.user_id AND g.org_id = s.org_id AND NOT g.settled;
     RETURN v_changed;
 END;
 $$;

@@ -43,8 +43,9 @@ BEGIN
     SELECT array_agg(g.id ORDER BY g.expires_at, g.id),
            array_agg(g.starts_at ORDER BY g.expires_at, g.id),
            array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id),
-           array_agg(g.amount ORDER BY g.expires_at, g.id)
-      INTO g_id, g_from, g_to, g_left
+           array_agg(g.amount ORDER BY g.expires_at, g.id),
+           min(g.starts_at), max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))
+      INTO g_id, g_from, g_to, g_left, v_first, v_last
       FROM usage_grants g
      WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
        AND g.period = p_period AND g.kind = p_kind
@@ -54,8 +55,6 @@ BEGIN
     END IF;
     n := array_length(g_id, 1);
     g_here := array_fill(0::numeric, ARRAY[n]);
-    SELECT min(x) INTO v_first FROM unnest(g_from) x;
-    SELECT max(x) INTO v_last FROM unnest(g_to) x;
     SELECT l.max_value, usage_timezone_or_utc(su.timezone), su.billing_anchor_day
       INTO v_limit, v_tz, v_anchor
       FROM usage_subjects su
@@ -63,11 +62,13 @@ BEGIN
                              AND l.kind = p_kind AND l.metric = p_metric
      WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
     -- Events not counted yet are read from the start of the period of the earliest grant on.
-    SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
-                 (SELECT min(up.period_start) FROM usage_periods up
-                   WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
-                     AND up.period_end > v_first))
-      INTO v_from;
+    IF p_pending THEN
+        SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
+                     (SELECT min(up.period_start) FROM usage_periods up
+                       WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
+                         AND up.period_end > v_first))
+          INTO v_from;
+    END IF;
     FOR p IN
         WITH counted AS (
             SELECT up.period_start, up.period_end, up.limits,
@@ -111,11 +112,18 @@ BEGIN
                       ELSE (SELECT (x ->> 'max_value')::numeric FROM jsonb_array_elements(p.limits) x
                              WHERE x ->> 'metric' = p_metric AND x ->> 'kind' = p_kind LIMIT 1) END;
         CONTINUE WHEN v_lim IS NULL OR p.used <= v_lim;
-        -- The period's cuts, and the usage before each.
-        SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
-          FROM unnest(g_from || g_to) x
-         WHERE x > p.period_start AND x < p.period_end;
-        pts := ARRAY[p.period_start] || COALESCE(pts, ARRAY[]::timestamptz[]) || ARRAY[p.period_end];
+        -- The period's cuts (none, most often: grants that span it), and the usage before each.
+        pts := ARRAY[]::timestamptz[];
+        FOR i IN 1 .. n LOOP
+            IF (g_from[i] > p.period_start AND g_from[i] < p.period_end)
+               OR (g_to[i] > p.period_start AND g_to[i] < p.period_end) THEN
+                SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
+                  FROM unnest(g_from || g_to) x
+                 WHERE x > p.period_start AND x < p.period_end;
+                EXIT;
+            END IF;
+        END LOOP;
+        pts := ARRAY[p.period_start] || pts || ARRAY[p.period_end];
         cum := ARRAY[0::numeric];
         FOR k IN 2 .. array_length(pts, 1) - 1 LOOP
             cum := cum || LEAST(GREATEST(usage_grant_usage_before(p_user_id, p_org_id, p_period, p_kind, p_metric,

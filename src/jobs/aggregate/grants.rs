@@ -1,10 +1,11 @@
 //! Credit grants in the books: what each grant gave is recorded (`usage_grant_draws`) by
 //! the aggregate job, from the counted events, in transactions that hold the watermark.
 //! The batch moves the marks that cut periods at a grant's start, expiry or void and flags
-//! its subjects' grants; `settle` then records their drawdown again (`usage_grant_settle`,
-//! one SQL function for a subject, over `usage_grant_ledger`). New and voided grants are
-//! flagged when they are written, so a run with no new event settles them too. Everything
-//! is recomputed from the books, never added to, so a crash or a second run changes nothing.
+//! its subjects' grants; `settle` then records their drawdown again (`usage_grant_settle()`,
+//! one set-based SQL function over the flagged subjects, over `usage_grant_ledger`). New
+//! and voided grants are flagged when they are written, so a run with no new event settles
+//! them too. Everything is recomputed from the books, never added to, so a crash or a second
+//! run changes nothing.
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
