@@ -459,6 +459,10 @@ BEGIN
               CASE WHEN p_user_id IS NULL THEN 'neither' ELSE 'both' END
               USING ERRCODE = '22023', HINT = 'p_user_id for a user''s own quota, p_org_id for an organization''s';
     END IF;
+    IF p_org_id <= 0 THEN
+        RAISE EXCEPTION 'usage_grant: p_org_id %: organization % cannot exist (organization ids are above 0)', p_org_id, p_org_id
+              USING ERRCODE = '22023', HINT = 'p_user_id for a user''s own quota';
+    END IF;
     IF p_metric IS NULL OR p_metric NOT IN ('requests', 'messages', 'tokens', 'bytes', 'cost') THEN
         RAISE EXCEPTION 'usage_grant: p_metric % is not a metric', COALESCE(quote_literal(p_metric), 'NULL')
               USING ERRCODE = '22023', HINT = 'one of requests, messages, tokens, bytes, cost';
@@ -506,7 +510,7 @@ CREATE FUNCTION usage.usage_grant_balance(p_user_id bigint, p_org_id bigint, p_m
     AS $$
     WITH ledger AS MATERIALIZED (
         SELECT l.grant_id, sum(l.drawn) AS drawn
-          FROM usage_grant_ledger(p_user_id, p_org_id, p_metric, p_period, p_kind, p_at, true) l
+          FROM usage_grant_ledger(p_user_id, p_org_id, p_metric, p_period, p_kind, 'infinity', true) l
          GROUP BY l.grant_id
     )
     SELECT COALESCE(sum(g.amount), 0), COALESCE(sum(g.amount - COALESCE(l.drawn, 0)), 0)
@@ -1249,7 +1253,7 @@ DECLARE
     p_tz     text;
     p_anchor integer;
     p_plan   bigint;
-    has_grants boolean;
+    grant_keys text[];
 BEGIN
     SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
       FROM usage_subjects su
@@ -1257,7 +1261,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    has_grants := EXISTS (SELECT 1 FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id);
+    -- The limits the subject has grants on ('metric/period/kind'): only those read them.
+    SELECT array_agg(DISTINCT g.metric || '/' || g.period || '/' || g.kind) INTO grant_keys
+      FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id;
     FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
         -- The latest period starting at or before `at`: the current one if it has not ended.
         SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
@@ -1333,10 +1339,10 @@ BEGIN
                    AND k.period_start = p_from AND k.kind = l.kind
                   LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
-          -- Only for a subject that has grants: the others pay one index probe per call.
+          -- Only for a limit the subject has grants on: the others pay one index probe per call.
           LEFT JOIN LATERAL (SELECT b.granted, b.balance
                                FROM usage_grant_balance(p_user_id, p_org_id, x.metric, per, x.kind, p_at) b
-                              WHERE has_grants) gb ON true
+                              WHERE x.metric || '/' || per || '/' || x.kind = ANY (grant_keys)) gb ON true
          ORDER BY x.metric, x.kind;
     END LOOP;
 END;

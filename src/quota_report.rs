@@ -10,7 +10,7 @@ mod members;
 
 use std::fmt::Write as _;
 
-use bigdecimal::{BigDecimal, ToPrimitive};
+use bigdecimal::{BigDecimal, ToPrimitive, Zero};
 use chrono::{DateTime, FixedOffset, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -257,7 +257,7 @@ impl QuotaReport {
     /// `  + 80,000 tokens of grants`, `  EXCEEDED`, both or nothing.
     fn credit_note(row: &QuotaRow) -> String {
         let mut note = String::new();
-        if row.granted > BigDecimal::from(0) {
+        if !row.granted.is_zero() {
             note = format!(
                 "  + {} of grants",
                 format_amount(&row.metric, &row.grant_remaining)
@@ -375,9 +375,12 @@ mod tests {
                 percent: None,
                 period_start: at,
                 period_end: at,
+                granted: BigDecimal::from(0),
+                grant_remaining: BigDecimal::from(0),
                 period_end_utc_offset: 0,
             }],
             members: None,
+            grants: Vec::new(),
         };
         report.to_table().lines().nth(1).unwrap().to_string()
     }

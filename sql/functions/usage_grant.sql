@@ -27,6 +27,10 @@ BEGIN
               CASE WHEN p_user_id IS NULL THEN 'neither' ELSE 'both' END
               USING ERRCODE = '22023', HINT = 'p_user_id for a user''s own quota, p_org_id for an organization''s';
     END IF;
+    IF p_org_id <= 0 THEN
+        RAISE EXCEPTION 'usage_grant: p_org_id %: organization % cannot exist (organization ids are above 0)', p_org_id, p_org_id
+              USING ERRCODE = '22023', HINT = 'p_user_id for a user''s own quota';
+    END IF;
     IF p_metric IS NULL OR p_metric NOT IN ('requests', 'messages', 'tokens', 'bytes', 'cost') THEN
         RAISE EXCEPTION 'usage_grant: p_metric % is not a metric', COALESCE(quote_literal(p_metric), 'NULL')
               USING ERRCODE = '22023', HINT = 'one of requests, messages, tokens, bytes, cost';

@@ -10,7 +10,8 @@
 --   been opened yet, its natural period after any earlier one.
 -- - `limit_value` (NULL: unlimited) and `enforcement` (`soft` or `hard`; NULL when unlimited).
 -- - `granted` and `grant_remaining`: the subject's grants for that metric, period kind and
---   kind active at `at`, and what they have left (usage_grant_balance; 0 and 0 without any).
+--   kind active at `at`, and what they have left after every event the caller sees, later
+--   ones included (usage_grant_balance; 0 and 0 without any).
 -- - `remaining`: what the plan has left plus what the grants have; `exceeded`: the plan's
 --   limit is reached and the grants are used up; `percent`: of the plan's limit.
 -- No row when the subject is not in usage_subjects. STABLE: every statement reads one
@@ -37,7 +38,7 @@ DECLARE
     p_tz     text;
     p_anchor integer;
     p_plan   bigint;
-    has_grants boolean;
+    grant_keys text[];
 BEGIN
     SELECT su.timezone, su.billing_anchor_day, su.plan_id INTO p_tz, p_anchor, p_plan
       FROM usage_subjects su
@@ -45,7 +46,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    has_grants := EXISTS (SELECT 1 FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id);
+    -- The limits the subject has grants on ('metric/period/kind'): only those read them.
+    SELECT array_agg(DISTINCT g.metric || '/' || g.period || '/' || g.kind) INTO grant_keys
+      FROM usage_grants g WHERE g.user_id = p_user_id AND g.org_id = p_org_id;
     FOREACH per IN ARRAY ARRAY['day', 'month'] LOOP
         -- The latest period starting at or before `at`: the current one if it has not ended.
         SELECT up.period_start, up.period_end, up.requests, up.messages, up.tokens, up.bytes, up.cost
@@ -121,10 +124,10 @@ BEGIN
                    AND k.period_start = p_from AND k.kind = l.kind
                   LEFT JOIN pending pk ON pk.kind = l.kind
                  WHERE l.plan_id = p_plan AND l.period = per AND l.kind <> '') AS x
-          -- Only for a subject that has grants: the others pay one index probe per call.
+          -- Only for a limit the subject has grants on: the others pay one index probe per call.
           LEFT JOIN LATERAL (SELECT b.granted, b.balance
                                FROM usage_grant_balance(p_user_id, p_org_id, x.metric, per, x.kind, p_at) b
-                              WHERE has_grants) gb ON true
+                              WHERE x.metric || '/' || per || '/' || x.kind = ANY (grant_keys)) gb ON true
          ORDER BY x.metric, x.kind;
     END LOOP;
 END;
