@@ -502,6 +502,90 @@ $_$;
 
 
 --
+-- Name: usage_grant_allocate(bigint[], timestamp with time zone[], timestamp with time zone[], numeric[], timestamp with time zone[], timestamp with time zone[], numeric[], numeric[], timestamp with time zone[], timestamp with time zone[], numeric[]); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_grant_allocate(g_id bigint[], g_from timestamp with time zone[], g_to timestamp with time zone[], g_amount numeric[], p_start timestamp with time zone[], p_end timestamp with time zone[], p_used numeric[], p_limit numeric[], c_since timestamp with time zone[], c_at timestamp with time zone[], c_used numeric[]) RETURNS TABLE(grant_id bigint, period_start timestamp with time zone, period_end timestamp with time zone, drawn numeric)
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    n      integer := COALESCE(array_length(g_id, 1), 0);
+    g_left numeric[] := g_amount;
+    g_here numeric[];
+    pts    timestamptz[];
+    cum    numeric[];
+    j      integer;
+    i      integer;
+    k      integer;
+    m      integer;
+    v_at   timestamptz;
+    v_over numeric;
+    v_take numeric;
+BEGIN
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    g_here := array_fill(0::numeric, ARRAY[n]);
+    FOR j IN 1 .. COALESCE(array_length(p_start, 1), 0) LOOP
+        CONTINUE WHEN p_limit[j] IS NULL OR p_used[j] <= p_limit[j];
+        -- The period's cuts, in order (none, most often: grants that span it).
+        pts := ARRAY[]::timestamptz[];
+        FOR i IN 1 .. n LOOP
+            FOREACH v_at IN ARRAY ARRAY[g_from[i], g_to[i]] LOOP
+                IF v_at > p_start[j] AND v_at < p_end[j] AND NOT v_at = ANY (pts) THEN
+                    k := COALESCE(array_length(pts, 1), 0);
+                    pts := pts || v_at;
+                    WHILE k >= 1 AND pts[k] > v_at LOOP
+                        pts[k + 1] := pts[k];
+                        pts[k] := v_at;
+                        k := k - 1;
+                    END LOOP;
+                END IF;
+            END LOOP;
+        END LOOP;
+        pts := ARRAY[p_start[j]] || pts || ARRAY[p_end[j]];
+        -- The usage before each cut, never less than before the previous, never more than all.
+        cum := ARRAY[0::numeric];
+        FOR k IN 2 .. array_length(pts, 1) - 1 LOOP
+            v_over := 0;
+            FOR m IN 1 .. COALESCE(array_length(c_at, 1), 0) LOOP
+                IF c_at[m] = pts[k] AND c_since[m] = p_start[j] THEN
+                    v_over := c_used[m];
+                    EXIT;
+                END IF;
+            END LOOP;
+            cum := cum || LEAST(GREATEST(v_over, cum[k - 1]), p_used[j]);
+        END LOOP;
+        cum := cum || p_used[j];
+        FOR k IN 1 .. array_length(pts, 1) - 1 LOOP
+            v_over := GREATEST(cum[k + 1] - p_limit[j], 0) - GREATEST(cum[k] - p_limit[j], 0);
+            CONTINUE WHEN v_over <= 0;
+            FOR i IN 1 .. n LOOP
+                EXIT WHEN v_over <= 0;
+                IF g_from[i] <= pts[k] AND g_to[i] > pts[k] AND g_left[i] > 0 THEN
+                    v_take := LEAST(v_over, g_left[i]);
+                    g_left[i] := g_left[i] - v_take;
+                    g_here[i] := g_here[i] + v_take;
+                    v_over := v_over - v_take;
+                END IF;
+            END LOOP;
+        END LOOP;
+        FOR i IN 1 .. n LOOP
+            IF g_here[i] > 0 THEN
+                grant_id := g_id[i];
+                period_start := p_start[j];
+                period_end := p_end[j];
+                drawn := g_here[i];
+                RETURN NEXT;
+                g_here[i] := 0;
+            END IF;
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+
+--
 -- Name: usage_grant_balance(bigint, bigint, text, text, text, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -530,81 +614,80 @@ CREATE FUNCTION usage.usage_grant_ledger(p_user_id bigint, p_org_id bigint, p_me
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
-    g_id    bigint[];
-    g_from  timestamptz[];
-    g_to    timestamptz[];
-    g_left  numeric[];
-    g_here  numeric[];
-    v_first timestamptz;
-    v_last  timestamptz;
-    v_from  timestamptz;
-    v_limit numeric;
-    v_tz    text;
+    g_id     bigint[];
+    g_from   timestamptz[];
+    g_to     timestamptz[];
+    g_amount numeric[];
+    v_first  timestamptz;
+    v_last   timestamptz;
+    v_from   timestamptz;
+    v_limit  numeric;
+    v_tz     text;
     v_anchor integer;
-    v_lim   numeric;
-    p       record;
-    pts     timestamptz[];
-    cum     numeric[];
-    n       integer;
-    i       integer;
-    k       integer;
-    v_over  numeric;
-    v_take  numeric;
+    ps       timestamptz[];
+    pe       timestamptz[];
+    pu       numeric[];
+    pl       numeric[];
+    cs       timestamptz[];
+    ca       timestamptz[];
+    cu       numeric[];
 BEGIN
-    SELECT array_agg(g.id ORDER BY g.expires_at, g.id),
-           array_agg(g.starts_at ORDER BY g.expires_at, g.id),
-           array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id),
-           array_agg(g.amount ORDER BY g.expires_at, g.id),
-           min(g.starts_at), max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')))
-      INTO g_id, g_from, g_to, g_left, v_first, v_last
-      FROM usage_grants g
-     WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
-       AND g.period = p_period AND g.kind = p_kind
-       AND g.starts_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'));
-    IF g_id IS NULL THEN
-        RETURN;
-    END IF;
-    n := array_length(g_id, 1);
-    g_here := array_fill(0::numeric, ARRAY[n]);
-    SELECT l.max_value, usage_timezone_or_utc(su.timezone), su.billing_anchor_day
-      INTO v_limit, v_tz, v_anchor
+    -- The grants, earliest expiry first, and the plan's limit now: one statement.
+    SELECT x.ids, x.froms, x.tos, x.amounts, x.first, x.last, l.max_value, su.timezone,
+           su.billing_anchor_day
+      INTO g_id, g_from, g_to, g_amount, v_first, v_last, v_limit, v_tz, v_anchor
       FROM usage_subjects su
       LEFT JOIN plan_limits l ON l.plan_id = su.plan_id AND l.period = p_period
                              AND l.kind = p_kind AND l.metric = p_metric
+     CROSS JOIN LATERAL (
+            SELECT array_agg(g.id ORDER BY g.expires_at, g.id) AS ids,
+                   array_agg(g.starts_at ORDER BY g.expires_at, g.id) AS froms,
+                   array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id) AS tos,
+                   array_agg(g.amount ORDER BY g.expires_at, g.id) AS amounts,
+                   min(g.starts_at) AS first,
+                   max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))) AS last
+              FROM usage_grants g
+             WHERE g.user_id = p_user_id AND g.org_id = p_org_id AND g.metric = p_metric
+               AND g.period = p_period AND g.kind = p_kind
+               AND g.starts_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))) x
      WHERE su.user_id = p_user_id AND su.org_id = p_org_id;
+    IF g_id IS NULL THEN
+        RETURN;
+    END IF;
     -- Events not counted yet are read from the start of the period of the earliest grant on.
     IF p_pending THEN
+        v_tz := usage_timezone_or_utc(v_tz);
         SELECT LEAST(v_first, (usage_period_bounds(v_tz, v_anchor, p_period, v_first)).period_start,
                      (SELECT min(up.period_start) FROM usage_periods up
                        WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
                          AND up.period_end > v_first))
           INTO v_from;
     END IF;
-    FOR p IN
-        WITH counted AS (
-            SELECT up.period_start, up.period_end, up.limits,
-                   CASE WHEN p_kind = '' THEN
-                            CASE p_metric WHEN 'requests' THEN up.requests::numeric WHEN 'messages' THEN up.messages::numeric
-                                          WHEN 'tokens' THEN up.tokens::numeric WHEN 'bytes' THEN up.bytes::numeric
-                                          ELSE up.cost END
-                        ELSE COALESCE(CASE p_metric WHEN 'requests' THEN k.requests::numeric WHEN 'messages' THEN k.messages::numeric
-                                                    WHEN 'tokens' THEN k.tokens::numeric WHEN 'bytes' THEN k.bytes::numeric
-                                                    ELSE k.cost END, 0) END AS used
-              FROM usage_periods up
-              LEFT JOIN usage_period_kind_totals k
-                ON p_kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
-               AND k.period = up.period AND k.period_start = up.period_start AND k.kind = p_kind
-             WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
-               AND up.period_end > v_first AND up.period_start < v_last
-               AND up.period_start <= p_through
-        ), pending AS MATERIALIZED (
-            SELECT e.created_at,
-                   CASE p_metric WHEN 'requests' THEN 1::numeric WHEN 'messages' THEN e.messages::numeric
-                                 WHEN 'tokens' THEN e.tokens::numeric WHEN 'bytes' THEN e.bytes::numeric
-                                 ELSE e.cost END AS amount
-              FROM usage_subject_pending(p_user_id, p_org_id, v_from, 'infinity') e
-             WHERE p_pending AND (p_kind = '' OR e.kind = p_kind)
-        )
+    -- The periods the grants span, with their usage and limit.
+    WITH counted AS (
+        SELECT up.period_start, up.period_end, up.limits,
+               CASE WHEN p_kind = '' THEN
+                        CASE p_metric WHEN 'requests' THEN up.requests::numeric WHEN 'messages' THEN up.messages::numeric
+                                      WHEN 'tokens' THEN up.tokens::numeric WHEN 'bytes' THEN up.bytes::numeric
+                                      ELSE up.cost END
+                    ELSE COALESCE(CASE p_metric WHEN 'requests' THEN k.requests::numeric WHEN 'messages' THEN k.messages::numeric
+                                                WHEN 'tokens' THEN k.tokens::numeric WHEN 'bytes' THEN k.bytes::numeric
+                                                ELSE k.cost END, 0) END AS used
+          FROM usage_periods up
+          LEFT JOIN usage_period_kind_totals k
+            ON p_kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
+           AND k.period = up.period AND k.period_start = up.period_start AND k.kind = p_kind
+         WHERE up.user_id = p_user_id AND up.org_id = p_org_id AND up.period = p_period
+           AND up.period_end > v_first AND up.period_start < v_last
+           AND up.period_start <= p_through
+    ), pending AS MATERIALIZED (
+        SELECT e.created_at,
+               CASE p_metric WHEN 'requests' THEN 1::numeric WHEN 'messages' THEN e.messages::numeric
+                             WHEN 'tokens' THEN e.tokens::numeric WHEN 'bytes' THEN e.bytes::numeric
+                             ELSE e.cost END AS amount
+          FROM usage_subject_pending(p_user_id, p_org_id, v_from, 'infinity') e
+         WHERE p_pending AND (p_kind = '' OR e.kind = p_kind)
+    ), periods AS (
         SELECT c.period_start, c.period_end, c.limits,
                c.used + COALESCE((SELECT sum(e.amount) FROM pending e
                                    WHERE e.created_at >= c.period_start AND e.created_at < c.period_end), 0) AS used
@@ -616,56 +699,26 @@ BEGIN
          CROSS JOIN LATERAL usage_period_bounds(v_tz, v_anchor, p_period, e.created_at) b
          WHERE NOT EXISTS (SELECT 1 FROM counted c WHERE e.created_at >= c.period_start AND e.created_at < c.period_end)
            AND b.period_start <= p_through
+           AND b.period_end > v_first AND b.period_start < v_last
          GROUP BY b.period_start, b.period_end
-         ORDER BY 1
-    LOOP
-        v_lim := CASE WHEN p.limits IS NULL THEN v_limit
-                      ELSE (SELECT (x ->> 'max_value')::numeric FROM jsonb_array_elements(p.limits) x
-                             WHERE x ->> 'metric' = p_metric AND x ->> 'kind' = p_kind LIMIT 1) END;
-        CONTINUE WHEN v_lim IS NULL OR p.used <= v_lim;
-        -- The period's cuts (none, most often: grants that span it), and the usage before each.
-        pts := ARRAY[]::timestamptz[];
-        FOR i IN 1 .. n LOOP
-            IF (g_from[i] > p.period_start AND g_from[i] < p.period_end)
-               OR (g_to[i] > p.period_start AND g_to[i] < p.period_end) THEN
-                SELECT array_agg(DISTINCT x ORDER BY x) INTO pts
-                  FROM unnest(g_from || g_to) x
-                 WHERE x > p.period_start AND x < p.period_end;
-                EXIT;
-            END IF;
-        END LOOP;
-        pts := ARRAY[p.period_start] || pts || ARRAY[p.period_end];
-        cum := ARRAY[0::numeric];
-        FOR k IN 2 .. array_length(pts, 1) - 1 LOOP
-            cum := cum || LEAST(GREATEST(usage_grant_usage_before(p_user_id, p_org_id, p_period, p_kind, p_metric,
-                                                                   p.period_start, pts[k], p_pending),
-                                         cum[k - 1]), p.used);
-        END LOOP;
-        cum := cum || p.used;
-        FOR k IN 1 .. array_length(pts, 1) - 1 LOOP
-            v_over := GREATEST(cum[k + 1] - v_lim, 0) - GREATEST(cum[k] - v_lim, 0);
-            CONTINUE WHEN v_over <= 0;
-            FOR i IN 1 .. n LOOP
-                EXIT WHEN v_over <= 0;
-                IF g_from[i] <= pts[k] AND g_to[i] > pts[k] AND g_left[i] > 0 THEN
-                    v_take := LEAST(v_over, g_left[i]);
-                    g_left[i] := g_left[i] - v_take;
-                    g_here[i] := g_here[i] + v_take;
-                    v_over := v_over - v_take;
-                END IF;
-            END LOOP;
-        END LOOP;
-        FOR i IN 1 .. n LOOP
-            IF g_here[i] > 0 THEN
-                grant_id := g_id[i];
-                period_start := p.period_start;
-                period_end := p.period_end;
-                drawn := g_here[i];
-                RETURN NEXT;
-                g_here[i] := 0;
-            END IF;
-        END LOOP;
-    END LOOP;
+    )
+    SELECT array_agg(x.period_start ORDER BY x.period_start), array_agg(x.period_end ORDER BY x.period_start),
+           array_agg(x.used ORDER BY x.period_start), array_agg(x.lim ORDER BY x.period_start)
+      INTO ps, pe, pu, pl
+      FROM (SELECT p.*, CASE WHEN p.limits IS NULL THEN v_limit
+                             ELSE (SELECT (j ->> 'max_value')::numeric FROM jsonb_array_elements(p.limits) j
+                                    WHERE j ->> 'metric' = p_metric AND j ->> 'kind' = p_kind LIMIT 1) END AS lim
+              FROM periods p) x;
+    -- The usage before each cut of a period past its limit (a mark, else the events).
+    SELECT array_agg(c.since), array_agg(c.at),
+           array_agg(usage_grant_usage_before(p_user_id, p_org_id, p_period, p_kind, p_metric,
+                                              c.since, c.at, p_pending))
+      INTO cs, ca, cu
+      FROM (SELECT DISTINCT x.since, b.at
+              FROM unnest(ps, pe, pu, pl) AS x (since, until, used, lim)
+             CROSS JOIN unnest(g_from || g_to) AS b (at)
+             WHERE b.at > x.since AND b.at < x.until AND x.used > x.lim) c;
+    RETURN QUERY SELECT * FROM usage_grant_allocate(g_id, g_from, g_to, g_amount, ps, pe, pu, pl, cs, ca, cu);
 END;
 $$;
 
@@ -727,12 +780,58 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
                                 WHERE q.event_id = e.id AND q.created_at = e.created_at)) x;
 
-    WITH fresh AS MATERIALIZED (
-        SELECT l.*
-          FROM (SELECT DISTINCT g.user_id, g.org_id, g.metric, g.period, g.kind
-                  FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
-                  JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id) k
-         CROSS JOIN LATERAL usage_grant_ledger(k.user_id, k.org_id, k.metric, k.period, k.kind, 'infinity', false) l
+    -- The drawdown of every key of those subjects, gathered set-based for
+    -- usage_grant_allocate() (what usage_grant_ledger() gathers for one key, counted only;
+    -- every cut has its mark now).
+    WITH keys AS MATERIALIZED (
+        SELECT g.user_id, g.org_id, g.metric, g.period, g.kind,
+               array_agg(g.id ORDER BY g.expires_at, g.id) AS ids,
+               array_agg(g.starts_at ORDER BY g.expires_at, g.id) AS froms,
+               array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id) AS tos,
+               array_agg(g.amount ORDER BY g.expires_at, g.id) AS amounts,
+               min(g.starts_at) AS first,
+               max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))) AS last
+          FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
+          JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id
+         WHERE g.starts_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))
+         GROUP BY g.user_id, g.org_id, g.metric, g.period, g.kind
+    ), fresh AS MATERIALIZED (
+        SELECT a.*
+          FROM keys k
+          JOIN usage_subjects su ON su.user_id = k.user_id AND su.org_id = k.org_id
+          LEFT JOIN plan_limits l ON l.plan_id = su.plan_id AND l.period = k.period
+                                 AND l.kind = k.kind AND l.metric = k.metric
+         CROSS JOIN LATERAL (
+                SELECT array_agg(up.period_start ORDER BY up.period_start) AS starts,
+                       array_agg(up.period_end ORDER BY up.period_start) AS ends,
+                       array_agg(CASE WHEN k.kind = '' THEN
+                                          CASE k.metric WHEN 'requests' THEN up.requests::numeric WHEN 'messages' THEN up.messages::numeric
+                                                        WHEN 'tokens' THEN up.tokens::numeric WHEN 'bytes' THEN up.bytes::numeric
+                                                        ELSE up.cost END
+                                      ELSE COALESCE(CASE k.metric WHEN 'requests' THEN t.requests::numeric WHEN 'messages' THEN t.messages::numeric
+                                                                  WHEN 'tokens' THEN t.tokens::numeric WHEN 'bytes' THEN t.bytes::numeric
+                                                                  ELSE t.cost END, 0) END
+                                 ORDER BY up.period_start) AS used,
+                       array_agg(CASE WHEN up.limits IS NULL THEN l.max_value
+                                      ELSE (SELECT (j ->> 'max_value')::numeric FROM jsonb_array_elements(up.limits) j
+                                             WHERE j ->> 'metric' = k.metric AND j ->> 'kind' = k.kind LIMIT 1) END
+                                 ORDER BY up.period_start) AS limits
+                  FROM usage_periods up
+                  LEFT JOIN usage_period_kind_totals t
+                    ON k.kind <> '' AND t.user_id = up.user_id AND t.org_id = up.org_id
+                   AND t.period = up.period AND t.period_start = up.period_start AND t.kind = k.kind
+                 WHERE up.user_id = k.user_id AND up.org_id = k.org_id AND up.period = k.period
+                   AND up.period_end > k.first AND up.period_start < k.last) p
+         CROSS JOIN LATERAL (
+                SELECT array_agg(m.since) AS since, array_agg(m.at) AS at,
+                       array_agg(CASE k.metric WHEN 'requests' THEN m.requests::numeric WHEN 'messages' THEN m.messages::numeric
+                                               WHEN 'tokens' THEN m.tokens::numeric WHEN 'bytes' THEN m.bytes::numeric
+                                               ELSE m.cost END) AS used
+                  FROM usage_grant_marks m
+                 WHERE m.user_id = k.user_id AND m.org_id = k.org_id AND m.period = k.period
+                   AND m.kind = k.kind) c
+         CROSS JOIN LATERAL usage_grant_allocate(k.ids, k.froms, k.tos, k.amounts, p.starts, p.ends,
+                                                 p.used, p.limits, c.since, c.at, c.used) a
     ), gone AS (
         DELETE FROM usage_grant_draws d
          USING usage_grants g, unnest(v_users, v_orgs) AS s (user_id, org_id)

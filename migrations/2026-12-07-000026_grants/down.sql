@@ -225,6 +225,8 @@ $function$;
 
 DROP FUNCTION usage_grant(bigint,bigint,text,numeric,text,timestamp with time zone,timestamp with time zone,text,text);
 
+DROP FUNCTION usage_grant_allocate(bigint[],timestamp with time zone[],timestamp with time zone[],numeric[],timestamp with time zone[],timestamp with time zone[],numeric[],numeric[],timestamp with time zone[],timestamp with time zone[],numeric[]);
+
 DROP FUNCTION usage_grant_balance(bigint,bigint,text,text,text,timestamp with time zone);
 
 DROP FUNCTION usage_grant_ledger(bigint,bigint,text,text,text,timestamp with time zone,boolean);

@@ -6,9 +6,9 @@
 --    the period before each grant's start, expiry or void inside a period that exists):
 --    stale ones (a period a manual reset moved, an instant no grant has any more) deleted,
 --    missing ones made from the raw events below the watermark, not set aside;
--- 2. usage_grant_draws, each grant's consumption per period, from usage_grant_ledger over the
---    counted events alone: inserted, updated where it changed, deleted where it no longer
---    holds;
+-- 2. usage_grant_draws, each grant's consumption per period, by usage_grant_allocate() (the
+--    rule usage_grant_ledger() applies) over the counted events alone, gathered for every
+--    key at once: inserted, updated where it changed, deleted where it no longer holds;
 -- 3. its grants marked settled.
 -- Returns how many draw rows changed.
 CREATE OR REPLACE FUNCTION usage_grant_settle()
@@ -65,12 +65,58 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM usage_quarantine q
                                 WHERE q.event_id = e.id AND q.created_at = e.created_at)) x;
 
-    WITH fresh AS MATERIALIZED (
-        SELECT l.*
-          FROM (SELECT DISTINCT g.user_id, g.org_id, g.metric, g.period, g.kind
-                  FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
-                  JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id) k
-         CROSS JOIN LATERAL usage_grant_ledger(k.user_id, k.org_id, k.metric, k.period, k.kind, 'infinity', false) l
+    -- The drawdown of every key of those subjects, gathered set-based for
+    -- usage_grant_allocate() (what usage_grant_ledger() gathers for one key, counted only;
+    -- every cut has its mark now).
+    WITH keys AS MATERIALIZED (
+        SELECT g.user_id, g.org_id, g.metric, g.period, g.kind,
+               array_agg(g.id ORDER BY g.expires_at, g.id) AS ids,
+               array_agg(g.starts_at ORDER BY g.expires_at, g.id) AS froms,
+               array_agg(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity')) ORDER BY g.expires_at, g.id) AS tos,
+               array_agg(g.amount ORDER BY g.expires_at, g.id) AS amounts,
+               min(g.starts_at) AS first,
+               max(LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))) AS last
+          FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
+          JOIN usage_grants g ON g.user_id = s.user_id AND g.org_id = s.org_id
+         WHERE g.starts_at < LEAST(g.expires_at, COALESCE(g.voided_at, 'infinity'))
+         GROUP BY g.user_id, g.org_id, g.metric, g.period, g.kind
+    ), fresh AS MATERIALIZED (
+        SELECT a.*
+          FROM keys k
+          JOIN usage_subjects su ON su.user_id = k.user_id AND su.org_id = k.org_id
+          LEFT JOIN plan_limits l ON l.plan_id = su.plan_id AND l.period = k.period
+                                 AND l.kind = k.kind AND l.metric = k.metric
+         CROSS JOIN LATERAL (
+                SELECT array_agg(up.period_start ORDER BY up.period_start) AS starts,
+                       array_agg(up.period_end ORDER BY up.period_start) AS ends,
+                       array_agg(CASE WHEN k.kind = '' THEN
+                                          CASE k.metric WHEN 'requests' THEN up.requests::numeric WHEN 'messages' THEN up.messages::numeric
+                                                        WHEN 'tokens' THEN up.tokens::numeric WHEN 'bytes' THEN up.bytes::numeric
+                                                        ELSE up.cost END
+                                      ELSE COALESCE(CASE k.metric WHEN 'requests' THEN t.requests::numeric WHEN 'messages' THEN t.messages::numeric
+                                                                  WHEN 'tokens' THEN t.tokens::numeric WHEN 'bytes' THEN t.bytes::numeric
+                                                                  ELSE t.cost END, 0) END
+                                 ORDER BY up.period_start) AS used,
+                       array_agg(CASE WHEN up.limits IS NULL THEN l.max_value
+                                      ELSE (SELECT (j ->> 'max_value')::numeric FROM jsonb_array_elements(up.limits) j
+                                             WHERE j ->> 'metric' = k.metric AND j ->> 'kind' = k.kind LIMIT 1) END
+                                 ORDER BY up.period_start) AS limits
+                  FROM usage_periods up
+                  LEFT JOIN usage_period_kind_totals t
+                    ON k.kind <> '' AND t.user_id = up.user_id AND t.org_id = up.org_id
+                   AND t.period = up.period AND t.period_start = up.period_start AND t.kind = k.kind
+                 WHERE up.user_id = k.user_id AND up.org_id = k.org_id AND up.period = k.period
+                   AND up.period_end > k.first AND up.period_start < k.last) p
+         CROSS JOIN LATERAL (
+                SELECT array_agg(m.since) AS since, array_agg(m.at) AS at,
+                       array_agg(CASE k.metric WHEN 'requests' THEN m.requests::numeric WHEN 'messages' THEN m.messages::numeric
+                                               WHEN 'tokens' THEN m.tokens::numeric WHEN 'bytes' THEN m.bytes::numeric
+                                               ELSE m.cost END) AS used
+                  FROM usage_grant_marks m
+                 WHERE m.user_id = k.user_id AND m.org_id = k.org_id AND m.period = k.period
+                   AND m.kind = k.kind) c
+         CROSS JOIN LATERAL usage_grant_allocate(k.ids, k.froms, k.tos, k.amounts, p.starts, p.ends,
+                                                 p.used, p.limits, c.since, c.at, c.used) a
     ), gone AS (
         DELETE FROM usage_grant_draws d
          USING usage_grants g, unnest(v_users, v_orgs) AS s (user_id, org_id)
