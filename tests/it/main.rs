@@ -11,6 +11,7 @@ mod calendar;
 mod cli;
 mod conservation;
 mod crash;
+mod credit_alerts;
 mod data_trust;
 mod definitions;
 mod demo;
