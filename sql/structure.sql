@@ -729,6 +729,7 @@ $$;
 
 CREATE FUNCTION usage.usage_grant_settle() RETURNS bigint
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 DECLARE
     v_changed bigint;

@@ -234,6 +234,20 @@ fn a_threshold_out_of_range_in_a_list_names_the_list() {
 }
 
 #[test]
+fn the_credit_low_percentage_is_one_to_ninety_nine_and_defaults_to_twenty() {
+    for text in ["credit_low_percent = 100", "credit_low_percent = 0"] {
+        assert_eq!(
+            refused_key(&format!("[alerts]\n{text}\n")),
+            "alerts.credit_low_percent",
+            "{text}"
+        );
+    }
+    let settings = load_toml("[alerts]\ncredit_low_percent = 10\n").unwrap();
+    assert_eq!(settings.alerts.credit_low_percent.get(), 10);
+    assert_eq!(load_toml("").unwrap().alerts.credit_low_percent.get(), 20);
+}
+
+#[test]
 fn a_file_that_is_not_toml_is_a_file_error() {
     assert!(matches!(
         load_toml("[database\n"),
