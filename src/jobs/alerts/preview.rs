@@ -46,6 +46,9 @@ pub(super) struct Preview {
     pub(super) limit_value: BigDecimal,
     #[diesel(sql_type = Text)]
     pub(super) status: AlertStatus,
+    /// `quota`, or a credit alert (`credit.low`, `credit.depleted`, `credit.recovered`).
+    #[diesel(sql_type = Text)]
+    alert: String,
     /// Whether this alert's webhooks would go with it (one per organization's threshold).
     #[diesel(sql_type = Bool)]
     pub(super) carries_webhook: bool,
@@ -90,6 +93,18 @@ impl Preview {
         } else {
             "monthly"
         };
+        if self.alert != "quota" {
+            // A credit alert: what the grants gave of what they granted.
+            return format!(
+                "{}: {}: {} on {period} {}{scope}: grants gave {} of {}",
+                self.recipient(),
+                self.verdict(),
+                self.alert,
+                self.metric,
+                mail::content::format_amount(&self.metric, &self.used_value),
+                mail::content::format_amount(&self.metric, &self.limit_value),
+            );
+        }
         format!(
             "{}: {}: {}% of {period} {}{scope}: {} of {} in the period from {}",
             self.recipient(),
