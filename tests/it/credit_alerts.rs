@@ -9,7 +9,9 @@ use diesel::sql_types::{BigInt, Int2, Text};
 use crate::support::alerts::{run, seeded_with_smtp};
 use crate::support::quota::add_new_events_to_periods;
 use crate::support::webhooks::{Receiver, SECRET_A, seed_webhook_users, webhook_settings};
-use crate::support::{TestDb, text};
+use usage_worker::jobs::JobKind;
+
+use crate::support::{TestDb, report_lines, text};
 
 /// One credit alert as recorded: (organization or 0, recipient, alert, threshold, status).
 #[derive(QueryableByName, Debug, PartialEq)]
@@ -71,6 +73,18 @@ fn low_depleted_and_recovered_are_each_emailed_once_per_crossing() {
     // Ada (Berlin) is on 1,000 tokens a month and bought 500 more for November and December.
     let first = grant(&db, "p_user_id => 1", 500, "2026-11-01T00:00:00Z");
     spend(&db, (1, "NULL"), 1_450, "2026-11-10T09:00:00Z");
+    // The dry run names the credit alert for what it is, and records nothing.
+    let preview = db
+        .dry_run_job(JobKind::Alerts, "2026-11-10T12:00:00Z")
+        .unwrap();
+    assert!(
+        report_lines(&preview).iter().any(|l| l.contains(
+            "user 1 a***@example.com: would email: credit.low on monthly tokens: grants gave 450 tokens of 500 tokens"
+        )),
+        "{:?}",
+        report_lines(&preview)
+    );
+    assert!(credits(&db).is_empty());
     run(&db, &ctx, "2026-11-10T12:00:00Z");
     run(&db, &ctx, "2026-11-10T12:05:00Z");
     let low = credit(0, 1, "credit.low", 20, "sent");
