@@ -305,10 +305,7 @@ DECLARE
     g_here numeric[];
     pts    timestamptz[];
     cum    numeric[];
-    j      integer;
-    i      integer;
     k      integer;
-    m      integer;
     v_at   timestamptz;
     v_over numeric;
     v_take numeric;
@@ -539,7 +536,8 @@ $$;
 -- 2. usage_grant_draws, each grant's consumption per period, by usage_grant_allocate() (the
 --    rule usage_grant_ledger() applies) over the counted events alone, gathered for every
 --    key at once: inserted, updated where it changed, deleted where it no longer holds;
--- 3. its grants marked settled.
+-- 3. the grants it read marked settled, unless another transaction changed one meanwhile
+--    (a void, committed while this ran): that one is settled by the next call.
 -- Returns how many draw rows changed.
 CREATE OR REPLACE FUNCTION usage_grant_settle()
 RETURNS bigint
@@ -552,12 +550,17 @@ DECLARE
     v_changed bigint;
     v_users   bigint[];
     v_orgs    bigint[];
+    v_ids     bigint[];
+    v_rows    text[];
 BEGIN
-    SELECT array_agg(s.user_id), array_agg(s.org_id) INTO v_users, v_orgs
-      FROM (SELECT DISTINCT g.user_id, g.org_id FROM usage_grants g WHERE NOT g.settled) s;
-    IF v_users IS NULL THEN
+    -- The flagged grants as they are now (id and row version), and their subjects.
+    SELECT array_agg(g.id), array_agg(g.xmin::text) INTO v_ids, v_rows
+      FROM usage_grants g WHERE NOT g.settled;
+    IF v_ids IS NULL THEN
         RETURN 0;
     END IF;
+    SELECT array_agg(s.user_id), array_agg(s.org_id) INTO v_users, v_orgs
+      FROM (SELECT DISTINCT g.user_id, g.org_id FROM usage_grants g WHERE g.id = ANY (v_ids)) s;
 
     DELETE FROM usage_grant_marks m
      USING unnest(v_users, v_orgs) AS s (user_id, org_id)
@@ -665,9 +668,11 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM written) INTO v_changed;
+    -- Settled: the grants flagged at the start and not changed since. One made or voided by
+    -- another transaction meanwhile stays flagged, for the next call.
     UPDATE usage_grants g SET settled = true
-      FROM unnest(v_users, v_orgs) AS s (user_id, org_id)
-     WHERE g.user_id = s.user_id AND g.org_id = s.org_id AND NOT g.settled;
+      FROM unnest(v_ids, v_rows) AS s (id, row_version)
+     WHERE g.id = s.id AND g.xmin::text = s.row_version AND NOT g.settled;
     RETURN v_changed;
 END;
 $$;

@@ -23,10 +23,7 @@ DECLARE
     g_here numeric[];
     pts    timestamptz[];
     cum    numeric[];
-    j      integer;
-    i      integer;
     k      integer;
-    m      integer;
     v_at   timestamptz;
     v_over numeric;
     v_take numeric;
