@@ -185,6 +185,14 @@ BEGIN
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
             END LOOP;
         END IF;
+        -- Notification preferences: the application's one-click unsubscribe endpoint and its
+        -- "manage notifications" page (both SECURITY DEFINER: no privilege on users or on
+        -- the signing keys, which no role but the owner and the daemon reads).
+        FOR v_fn IN SELECT p.oid::regprocedure FROM pg_proc p
+                     WHERE p.pronamespace = v_schema::regnamespace
+                       AND p.proname IN ('usage_unsubscribe', 'usage_set_alert_emails') LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, v_writer);
+        END LOOP;
     ELSE
         RAISE NOTICE 'schema % has no tables yet: run usage-worker --migrate as %, then this file again to grant % its privileges',
               v_schema, v_owner, v_writer;

@@ -27,7 +27,7 @@ CREATE SCHEMA usage;
 -- Name: org_quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
+CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamp with time zone)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
@@ -72,7 +72,7 @@ $$;
 -- Name: quota_status(bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
+CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamp with time zone)
     LANGUAGE sql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
@@ -905,6 +905,30 @@ $$;
 
 
 --
+-- Name: usage_hmac_sha256(bytea, bytea); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_hmac_sha256(p_key bytea, p_message bytea) RETURNS bytea
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+DECLARE
+    v_key   bytea := CASE WHEN length(p_key) > 64 THEN sha256(p_key) ELSE p_key END;
+    v_inner bytea;
+    v_outer bytea;
+BEGIN
+    v_key := v_key || decode(repeat('00', 64 - length(v_key)), 'hex');
+    v_inner := v_key;
+    v_outer := v_key;
+    FOR i IN 0..63 LOOP
+        v_inner := set_byte(v_inner, i, get_byte(v_key, i) # 54);  -- 0x36
+        v_outer := set_byte(v_outer, i, get_byte(v_key, i) # 92);  -- 0x5c
+    END LOOP;
+    RETURN sha256(v_outer || sha256(v_inner || p_message));
+END;
+$$;
+
+
+--
 -- Name: usage_is_reader(); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -1089,6 +1113,24 @@ $$;
 
 
 --
+-- Name: usage_projected_exhaustion(numeric, numeric, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_projected_exhaustion(p_used numeric, p_limit numeric, p_period_start timestamp with time zone, p_period_end timestamp with time zone, p_at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+           WHEN p_limit IS NULL OR p_used IS NULL OR p_used <= 0 OR p_limit < 0
+                OR p_at <= p_period_start OR p_at >= p_period_end THEN NULL
+           WHEN p_limit * extract(epoch FROM p_at - p_period_start)
+                >= p_used * extract(epoch FROM p_period_end - p_period_start) THEN NULL
+           ELSE p_period_start
+                + make_interval(secs => (p_limit * extract(epoch FROM p_at - p_period_start) / p_used)::float8)
+           END
+$$;
+
+
+--
 -- Name: usage_rebase_watermark(boolean); Type: FUNCTION; Schema: usage; Owner: -
 --
 
@@ -1223,6 +1265,32 @@ END;
 $$;
 
 
+--
+-- Name: usage_set_alert_emails(bigint, text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_set_alert_emails(p_user_id bigint, p_preference text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'usage', 'pg_temp'
+    AS $$
+DECLARE
+    v_effective text;
+BEGIN
+    IF p_preference IS NULL OR p_preference NOT IN ('all', 'quota', 'credit', 'none') THEN
+        RAISE EXCEPTION 'usage_set_alert_emails: p_preference % is not one of all, quota, credit, none; nothing changed', quote_nullable(p_preference)
+              USING ERRCODE = '22023';
+    END IF;
+    UPDATE users u SET alert_emails = p_preference WHERE u.id = p_user_id
+    RETURNING CASE WHEN u.alerts_enabled THEN u.alert_emails ELSE 'none' END INTO v_effective;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'usage_set_alert_emails: user % does not exist; nothing changed', p_user_id
+              USING ERRCODE = '23503';
+    END IF;
+    RETURN v_effective;
+END;
+$$;
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -1337,7 +1405,7 @@ $$;
 -- Name: usage_subject_status(bigint, bigint, timestamp with time zone); Type: FUNCTION; Schema: usage; Owner: -
 --
 
-CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric)
+CREATE FUNCTION usage.usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamp with time zone) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamp with time zone)
     LANGUAGE plpgsql STABLE
     AS $$
 #variable_conflict use_column
@@ -1411,7 +1479,8 @@ BEGIN
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
                p_from, p_to, x.enforcement,
-               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0)
+               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0),
+               usage_projected_exhaustion(x.used, x.limit_value, p_from, p_to, p_at)
           FROM (SELECT m.metric, ''::text AS kind,
                        CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
                        l.max_value AS limit_value, l.enforcement
@@ -1541,6 +1610,62 @@ EXCEPTION WHEN invalid_parameter_value THEN
     RETURN 'UTC';
 END;
 $$;
+
+
+--
+-- Name: usage_unsubscribe(text); Type: FUNCTION; Schema: usage; Owner: -
+--
+
+CREATE FUNCTION usage.usage_unsubscribe(p_token text) RETURNS TABLE(user_id bigint, unsubscribed text, alert_emails text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'usage', 'pg_temp'
+    AS $_$
+#variable_conflict use_column
+DECLARE
+    v_parts   text[];
+    v_user    bigint;
+    v_scope   text;
+    v_expires bigint;
+    v_key     bytea;
+BEGIN
+    v_parts := regexp_match(COALESCE(p_token, ''),
+        '^u1\.([0-9]{1,18})\.(all|quota|credit)\.([0-9]{1,12})\.([0-9a-f]{16})\.([0-9a-f]{64})$');
+    IF v_parts IS NULL THEN
+        RAISE EXCEPTION 'usage_unsubscribe: not an unsubscribe token; nothing changed'
+              USING ERRCODE = '22023',
+                    HINT = 'pass the token query parameter of the List-Unsubscribe link as it is';
+    END IF;
+    v_user := v_parts[1]::bigint;
+    v_scope := v_parts[2];
+    v_expires := v_parts[3]::bigint;
+    SELECT k.signing_key INTO v_key FROM usage_unsubscribe_keys k WHERE k.key_id = v_parts[4];
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'usage_unsubscribe: the token was signed by another installation (key % is unknown here); nothing changed', v_parts[4]
+              USING ERRCODE = '22023',
+                    HINT = 'only tokens from this installation''s alert emails are accepted';
+    END IF;
+    IF encode(usage_hmac_sha256(v_key, convert_to(left(p_token, length(p_token) - 65), 'UTF8')), 'hex')
+       <> v_parts[5] THEN
+        RAISE EXCEPTION 'usage_unsubscribe: the token''s signature does not match: it was altered; nothing changed'
+              USING ERRCODE = '22023',
+                    HINT = 'pass the token query parameter of the List-Unsubscribe link as it is';
+    END IF;
+    IF v_expires < extract(epoch FROM now()) THEN
+        RAISE EXCEPTION 'usage_unsubscribe: the token of user % expired at %; nothing changed',
+              v_user, to_timestamp(v_expires)
+              USING ERRCODE = '22023',
+                    HINT = 'a newer alert email carries a fresh token; preferences can also be changed with usage_set_alert_emails()';
+    END IF;
+    RETURN QUERY
+    UPDATE users u
+       SET alert_emails = CASE WHEN v_scope = 'all' OR u.alert_emails IN ('none', v_scope) THEN 'none'
+                               WHEN u.alert_emails = 'all'
+                               THEN CASE v_scope WHEN 'quota' THEN 'credit' ELSE 'quota' END
+                               ELSE u.alert_emails END
+     WHERE u.id = v_user
+    RETURNING u.id, v_scope, u.alert_emails;
+END;
+$_$;
 
 
 --
@@ -1769,14 +1894,15 @@ CREATE TABLE usage.quota_alerts (
     org_id bigint DEFAULT 0 NOT NULL,
     alert text DEFAULT 'quota'::text NOT NULL,
     grant_id bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT quota_alerts_alert_check CHECK ((alert = ANY (ARRAY['quota'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
+    projected_exhaustion timestamp with time zone,
+    CONSTRAINT quota_alerts_alert_check CHECK ((alert = ANY (ARRAY['quota'::text, 'quota.forecast'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
     CONSTRAINT quota_alerts_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT quota_alerts_metric_check CHECK ((metric = ANY (ARRAY['requests'::text, 'messages'::text, 'tokens'::text, 'bytes'::text, 'cost'::text]))),
     CONSTRAINT quota_alerts_org_id_check CHECK ((org_id >= 0)),
     CONSTRAINT quota_alerts_period_check CHECK ((period = ANY (ARRAY['day'::text, 'month'::text]))),
     CONSTRAINT quota_alerts_sending_has_lease CHECK (((status = 'sending'::text) = (leased_until IS NOT NULL))),
     CONSTRAINT quota_alerts_sent_has_message_id CHECK (((status <> 'sent'::text) OR (message_id IS NOT NULL))),
-    CONSTRAINT quota_alerts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'sent'::text, 'failed'::text, 'suppressed'::text, 'superseded'::text, 'expired'::text]))),
+    CONSTRAINT quota_alerts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'sent'::text, 'failed'::text, 'suppressed'::text, 'superseded'::text, 'expired'::text, 'unsubscribed'::text]))),
     CONSTRAINT quota_alerts_threshold_check CHECK (((threshold >= 1) AND (threshold <= 100)))
 );
 
@@ -2050,6 +2176,8 @@ CREATE TABLE usage.users (
     billing_anchor_day smallint,
     alerts_enabled boolean DEFAULT true NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    alert_emails text DEFAULT 'all'::text NOT NULL,
+    CONSTRAINT users_alert_emails_check CHECK ((alert_emails = ANY (ARRAY['all'::text, 'quota'::text, 'credit'::text, 'none'::text]))),
     CONSTRAINT users_billing_anchor_day_check CHECK (((billing_anchor_day >= 1) AND (billing_anchor_day <= 31)))
 );
 
@@ -2066,7 +2194,8 @@ CREATE VIEW usage.usage_subjects WITH (security_invoker='true') AS
     u.timezone,
     u.billing_anchor_day,
     u.plan_id,
-    u.alerts_enabled
+    u.alerts_enabled,
+    u.alert_emails
    FROM usage.users u
 UNION ALL
  SELECT (0)::bigint AS user_id,
@@ -2076,8 +2205,22 @@ UNION ALL
     o.timezone,
     o.billing_anchor_day,
     o.plan_id,
-    o.alerts_enabled
+    o.alerts_enabled,
+    'all'::text AS alert_emails
    FROM usage.organizations o;
+
+
+--
+-- Name: usage_unsubscribe_keys; Type: TABLE; Schema: usage; Owner: -
+--
+
+CREATE TABLE usage.usage_unsubscribe_keys (
+    key_id text NOT NULL,
+    signing_key bytea NOT NULL,
+    registered_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_unsubscribe_keys_key_id_check CHECK ((key_id ~ '^[0-9a-f]{16}$'::text)),
+    CONSTRAINT usage_unsubscribe_keys_signing_key_check CHECK ((length(signing_key) = 32))
+);
 
 
 --
@@ -2101,7 +2244,7 @@ CREATE TABLE usage.webhook_deliveries (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT webhook_deliveries_attempts_not_negative CHECK ((attempts >= 0)),
-    CONSTRAINT webhook_deliveries_event_type_check CHECK ((event_type = ANY (ARRAY['quota.threshold'::text, 'quota.exhausted'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
+    CONSTRAINT webhook_deliveries_event_type_check CHECK ((event_type = ANY (ARRAY['quota.threshold'::text, 'quota.exhausted'::text, 'quota.forecast'::text, 'credit.low'::text, 'credit.depleted'::text, 'credit.recovered'::text]))),
     CONSTRAINT webhook_deliveries_sending_has_lease CHECK (((status = 'sending'::text) = (leased_until IS NOT NULL))),
     CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'delivered'::text, 'failed'::text, 'expired'::text])))
 );
@@ -2447,6 +2590,14 @@ ALTER TABLE ONLY usage.usage_quarantine
 
 ALTER TABLE ONLY usage.usage_settings
     ADD CONSTRAINT usage_settings_pkey PRIMARY KEY (singleton);
+
+
+--
+-- Name: usage_unsubscribe_keys usage_unsubscribe_keys_pkey; Type: CONSTRAINT; Schema: usage; Owner: -
+--
+
+ALTER TABLE ONLY usage.usage_unsubscribe_keys
+    ADD CONSTRAINT usage_unsubscribe_keys_pkey PRIMARY KEY (key_id);
 
 
 --
@@ -3053,6 +3204,20 @@ REVOKE ALL ON FUNCTION usage.usage_drop_detached_partition(p_partition text) FRO
 --
 
 REVOKE ALL ON FUNCTION usage.usage_partition_policies(p_table regclass) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION usage_set_alert_emails(p_user_id bigint, p_preference text); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_set_alert_emails(p_user_id bigint, p_preference text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION usage_unsubscribe(p_token text); Type: ACL; Schema: usage; Owner: -
+--
+
+REVOKE ALL ON FUNCTION usage.usage_unsubscribe(p_token text) FROM PUBLIC;
 
 
 --

@@ -58,6 +58,12 @@ pub struct QuotaRow {
     /// column: computed beside it, in the zone the periods were counted in).
     #[diesel(sql_type = Int4)]
     pub period_end_utc_offset: i32,
+    /// When the limit is reached at the period's pace so far (`quota_status()`'s column).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub projected_exhaustion: Option<DateTime<Utc>>,
+    /// The zone's offset from UTC at `projected_exhaustion`, in seconds east (0 without one).
+    #[diesel(sql_type = Int4)]
+    pub projected_utc_offset: i32,
 }
 
 /// A user's or an organization's quota state at one instant.
@@ -80,6 +86,9 @@ pub struct QuotaReport {
     pub members: Option<OrgMembers>,
     /// The subject's grants still usable at `at`, earliest expiry first.
     pub grants: Vec<grants::GrantRow>,
+    /// A user's alert emails in effect (`all`, `quota`, `credit`, `none`); `None` for an
+    /// organization.
+    pub alert_emails: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -94,6 +103,8 @@ struct SubjectInfo {
     at_utc_offset: i32,
     #[diesel(sql_type = Nullable<Text>)]
     plan: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    alert_emails: Option<String>,
 }
 
 /// Reads the quota state of `subject`; `None` when it is not in its table.
@@ -164,6 +175,7 @@ fn load_subject(
         rows,
         members: None,
         grants,
+        alert_emails: info.alert_emails,
     }))
 }
 
@@ -200,9 +212,14 @@ impl QuotaReport {
             format!("UTC (unknown time zone `{}`)", self.timezone)
         };
         let at = format::local_time(self.at, self.at_utc_offset);
+        let emails = self
+            .alert_emails
+            .as_deref()
+            .map(|e| format!("  alert emails {}", alert_emails_words(e)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}  plan {}  zone {}  at {} {}",
+            "{}  plan {}  zone {}  at {} {}{emails}",
             self.heading(),
             self.plan.as_deref().unwrap_or("(none)"),
             zone_note,
@@ -244,6 +261,15 @@ impl QuotaReport {
                         format_amount(&row.metric, limit),
                         Self::credit_note(row),
                     );
+                    if let Some(at) = Self::projected_local(row) {
+                        let _ = writeln!(
+                            out,
+                            "{:<width$}  at this pace 100% on {} {}",
+                            "",
+                            at.format("%Y-%m-%d %H:%M"),
+                            self.zone
+                        );
+                    }
                 }
             }
         }
@@ -252,6 +278,16 @@ impl QuotaReport {
             members.write_table(&mut out, &self.zone);
         }
         out
+    }
+
+    /// The projected exhaustion on the subject's clock, while the limit is not reached yet.
+    fn projected_local(row: &QuotaRow) -> Option<DateTime<FixedOffset>> {
+        let limit = row.limit_value.as_ref()?;
+        if &row.used >= limit {
+            return None;
+        }
+        row.projected_exhaustion
+            .map(|at| format::local_time(at, row.projected_utc_offset))
     }
 
     /// `  + 80,000 tokens of grants`, `  EXCEEDED`, both or nothing.
@@ -291,6 +327,9 @@ impl QuotaReport {
                     "period_start": r.period_start,
                     "period_end": r.period_end,
                     "resets_local": Self::resets_local(r).to_rfc3339(),
+                    "projected_exhaustion": r.projected_exhaustion,
+                    "projected_exhaustion_local": r.projected_exhaustion
+                        .map(|at| format::local_time(at, r.projected_utc_offset).to_rfc3339()),
                 })
             })
             .collect();
@@ -302,6 +341,9 @@ impl QuotaReport {
             "limits": limits,
             "grants": grants::to_json(&self.grants),
         });
+        if let Some(emails) = &self.alert_emails {
+            report["alert_emails"] = json!(emails);
+        }
         match self.subject {
             Subject::User(id) => report["user_id"] = json!(id),
             Subject::Org(id) => {
@@ -313,6 +355,21 @@ impl QuotaReport {
             report["top_members"] = members.to_json();
         }
         report
+    }
+}
+
+/// `all (quota and credit alerts)`: a stored preference in words.
+fn alert_emails_words(preference: &str) -> String {
+    let what = match preference {
+        "all" => "quota, forecast and credit alerts",
+        "quota" => "quota and forecast alerts only",
+        "credit" => "credit alerts only",
+        _ => "none",
+    };
+    if preference == "none" {
+        "none".to_string()
+    } else {
+        format!("{preference} ({what})")
     }
 }
 
@@ -378,9 +435,12 @@ mod tests {
                 granted: BigDecimal::from(0),
                 grant_remaining: BigDecimal::from(0),
                 period_end_utc_offset: 0,
+                projected_exhaustion: None,
+                projected_utc_offset: 0,
             }],
             members: None,
             grants: Vec::new(),
+            alert_emails: Some("all".into()),
         };
         report.to_table().lines().nth(1).unwrap().to_string()
     }
@@ -396,6 +456,7 @@ mod tests {
             used: used.clone(),
             limit: used.clone(),
             period_end: format::local_time("2026-12-01T00:00:00Z".parse().unwrap(), 0),
+            projected: None,
         };
         alert_content(&facts, None, None).used
     }

@@ -1,7 +1,7 @@
 -- quota_status(user_id, at = now()): a user's personal quota state (usage without an
 -- organization) at `at`; see usage_subject_status(). Nothing when the user is not in users.
 CREATE OR REPLACE FUNCTION quota_status(p_user_id bigint, p_at timestamptz DEFAULT now())
-RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text, granted numeric, grant_remaining numeric)
+RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamptz)
 LANGUAGE sql
 STABLE
 SET search_path FROM CURRENT

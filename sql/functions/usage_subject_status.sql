@@ -14,10 +14,13 @@
 --   ones included (usage_grant_balance; 0 and 0 without any).
 -- - `remaining`: what the plan has left plus what the grants have; `exceeded`: the plan's
 --   limit is reached and the grants are used up; `percent`: of the plan's limit.
+-- - `projected_exhaustion`: when `used` reaches the plan's limit at the period's average
+--   pace so far, seen from `at` (usage_projected_exhaustion); NULL when that is not before
+--   the period ends, or without a limit or usage. Grants are not counted in it.
 -- No row when the subject is not in usage_subjects. STABLE: every statement reads one
 -- snapshot, so the totals and the watermark that splits counted from pending agree.
 CREATE OR REPLACE FUNCTION usage_subject_status(p_user_id bigint, p_org_id bigint, p_at timestamptz)
-RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text, granted numeric, grant_remaining numeric)
+RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamptz, period_end timestamptz, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamptz)
 LANGUAGE plpgsql
 STABLE
 AS $$
@@ -92,7 +95,8 @@ BEGIN
                     WHEN x.limit_value = 0 THEN 100::numeric
                     ELSE round(x.used * 100 / x.limit_value, 2) END,
                p_from, p_to, x.enforcement,
-               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0)
+               COALESCE(gb.granted, 0), COALESCE(gb.balance, 0),
+               usage_projected_exhaustion(x.used, x.limit_value, p_from, p_to, p_at)
           FROM (SELECT m.metric, ''::text AS kind,
                        CASE WHEN NOT known THEN 0::numeric ELSE m.used END + m.pending AS used,
                        l.max_value AS limit_value, l.enforcement

@@ -45,6 +45,9 @@ impl fmt::Display for Percent {
     }
 }
 
+/// The longest forecast lead time: a year and a day.
+const MAX_FORECAST_HOURS: u32 = 8_808;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertSettings {
@@ -52,6 +55,10 @@ pub struct AlertSettings {
     pub thresholds: Vec<Percent>,
     /// A grant's balance below this percentage of what was granted is `credit.low`.
     pub credit_low_percent: Percent,
+    /// Forecast alerts (`quota.forecast`), off when unset: once per subject, metric and
+    /// period, when at the period's pace so far the limit will be reached within this many
+    /// hours (and before the period ends).
+    pub forecast_hours: Option<u32>,
     /// Deliveries tried before an alert is `failed`.
     pub max_attempts: u32,
     /// An alert not delivered this long after its period ended is `expired`.
@@ -74,6 +81,7 @@ impl Default for AlertSettings {
         AlertSettings {
             thresholds: vec![Percent(80), Percent(95)],
             credit_low_percent: Percent(20),
+            forecast_hours: None,
             max_attempts: 8,
             expire_after: HumanDuration(Duration::from_secs(24 * 3_600)),
             backoff_base: HumanDuration(Duration::from_secs(60)),
@@ -95,8 +103,23 @@ impl AlertSettings {
         }
     }
 
+    /// `forecast_hours` in seconds, or `None` when forecasts are off.
+    pub fn forecast_seconds(&self) -> Option<f64> {
+        self.forecast_hours.map(|h| f64::from(h) * 3_600.0)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_thresholds()?;
+        if let Some(hours) = self.forecast_hours
+            && !(1..=MAX_FORECAST_HOURS).contains(&hours)
+        {
+            return Err(ConfigError::invalid(
+                "alerts.forecast_hours",
+                format!(
+                    "{hours} is out of range; expected 1 to {MAX_FORECAST_HOURS} hours (e.g. 72: warn three days before a limit is reached), or leave it unset for no forecasts"
+                ),
+            ));
+        }
         if self.credit_low_percent.get() >= 100 {
             return Err(ConfigError::invalid(
                 "alerts.credit_low_percent",

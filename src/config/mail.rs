@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::secrets::{read_secret, serialize_secret, validate_secret_file};
 use super::{ConfigError, HumanDuration};
+
+/// The shortest `mail.unsubscribe_secret` accepted, in characters.
+const MIN_UNSUBSCRIBE_SECRET: usize = 32;
 
 /// How alert emails leave the daemon (`mail.transport`).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -32,9 +35,18 @@ pub struct MailSettings {
     /// A directory whose `quota_alert.subject.txt`, `quota_alert.txt` or `quota_alert.html`
     /// replace the built-in templates.
     pub templates_dir: Option<PathBuf>,
-    /// Links shown in the alert emails when set.
+    /// Links shown in the alert emails when set: `preferences_url` is the "manage
+    /// notifications" link.
     pub upgrade_url: Option<String>,
     pub preferences_url: Option<String>,
+    /// The application's one-click unsubscribe endpoint (https): with it, every alert email
+    /// carries `List-Unsubscribe: <URL?token=…>` and `List-Unsubscribe-Post`.
+    pub unsubscribe_url: Option<String>,
+    /// Signs the unsubscribe tokens (at least 32 characters). Kept out of logs;
+    /// `unsubscribe_secret_file` or the systemd credential `unsubscribe-secret` are preferred.
+    #[serde(serialize_with = "serialize_secret")]
+    pub unsubscribe_secret: Option<SecretString>,
+    pub unsubscribe_secret_file: Option<PathBuf>,
     pub smtp: SmtpSettings,
     pub file: FileMailSettings,
 }
@@ -48,6 +60,9 @@ impl Default for MailSettings {
             templates_dir: None,
             upgrade_url: None,
             preferences_url: None,
+            unsubscribe_url: None,
+            unsubscribe_secret: None,
+            unsubscribe_secret_file: None,
             smtp: SmtpSettings::default(),
             file: FileMailSettings::default(),
         }
@@ -59,8 +74,53 @@ impl MailSettings {
         self.transport.unwrap_or(MailTransportKind::Smtp)
     }
 
+    /// The one-click unsubscribe endpoint and its signing secret (from `unsubscribe_secret`,
+    /// `unsubscribe_secret_file` or the systemd credential `unsubscribe-secret`) when
+    /// `unsubscribe_url` is set; `None` otherwise.
+    pub fn unsubscribe(&self) -> Result<Option<(url::Url, SecretString)>, ConfigError> {
+        let Some(url) = &self.unsubscribe_url else {
+            return Ok(None);
+        };
+        if !is_https_url(url) {
+            return Err(ConfigError::invalid(
+                "mail.unsubscribe_url",
+                format!(
+                    "`{url}` is not an https URL with a host; mail providers only follow one-click unsubscribe links over https, e.g. https://example.com/email/unsubscribe"
+                ),
+            ));
+        }
+        let secret = read_secret(
+            "mail.unsubscribe_secret",
+            self.unsubscribe_secret.as_ref(),
+            self.unsubscribe_secret_file.as_deref(),
+            "unsubscribe-secret",
+        )?
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "mail.unsubscribe_secret",
+                "is not set but mail.unsubscribe_url is; set mail.unsubscribe_secret_file (or the systemd credential unsubscribe-secret) to at least 32 random characters, e.g. from `openssl rand -hex 32`",
+            )
+        })?;
+        if secret.expose_secret().chars().count() < MIN_UNSUBSCRIBE_SECRET {
+            return Err(ConfigError::invalid(
+                "mail.unsubscribe_secret",
+                format!(
+                    "is shorter than {MIN_UNSUBSCRIBE_SECRET} characters; expected at least that many random characters, e.g. from `openssl rand -hex 32`"
+                ),
+            ));
+        }
+        url::Url::parse(url)
+            .map(|url| Some((url, secret)))
+            .map_err(|e| ConfigError::invalid("mail.unsubscribe_url", e.to_string()))
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_addresses()?;
+        validate_secret_file(
+            "mail.unsubscribe_secret_file",
+            self.unsubscribe_secret_file.as_deref(),
+        )?;
+        self.unsubscribe()?;
         if self.transport_kind() == MailTransportKind::Smtp {
             self.smtp.validate_relay()?;
         }
@@ -107,6 +167,11 @@ impl MailSettings {
         }
         Ok(())
     }
+}
+
+/// An absolute `https` URL with a host, as a one-click unsubscribe link must be.
+fn is_https_url(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| url.scheme() == "https" && url.host().is_some())
 }
 
 /// An absolute `http` or `https` URL with a host, as a link in an email must be.

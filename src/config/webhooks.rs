@@ -14,9 +14,10 @@ use super::{ConfigError, HumanDuration};
 /// Prefix of a Standard Webhooks secret: `whsec_` then the key in base64.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// The event types an endpoint may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 5] = [
+pub const WEBHOOK_EVENTS: [&str; 6] = [
     "quota.threshold",
     "quota.exhausted",
+    "quota.forecast",
     "credit.low",
     "credit.depleted",
     "credit.recovered",

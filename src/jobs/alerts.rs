@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bytea, Double, Integer, Nullable, Text, Timestamptz};
 use serde_json::json;
 
 use super::{Ctx, JobError, JobReport, RunOpts};
 use crate::config::{AlertChannel, Settings};
 use crate::mail::templates::Templates;
+use crate::mail::unsubscribe::Unsubscribe;
 
 mod delivery;
 mod members;
@@ -28,7 +29,7 @@ pub mod status;
 pub mod webhooks;
 
 pub use delivery::ClaimedAlert;
-use delivery::{Delivery, deliver_batch};
+use delivery::{Composer, Delivery, deliver_batch};
 pub use message_id::{AlertKey, alert_message_id};
 use preview::{Preview, preview};
 pub use status::AlertStatus;
@@ -40,6 +41,7 @@ const DECIDE_SQL: &str = include_str!("sql/alerts_decide.sql");
 const PREVIEW_SQL: &str = include_str!("sql/alerts_preview.sql");
 const RETIRE_SQL: &str = include_str!("sql/alerts_retire.sql");
 const CLAIM_SQL: &str = include_str!("sql/alerts_claim.sql");
+const REGISTER_KEY_SQL: &str = include_str!("sql/unsubscribe_register_key.sql");
 
 /// The job as `--list-jobs` describes it, with the thresholds in effect.
 pub fn description(settings: &Settings) -> String {
@@ -56,8 +58,10 @@ pub fn description(settings: &Settings) -> String {
 }
 
 /// Makes `alert_candidates` (alerts_candidates.sql, then the credit alerts of
-/// alerts_credit_candidates.sql), which the deciding statement and the dry run read: $1 now, $2 thresholds int[], $3 expire_after seconds, $4 a user id (that
-/// user's personal quota) or NULL. Inside a transaction: the table goes at its end.
+/// alerts_credit_candidates.sql), which the deciding statement and the dry run read: $1 now,
+/// $2 thresholds int[], $3 expire_after seconds, $4 a user id (that user's personal quota) or
+/// NULL, $5 alerts.forecast_hours in seconds or NULL. Inside a transaction: the table goes at
+/// its end.
 fn make_candidates(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -76,6 +80,7 @@ fn make_candidates(
         .bind::<Array<Integer>, _>(thresholds)
         .bind::<Double, _>(settings.expire_after.0.as_secs_f64())
         .bind::<Nullable<BigInt>, _>(user_id)
+        .bind::<Nullable<Double>, _>(settings.forecast_seconds())
         .execute(conn)?;
     let credit = diesel::sql_query(CREDIT_CANDIDATES_SQL)
         .bind::<Timestamptz, _>(now)
@@ -105,7 +110,8 @@ pub fn decide(
 }
 
 /// The deciding statements' text, in order: the candidates ($1 now, $2 thresholds int[],
-/// $3 expire_after seconds, $4 a user id or NULL), then the insert of the alerts ($1 now).
+/// $3 expire_after seconds, $4 a user id or NULL, $5 forecast seconds or NULL), then the
+/// insert of the alerts ($1 now).
 pub const DECIDE_STATEMENTS: [&str; 2] = [CANDIDATES_SQL, DECIDE_SQL];
 
 pub fn run(
@@ -129,12 +135,26 @@ pub fn run(
         .bind::<Double, _>(expire_after)
         .bind::<Nullable<BigInt>, _>(opts.user_id)
         .load(conn)?;
-    let expired = retired
-        .iter()
-        .filter(|s| s.status == AlertStatus::Expired)
-        .count();
-    let suppressed_later = retired.len() - expired;
+    let retired_as = |status| retired.iter().filter(|s| s.status == status).count();
+    let expired = retired_as(AlertStatus::Expired);
+    let unsubscribed_later = retired_as(AlertStatus::Unsubscribed);
+    let suppressed_later = retired.len() - expired - unsubscribed_later;
 
+    let unsubscribe = Unsubscribe::from_settings(&ctx.settings.mail)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
+    if let Some(unsubscribe) = &unsubscribe {
+        // Before any email names the key, the database must be able to verify it.
+        let (key_id, signing_key) = unsubscribe.key();
+        diesel::sql_query(REGISTER_KEY_SQL)
+            .bind::<Text, _>(key_id)
+            .bind::<Bytea, _>(signing_key)
+            .execute(conn)?;
+    }
+    let composer = Composer {
+        templates: &templates,
+        unsubscribe: unsubscribe.as_ref(),
+        now,
+    };
     let mut delivery = Delivery::default();
     // Emails first: a slow webhook endpoint never holds them up.
     while ctx.settings.alerts.uses(AlertChannel::Email) {
@@ -148,17 +168,18 @@ pub fn run(
         if batch.is_empty() {
             break;
         }
-        deliver_batch(ctx, conn, &templates, now, &batch, &mut delivery)?;
+        deliver_batch(ctx, conn, &composer, &batch, &mut delivery)?;
     }
     let hooks = webhooks::deliver(ctx, conn, now, opts)?;
 
     let decided_as = |status| decided.get(&status).copied().unwrap_or(0);
     let summary = format!(
-        "decided {} alert(s) ({} to send, {} superseded, {} suppressed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {}); {}",
+        "decided {} alert(s) ({} to send, {} superseded, {} suppressed, {} unsubscribed); sent {}, {} to retry, {} failed, {} expired (mail.transport = {}); {}",
         decided.values().sum::<i64>(),
         decided_as(AlertStatus::Pending),
         decided_as(AlertStatus::Superseded),
         decided_as(AlertStatus::Suppressed) + suppressed_later as i64,
+        decided_as(AlertStatus::Unsubscribed) + unsubscribed_later as i64,
         delivery.sent,
         delivery.retrying,
         delivery.failed,
@@ -171,6 +192,7 @@ pub fn run(
         json!({
             "decided": decided,
             "suppressed_since_decided": suppressed_later,
+            "unsubscribed_since_decided": unsubscribed_later,
             "expired": expired,
             "sent": delivery.sent,
             "retrying": delivery.retrying,

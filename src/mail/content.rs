@@ -23,6 +23,9 @@ pub struct AlertFacts {
     pub limit: BigDecimal,
     /// The period's end on the user's clock, at the offset PostgreSQL gives `zone` then.
     pub period_end: DateTime<FixedOffset>,
+    /// When usage reaches the limit at the period's pace, as decided, on the same clock;
+    /// `None` when not before the period ends.
+    pub projected: Option<DateTime<FixedOffset>>,
 }
 
 pub fn alert_content(
@@ -63,10 +66,20 @@ pub fn alert_content(
         remaining: format_amount(&facts.metric, &remaining),
         resets_at: instant_in_zone(&facts.zone, &facts.period_end),
         timezone: facts.zone.clone(),
+        // Only a limit not reached yet has a day ahead to name.
+        projected_on: facts
+            .projected
+            .filter(|_| facts.used < facts.limit)
+            .map(|at| at.format("%A %-d %B").to_string()),
+        projected_at: facts
+            .projected
+            .filter(|_| facts.used < facts.limit)
+            .map(|at| instant_in_zone(&facts.zone, &at)),
         upgrade_url: upgrade_url.map(str::to_string),
         preferences_url: preferences_url.map(str::to_string),
         organization: None,
         credit: None,
+        forecast: false,
     }
 }
 
@@ -243,6 +256,37 @@ mod tests {
     }
 
     #[test]
+    fn a_projection_is_named_by_its_day_on_the_subjects_clock_until_the_limit_is_reached() {
+        let mut facts = AlertFacts {
+            name: "Ada".into(),
+            zone: "Europe/Berlin".into(),
+            metric: "tokens".into(),
+            period: "month".into(),
+            kind: String::new(),
+            threshold: 80,
+            used: dec("800"),
+            limit: dec("1000"),
+            period_end: format::local_time("2026-12-31T23:00:00Z".parse().unwrap(), 3_600),
+            // 23:30 UTC on the 18th is already the 19th in Berlin.
+            projected: Some(format::local_time(
+                "2026-12-18T23:30:00Z".parse().unwrap(),
+                3_600,
+            )),
+        };
+        let content = alert_content(&facts, None, None);
+        assert_eq!(
+            content.projected_on.as_deref(),
+            Some("Saturday 19 December")
+        );
+        assert_eq!(
+            content.projected_at.as_deref(),
+            Some("Saturday 19 December 2026, 00:30 CET (Europe/Berlin)")
+        );
+        facts.used = dec("1000");
+        assert_eq!(alert_content(&facts, None, None).projected_on, None);
+    }
+
+    #[test]
     fn amounts_carry_their_units() {
         assert_eq!(format_amount("tokens", &dec("1234567")), "1,234,567 tokens");
         assert_eq!(format_amount("messages", &dec("80")), "80 messages");
@@ -267,6 +311,7 @@ mod tests {
             used: dec("97"),
             limit: dec("100"),
             period_end: format::local_time(end, 19_800),
+            projected: None,
         };
         let content = alert_content(&facts, None, None);
         assert_eq!(

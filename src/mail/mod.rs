@@ -6,6 +6,7 @@ pub mod content;
 pub mod smtp;
 pub mod templates;
 mod transports;
+pub mod unsubscribe;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -122,8 +123,9 @@ pub fn from_settings(settings: &MailSettings) -> Arc<dyn Mailer> {
     }
 }
 
-/// Builds the multipart (text + HTML) message. The recipient's name is reduced to one line
-/// and encoded by lettre, so it can never add a header; an unusable address is an
+/// Builds the multipart (text + HTML) message, with the one-click unsubscribe headers when
+/// `unsubscribe_link` is given. The recipient's name is reduced to one line and encoded by
+/// lettre, so it can never add a header; an unusable address is an
 /// [`ErrorClass::InvalidAddress`] error.
 pub fn compose(
     settings: &MailSettings,
@@ -132,6 +134,7 @@ pub fn compose(
     rendered: &Rendered,
     message_id: &str,
     date: DateTime<Utc>,
+    unsubscribe_link: Option<String>,
 ) -> Result<OutgoingEmail, SendError> {
     let address = to_address.trim().parse::<lettre::Address>().map_err(|e| {
         SendError::new(
@@ -161,6 +164,11 @@ pub fn compose(
             )
         })?;
         builder = builder.reply_to(reply_to);
+    }
+    if let Some(link) = unsubscribe_link {
+        builder = builder
+            .header(unsubscribe::ListUnsubscribe(link))
+            .header(unsubscribe::ListUnsubscribePost);
     }
     let message = builder
         .multipart(

@@ -2,7 +2,8 @@
 //! binary, each replaceable by a file of the same name in `mail.templates_dir`. An alert on
 //! an organization's quota has templates of its own (`org_quota_alert.*`): it speaks of the
 //! organization, not of "your" quota, and overriding one set leaves the other as it is. A
-//! credit alert (the balance of grants on top of the plan) has a third set, `credit_alert.*`.
+//! credit alert (the balance of grants on top of the plan) has a third set, `credit_alert.*`,
+//! and a forecast (at this pace the limit is reached soon) a fourth, `forecast_alert.*`.
 //!
 //! The HTML template is auto-escaped (its name ends in `.html`), so a stored name such as
 //! `<script>` arrives as text. Control characters are removed from every value before
@@ -22,10 +23,13 @@ pub const ORG_HTML: &str = "org_quota_alert.html";
 pub const CREDIT_SUBJECT: &str = "credit_alert.subject.txt";
 pub const CREDIT_TEXT: &str = "credit_alert.txt";
 pub const CREDIT_HTML: &str = "credit_alert.html";
+pub const FORECAST_SUBJECT: &str = "forecast_alert.subject.txt";
+pub const FORECAST_TEXT: &str = "forecast_alert.txt";
+pub const FORECAST_HTML: &str = "forecast_alert.html";
 
-/// The personal templates, then the organization's, then the credit alerts' (personal and
-/// organizations' alike), each as subject, text, HTML.
-const BUILT_IN: [(&str, &str); 9] = [
+/// The personal templates, then the organization's, then the credit alerts' and the
+/// forecasts' (each for personal and organizations' alike), each as subject, text, HTML.
+const BUILT_IN: [(&str, &str); 12] = [
     (SUBJECT, include_str!("templates/quota_alert.subject.txt")),
     (TEXT, include_str!("templates/quota_alert.txt")),
     (HTML, include_str!("templates/quota_alert.html")),
@@ -41,11 +45,19 @@ const BUILT_IN: [(&str, &str); 9] = [
     ),
     (CREDIT_TEXT, include_str!("templates/credit_alert.txt")),
     (CREDIT_HTML, include_str!("templates/credit_alert.html")),
+    (
+        FORECAST_SUBJECT,
+        include_str!("templates/forecast_alert.subject.txt"),
+    ),
+    (FORECAST_TEXT, include_str!("templates/forecast_alert.txt")),
+    (FORECAST_HTML, include_str!("templates/forecast_alert.html")),
 ];
 /// Where the organization's templates start in `BUILT_IN`.
 const ORG: usize = 3;
 /// Where the credit alerts' templates start in `BUILT_IN`.
 const CREDIT: usize = 6;
+/// Where the forecasts' templates start in `BUILT_IN`.
+const FORECAST: usize = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -86,12 +98,19 @@ pub struct AlertContent {
     /// When the period ends, in the user's own time zone.
     pub resets_at: String,
     pub timezone: String,
+    /// The day the limit will be reached at the period's pace so far (`Saturday 19
+    /// December`), in the same zone; unset when not before the reset, or already reached.
+    pub projected_on: Option<String>,
+    /// The same instant in full, as `resets_at` is written.
+    pub projected_at: Option<String>,
     pub upgrade_url: Option<String>,
     pub preferences_url: Option<String>,
     /// Set for an alert on an organization's quota: it picks the `org_quota_alert.*` templates.
     pub organization: Option<OrganizationContent>,
     /// Set for a credit alert (a grant's balance): it picks the `credit_alert.*` templates.
     pub credit: Option<CreditContent>,
+    /// A forecast (`quota.forecast`): it picks the `forecast_alert.*` templates.
+    pub forecast: bool,
 }
 
 /// What a credit alert says about the balance of a subject's grants.
@@ -147,7 +166,7 @@ pub struct Rendered {
 
 pub struct Templates {
     env: Environment<'static>,
-    origins: [String; 9],
+    origins: [String; 12],
 }
 
 impl Templates {
@@ -155,7 +174,7 @@ impl Templates {
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let mut origins: [String; 9] = Default::default();
+        let mut origins: [String; 12] = Default::default();
         for (i, (name, built_in)) in BUILT_IN.into_iter().enumerate() {
             let custom = dir.map(|d| d.join(name)).filter(|p| p.exists());
             let (source, origin) = match custom {
@@ -193,6 +212,8 @@ impl Templates {
         }
         let first = if content.credit.is_some() {
             CREDIT
+        } else if content.forecast {
+            FORECAST
         } else if content.organization.is_some() {
             ORG
         } else {
@@ -216,6 +237,11 @@ impl Templates {
         self.render(&AlertContent {
             organization: sample_org_content().organization,
             ..sample_credit_content()
+        })?;
+        self.render(&sample_forecast_content())?;
+        self.render(&AlertContent {
+            organization: sample_org_content().organization,
+            ..sample_forecast_content()
         })?;
         self.render(&sample_content())
     }
@@ -256,10 +282,25 @@ pub fn sample_content() -> AlertContent {
         remaining: "16,750 tokens".into(),
         resets_at: "Tuesday 1 December 2026, 00:00 CET (Europe/Berlin)".into(),
         timezone: "Europe/Berlin".into(),
+        projected_on: Some("Saturday 28 November".into()),
+        projected_at: Some("Saturday 28 November 2026, 09:40 CET (Europe/Berlin)".into()),
         upgrade_url: Some("https://example.com/billing".into()),
         preferences_url: Some("https://example.com/settings/notifications".into()),
         organization: None,
         credit: None,
+        forecast: false,
+    }
+}
+
+/// The sample of a forecast: at this pace Ada's monthly tokens run out on the 28th.
+pub fn sample_forecast_content() -> AlertContent {
+    AlertContent {
+        threshold: 100,
+        percent: 61,
+        used: "61,000 tokens".into(),
+        remaining: "39,000 tokens".into(),
+        forecast: true,
+        ..sample_content()
     }
 }
 

@@ -72,6 +72,7 @@ fn names_with_crlf_and_a_script_tag_cannot_add_headers_or_markup() {
         &rendered,
         "quota-alert.7.tokens.month.all.20261101T000000Z.80@localhost",
         at("2026-11-10T12:00:00Z"),
+        None,
     )
     .unwrap();
     let memory = MemoryMailer::new();
@@ -121,6 +122,7 @@ fn an_unusable_address_is_an_invalid_address_error() {
         &rendered,
         "x@localhost",
         at("2026-11-10T12:00:00Z"),
+        None,
     )
     .unwrap_err();
     assert_eq!(error.class, ErrorClass::InvalidAddress);

@@ -411,8 +411,10 @@ fn the_policies_hold_whatever_the_readers_search_path_and_nothing_bypasses_them(
         ),
         2
     );
-    // The only SECURITY DEFINER functions are the partition pair, which neither the
-    // applications nor the readers may call; every view (none today) is security_invoker.
+    // The SECURITY DEFINER functions: the partition functions, which neither the
+    // applications nor the readers may call, and the two the application's notification
+    // pages call (one-click unsubscribe, preferences), which a reader may not. Every one
+    // keeps the migration's search_path, pg_temp last; every view is security_invoker.
     let definers = support::text(
         &mut admin,
         "SELECT string_agg(proname, ',' ORDER BY proname) AS t FROM pg_proc
@@ -420,19 +422,32 @@ fn the_policies_hold_whatever_the_readers_search_path_and_nothing_bypasses_them(
     );
     assert_eq!(
         definers,
-        "usage_create_partition,usage_detach_partition,usage_drop_detached_partition"
+        "usage_create_partition,usage_detach_partition,usage_drop_detached_partition,usage_set_alert_emails,usage_unsubscribe"
     );
-    for role in [&roles.reader, &roles.writer] {
+    assert_eq!(
+        n(
+            &mut admin,
+            "SELECT count(*) AS n FROM pg_proc
+              WHERE pronamespace = 'usage'::regnamespace AND prosecdef
+                AND NOT proconfig @> ARRAY['search_path=usage, pg_temp']"
+        ),
+        0,
+        "a SECURITY DEFINER function whose search_path a caller could shadow"
+    );
+    for (role, callable) in [
+        (&roles.reader, ""),
+        (&roles.writer, "usage_set_alert_emails,usage_unsubscribe"),
+    ] {
         assert_eq!(
-            n(
+            support::text(
                 &mut admin,
                 &format!(
-                    "SELECT count(*) AS n FROM pg_proc
+                    "SELECT COALESCE(string_agg(proname, ',' ORDER BY proname), '') AS t FROM pg_proc
                       WHERE pronamespace = 'usage'::regnamespace AND prosecdef
                         AND has_function_privilege('{role}', oid, 'EXECUTE')"
                 )
             ),
-            0,
+            callable,
             "{role}"
         );
     }

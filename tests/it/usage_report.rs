@@ -21,7 +21,7 @@ fn quota_status(db: &TestDb, subject: Subject, instant: &str) -> Vec<QuotaRow> {
         Subject::Org(id) => ("org_quota_status", id),
     };
     diesel::sql_query(format!(
-        "SELECT q.*, 0 AS period_end_utc_offset FROM {function}($1, $2) q"
+        "SELECT q.*, 0 AS period_end_utc_offset, 0 AS projected_utc_offset FROM {function}($1, $2) q"
     ))
     .bind::<BigInt, _>(id)
     .bind::<Timestamptz, _>(at(instant))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{
-    Array, BigInt, Bool, Double, Int2, Int4, Integer, Numeric, Text, Timestamptz,
+    Array, BigInt, Bool, Double, Int2, Int4, Integer, Nullable, Numeric, Text, Timestamptz,
 };
 
 use super::members::TopMembers;
@@ -19,6 +19,7 @@ use crate::mail::content::{
     AlertFacts, OrganizationFacts, alert_content, credit_content, organization_content,
 };
 use crate::mail::templates::Templates;
+use crate::mail::unsubscribe::Unsubscribe;
 use crate::mail::{self, ErrorClass, OutgoingEmail, SendError};
 use crate::redact::{mask_addresses, mask_email};
 
@@ -77,6 +78,13 @@ pub struct ClaimedAlert {
     /// A credit alert's newest active grant; 0 for a quota alert.
     #[diesel(sql_type = BigInt)]
     pub grant_id: i64,
+    /// When usage reaches the limit at the period's pace, as decided (quota alerts and
+    /// forecasts); `None` when not before the period ends.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub projected_exhaustion: Option<DateTime<Utc>>,
+    /// The zone's offset from UTC at `projected_exhaustion`, in seconds east (0 without one).
+    #[diesel(sql_type = Int4)]
+    pub projected_utc_offset: i32,
 }
 
 impl ClaimedAlert {
@@ -102,23 +110,31 @@ pub(super) struct Delivery {
     pub(super) failed: usize,
 }
 
+/// What every email of a run is composed with.
+pub(super) struct Composer<'a> {
+    pub(super) templates: &'a Templates,
+    /// The one-click unsubscribe signer, when `mail.unsubscribe_url` is set.
+    pub(super) unsubscribe: Option<&'a Unsubscribe>,
+    pub(super) now: DateTime<Utc>,
+}
+
 /// Composes, sends and records one claimed batch. An alert that cannot be composed or sent
 /// is recorded as a failed attempt, so it is retried or given up on like any failed send.
 pub(super) fn deliver_batch(
     ctx: &Ctx,
     conn: &mut PgConnection,
-    templates: &Templates,
-    now: DateTime<Utc>,
+    composer: &Composer<'_>,
     batch: &[ClaimedAlert],
     delivery: &mut Delivery,
 ) -> Result<(), JobError> {
+    let now = composer.now;
     let top_members = TopMembers::load(conn, batch)?;
     let mut emails: Vec<OutgoingEmail> = Vec::with_capacity(batch.len());
     let mut email_alerts: Vec<&ClaimedAlert> = Vec::with_capacity(batch.len());
     let mut failures: Vec<(&ClaimedAlert, SendError)> = Vec::new();
     let domain = mail::sender_domain(&ctx.settings.mail);
     for alert in batch {
-        match compose_email(ctx, templates, now, &domain, alert, &top_members) {
+        match compose_email(ctx, composer, &domain, alert, &top_members) {
             Ok(email) => {
                 emails.push(email);
                 email_alerts.push(alert);
@@ -159,8 +175,7 @@ pub(super) fn deliver_batch(
 /// The alert email of one claimed alert, with its stable Message-ID.
 fn compose_email(
     ctx: &Ctx,
-    templates: &Templates,
-    now: DateTime<Utc>,
+    composer: &Composer<'_>,
     domain: &str,
     alert: &ClaimedAlert,
     top_members: &TopMembers,
@@ -177,13 +192,17 @@ fn compose_email(
         used: alert.used_value.clone(),
         limit: alert.limit_value.clone(),
         period_end: format::local_time(alert.period_end, alert.period_end_utc_offset),
+        projected: alert
+            .projected_exhaustion
+            .map(|at| format::local_time(at, alert.projected_utc_offset)),
     };
     let mut content = alert_content(
         &facts,
         mail_settings.upgrade_url.as_deref(),
         mail_settings.preferences_url.as_deref(),
     );
-    if alert.alert != "quota" {
+    content.forecast = alert.alert == "quota.forecast";
+    if alert.alert.starts_with("credit.") {
         let low = u32::from(ctx.settings.alerts.credit_low_percent.get());
         content.credit = Some(credit_content(&facts, &alert.alert, low));
     }
@@ -197,7 +216,8 @@ fn compose_email(
         };
         content.organization = Some(organization_content(&org, &alert.metric));
     }
-    let rendered = templates
+    let rendered = composer
+        .templates
         .render(&content)
         .map_err(|e| SendError::new(ErrorClass::Local, e.to_string()))?;
     mail::compose(
@@ -206,7 +226,10 @@ fn compose_email(
         &alert.name,
         &rendered,
         &message_id,
-        now,
+        composer.now,
+        composer
+            .unsubscribe
+            .map(|u| u.link(alert.user_id, composer.now)),
     )
 }
 

@@ -34,7 +34,24 @@ pub struct AlertKey<'a> {
 /// A credit alert: `credit-alert.<user>.<metric>.<period>.<kind>.<low|depleted|recovered>.<grant>@<domain>`
 /// (`org-credit-alert.<org>.…` for an organization's), its own prefix, so it never meets a
 /// quota alert's ID.
+///
+/// A forecast (once per period): `quota-forecast.<user>.<metric>.<period>.<kind>.<period start>@<domain>`
+/// (`org-quota-forecast.<org>.…`).
 pub fn alert_message_id(key: &AlertKey<'_>, domain: &str) -> String {
+    if key.alert == "quota.forecast" {
+        let rest = format!(
+            "{}.{}.{}.{}.{}",
+            key.user_id,
+            name_part(key.metric),
+            name_part(key.period),
+            kind_part(key.kind),
+            instant_part(key.period_start),
+        );
+        return match key.org_id {
+            0 => format!("quota-forecast.{rest}@{domain}"),
+            org => format!("org-quota-forecast.{org}.{rest}@{domain}"),
+        };
+    }
     if key.alert != "quota" {
         let rest = format!(
             "{}.{}.{}.{}.{}.{}",
@@ -153,6 +170,28 @@ mod tests {
         assert_eq!(
             alert_message_id(&org, "example.com"),
             "org-credit-alert.12.7.tokens.month.all.depleted.0@example.com"
+        );
+    }
+
+    #[test]
+    fn a_forecast_has_an_id_of_its_own_per_period() {
+        let forecast = AlertKey {
+            alert: "quota.forecast",
+            threshold: 100,
+            ..sample(0, "")
+        };
+        assert_eq!(
+            alert_message_id(&forecast, "example.com"),
+            "quota-forecast.7.tokens.month.all.20261101T000000Z@example.com"
+        );
+        let org = AlertKey {
+            alert: "quota.forecast",
+            threshold: 100,
+            ..sample(12, "image_generation")
+        };
+        assert_eq!(
+            alert_message_id(&org, "example.com"),
+            "org-quota-forecast.12.7.tokens.month.image_generation.20261101T000000Z@example.com"
         );
     }
 

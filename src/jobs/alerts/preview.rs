@@ -46,7 +46,8 @@ pub(super) struct Preview {
     pub(super) limit_value: BigDecimal,
     #[diesel(sql_type = Text)]
     pub(super) status: AlertStatus,
-    /// `quota`, or a credit alert (`credit.low`, `credit.depleted`, `credit.recovered`).
+    /// `quota`, `quota.forecast`, or a credit alert (`credit.low`, `credit.depleted`,
+    /// `credit.recovered`).
     #[diesel(sql_type = Text)]
     alert: String,
     /// Whether this alert's webhooks would go with it (one per organization's threshold).
@@ -74,6 +75,9 @@ impl Preview {
         match self.status {
             AlertStatus::Pending => "would email",
             AlertStatus::Superseded => "would record as superseded (a higher threshold is sent)",
+            AlertStatus::Unsubscribed => {
+                "would record as unsubscribed (this user's email preference leaves it out)"
+            }
             _ if self.org_id == 0 => "would record as suppressed (alerts are off)",
             _ if !self.org_alerts_enabled => {
                 "would record as suppressed (the organization's alerts are off)"
@@ -93,6 +97,17 @@ impl Preview {
         } else {
             "monthly"
         };
+        if self.alert == "quota.forecast" {
+            return format!(
+                "{}: {}: forecast of {period} {}{scope}: {} of {} in the period from {}, 100% within alerts.forecast_hours at this pace",
+                self.recipient(),
+                self.verdict(),
+                self.metric,
+                mail::content::format_amount(&self.metric, &self.used_value),
+                mail::content::format_amount(&self.metric, &self.limit_value),
+                self.period_start.format("%Y-%m-%d %H:%MZ"),
+            );
+        }
         if self.alert != "quota" {
             // A credit alert: what the grants gave of what they granted.
             return format!(
@@ -148,7 +163,7 @@ pub(super) fn preview(
     lines.extend(hook_lines);
     Ok(JobReport::new(
         format!(
-            "would email {would_email} new alert(s) and record {} superseded/suppressed; {} recorded alert(s) due for delivery (mail.transport = {}); would send {would_post} webhook(s), {hooks_due} recorded webhook(s) due",
+            "would email {would_email} new alert(s) and record {} superseded/suppressed/unsubscribed; {} recorded alert(s) due for delivery (mail.transport = {}); would send {would_post} webhook(s), {hooks_due} recorded webhook(s) due",
             candidates.len() - would_email,
             due.n,
             ctx.mailer.transport()

@@ -1,5 +1,5 @@
 //! The status of a row of the `quota_alerts` outbox. The table's CHECK constraint and the SQL
-//! files spell the same seven words.
+//! files spell the same eight words.
 
 use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
@@ -23,10 +23,13 @@ pub enum AlertStatus {
     Superseded,
     /// Not sent in time (`alerts.expire_after`) or its period ended.
     Expired,
+    /// Not emailed because the recipient's email preference (`users.alert_emails`) leaves
+    /// its kind out; its webhooks still go.
+    Unsubscribed,
 }
 
 impl AlertStatus {
-    pub const ALL: [AlertStatus; 7] = [
+    pub const ALL: [AlertStatus; 8] = [
         AlertStatus::Pending,
         AlertStatus::Sending,
         AlertStatus::Sent,
@@ -34,6 +37,7 @@ impl AlertStatus {
         AlertStatus::Suppressed,
         AlertStatus::Superseded,
         AlertStatus::Expired,
+        AlertStatus::Unsubscribed,
     ];
 
     /// The word stored in `quota_alerts.status`.
@@ -46,6 +50,7 @@ impl AlertStatus {
             AlertStatus::Suppressed => "suppressed",
             AlertStatus::Superseded => "superseded",
             AlertStatus::Expired => "expired",
+            AlertStatus::Unsubscribed => "unsubscribed",
         }
     }
 

@@ -155,6 +155,8 @@ struct ClaimedDelivery {
     alert: String,
     #[diesel(sql_type = BigInt)]
     grant_id: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    projected_exhaustion: Option<DateTime<Utc>>,
 }
 
 impl ClaimedDelivery {
@@ -176,6 +178,7 @@ impl ClaimedDelivery {
                 decided_at: self.decided_at,
                 alert: &self.alert,
                 grant_id: self.grant_id,
+                projected_exhaustion: self.projected_exhaustion,
             }),
         }
     }

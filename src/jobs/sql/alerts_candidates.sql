@@ -15,22 +15,36 @@
 --
 -- When several thresholds are reached, every one but the highest is `superseded`: only the
 -- highest is sent. Recipients who turned alerts off, and every recipient of an organization
--- that did, get `suppressed` rows (a record, no email). Nothing is alerted at zero usage,
--- even against a limit of 0.
+-- that did, get `suppressed` rows (a record, no email, no webhook); recipients whose
+-- users.alert_emails leaves quota alerts out get `unsubscribed` rows (no email; the webhooks
+-- still go). Nothing is alerted at zero usage, even against a limit of 0.
+--
+-- Every row carries the projection (usage_projected_exhaustion at $1, from the counted
+-- usage). With $5 set, a period whose limit is not reached yet and whose projection falls
+-- within the next $5 seconds (and so before the period ends) also gets a forecast,
+-- alert `quota.forecast`, threshold 100: in the threshold list it is the marker 0, which no
+-- percentage can be (1 to 100), so it passes the threshold test and supersedes nothing.
 --
 -- $1 now (timestamptz), $2 thresholds (int[]), $3 alerts.expire_after in seconds (float8),
--- $4 one user id (that user's personal quota only), or NULL for everyone (--user). Read by
+-- $4 one user id (that user's personal quota only), or NULL for everyone (--user),
+-- $5 alerts.forecast_hours in seconds (float8), or NULL: no forecasts. Read by
 -- alerts_decide.sql and alerts_preview.sql; alerts_credit_candidates.sql adds the credit alerts
 -- (`alert` other than 'quota').
 CREATE TEMP TABLE alert_candidates ON COMMIT DROP AS
 SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period_end,
-       t.threshold::smallint AS threshold, l.used AS used_value, l.max_value AS limit_value,
+       CASE WHEN t.threshold = 0 THEN 100 ELSE t.threshold END::smallint AS threshold,
+       l.used AS used_value, l.max_value AS limit_value,
        CASE WHEN NOT l.alerts_enabled THEN 'suppressed'
-            WHEN t.threshold < max(t.threshold) OVER alert_key THEN 'superseded'
+            WHEN t.threshold < max(t.threshold) OVER alert_key AND t.threshold > 0 THEN 'superseded'
+            WHEN l.alert_emails NOT IN ('all', 'quota') THEN 'unsubscribed'
             ELSE 'pending' END AS status,
-       'quota'::text AS alert, 0::bigint AS grant_id
+       CASE WHEN t.threshold = 0 THEN 'quota.forecast' ELSE 'quota' END AS alert,
+       0::bigint AS grant_id,
+       usage_projected_exhaustion(l.used, l.max_value, l.period_start, l.period_end, $1)
+           AS projected_exhaustion
   FROM (SELECT up.recipient AS user_id, up.org_id, lim.metric, up.period, lim.kind,
                up.period_start, up.period_end, lim.max_value, up.alerts_enabled, p.alert_thresholds,
+               up.alert_emails,
                CASE WHEN lim.kind = '' THEN
                         CASE lim.metric WHEN 'requests' THEN up.requests::numeric
                                         WHEN 'messages' THEN up.messages::numeric
@@ -45,7 +59,7 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
                END AS used
           FROM (SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
                        up.requests, up.messages, up.tokens, up.bytes, up.cost, s.plan_id,
-                       s.user_id AS recipient, s.alerts_enabled
+                       s.user_id AS recipient, s.alerts_enabled, s.alert_emails
                   FROM usage_periods up
                   JOIN usage_subjects s ON s.user_id = up.user_id AND s.org_id = 0
                  WHERE up.org_id = 0
@@ -55,7 +69,7 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
                 UNION ALL
                 SELECT up.user_id, up.org_id, up.period, up.period_start, up.period_end,
                        up.requests, up.messages, up.tokens, up.bytes, up.cost, s.plan_id,
-                       r.id, s.alerts_enabled AND r.alerts_enabled
+                       r.id, s.alerts_enabled AND r.alerts_enabled, r.alert_emails
                   FROM usage_periods up
                   JOIN usage_subjects s ON s.user_id = 0 AND s.org_id = up.org_id
                   JOIN organization_members m ON m.org_id = s.org_id AND m.role IN ('owner', 'admin')
@@ -68,7 +82,12 @@ SELECT l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start, l.period
           LEFT JOIN usage_period_kind_totals k
                  ON lim.kind <> '' AND k.user_id = up.user_id AND k.org_id = up.org_id
                 AND k.period = up.period AND k.period_start = up.period_start AND k.kind = lim.kind) l
- CROSS JOIN unnest(COALESCE(l.alert_thresholds::int[], $2::int[])) AS t (threshold)
+ CROSS JOIN unnest(COALESCE(l.alert_thresholds::int[], $2::int[])
+                   || CASE WHEN $5::float8 IS NOT NULL AND l.used < l.max_value
+                                AND usage_projected_exhaustion(l.used, l.max_value, l.period_start,
+                                                               l.period_end, $1)
+                                    <= $1 + make_interval(secs => $5)
+                           THEN ARRAY[0] ELSE ARRAY[]::int[] END) AS t (threshold)
  WHERE l.used > 0
    AND l.used * 100 >= l.max_value * t.threshold
 WINDOW alert_key AS (PARTITION BY l.user_id, l.org_id, l.metric, l.period, l.kind, l.period_start)

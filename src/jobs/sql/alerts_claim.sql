@@ -6,7 +6,8 @@
 -- or NULL for everyone.
 -- Returns the zone the period was counted in (the organization's for its alerts) and its UTC
 -- offset at the period's end, so the email shows the reset on the clock the period was
--- computed on, whatever spelling of the zone PostgreSQL accepted; and, for an organization's
+-- computed on, whatever spelling of the zone PostgreSQL accepted (and the offset at the
+-- projected exhaustion, for the same reason); and, for an organization's
 -- alert, its name and the recipient's role.
 WITH due AS (
     SELECT id, user_id, org_id
@@ -34,4 +35,7 @@ RETURNING a.id, a.user_id, a.org_id, a.metric, a.period, a.kind, a.period_start,
           COALESCE(o.name, '') AS org_name, COALESCE(m.role, '') AS role, z.zone,
           EXTRACT(EPOCH FROM (a.period_end AT TIME ZONE z.zone)
                              - (a.period_end AT TIME ZONE 'UTC'))::int AS period_end_utc_offset,
-          a.alert, a.grant_id
+          a.alert, a.grant_id, a.projected_exhaustion,
+          COALESCE(EXTRACT(EPOCH FROM (a.projected_exhaustion AT TIME ZONE z.zone)
+                                      - (a.projected_exhaustion AT TIME ZONE 'UTC'))::int, 0)
+              AS projected_utc_offset

@@ -13,7 +13,8 @@
 -- - `credit.recovered` when the balance is above 0 and the key's latest `credit.depleted`
 --   is of an earlier epoch, with no recovery since: a new grant lifted a depleted balance.
 -- Recipients as for quota alerts: the user, or an organization's owners and admins;
--- `suppressed` for those who turned alerts off. period_start is the epoch grant's start,
+-- `suppressed` for those who turned alerts off, `unsubscribed` for those whose
+-- users.alert_emails leaves credit alerts out. period_start is the epoch grant's start,
 -- period_end the latest expiry of the active grants; threshold $2 for credit.low, 100 for
 -- the others.
 -- $1 now, $2 alerts.credit_low_percent (int), $3 one user id (personal grants only) or NULL.
@@ -57,12 +58,12 @@ WITH drawn AS (
            AS x (alert, status, due)
      WHERE x.due
 ), recipients AS (
-    SELECT c.*, c.user_id AS recipient, s.alerts_enabled AS wanted
+    SELECT c.*, c.user_id AS recipient, s.alerts_enabled AS wanted, s.alert_emails
       FROM called c
       JOIN usage_subjects s ON s.user_id = c.user_id AND s.org_id = 0
      WHERE c.org_id = 0
     UNION ALL
-    SELECT c.*, r.id, s.alerts_enabled AND r.alerts_enabled
+    SELECT c.*, r.id, s.alerts_enabled AND r.alerts_enabled, r.alert_emails
       FROM called c
       JOIN usage_subjects s ON s.user_id = 0 AND s.org_id = c.org_id
       JOIN organization_members m ON m.org_id = c.org_id AND m.role IN ('owner', 'admin')
@@ -72,7 +73,9 @@ WITH drawn AS (
 SELECT r.recipient, r.org_id, r.metric, r.period, r.kind, e.starts_at, r.expires_at,
        CASE WHEN r.alert = 'credit.low' THEN $2 ELSE 100 END::smallint,
        r.used, r.granted,
-       CASE WHEN NOT r.wanted THEN 'suppressed' ELSE r.status END,
+       CASE WHEN NOT r.wanted THEN 'suppressed'
+            WHEN r.status = 'pending' AND r.alert_emails NOT IN ('all', 'credit') THEN 'unsubscribed'
+            ELSE r.status END,
        r.alert, r.epoch
   FROM recipients r
   JOIN usage_grants e ON e.id = r.epoch

@@ -1,6 +1,7 @@
 -- Dry run: the candidates not yet recorded, with the recipient (and, for an organization's
 -- alert, the organization and the recipient's role), in a stable order. `carries_webhook`:
--- the alert its webhooks would go with: every personal one to be sent, and one per
+-- the alert its webhooks would go with: every personal one to be sent (or left unemailed by
+-- the recipient's email preference: webhooks still go), and one per
 -- organization's threshold never decided before (the first recipient to be emailed), as
 -- webhooks_decide.sql chooses.
 -- Reads alert_candidates (alerts_candidates.sql).
@@ -8,9 +9,9 @@ SELECT c.user_id, c.org_id, u.email, COALESCE(o.name, '') AS org_name,
        COALESCE(o.alerts_enabled, true) AS org_alerts_enabled,
        COALESCE(m.role, '') AS role, c.metric, c.period, c.kind, c.period_start, c.threshold,
        c.used_value, c.limit_value, c.status, c.alert,
-       c.status = 'pending'
+       c.status IN ('pending', 'unsubscribed')
        AND (c.org_id = 0
-            OR (c.user_id = min(c.user_id) FILTER (WHERE c.status = 'pending')
+            OR (c.user_id = min(c.user_id) FILTER (WHERE c.status IN ('pending', 'unsubscribed'))
                                 OVER (PARTITION BY c.org_id, c.metric, c.period, c.kind,
                                                    c.period_start, c.threshold, c.alert,
                                                    c.grant_id)

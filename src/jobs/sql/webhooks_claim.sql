@@ -33,4 +33,5 @@ UPDATE webhook_deliveries d
 RETURNING d.id, d.webhook_id, d.attempts, e.endpoint_key, a.user_id, a.org_id,
           COALESCE(o.name, '') AS org_name, a.metric, a.period, a.kind, a.period_start,
           a.period_end, a.threshold, a.used_value, a.limit_value, a.decided_at,
-          COALESCE(o.timezone, u.timezone) AS timezone, a.alert, a.grant_id
+          COALESCE(o.timezone, u.timezone) AS timezone, a.alert, a.grant_id,
+          a.projected_exhaustion

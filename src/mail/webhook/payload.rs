@@ -1,5 +1,6 @@
 //! The JSON body of an alert's event: the envelope Standard Webhooks receivers read,
-//! `quota.threshold` / `quota.exhausted` for a quota alert, `credit.*` for a credit alert.
+//! `quota.threshold` / `quota.exhausted` for a quota alert, `quota.forecast` for a forecast,
+//! `credit.*` for a credit alert.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -11,6 +12,9 @@ use crate::subject::Subject;
 pub const THRESHOLD_EVENT: &str = "quota.threshold";
 /// `type` of an alert at 100 %: the quota is used up.
 pub const EXHAUSTED_EVENT: &str = "quota.exhausted";
+/// `type` of a forecast: at this pace the limit will be reached within
+/// `alerts.forecast_hours`.
+pub const FORECAST_EVENT: &str = "quota.forecast";
 
 /// The event type of an alert at `threshold` percent with `used` of `limit`: usage at or past
 /// the limit is `quota.exhausted` even when the highest threshold configured is lower, as the
@@ -38,7 +42,8 @@ pub struct SubjectPayload {
     pub name: Option<String>,
 }
 
-/// `data` of a `quota.threshold` or `quota.exhausted` event.
+/// `data` of a `quota.threshold`, `quota.exhausted` or `quota.forecast` event (a forecast's
+/// threshold is 100: it is about reaching the limit).
 #[derive(Debug, Clone, Serialize)]
 pub struct QuotaEventData {
     pub subject: SubjectPayload,
@@ -55,6 +60,11 @@ pub struct QuotaEventData {
     /// `period_end` in the subject's time zone.
     pub resets_at: String,
     pub timezone: String,
+    /// When usage reaches the limit at the period's average pace so far, as it was when the
+    /// alert was decided, in UTC and in the subject's zone; `null` when not before the period
+    /// ends (or already reached at an unknown instant).
+    pub projected_exhaustion: Option<String>,
+    pub projected_exhaustion_local: Option<String>,
 }
 
 /// `data` of a `credit.low`, `credit.depleted` or `credit.recovered` event: the balance of
@@ -107,6 +117,8 @@ pub struct QuotaEventFacts<'a> {
     pub alert: &'a str,
     /// A credit alert's newest active grant.
     pub grant_id: i64,
+    /// A quota alert's or a forecast's projection, as decided.
+    pub projected_exhaustion: Option<DateTime<Utc>>,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -132,7 +144,7 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         .period_end
         .with_timezone(&tz)
         .to_rfc3339_opts(SecondsFormat::Secs, true);
-    if facts.alert != "quota" {
+    if facts.alert.starts_with("credit.") {
         let balance = if facts.used > facts.limit {
             bigdecimal::BigDecimal::from(0)
         } else {
@@ -165,12 +177,18 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
         period_end: rfc3339(facts.period_end),
         resets_at: local_end,
         timezone,
+        projected_exhaustion: facts.projected_exhaustion.map(rfc3339),
+        projected_exhaustion_local: facts.projected_exhaustion.map(|at| {
+            at.with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        }),
     };
-    envelope_json(
-        event_type(facts.threshold, facts.used, facts.limit),
-        facts.decided_at,
-        &data,
-    )
+    let event = if facts.alert == FORECAST_EVENT {
+        FORECAST_EVENT
+    } else {
+        event_type(facts.threshold, facts.used, facts.limit)
+    };
+    envelope_json(event, facts.decided_at, &data)
 }
 
 fn envelope_json<T: Serialize>(event_type: &str, decided_at: DateTime<Utc>, data: &T) -> String {
@@ -214,6 +232,7 @@ mod tests {
             decided_at: "2026-11-10T12:00:00Z".parse().unwrap(),
             alert: "quota",
             grant_id: 0,
+            projected_exhaustion: None,
         });
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["type"], "quota.exhausted");
@@ -248,6 +267,7 @@ mod tests {
             decided_at: "2026-11-10T12:00:00Z".parse().unwrap(),
             alert: "quota",
             grant_id: 0,
+            projected_exhaustion: Some("2026-11-25T13:00:00Z".parse().unwrap()),
         });
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -255,6 +275,38 @@ mod tests {
             serde_json::json!({"type": "organization", "id": 7, "name": "Acme \"Labs\""})
         );
         assert_eq!(json["type"], "quota.threshold");
+        assert_eq!(json["data"]["projected_exhaustion"], "2026-11-25T13:00:00Z");
+    }
+
+    #[test]
+    fn a_forecast_is_its_own_event_with_the_projection_in_utc_and_in_the_subjects_zone() {
+        let used = "400".parse().unwrap();
+        let limit = "1000".parse().unwrap();
+        let body = quota_event_body(&QuotaEventFacts {
+            subject: Subject::User(42),
+            subject_name: "",
+            metric: "tokens",
+            period: "month",
+            kind: "",
+            threshold: 100,
+            used: &used,
+            limit: &limit,
+            period_start: "2026-11-30T23:00:00Z".parse().unwrap(),
+            period_end: "2026-12-31T23:00:00Z".parse().unwrap(),
+            timezone: "Europe/Berlin",
+            decided_at: "2026-12-07T12:00:00Z".parse().unwrap(),
+            alert: FORECAST_EVENT,
+            grant_id: 0,
+            projected_exhaustion: Some("2026-12-19T13:00:00Z".parse().unwrap()),
+        });
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["type"], "quota.forecast");
+        assert_eq!(json["data"]["threshold"], 100);
+        assert_eq!(json["data"]["projected_exhaustion"], "2026-12-19T13:00:00Z");
+        assert_eq!(
+            json["data"]["projected_exhaustion_local"],
+            "2026-12-19T14:00:00+01:00"
+        );
     }
 
     #[test]
@@ -276,6 +328,7 @@ mod tests {
             decided_at: "2026-12-01T08:00:00Z".parse().unwrap(),
             alert: "credit.low",
             grant_id: 9,
+            projected_exhaustion: None,
         });
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["type"], "credit.low");
