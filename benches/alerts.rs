@@ -36,6 +36,9 @@ fn main() {
     let users = common::env_number("USERS", 100_000);
     let events_per_user = common::env_number("EVENTS_PER_USER", 10);
     let naive_users = common::env_number("NAIVE_USERS", 10_000).min(users);
+    // Forecasts (alerts.forecast_hours) are off by default; FORECAST_HOURS=72 turns them on
+    // (the 10 % of users past 80 % then also get one: their pace ends the month early).
+    let forecast_hours = u32::try_from(common::env_number("FORECAST_HOURS", 0)).unwrap_or(0);
     let mut cluster = common::BenchCluster::start(Durability::Throwaway);
     let mut conn = cluster.migrated_database("bench");
     let url = cluster.pg.url("bench");
@@ -72,6 +75,11 @@ fn main() {
     settings.mail.smtp.tls = SmtpTls::None;
     settings.mail.smtp.timeout = HumanDuration(Duration::from_secs(10));
     settings.mail.from = "usage@example.com".into();
+    settings.alerts.forecast_hours = (forecast_hours > 0).then_some(forecast_hours);
+    if common::env_number("UNSUBSCRIBE", 0) == 1 {
+        settings.mail.unsubscribe_url = Some("https://example.com/email/unsubscribe".into());
+        settings.mail.unsubscribe_secret = Some("0123456789abcdef0123456789abcdef".into());
+    }
     let default_pool = settings.mail.smtp.pool_size;
     settings.mail.smtp.pool_size =
         u32::try_from(common::env_number("POOL_SIZE", i64::from(default_pool)))
@@ -102,7 +110,14 @@ fn main() {
         .replace("$1", &format!("'{NOW}'::timestamptz"))
         .replace("$2", "'{80,95}'::int[]")
         .replace("$3", "86400::float8")
-        .replace("$4", "NULL");
+        .replace("$4", "NULL")
+        .replace(
+            "$5",
+            &match forecast_hours {
+                0 => "NULL::float8".to_string(),
+                hours => format!("{}::float8", f64::from(hours) * 3_600.0),
+            },
+        );
     let raw_s = median(reps, || {
         let started = Instant::now();
         rolled_back(&mut conn, &mut |c| c.batch_execute(&raw).expect("raw"));
@@ -117,6 +132,7 @@ fn main() {
     print_line(json!({
         "scenario": "decide", "users": users, "events": users * events_per_user,
         "alerts_decided": decided, "seconds": decide_s, "load_seconds": load_s,
+        "forecast_hours": forecast_hours,
     }));
     print_line(json!({
         "scenario": "decide_raw_sql", "users": users, "seconds": raw_s,

@@ -169,9 +169,15 @@ impl MailSettings {
     }
 }
 
-/// An absolute `https` URL with a host, as a one-click unsubscribe link must be.
+/// An absolute `https` URL with a host, as a one-click unsubscribe link must be (`https:///path`
+/// is not: a URL parser reads its path as the host, so the authority is checked as written).
 fn is_https_url(text: &str) -> bool {
-    url::Url::parse(text).is_ok_and(|url| url.scheme() == "https" && url.host().is_some())
+    let authority = text
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .map(|_| &text[8..]);
+    authority.is_some_and(|rest| !rest.is_empty() && !rest.starts_with(['/', '?', '#']))
+        && url::Url::parse(text).is_ok_and(|url| url.scheme() == "https" && url.host().is_some())
 }
 
 /// An absolute `http` or `https` URL with a host, as a link in an email must be.

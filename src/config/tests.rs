@@ -248,6 +248,50 @@ fn the_credit_low_percentage_is_one_to_ninety_nine_and_defaults_to_twenty() {
 }
 
 #[test]
+fn forecasts_are_off_by_default_and_take_one_hour_to_a_year() {
+    assert_eq!(load_toml("").unwrap().alerts.forecast_seconds(), None);
+    for text in ["forecast_hours = 0", "forecast_hours = 9000"] {
+        assert_eq!(
+            refused_key(&format!("[alerts]\n{text}\n")),
+            "alerts.forecast_hours"
+        );
+    }
+    let settings = load_toml("[alerts]\nforecast_hours = 72\n").unwrap();
+    assert_eq!(settings.alerts.forecast_seconds(), Some(259_200.0));
+}
+
+#[test]
+fn an_unsubscribe_url_must_be_https_with_a_host_and_comes_with_a_long_secret() {
+    let secret = "unsubscribe_secret = \"0123456789abcdef0123456789abcdef\"";
+    for url in [
+        "http://example.com/u",
+        "https:///u",
+        "https://?token=1",
+        "example.com/u",
+        "",
+    ] {
+        assert_eq!(
+            refused_key(&format!("[mail]\nunsubscribe_url = \"{url}\"\n{secret}\n")),
+            "mail.unsubscribe_url",
+            "{url}"
+        );
+    }
+    let url = "unsubscribe_url = \"https://example.com/u\"";
+    assert_eq!(
+        refused_key(&format!("[mail]\n{url}\n")),
+        "mail.unsubscribe_secret"
+    );
+    assert_eq!(
+        refused_key(&format!("[mail]\n{url}\nunsubscribe_secret = \"short\"\n")),
+        "mail.unsubscribe_secret"
+    );
+    let settings = load_toml(&format!("[mail]\n{url}\n{secret}\n")).unwrap();
+    let printed = settings.to_redacted_toml();
+    assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    assert!(!format!("{settings:?}").contains("0123456789abcdef"));
+}
+
+#[test]
 fn a_file_that_is_not_toml_is_a_file_error() {
     assert!(matches!(
         load_toml("[database\n"),

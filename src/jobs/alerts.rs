@@ -114,6 +114,24 @@ pub fn decide(
 /// insert of the alerts ($1 now).
 pub const DECIDE_STATEMENTS: [&str; 2] = [CANDIDATES_SQL, DECIDE_SQL];
 
+/// The one-click unsubscribe signer when `mail.unsubscribe_url` is set, its key registered
+/// first: before any email names the key, the database must be able to verify it.
+fn register_unsubscribe_key(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+) -> Result<Option<Unsubscribe>, JobError> {
+    let unsubscribe = Unsubscribe::from_settings(&ctx.settings.mail)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
+    if let Some(unsubscribe) = &unsubscribe {
+        let (key_id, signing_key) = unsubscribe.key();
+        diesel::sql_query(REGISTER_KEY_SQL)
+            .bind::<Text, _>(key_id)
+            .bind::<Bytea, _>(signing_key)
+            .execute(conn)?;
+    }
+    Ok(unsubscribe)
+}
+
 pub fn run(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -140,16 +158,7 @@ pub fn run(
     let unsubscribed_later = retired_as(AlertStatus::Unsubscribed);
     let suppressed_later = retired.len() - expired - unsubscribed_later;
 
-    let unsubscribe = Unsubscribe::from_settings(&ctx.settings.mail)
-        .map_err(|e| JobError::Invalid(e.to_string()))?;
-    if let Some(unsubscribe) = &unsubscribe {
-        // Before any email names the key, the database must be able to verify it.
-        let (key_id, signing_key) = unsubscribe.key();
-        diesel::sql_query(REGISTER_KEY_SQL)
-            .bind::<Text, _>(key_id)
-            .bind::<Bytea, _>(signing_key)
-            .execute(conn)?;
-    }
+    let unsubscribe = register_unsubscribe_key(ctx, conn)?;
     let composer = Composer {
         templates: &templates,
         unsubscribe: unsubscribe.as_ref(),

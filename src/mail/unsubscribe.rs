@@ -21,7 +21,10 @@ use crate::config::{ConfigError, MailSettings};
 /// How long a token works: RFC 8058 asks for links that keep working for a while after the
 /// email; mail providers expect at least 60 days.
 pub const TOKEN_VALIDITY_DAYS: i64 = 90;
-const _: () = assert!(TOKEN_VALIDITY_DAYS >= 60, "links must keep working for 60 days");
+const _: () = assert!(
+    TOKEN_VALIDITY_DAYS >= 60,
+    "links must keep working for 60 days"
+);
 
 /// What a token turns off: every alert email (the header's), or one kind of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
