@@ -17,8 +17,8 @@ mod payload;
 
 pub use http::HttpTransport;
 pub use payload::{
-    CreditEventData, EXHAUSTED_EVENT, QuotaEventData, QuotaEventFacts, SubjectPayload,
-    THRESHOLD_EVENT, event_type, quota_event_body,
+    CreditEventData, EXHAUSTED_EVENT, FORECAST_EVENT, QuotaEventData, QuotaEventFacts,
+    SubjectPayload, THRESHOLD_EVENT, event_type, quota_event_body,
 };
 
 /// The `webhook-signature` header value: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`

@@ -16,6 +16,7 @@ mod data_trust;
 mod definitions;
 mod demo;
 mod docs;
+mod forecast_alerts;
 mod forecasts;
 mod fresh_answers;
 mod grants;

@@ -201,7 +201,7 @@ fn compose_email(
         mail_settings.upgrade_url.as_deref(),
         mail_settings.preferences_url.as_deref(),
     );
-    content.forecast = alert.alert == "quota.forecast";
+    content.forecast = alert.alert == mail::webhook::FORECAST_EVENT;
     if alert.alert.starts_with("credit.") {
         let low = u32::from(ctx.settings.alerts.credit_low_percent.get());
         content.credit = Some(credit_content(&facts, &alert.alert, low));

@@ -49,7 +49,7 @@ pub(super) struct Preview {
     /// `quota`, `quota.forecast`, or a credit alert (`credit.low`, `credit.depleted`,
     /// `credit.recovered`).
     #[diesel(sql_type = Text)]
-    alert: String,
+    pub(super) alert: String,
     /// Whether this alert's webhooks would go with it (one per organization's threshold).
     #[diesel(sql_type = Bool)]
     pub(super) carries_webhook: bool,

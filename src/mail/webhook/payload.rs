@@ -16,15 +16,19 @@ pub const EXHAUSTED_EVENT: &str = "quota.exhausted";
 /// `alerts.forecast_hours`.
 pub const FORECAST_EVENT: &str = "quota.forecast";
 
-/// The event type of an alert at `threshold` percent with `used` of `limit`: usage at or past
+/// The event type of an alert (`quota_alerts.alert`) at `threshold` percent with `used` of
+/// `limit`: a forecast or a credit alert is its own type; a quota alert with usage at or past
 /// the limit is `quota.exhausted` even when the highest threshold configured is lower, as the
 /// email then says "used all of". (webhooks_decide.sql stores the same choice.)
-pub fn event_type(
+pub fn event_type<'a>(
+    alert: &'a str,
     threshold: i16,
     used: &bigdecimal::BigDecimal,
     limit: &bigdecimal::BigDecimal,
-) -> &'static str {
-    if threshold >= 100 || used >= limit {
+) -> &'a str {
+    if alert != "quota" {
+        alert
+    } else if threshold >= 100 || used >= limit {
         EXHAUSTED_EVENT
     } else {
         THRESHOLD_EVENT
@@ -183,12 +187,11 @@ pub fn quota_event_body(facts: &QuotaEventFacts<'_>) -> String {
                 .to_rfc3339_opts(SecondsFormat::Secs, true)
         }),
     };
-    let event = if facts.alert == FORECAST_EVENT {
-        FORECAST_EVENT
-    } else {
-        event_type(facts.threshold, facts.used, facts.limit)
-    };
-    envelope_json(event, facts.decided_at, &data)
+    envelope_json(
+        event_type(facts.alert, facts.threshold, facts.used, facts.limit),
+        facts.decided_at,
+        &data,
+    )
 }
 
 fn envelope_json<T: Serialize>(event_type: &str, decided_at: DateTime<Utc>, data: &T) -> String {
@@ -208,9 +211,27 @@ mod tests {
     #[test]
     fn usage_at_the_limit_is_exhausted_whatever_the_threshold() {
         let big = |s: &str| s.parse::<bigdecimal::BigDecimal>().unwrap();
-        assert_eq!(event_type(95, &big("960"), &big("1000")), THRESHOLD_EVENT);
-        assert_eq!(event_type(95, &big("1010"), &big("1000")), EXHAUSTED_EVENT);
-        assert_eq!(event_type(100, &big("1000"), &big("1000")), EXHAUSTED_EVENT);
+        assert_eq!(
+            event_type("quota", 95, &big("960"), &big("1000")),
+            THRESHOLD_EVENT
+        );
+        assert_eq!(
+            event_type("quota", 95, &big("1010"), &big("1000")),
+            EXHAUSTED_EVENT
+        );
+        assert_eq!(
+            event_type("quota", 100, &big("1000"), &big("1000")),
+            EXHAUSTED_EVENT
+        );
+        // A forecast is about 100 % but not there yet; a credit alert is about grants.
+        assert_eq!(
+            event_type(FORECAST_EVENT, 100, &big("600"), &big("1000")),
+            FORECAST_EVENT
+        );
+        assert_eq!(
+            event_type("credit.low", 20, &big("1"), &big("1000")),
+            "credit.low"
+        );
     }
 
     #[test]

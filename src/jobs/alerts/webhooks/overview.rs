@@ -26,15 +26,19 @@ pub(in crate::jobs::alerts) fn preview(
     let targets = targets(ctx)?;
     let mut lines = Vec::new();
     for c in candidates.iter().filter(|c| c.carries_webhook) {
-        let event = webhook::event_type(c.threshold, &c.used_value, &c.limit_value);
+        let event = webhook::event_type(&c.alert, c.threshold, &c.used_value, &c.limit_value);
         let subject = match c.org_id {
             0 => format!("user {}", c.user_id),
             org => format!("org {org}"),
         };
         for target in targets.iter().filter(|t| t.endpoint.wants(event)) {
+            let what = match c.alert.as_str() {
+                "quota" => format!("{}% of {} {}", c.threshold, c.period, c.metric),
+                alert => format!("{alert} of {} {}", c.period, c.metric),
+            };
             lines.push(format!(
-                "webhook to {}: would send {event} for {subject} ({}% of {} {})",
-                target.host, c.threshold, c.period, c.metric
+                "webhook to {}: would send {event} for {subject} ({what})",
+                target.host
             ));
         }
     }
