@@ -73,7 +73,8 @@ fn main() {
 
 /// Every organization's (`org_id` = `o.id`) or its same-numbered user's (`user_id` = `o.id`)
 /// `period`s from the one containing `first` on, `closed` of them closed by rollover and the
-/// next one open, each with `requests` and `tokens`.
+/// next one open, each with `requests` and `tokens`. The bounds are computed once per zone and
+/// step and joined to the organizations.
 fn periods_sql(
     user_id: &str,
     org_id: &str,
@@ -87,13 +88,16 @@ fn periods_sql(
         "INSERT INTO usage_periods (user_id, org_id, period, period_start, period_end, status,
                                     close_reason, requests, tokens, closed_at)
          SELECT {user_id}, {org_id}, '{period}', b.period_start, b.period_end,
-                CASE WHEN i = {closed} THEN 'open' ELSE 'closed' END,
-                CASE WHEN i = {closed} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
-                CASE WHEN i = {closed} THEN NULL ELSE b.period_end END
-           FROM organizations o
-          CROSS JOIN generate_series(0, {closed}) AS i
-          CROSS JOIN LATERAL usage_period_bounds(o.timezone, NULL, '{period}',
-                        '{first}'::timestamptz + make_interval({period}s => i)) b;"
+                CASE WHEN b.i = {closed} THEN 'open' ELSE 'closed' END,
+                CASE WHEN b.i = {closed} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
+                CASE WHEN b.i = {closed} THEN NULL ELSE b.period_end END
+           FROM (SELECT z.zone, i, x.period_start, x.period_end
+                   FROM (SELECT DISTINCT timezone AS zone FROM organizations) z
+                  CROSS JOIN generate_series(0, {closed}) AS i
+                  CROSS JOIN LATERAL usage_period_bounds(z.zone, NULL, '{period}',
+                                '{first}'::timestamptz + make_interval({period}s => i)) x) b
+           JOIN organizations o ON o.timezone = b.zone
+          ORDER BY o.id, b.i;"
     )
 }
 
@@ -131,7 +135,7 @@ impl StatusCalls {
 /// One call as an application makes it: every column of every row, decoded (the display
 /// offset `--usage` adds is a constant here).
 fn status(conn: &mut PgConnection, org: i64, at: DateTime<Utc>) -> usize {
-    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset FROM org_quota_status($1, $2) q")
+    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset, 0 AS projected_utc_offset FROM org_quota_status($1, $2) q")
         .bind::<BigInt, _>(org)
         .bind::<Timestamptz, _>(at)
         .load::<QuotaRow>(conn)

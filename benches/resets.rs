@@ -10,7 +10,8 @@
 //!    (`SET search_path = <schema>, pg_temp`) and without, in alternating blocks.
 //!
 //! `cargo bench --bench resets` (USERS=20000 for a quick look; SCENARIO=rollover or status for
-//! one of the two).
+//! one of the two; DAYS=30 for 30 closed daily periods instead of 14: with USERS=1000000, the
+//! 54 million period rows of a million users).
 
 mod common;
 
@@ -156,6 +157,12 @@ fn rollover(cluster: &mut BenchCluster, users: i64) {
 }
 
 fn status_latency(cluster: &mut BenchCluster, users: i64) {
+    // Closed daily periods before the open one of the instant measured (DAYS, 14 by default;
+    // 30 with 24 months gives the million-user shape of 54 periods per user).
+    let days = common::env_number("DAYS", 14);
+    let first_day = (StatusCalls::new(users).at - chrono::Duration::days(days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let mut conn = cluster.migrated_database("bench_status");
     let load = Instant::now();
     // Zones with and without DST; months closed from 2024-12 to 2026-11, days for two weeks.
@@ -177,7 +184,7 @@ fn status_latency(cluster: &mut BenchCluster, users: i64) {
              FOR VALUES FROM ('2026-11-01T00:00:00Z') TO ('2026-12-01T00:00:00Z');
          {pending}",
         months = periods_sql("month", 24, "2024-12-15T00:00:00Z", 100, 5000),
-        days = periods_sql("day", 14, "2026-11-09T12:00:00Z", 5, 200),
+        days = periods_sql("day", days, &first_day, 5, 200),
         pending = pending_sql(users),
     ))
     .expect("load periods");
@@ -327,19 +334,24 @@ fn pending_sql(users: i64) -> String {
 }
 
 /// Every user's `period`s from the one containing `first` on, `closed` of them closed
-/// by rollover and the next one open, each with `requests` and `tokens`.
+/// by rollover and the next one open, each with `requests` and `tokens`. The bounds are
+/// computed once per zone and step and joined to the users, so a million users load in
+/// minutes.
 fn periods_sql(period: &str, closed: i64, first: &str, requests: i64, tokens: i64) -> String {
     format!(
         "INSERT INTO usage_periods (user_id, period, period_start, period_end, status, close_reason,
                                     requests, tokens, closed_at)
          SELECT u.id, '{period}', b.period_start, b.period_end,
-                CASE WHEN i = {closed} THEN 'open' ELSE 'closed' END,
-                CASE WHEN i = {closed} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
-                CASE WHEN i = {closed} THEN NULL ELSE b.period_end END
-           FROM users u
-          CROSS JOIN generate_series(0, {closed}) AS i
-          CROSS JOIN LATERAL usage_period_bounds(u.timezone, NULL, '{period}',
-                        '{first}'::timestamptz + make_interval({period}s => i)) b;"
+                CASE WHEN b.i = {closed} THEN 'open' ELSE 'closed' END,
+                CASE WHEN b.i = {closed} THEN NULL ELSE 'rollover' END, {requests}, {tokens},
+                CASE WHEN b.i = {closed} THEN NULL ELSE b.period_end END
+           FROM (SELECT z.zone, i, x.period_start, x.period_end
+                   FROM (SELECT DISTINCT timezone AS zone FROM users) z
+                  CROSS JOIN generate_series(0, {closed}) AS i
+                  CROSS JOIN LATERAL usage_period_bounds(z.zone, NULL, '{period}',
+                                '{first}'::timestamptz + make_interval({period}s => i)) x) b
+           JOIN users u ON u.timezone = b.zone
+          ORDER BY u.id, b.i;"
     )
 }
 
@@ -369,7 +381,7 @@ fn function_search_path(conn: &mut PgConnection) -> String {
 /// One call as an application makes it: every column of every row, decoded (the display
 /// offset `--usage` adds is a constant here).
 fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
-    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset FROM quota_status($1, $2) q")
+    diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset, 0 AS projected_utc_offset FROM quota_status($1, $2) q")
         .bind::<BigInt, _>(user)
         .bind::<Timestamptz, _>(at)
         .load::<QuotaRow>(conn)
