@@ -228,7 +228,7 @@ impl Default for SmtpSettings {
             password: None,
             password_file: None,
             timeout: HumanDuration(Duration::from_secs(30)),
-            pool_size: 16,
+            pool_size: 32,
         }
     }
 }
