@@ -1117,16 +1117,22 @@ $$;
 --
 
 CREATE FUNCTION usage.usage_projected_exhaustion(p_used numeric, p_limit numeric, p_period_start timestamp with time zone, p_period_end timestamp with time zone, p_at timestamp with time zone) RETURNS timestamp with time zone
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT CASE
-           WHEN p_limit IS NULL OR p_used IS NULL OR p_used <= 0 OR p_limit < 0
-                OR p_at <= p_period_start OR p_at >= p_period_end THEN NULL
-           WHEN p_limit * extract(epoch FROM p_at - p_period_start)
-                >= p_used * extract(epoch FROM p_period_end - p_period_start) THEN NULL
-           ELSE p_period_start
-                + make_interval(secs => (p_limit * extract(epoch FROM p_at - p_period_start) / p_used)::float8)
-           END
+DECLARE
+    v_elapsed numeric;
+BEGIN
+    IF p_limit IS NULL OR p_used IS NULL OR p_used <= 0 OR p_limit < 0
+       OR p_at <= p_period_start OR p_at >= p_period_end
+       OR NOT isfinite(p_period_start) OR NOT isfinite(p_period_end) THEN
+        RETURN NULL;
+    END IF;
+    v_elapsed := extract(epoch FROM p_at - p_period_start);
+    IF p_limit * v_elapsed >= p_used * extract(epoch FROM p_period_end - p_period_start) THEN
+        RETURN NULL;
+    END IF;
+    RETURN p_period_start + make_interval(secs => (p_limit * v_elapsed / p_used)::float8);
+END;
 $$;
 
 
