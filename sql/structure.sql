@@ -28,11 +28,15 @@ CREATE SCHEMA usage;
 --
 
 CREATE FUNCTION usage.org_quota_status(p_org_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamp with time zone)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
+BEGIN
     -- Organization ids are positive: (0, 0) would be user 0's personal usage.
-    SELECT * FROM usage_subject_status(0, p_org_id, p_at) WHERE p_org_id > 0
+    IF p_org_id > 0 THEN
+        RETURN QUERY SELECT * FROM usage_subject_status(0, p_org_id, p_at);
+    END IF;
+END;
 $$;
 
 
@@ -73,10 +77,12 @@ $$;
 --
 
 CREATE FUNCTION usage.quota_status(p_user_id bigint, p_at timestamp with time zone DEFAULT now()) RETURNS TABLE(metric text, period text, kind text, used numeric, limit_value numeric, remaining numeric, unlimited boolean, exceeded boolean, percent numeric, period_start timestamp with time zone, period_end timestamp with time zone, enforcement text, granted numeric, grant_remaining numeric, projected_exhaustion timestamp with time zone)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'usage', 'pg_temp'
     AS $$
-    SELECT * FROM usage_subject_status(p_user_id, 0, p_at)
+BEGIN
+    RETURN QUERY SELECT * FROM usage_subject_status(p_user_id, 0, p_at);
+END;
 $$;
 
 
