@@ -3,22 +3,21 @@
 -- (aggregation_watermark) and countable (usage_event_problem). With the books (periods,
 -- summaries), which hold every event below the watermark, they make an answer that counts
 -- every event the caller's snapshot sees, exactly once: the watermark and the books move
--- together in one transaction. Read through the indexes on (user_id, recorded_xid) of
--- personal events and (org_id, recorded_xid) of organizations' events: a subject's
--- unaggregated events are few, whatever its history. An inlined SQL function.
+-- together in one transaction. The subject is matched by the key of usage_subjects (a user's
+-- personal events: (user_id, 0); an organization's: (0, org_id)), written as the expressions
+-- of the index usage_events_subject_xid_idx, which is then the only index that can serve
+-- it: its scan reads the subject's unaggregated events only, whatever the subject has
+-- recorded before in the same range (an index on (user_id, created_at) would read the whole
+-- month). One scan, with the partitions outside [from, to) pruned. An inlined SQL function.
 CREATE OR REPLACE FUNCTION usage_subject_pending(p_user_id bigint, p_org_id bigint, p_from timestamptz, p_to timestamptz)
 RETURNS SETOF usage_events
 LANGUAGE sql
 STABLE
 AS $$
     SELECT e.* FROM usage_events e
-     WHERE p_org_id = 0 AND e.org_id IS NULL AND e.user_id = p_user_id
-       AND e.recorded_xid >= (SELECT w.xid FROM aggregation_watermark w)
-       AND e.created_at >= p_from AND e.created_at < p_to
-       AND usage_event_problem(e.created_at, e.cost) IS NULL
-    UNION ALL
-    SELECT e.* FROM usage_events e
-     WHERE p_org_id > 0 AND e.org_id = p_org_id
+     WHERE (CASE WHEN e.org_id IS NULL THEN e.user_id ELSE 0 END)
+           = CASE WHEN p_org_id > 0 THEN 0 ELSE p_user_id END
+       AND COALESCE(e.org_id, 0) = p_org_id
        AND e.recorded_xid >= (SELECT w.xid FROM aggregation_watermark w)
        AND e.created_at >= p_from AND e.created_at < p_to
        AND usage_event_problem(e.created_at, e.cost) IS NULL

@@ -341,3 +341,88 @@ proptest! {
         prop_assert!(all.is_empty(), "{all:?}");
     }
 }
+
+/// Rows the scans of `usage_events` partitions in an `EXPLAIN (ANALYZE, FORMAT JSON)` plan
+/// read: returned, and removed by a filter or a recheck.
+fn event_rows_read(node: &serde_json::Value) -> f64 {
+    let number = |key: &str| {
+        node.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let own = match node
+        .get("Relation Name")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(name) if name.starts_with("usage_events") => {
+            number("Actual Rows") * number("Actual Loops")
+                + number("Rows Removed by Filter")
+                + number("Rows Removed by Index Recheck")
+        }
+        _ => 0.0,
+    };
+    let children = node
+        .get("Plans")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0.0, |plans| plans.iter().map(event_rows_read).sum());
+    own + children
+}
+
+#[test]
+fn the_answers_read_a_subjects_pending_events_not_what_it_recorded_before() {
+    let db = TestDb::new();
+    seed(&db);
+    let mut conn = db.conn();
+    // 2,000 events of each subject earlier in the month, counted by aggregate, in the
+    // month's own partition, beside those of 500 other users.
+    conn.batch_execute(
+        "SELECT usage_create_partition('2026-11-01');
+         INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         SELECT s.user_id, s.org_id, 'ai_response', 1,
+                '2026-11-02T00:00:00Z'::timestamptz + make_interval(mins => g)
+           FROM (VALUES (1, NULL::bigint), (2, 7)) AS s (user_id, org_id),
+                generate_series(1, 2000) AS g;
+         INSERT INTO usage_events (user_id, kind, tokens, created_at)
+         SELECT 100 + g % 500, 'ai_response', 1,
+                '2026-11-03T00:00:00Z'::timestamptz + make_interval(mins => g)
+           FROM generate_series(1, 5000) AS g",
+    )
+    .unwrap();
+    add_new_events_to_periods(&mut conn);
+    for subject in SUBJECTS {
+        for _ in 0..3 {
+            record(&mut conn, subject, 10, "2026-11-10T11:00:00Z");
+        }
+    }
+    // The plan a session's answers use after a few calls: generic, with the subject and the
+    // period as parameters.
+    conn.batch_execute(
+        "ANALYZE usage_events;
+         SET plan_cache_mode = force_generic_plan;
+         PREPARE pending (bigint, bigint, timestamptz, timestamptz) AS
+             SELECT count(*) FROM usage_subject_pending($1, $2, $3, $4);
+         CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+         DECLARE v json; BEGIN EXECUTE q INTO v; RETURN v::text; END $$;",
+    )
+    .unwrap();
+    for (subject, (user_id, org_id)) in SUBJECTS.into_iter().zip([(1, 0), (0, 7)]) {
+        let execute = format!(
+            "EXECUTE pending({user_id}, {org_id}, '2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z')"
+        );
+        let plan = support::text(
+            &mut conn,
+            &format!("SELECT pg_temp.plan_of($q$EXPLAIN (ANALYZE, FORMAT JSON) {execute}$q$) AS t"),
+        );
+        let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        let read = event_rows_read(&plan[0]["Plan"]);
+        assert!(
+            read <= 3.0,
+            "{subject}: the pending scan read {read} event rows for 3 pending events: {plan}"
+        );
+        assert_eq!(
+            status(&mut conn, subject, "month", "2026-11-10T12:00:00Z"),
+            (2003, 2030),
+            "{subject}"
+        );
+    }
+}
