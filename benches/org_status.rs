@@ -66,6 +66,7 @@ fn main() {
             "latency_ms": percentiles(samples),
             "target_p99_ms": "< 1",
             "setup": { "organizations": orgs, "period_rows": rows, "load_s": round(load_s),
+                       "shared_buffers": common::setting(&mut conn, "shared_buffers"),
                        "measured": "client round trip over a Unix socket" },
         })
     );

@@ -60,7 +60,7 @@ impl JobKind {
                 name: "aggregate",
                 config_key: "aggregate",
                 description: "adds new usage events into the daily token summary exactly once; --from/--to rebuilds days from raw events",
-                schedule: "* * * * *",
+                schedule: "*/5 * * * * *",
                 timeout_minutes: 30,
                 irreversible: false,
                 lock_id: 1,

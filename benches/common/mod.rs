@@ -23,9 +23,22 @@ impl BenchCluster {
             .prefix("uw-bench-")
             .tempdir()
             .expect("temp dir");
-        let pg = EmbeddedPg::start(&dir.path().join("pg"), None, durability)
+        let data = dir.path().join("pg");
+        let mut pg = EmbeddedPg::start(&data, None, durability)
             .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
-        let admin = db::connect(&pg.url("postgres")).expect("connect");
+        let mut admin = db::connect(&pg.url("postgres")).expect("connect");
+        // SHARED_BUFFERS (e.g. 6GB, a quarter of this machine's memory) sizes the cache as a
+        // server tuned for a large data set would have it; 256MB otherwise.
+        if let Ok(size) = std::env::var("SHARED_BUFFERS") {
+            admin
+                .batch_execute(&format!("ALTER SYSTEM SET shared_buffers = '{size}'"))
+                .expect("shared_buffers");
+            drop(admin);
+            pg.stop().expect("stop PostgreSQL");
+            pg = EmbeddedPg::start(&data, None, durability)
+                .unwrap_or_else(|e| panic!("cannot restart PostgreSQL: {e}"));
+            admin = db::connect(&pg.url("postgres")).expect("connect");
+        }
         BenchCluster {
             admin,
             pg,
@@ -162,4 +175,19 @@ pub fn proc_status_kb(field: &str) -> Option<u64> {
 /// Starts the peak resident memory (`VmHWM`) over from the current size.
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+/// The server's current value of the setting `name`, e.g. `shared_buffers`.
+pub fn setting(conn: &mut PgConnection, name: &str) -> String {
+    diesel::sql_query("SELECT current_setting($1) AS value")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result::<Setting>(conn)
+        .unwrap_or_else(|e| panic!("current_setting({name}): {e}"))
+        .value
 }
