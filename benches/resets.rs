@@ -205,37 +205,49 @@ fn status_latency(cluster: &mut BenchCluster, users: i64) {
     let mut calls = StatusCalls::new(users);
     // PASSES (default 1): the measurement again on the same data, e.g. a second run after a
     // load of a million users that takes a quarter of an hour.
+    conn.batch_execute(PREPARE_CALLS).expect("prepare");
     for pass in 1..=common::env_number("PASSES", 1) {
-        // Warm the caches the way a running system has them.
-        calls.sample(&mut conn, 500);
-        let samples = calls.sample(&mut conn, STATUS_CALLS);
-        calls.check(&mut conn, 500);
-        let (check_samples, fitting) = calls.check(&mut conn, STATUS_CALLS);
-        println!(
-            "{}",
-            json!({
-                "scenario": "usage_check_latency",
-                "pass": pass,
-                "calls": STATUS_CALLS,
-                "fitting": fitting,
-                "latency_ms": percentiles(check_samples),
-                "target_p99_ms": "< 1",
-                "setup": &setup,
-            })
-        );
-        println!(
-            "{}",
-            json!({
-                "scenario": "quota_status_latency",
-                "pass": pass,
-                "calls": STATUS_CALLS,
-                "search_path": function_search_path(&mut conn),
-                "latency_ms": percentiles(samples),
-                "target_p99_ms": "< 1",
-                "setup": &setup,
-            })
-        );
+        for prepared in [false, true] {
+            calls.prepared = prepared;
+            let statements = if prepared {
+                "prepared once"
+            } else {
+                "parsed and planned each call"
+            };
+            // Warm the caches the way a running system has them.
+            calls.sample(&mut conn, 500);
+            let samples = calls.sample(&mut conn, STATUS_CALLS);
+            calls.check(&mut conn, 500);
+            let (check_samples, fitting) = calls.check(&mut conn, STATUS_CALLS);
+            println!(
+                "{}",
+                json!({
+                    "scenario": "usage_check_latency",
+                    "pass": pass,
+                    "statements": statements,
+                    "calls": STATUS_CALLS,
+                    "fitting": fitting,
+                    "latency_ms": percentiles(check_samples),
+                    "target_p99_ms": "< 1",
+                    "setup": &setup,
+                })
+            );
+            println!(
+                "{}",
+                json!({
+                    "scenario": "quota_status_latency",
+                    "pass": pass,
+                    "statements": statements,
+                    "calls": STATUS_CALLS,
+                    "search_path": function_search_path(&mut conn),
+                    "latency_ms": percentiles(samples),
+                    "target_p99_ms": "< 1",
+                    "setup": &setup,
+                })
+            );
+        }
     }
+    calls.prepared = false;
 
     // The cost of a search_path pinned on the function (SET clause): blocks of calls with and
     // without it alternate, so both see the same load on the machine.
@@ -277,7 +289,17 @@ struct StatusCalls {
     users: i64,
     seed: u64,
     at: DateTime<Utc>,
+    /// Calls through statements prepared once per session (PREPARE, then EXECUTE), as an
+    /// application's driver or pool does; otherwise each call is parsed and planned again.
+    prepared: bool,
 }
+
+/// The two calls, prepared in the session for `StatusCalls { prepared: true, .. }`.
+const PREPARE_CALLS: &str =
+    "PREPARE status_call (bigint, timestamptz) AS
+         SELECT q.*, 0 AS period_end_utc_offset, 0 AS projected_utc_offset FROM quota_status($1, $2) q;
+     PREPARE check_call (bigint, timestamptz) AS
+         SELECT fits FROM usage_check(p_user_id => $1, p_kind => 'image_generation', p_created_at => $2)";
 
 impl StatusCalls {
     fn new(users: i64) -> StatusCalls {
@@ -285,6 +307,7 @@ impl StatusCalls {
             users,
             seed: 0x9E37_79B9_7F4A_7C15,
             at: "2026-11-23T12:00:00Z".parse().expect("instant"),
+            prepared: false,
         }
     }
 
@@ -296,13 +319,21 @@ impl StatusCalls {
             .map(|_| {
                 let user = 1 + (next(&mut self.seed) % self.users as u64) as i64;
                 let start = Instant::now();
-                let fits = diesel::sql_query(
-                    "SELECT fits FROM usage_check(p_user_id => $1, p_kind => 'image_generation',
-                                                  p_created_at => $2)",
-                )
-                .bind::<BigInt, _>(user)
-                .bind::<Timestamptz, _>(self.at)
-                .load::<Fits>(conn)
+                let fits = if self.prepared {
+                    diesel::sql_query(format!(
+                        "EXECUTE check_call({user}, '{}')",
+                        self.at.to_rfc3339()
+                    ))
+                    .load::<Fits>(conn)
+                } else {
+                    diesel::sql_query(
+                        "SELECT fits FROM usage_check(p_user_id => $1, p_kind => 'image_generation',
+                                                      p_created_at => $2)",
+                    )
+                    .bind::<BigInt, _>(user)
+                    .bind::<Timestamptz, _>(self.at)
+                    .load::<Fits>(conn)
+                }
                 .expect("usage_check");
                 let ms = start.elapsed().as_secs_f64() * 1000.0;
                 assert_eq!(fits.len(), 1, "user {user}");
@@ -319,7 +350,7 @@ impl StatusCalls {
             .map(|_| {
                 let user = 1 + (next(&mut self.seed) % self.users as u64) as i64;
                 let start = Instant::now();
-                let rows = status(conn, user, self.at);
+                let rows = status(conn, user, self.at, self.prepared);
                 let ms = start.elapsed().as_secs_f64() * 1000.0;
                 assert_eq!(rows, 12, "user {user}");
                 ms
@@ -387,7 +418,16 @@ fn function_search_path(conn: &mut PgConnection) -> String {
 
 /// One call as an application makes it: every column of every row, decoded (the display
 /// offset `--usage` adds is a constant here).
-fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>) -> usize {
+fn status(conn: &mut PgConnection, user: i64, at: DateTime<Utc>, prepared: bool) -> usize {
+    if prepared {
+        return diesel::sql_query(format!(
+            "EXECUTE status_call({user}, '{}')",
+            at.to_rfc3339()
+        ))
+        .load::<QuotaRow>(conn)
+        .expect("quota_status")
+        .len();
+    }
     diesel::sql_query("SELECT q.*, 0 AS period_end_utc_offset, 0 AS projected_utc_offset FROM quota_status($1, $2) q")
         .bind::<BigInt, _>(user)
         .bind::<Timestamptz, _>(at)

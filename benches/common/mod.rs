@@ -35,6 +35,8 @@ impl BenchCluster {
                 .expect("shared_buffers");
             drop(admin);
             pg.stop().expect("stop PostgreSQL");
+            // Stopped already: dropping this value must not stop the restarted server.
+            pg.keep_running();
             pg = EmbeddedPg::start(&data, None, durability)
                 .unwrap_or_else(|e| panic!("cannot restart PostgreSQL: {e}"));
             admin = db::connect(&pg.url("postgres")).expect("connect");
