@@ -1402,7 +1402,7 @@ CREATE FUNCTION usage.usage_subject_pending(p_user_id bigint, p_org_id bigint, p
     SELECT e.* FROM usage_events e
      WHERE (CASE WHEN e.org_id IS NULL THEN e.user_id ELSE 0 END)
            = CASE WHEN p_org_id > 0 THEN 0 ELSE p_user_id END
-       AND COALESCE(e.org_id, 0) = p_org_id
+       AND (CASE WHEN e.org_id IS NULL THEN 0 ELSE e.org_id END) = p_org_id
        AND e.recorded_xid >= (SELECT w.xid FROM aggregation_watermark w)
        AND e.created_at >= p_from AND e.created_at < p_to
        AND usage_event_problem(e.created_at, e.cost) IS NULL
@@ -2733,18 +2733,26 @@ CREATE INDEX usage_events_subject_xid_idx ON ONLY usage.usage_events USING btree
 CASE
     WHEN (org_id IS NULL) THEN user_id
     ELSE (0)::bigint
-END), COALESCE(org_id, (0)::bigint), recorded_xid);
+END), (
+CASE
+    WHEN (org_id IS NULL) THEN (0)::bigint
+    ELSE org_id
+END), recorded_xid);
 
 
 --
--- Name: usage_events_default_case_coalesce_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
+-- Name: usage_events_default_case_org_id_recorded_xid_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
-CREATE INDEX usage_events_default_case_coalesce_recorded_xid_idx ON usage.usage_events_default USING btree ((
+CREATE INDEX usage_events_default_case_org_id_recorded_xid_idx ON usage.usage_events_default USING btree ((
 CASE
     WHEN (org_id IS NULL) THEN user_id
     ELSE (0)::bigint
-END), COALESCE(org_id, (0)::bigint), recorded_xid);
+END), (
+CASE
+    WHEN (org_id IS NULL) THEN (0)::bigint
+    ELSE org_id
+END), recorded_xid);
 
 
 --
@@ -2853,10 +2861,10 @@ CREATE INDEX webhook_deliveries_sending_lease_idx ON usage.webhook_deliveries US
 
 
 --
--- Name: usage_events_default_case_coalesce_recorded_xid_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
+-- Name: usage_events_default_case_org_id_recorded_xid_idx; Type: INDEX ATTACH; Schema: usage; Owner: -
 --
 
-ALTER INDEX usage.usage_events_subject_xid_idx ATTACH PARTITION usage.usage_events_default_case_coalesce_recorded_xid_idx;
+ALTER INDEX usage.usage_events_subject_xid_idx ATTACH PARTITION usage.usage_events_default_case_org_id_recorded_xid_idx;
 
 
 --

@@ -17,20 +17,21 @@ use usage_worker::jobs::{JobKind, RunOpts};
 use usage_worker::subject::Subject;
 
 use crate::support::quota::add_new_events_to_periods;
+use crate::support::roles::RolesDb;
 use crate::support::{self, TestDb, count};
 
 /// User 1 (UTC) and organization 7 (UTC, user 2 its member) on a plan with soft token limits,
 /// so that every answer has rows.
-fn seed(db: &TestDb) {
-    db.execute(
-        "INSERT INTO plans (id, name) VALUES (1, 'team');
+const SEED_SQL: &str = "INSERT INTO plans (id, name) VALUES (1, 'team');
          INSERT INTO plan_limits (plan_id, metric, period, kind, max_value)
          VALUES (1, 'tokens', 'day', '', 1000000), (1, 'tokens', 'month', '', 10000000);
          INSERT INTO users (id, email, plan_id) VALUES (1, 'ada@example.com', 1),
                                                   (2, 'bob@example.com', NULL);
          INSERT INTO organizations (id, name, plan_id) VALUES (7, 'Acme', 1);
-         INSERT INTO organization_members (org_id, user_id, role) VALUES (7, 2, 'owner');",
-    );
+         INSERT INTO organization_members (org_id, user_id, role) VALUES (7, 2, 'owner');";
+
+fn seed(db: &TestDb) {
+    db.execute(SEED_SQL);
 }
 
 const SUBJECTS: [Subject; 2] = [Subject::User(1), Subject::Org(7)];
@@ -368,13 +369,11 @@ fn event_rows_read(node: &serde_json::Value) -> f64 {
     own + children
 }
 
-#[test]
-fn the_answers_read_a_subjects_pending_events_not_what_it_recorded_before() {
-    let db = TestDb::new();
-    seed(&db);
-    let mut conn = db.conn();
-    // 2,000 events of each subject earlier in the month, counted by aggregate, in the
-    // month's own partition, beside those of 500 other users.
+/// Through `conn` (search_path on the worker's schema, rights to write): 2,000 events of each
+/// subject earlier in the month, counted by aggregate, in the month's own partition, beside
+/// those of 500 other users; then 3 events of each subject, and of organization 8, not yet
+/// counted.
+fn load_history_and_pending(conn: &mut PgConnection) {
     conn.batch_execute(
         "SELECT usage_create_partition('2026-11-01');
          INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
@@ -388,41 +387,78 @@ fn the_answers_read_a_subjects_pending_events_not_what_it_recorded_before() {
            FROM generate_series(1, 5000) AS g",
     )
     .unwrap();
-    add_new_events_to_periods(&mut conn);
+    add_new_events_to_periods(conn);
     for subject in SUBJECTS {
         for _ in 0..3 {
-            record(&mut conn, subject, 10, "2026-11-10T11:00:00Z");
+            record(conn, subject, 10, "2026-11-10T11:00:00Z");
         }
     }
-    // The plan a session's answers use after a few calls: generic, with the subject and the
-    // period as parameters.
+    // Another organization's events not yet counted: an index that tells organizations
+    // apart by its first key alone would read them too.
     conn.batch_execute(
-        "ANALYZE usage_events;
-         SET plan_cache_mode = force_generic_plan;
+        "INSERT INTO organizations (id, name, plan_id) VALUES (8, 'Globex', 1);
+         INSERT INTO usage_events (user_id, org_id, kind, tokens, created_at)
+         SELECT 2, 8, 'ai_response', 10, '2026-11-10T11:00:00Z' FROM generate_series(1, 3);
+         ANALYZE usage_events",
+    )
+    .unwrap();
+}
+
+/// In `conn`'s session (`who`), with the plan a session's answers use after a few calls
+/// (generic, the subject and the period as parameters): each subject's scan for its pending
+/// events reads those 3 and no other row, and its month counts all 2,003.
+fn assert_the_pending_scan_reads_the_pending_events_only(conn: &mut PgConnection, who: &str) {
+    conn.batch_execute(
+        "SET plan_cache_mode = force_generic_plan;
          PREPARE pending (bigint, bigint, timestamptz, timestamptz) AS
              SELECT count(*) FROM usage_subject_pending($1, $2, $3, $4);
          CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
          DECLARE v json; BEGIN EXECUTE q INTO v; RETURN v::text; END $$;",
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{who}: {e}"));
     for (subject, (user_id, org_id)) in SUBJECTS.into_iter().zip([(1, 0), (0, 7)]) {
         let execute = format!(
             "EXECUTE pending({user_id}, {org_id}, '2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z')"
         );
         let plan = support::text(
-            &mut conn,
+            conn,
             &format!("SELECT pg_temp.plan_of($q$EXPLAIN (ANALYZE, FORMAT JSON) {execute}$q$) AS t"),
         );
         let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
         let read = event_rows_read(&plan[0]["Plan"]);
         assert!(
             read <= 3.0,
-            "{subject}: the pending scan read {read} event rows for 3 pending events: {plan}"
+            "{who}, {subject}: the pending scan read {read} event rows for 3 pending events: {plan}"
         );
         assert_eq!(
-            status(&mut conn, subject, "month", "2026-11-10T12:00:00Z"),
+            status(conn, subject, "month", "2026-11-10T12:00:00Z"),
             (2003, 2030),
-            "{subject}"
+            "{who}, {subject}"
         );
     }
+}
+
+#[test]
+fn the_answers_read_a_subjects_pending_events_not_what_it_recorded_before() {
+    let db = TestDb::new();
+    seed(&db);
+    let mut conn = db.conn();
+    load_history_and_pending(&mut conn);
+    assert_the_pending_scan_reads_the_pending_events_only(&mut conn, "the worker's session");
+}
+
+/// The application's role is under row-level security: PostgreSQL then uses a condition as an
+/// index condition only if it cannot leak rows, so the subject key must be written with what
+/// it knows to be safe.
+#[test]
+fn under_row_level_security_the_application_reads_a_subjects_pending_events_only() {
+    let roles = RolesDb::new("pending_rls", "usage");
+    roles.migrate_as_owner();
+    let mut admin = roles.admin();
+    admin.batch_execute("SET search_path = usage").unwrap();
+    admin.batch_execute(SEED_SQL).unwrap();
+    load_history_and_pending(&mut admin);
+    let mut app = usage_worker::db::connect(&roles.url_as(&roles.writer)).expect("connect");
+    app.batch_execute("SET search_path = usage").unwrap();
+    assert_the_pending_scan_reads_the_pending_events_only(&mut app, "the application's role");
 }
