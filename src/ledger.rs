@@ -227,7 +227,10 @@ pub fn recent_runs(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<RunRo
 
 /// The latest run of each job.
 pub fn last_runs(conn: &mut PgConnection) -> QueryResult<Vec<RunRow>> {
-    diesel::sql_query(LAST_RUNS_SQL).load(conn)
+    let jobs: Vec<&str> = JobKind::ALL.iter().map(|k| k.name()).collect();
+    diesel::sql_query(LAST_RUNS_SQL)
+        .bind::<diesel::sql_types::Array<Text>, _>(&jobs)
+        .load(conn)
 }
 
 /// The run currently holding the job (for "skipped: held by …" messages).

@@ -209,3 +209,42 @@ fn list_jobs_describes_the_retention_and_thresholds_in_effect() {
         "{stdout}"
     );
 }
+
+#[test]
+fn list_jobs_shows_each_jobs_latest_run_among_many() {
+    let db = TestDb::new();
+    // A day of aggregate runs every 5 s (its default schedule), then a failed one; one
+    // alerts run; no reset-daily run.
+    db.execute(
+        "INSERT INTO job_runs (job, trigger, scheduled_for, started_at, finished_at, status, host, pid)
+         SELECT 'aggregate', 'cron', t, t, t + interval '1 second', 'succeeded', 'h', 1
+           FROM generate_series(timestamptz '2026-11-09T12:00:00Z',
+                                timestamptz '2026-11-10T11:59:55Z', interval '5 seconds') AS t;
+         INSERT INTO job_runs (job, trigger, scheduled_for, started_at, finished_at, status, host, pid, error)
+         VALUES ('aggregate', 'cron', '2026-11-10T12:00:00Z', '2026-11-10T12:00:00Z',
+                 '2026-11-10T12:00:01Z', 'failed', 'h', 1, 'boom'),
+                ('alerts', 'cron', '2026-11-10T08:05:00Z', '2026-11-10T08:05:00Z',
+                 '2026-11-10T08:05:02Z', 'succeeded', 'h', 1, NULL);",
+    );
+    let env = [("USAGE_WORKER__DATABASE__URL", db.url.as_str())];
+    let (code, stdout, stderr) = run(&["--list-jobs"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let line = |job: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{job} ")))
+            .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
+            .to_string()
+    };
+    let aggregate = line("aggregate");
+    assert!(
+        aggregate.contains("2026-11-10 12:00:00Z failed"),
+        "{aggregate}"
+    );
+    let alerts = line("alerts");
+    assert!(
+        alerts.contains("2026-11-10 08:05:00Z succeeded"),
+        "{alerts}"
+    );
+    assert!(line("reset-daily").contains("never"), "{stdout}");
+}
