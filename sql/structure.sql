@@ -2684,6 +2684,13 @@ CREATE INDEX job_runs_running_idx ON usage.job_runs USING btree (job) WHERE (sta
 
 
 --
+-- Name: job_runs_started_idx; Type: INDEX; Schema: usage; Owner: -
+--
+
+CREATE INDEX job_runs_started_idx ON usage.job_runs USING btree (started_at DESC, id DESC);
+
+
+--
 -- Name: organization_members_user_idx; Type: INDEX; Schema: usage; Owner: -
 --
 
