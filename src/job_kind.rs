@@ -165,6 +165,11 @@ impl JobKind {
             .find(|k| k.name() == name || k.config_key() == name)
     }
 
+    /// Every job's name, in `ALL`'s order: the `text[]` that queries over all jobs bind.
+    pub fn all_names() -> Vec<&'static str> {
+        JobKind::ALL.iter().map(|k| k.name()).collect()
+    }
+
     /// Every job's `label` (its name or its config key), comma separated, for messages that
     /// list the valid jobs.
     pub fn join_all(label: fn(JobKind) -> &'static str) -> String {

@@ -227,9 +227,8 @@ pub fn recent_runs(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<RunRo
 
 /// The latest run of each job.
 pub fn last_runs(conn: &mut PgConnection) -> QueryResult<Vec<RunRow>> {
-    let jobs: Vec<&str> = JobKind::ALL.iter().map(|k| k.name()).collect();
     diesel::sql_query(LAST_RUNS_SQL)
-        .bind::<diesel::sql_types::Array<Text>, _>(&jobs)
+        .bind::<diesel::sql_types::Array<Text>, _>(JobKind::all_names())
         .load(conn)
 }
 

@@ -356,7 +356,7 @@ struct Watermark {
 pub fn sample_database(conn: &mut PgConnection) -> QueryResult<DatabaseSample> {
     conn.build_transaction().read_only().run(|conn| {
         diesel::sql_query("SET LOCAL statement_timeout = '5s'").execute(conn)?;
-        let jobs: Vec<String> = JobKind::ALL.iter().map(|k| k.name().to_string()).collect();
+        let jobs = JobKind::all_names();
         let last_success = diesel::sql_query(LAST_SUCCESS_SQL)
         .bind::<Array<Text>, _>(&jobs)
         .load::<LastSuccess>(conn)?
