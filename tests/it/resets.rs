@@ -411,3 +411,74 @@ fn a_dry_run_reports_the_periods_it_would_close_and_changes_nothing() {
     );
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_periods"), 2);
 }
+
+/// Rows the statements since the last call read from the tables named `pattern` (a LIKE
+/// pattern, partitions included): sequential reads plus index fetches. The counters are
+/// flushed first, on `conn`, the connection that ran the statements.
+fn rows_read(conn: &mut diesel::PgConnection, pattern: &str) -> i64 {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SELECT pg_stat_force_next_flush()")
+        .unwrap();
+    crate::support::count(
+        conn,
+        &format!(
+            "SELECT COALESCE(sum(COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0)), 0)::bigint AS n
+               FROM pg_stat_user_tables WHERE relname LIKE '{pattern}'"
+        ),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_rollover_batch_reads_the_rows_of_its_own_periods_not_whole_tables() {
+    // 2,000 users in UTC (the highest ids) with one event each, whose days end at midnight,
+    // among 10,000 users in Los Angeles with two events each, whose days end eight hours later. The batch of
+    // 2,000 days reads their 2,000 events and totals through the indexes. A plan that hashes
+    // the batch reads all 22,000 events (and the 24,000 periods and per-kind totals), once
+    // per batch. With drift (one day tampered) the totals are rewritten, by key too.
+    for tamper in [false, true] {
+        let db = TestDb::new();
+        db.execute(
+            "INSERT INTO users (id, email, timezone)
+             SELECT g, 'user' || g || '@example.com',
+                    CASE WHEN g > 10000 THEN 'UTC' ELSE 'America/Los_Angeles' END
+               FROM generate_series(1, 12000) AS g;
+             INSERT INTO usage_events (user_id, kind, tokens, created_at)
+             SELECT g, 'ai_response', 10, '2027-01-10T12:00:00Z'
+               FROM generate_series(1, 12000) AS g, generate_series(1, 2) AS n
+              WHERE g <= 10000 OR n = 1",
+        );
+        let mut conn = db.conn();
+        add_new_events_to_periods(&mut conn);
+        if tamper {
+            db.execute(
+                "UPDATE usage_periods SET tokens = 7 WHERE user_id = 11000 AND period = 'day'",
+            );
+        }
+        db.execute("VACUUM ANALYZE");
+        let tables = ["usage_events%", "usage_periods", "usage_period_kind_totals"];
+        let before: Vec<i64> = tables.iter().map(|t| rows_read(&mut conn, t)).collect();
+
+        let report = JobKind::ResetDaily
+            .run(
+                &db.ctx(),
+                &mut conn,
+                at("2027-01-11T00:00:00Z"),
+                &RunOpts::default(),
+            )
+            .unwrap();
+
+        assert_eq!(report.details["closed"], 2000, "{}", report.details);
+        assert_eq!(report.details["drift"]["periods"], i64::from(tamper));
+        let read: Vec<i64> = tables
+            .iter()
+            .zip(&before)
+            .map(|(t, b)| rows_read(&mut conn, t) - b)
+            .collect();
+        // At most three reads of each table per period of the batch.
+        assert!(
+            read.iter().all(|&n| n <= 6_000),
+            "rows read from {tables:?}: {read:?} (tamper: {tamper})"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use serde_json::json;
 
 use super::tally::warn_unknown_zone;
-use super::{APPLY_SQL, GRANT_UNSETTLE_SQL, QuotaPeriod, RAW_SQL, lock_out_aggregation};
+use super::{GRANT_UNSETTLE_SQL, QuotaPeriod, apply, lock_out_aggregation, snapshot_and_count};
 use crate::jobs::{JobError, JobReport};
 use crate::subject::Subject;
 
@@ -219,10 +219,8 @@ fn split_period(
         .bind::<Nullable<Integer>, _>(settings.anchor)
         .bind::<Nullable<BigInt>, _>(settings.plan_id)
         .execute(conn)?;
-    diesel::sql_query(RAW_SQL).execute(conn)?;
-    diesel::sql_query(APPLY_SQL)
-        .bind::<Timestamptz, _>(now)
-        .execute(conn)?;
+    snapshot_and_count(conn)?;
+    apply(conn, now)?;
     // The split moves the instants that cut the new half: its grants are settled again.
     diesel::sql_query(GRANT_UNSETTLE_SQL).execute(conn)?;
     conn.batch_execute("DROP TABLE usage_closing, usage_closing_raw")

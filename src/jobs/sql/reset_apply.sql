@@ -1,22 +1,17 @@
 -- Reconciliation, step 4: write the true totals into every period of `usage_closing` and its
 -- per-kind rows, and close those with a close_reason ($1 = now), snapshotting the subject's
 -- plan (the user's, or the organization's for its periods) and that plan's limits for the
--- period kind. Rows are matched on (user_id, org_id): user id 0 is a legal user.
+-- period kind (reset_limits.sql). Rows are matched on (user_id, org_id): user id 0 is a legal
+-- user. Run by key (see `by_key` in periods.rs), with an index on usage_closing_raw's period.
 WITH totals AS (
-    SELECT c.user_id, c.org_id, c.period, c.period_start, c.close_reason, c.plan_id,
+    SELECT c.user_id, c.org_id, c.period, c.period_start, c.close_reason, c.plan_id, c.limits,
            COALESCE(sum(r.requests), 0) AS requests, COALESCE(sum(r.messages), 0) AS messages,
            COALESCE(sum(r.tokens), 0) AS tokens, COALESCE(sum(r.bytes), 0) AS bytes,
            COALESCE(sum(r.cost), 0) AS cost
       FROM usage_closing c
       LEFT JOIN usage_closing_raw r USING (user_id, org_id, period, period_start)
-     GROUP BY c.user_id, c.org_id, c.period, c.period_start, c.close_reason, c.plan_id
-), plan_snapshots AS MATERIALIZED (
-    -- Each plan's limits per period kind, built once rather than once per period.
-    SELECT l.plan_id, l.period,
-           jsonb_agg(jsonb_build_object('metric', l.metric, 'kind', l.kind, 'max_value', l.max_value)
-                     ORDER BY l.metric, l.kind) AS limits
-      FROM plan_limits l
-     GROUP BY l.plan_id, l.period
+     GROUP BY c.user_id, c.org_id, c.period, c.period_start, c.close_reason, c.plan_id,
+              c.limits
 ), stale_kinds AS (
     DELETE FROM usage_period_kind_totals k
      USING usage_closing c
@@ -45,8 +40,7 @@ UPDATE usage_periods up
        closed_at    = CASE WHEN t.close_reason IS NULL THEN up.closed_at ELSE $1 END,
        plan_id      = CASE WHEN t.close_reason IS NULL THEN up.plan_id ELSE t.plan_id END,
        limits       = CASE WHEN t.close_reason IS NULL THEN up.limits
-                           ELSE COALESCE(s.limits, '[]'::jsonb) END
+                           ELSE COALESCE(t.limits, '[]'::jsonb) END
   FROM totals t
-  LEFT JOIN plan_snapshots s ON s.plan_id = t.plan_id AND s.period = t.period
  WHERE up.user_id = t.user_id AND up.org_id = t.org_id AND up.period = t.period
    AND up.period_start = t.period_start

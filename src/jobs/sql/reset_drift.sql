@@ -1,17 +1,7 @@
--- Reconciliation, step 3: where the recorded totals (of the period, kind = '', and per event
--- kind) differ from the raw events. Each row is one subject (user_id, org_id), period, kind
--- and metric.
-WITH recorded AS (
-    SELECT up.user_id, up.org_id, up.period_start, ''::text AS kind,
-           up.requests, up.messages, up.tokens, up.bytes, up.cost
-      FROM usage_closing c
-      JOIN usage_periods up USING (user_id, org_id, period, period_start)
-    UNION ALL
-    SELECT k.user_id, k.org_id, k.period_start, k.kind, k.requests, k.messages, k.tokens,
-           k.bytes, k.cost
-      FROM usage_closing c
-      JOIN usage_period_kind_totals k USING (user_id, org_id, period, period_start)
-), actual AS (
+-- Reconciliation, step 3: where the recorded totals (usage_closing_recorded: of the period,
+-- kind = '', and per event kind) differ from the raw events (usage_closing_raw). Each row is
+-- one subject (user_id, org_id), period, kind and metric.
+WITH actual AS (
     SELECT user_id, org_id, period_start, kind, requests, messages, tokens, bytes, cost
       FROM usage_closing_raw
     UNION ALL
@@ -29,7 +19,7 @@ WITH recorded AS (
            r.bytes AS r_bytes, r.cost AS r_cost,
            a.requests AS a_requests, a.messages AS a_messages, a.tokens AS a_tokens,
            a.bytes AS a_bytes, a.cost AS a_cost
-      FROM recorded r
+      FROM usage_closing_recorded r
       FULL JOIN actual a ON a.user_id = r.user_id AND a.org_id = r.org_id
                         AND a.period_start = r.period_start AND a.kind = r.kind
      WHERE (COALESCE(r.requests, 0), COALESCE(r.messages, 0), COALESCE(r.tokens, 0),

@@ -5,7 +5,8 @@
 -- still to be added by `aggregate` (which cannot run while this transaction holds the
 -- watermark row) into whichever period contains them, open or closed. Events `aggregate`
 -- set aside (usage_quarantine) are left out here too: that is what keeps these sums equal to
--- what was counted, and within bigint.
+-- what was counted, and within bigint. Run by key (see `by_key` in periods.rs): each period
+-- of the batch reads its own events through the subject's index.
 CREATE TEMP TABLE usage_closing_raw ON COMMIT DROP AS
 WITH events AS (
     -- Two joins rather than one with OR: each uses its own index on usage_events.
