@@ -14,6 +14,7 @@
 //! watermark always passes them.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -235,6 +236,8 @@ struct RunTally {
     events: u64,
     rows_written: u64,
     transactions: u64,
+    /// Passes after the first, each to a new horizon (see [`aggregate_new_events`]).
+    passes: u64,
     unknown_zone_users: BTreeSet<i64>,
     missing_users: BTreeSet<i64>,
     unknown_zone_orgs: BTreeSet<i64>,
@@ -305,6 +308,12 @@ impl RunTally {
             "{} event(s) added into {} summary row(s) in {} transaction(s); watermark {from} -> {to}",
             self.events, self.rows_written, self.transactions
         );
+        if self.passes > 0 {
+            summary += &format!(
+                " in {} passes, following events committed while it ran",
+                self.passes + 1
+            );
+        }
         if !self.unknown_zone_users.is_empty() {
             summary += &format!(
                 "; {} user(s) with an unknown time zone counted in UTC",
@@ -335,6 +344,7 @@ impl RunTally {
                 "events": self.events,
                 "rows_written": self.rows_written,
                 "transactions": self.transactions,
+                "passes": self.passes + 1,
                 "watermark_from": from.to_string(),
                 "watermark_to": to.to_string(),
                 "unknown_timezone_users": self.unknown_zone_users.len(),
@@ -352,7 +362,19 @@ impl RunTally {
     }
 }
 
-/// Adds every event below the horizon of the run's first transaction, a batch per transaction.
+/// A run that has added at least this many events since it took its horizon goes on with the
+/// events committed meanwhile (see [`aggregate_new_events`]).
+const FOLLOW_MIN_EVENTS: u64 = 10_000;
+/// How long a run goes on following the writers before it ends, leaving the rest to the next
+/// tick of the schedule: its report and run record come at least this often.
+const FOLLOW_FOR: Duration = Duration::from_secs(60);
+
+/// Adds every event below the horizon of the run's first transaction, a batch per
+/// transaction: one pass. While the last pass added at least [`FOLLOW_MIN_EVENTS`] events and
+/// the run is younger than [`FOLLOW_FOR`], it takes a new horizon and adds what was committed
+/// meanwhile, so under heavy writing the oldest waiting event is about two passes old rather
+/// than a tick of the schedule plus a pass. A pass that finds little (light writing, or the
+/// horizon held back by an open transaction) ends the run.
 fn aggregate_new_events(
     ctx: &Ctx,
     conn: &mut PgConnection,
@@ -362,20 +384,28 @@ fn aggregate_new_events(
         return pending_events(conn);
     }
     let batch_events = ctx.settings.aggregate.batch_events;
+    let started = Instant::now();
     let mut tally = RunTally::default();
     let mut first_watermark = None;
     let mut target = None;
+    let mut pass_events = 0;
     let last_watermark = loop {
         opts.cancel.check()?;
         let (step, horizon) =
             transaction(conn, batch_events, Limit::Horizon { also_below: target })?;
-        // The run stops at the horizon of its first transaction, so it ends under constant load.
+        // A pass stops at the horizon of its first transaction, so it ends under any load.
         target.get_or_insert(horizon);
         first_watermark.get_or_insert(step.from);
         let (to, caught_up) = (step.to, step.caught_up);
+        pass_events += step.events;
         tally.add(step);
         if caught_up {
-            break to;
+            if pass_events < FOLLOW_MIN_EVENTS || started.elapsed() >= FOLLOW_FOR {
+                break to;
+            }
+            tally.passes += 1;
+            (target, pass_events) = (None, 0);
+            continue;
         }
         tracing::info!(
             job.name = "aggregate",

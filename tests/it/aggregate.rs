@@ -419,3 +419,55 @@ fn a_summary_row_deleted_while_aggregate_adds_to_it_is_written_again_with_the_ne
         5
     );
 }
+
+#[test]
+fn a_run_follows_the_events_committed_while_it_works_then_ends() {
+    let db = TestDb::alone();
+    let insert = |n: i64| {
+        format!(
+            "INSERT INTO usage_events (user_id, kind, tokens, created_at)
+             SELECT g % 500, 'ai_response', 1, '2026-11-23T09:00:00Z' FROM generate_series(1, {n}) g"
+        )
+    };
+    db.execute(&insert(100_000));
+    // Once the run's first transaction is under way (it has a transaction id), a writer
+    // commits 200 transactions of 1,000 events, the first ones after the first pass's horizon.
+    let writer = {
+        let (url, insert) = (db.url.clone(), insert(1_000));
+        thread::spawn(move || {
+            let mut conn = support::connect(&url);
+            let running = "SELECT count(*) AS n FROM pg_stat_activity
+                            WHERE datname = current_database() AND backend_xid IS NOT NULL
+                              AND pid <> pg_backend_pid()";
+            while support::count(&mut conn, running).unwrap() == 0 {
+                thread::sleep(Duration::from_millis(5));
+            }
+            for _ in 0..200 {
+                conn.batch_execute(&insert).unwrap();
+            }
+        })
+    };
+    let report = aggregate(&db.ctx(), &mut db.conn()).unwrap();
+
+    // The first pass added the 100,000 events waiting at its horizon, so the run went on with
+    // a new horizon and added what the writer had committed meanwhile, pass after pass, until
+    // a pass found less than 10,000 new events.
+    let passes = report.details["passes"].as_u64().unwrap();
+    let events = report.details["events"].as_u64().unwrap();
+    assert!(passes >= 2 && events > 100_000, "{}", report.details);
+    assert!(
+        report.summary.contains(&format!("in {passes} passes")),
+        "{}",
+        report.summary
+    );
+    writer.join().unwrap();
+    let rest = aggregate(&db.ctx(), &mut db.conn()).unwrap();
+    assert_eq!(events + rest.details["events"].as_u64().unwrap(), 300_000);
+    assert_all_aggregated_exactly(&db);
+    // A run with nothing to add ends after its one pass.
+    let idle = aggregate(&db.ctx(), &mut db.conn()).unwrap();
+    assert_eq!(
+        (&idle.details["events"], &idle.details["passes"]),
+        (&0.into(), &1.into())
+    );
+}
