@@ -87,7 +87,7 @@ fn main() {
 
     let started = Instant::now();
     let schedule = Schedule::parse(JobKind::Aggregate.defaults().schedule).expect("schedule");
-    let (runs, aggregated, run_seconds) =
+    let (runs, passes, aggregated, run_seconds) =
         aggregate_on_schedule(&ctx, &mut conn, &schedule, duration);
     let wall = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -112,6 +112,7 @@ fn main() {
             "aggregate_schedule": schedule.source(),
             "writer_events_per_s": (written / wall).round(),
             "aggregate_runs": runs,
+            "aggregate_passes": passes,
             "aggregate_events_per_s_of_run_time": (aggregated as f64 / run_seconds.max(1e-9)).round(),
             "aggregate_events_per_s_of_wall_time": (aggregated as f64 / wall).round(),
             "aggregate_busy_share": (run_seconds / wall * 100.0).round() / 100.0,
@@ -126,15 +127,16 @@ fn main() {
 }
 
 /// Runs `aggregate` at every tick of `schedule` from the start, as the scheduler would (a run
-/// longer than a period skips the ticks it overlaps). Returns runs, events and run seconds.
+/// longer than a period skips the ticks it overlaps). Returns runs, their passes (a run
+/// follows the writers while they keep it busy), events and run seconds.
 fn aggregate_on_schedule(
     ctx: &Ctx,
     conn: &mut PgConnection,
     schedule: &Schedule,
     duration: Duration,
-) -> (u64, u64, f64) {
+) -> (u64, u64, u64, f64) {
     let end = Utc::now() + chrono::Duration::from_std(duration).expect("duration");
-    let (mut runs, mut events, mut busy) = (0u64, 0u64, 0.0f64);
+    let (mut runs, mut passes, mut events, mut busy) = (0u64, 0u64, 0u64, 0.0f64);
     while let Some(tick) = schedule.next_after(Utc::now()).filter(|tick| *tick <= end) {
         if let Ok(wait) = (tick - Utc::now()).to_std() {
             std::thread::sleep(wait);
@@ -145,9 +147,10 @@ fn aggregate_on_schedule(
             .expect("aggregate run");
         busy += run_started.elapsed().as_secs_f64();
         runs += 1;
+        passes += report.details["passes"].as_u64().unwrap_or(1);
         events += report.details["events"].as_u64().unwrap_or(0);
     }
-    (runs, events, busy)
+    (runs, passes, events, busy)
 }
 
 /// One writer: autocommitted INSERTs of ROWS_PER_INSERT events until told to stop.
