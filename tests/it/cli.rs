@@ -189,13 +189,7 @@ fn list_jobs_describes_the_retention_and_thresholds_in_effect() {
     );
     let (code, stdout, stderr) = run(&["--list-jobs", "--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{stderr}");
-    let line = |job: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{job} ")))
-            .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
-            .to_string()
-    };
+    let line = |job: &str| job_row(&stdout, job);
     assert!(
         line("retention").contains("older than 36 months"),
         "{stdout}"
@@ -208,6 +202,15 @@ fn list_jobs_describes_the_retention_and_thresholds_in_effect() {
         !stdout.contains("24 months") && !stdout.contains("80 %"),
         "{stdout}"
     );
+}
+
+/// The row of `job` in the output of `--list-jobs`.
+fn job_row(stdout: &str, job: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{job} ")))
+        .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
+        .to_string()
 }
 
 #[test]
@@ -229,13 +232,7 @@ fn list_jobs_shows_each_jobs_latest_run_among_many() {
     let env = [("USAGE_WORKER__DATABASE__URL", db.url.as_str())];
     let (code, stdout, stderr) = run(&["--list-jobs"], &env);
     assert_eq!(code, 0, "{stderr}");
-    let line = |job: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{job} ")))
-            .unwrap_or_else(|| panic!("no {job} row:\n{stdout}"))
-            .to_string()
-    };
+    let line = |job: &str| job_row(&stdout, job);
     let aggregate = line("aggregate");
     assert!(
         aggregate.contains("2026-11-10 12:00:00Z failed"),
